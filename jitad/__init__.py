@@ -1,0 +1,17 @@
+"""jitad: reverse-mode automatic differentiation of NumPy/math code, compiled with Numba.
+
+    @jitad.jit_grad
+    def loss(w, X, y): ...
+    g = loss(w, X, y)                     # gradient wrt w
+    v, g = loss.value_and_grad(w, X, y)
+    print(loss.wengert(w, X, y)); print(loss.source(w, X, y))
+"""
+__version__ = "0.1.0"
+
+from .api import JitGrad, jit_grad  # noqa: E402
+from .errors import (ArgumentError, GuardLimitError, JitadError, NonScalarOutputError,  # noqa: E402
+                     ShapeError, TraceError)
+from .tracing import where  # noqa: E402
+
+__all__ = ["ArgumentError", "GuardLimitError", "JitGrad", "JitadError", "NonScalarOutputError",
+           "ShapeError", "TraceError", "jit_grad", "where"]

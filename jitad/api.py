@@ -1,0 +1,230 @@
+"""The decorator and the compiled-function object.
+
+Step: the pipeline's front door. A call classifies its arguments into a key,
+finds a compiled variant (or traces -> simplifies -> differentiates -> prints ->
+compiles one) and runs it; a failed guard retraces.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpy as np
+
+from . import codegen, compile as compiler
+from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify
+from .errors import ArgumentError, GuardFailed, GuardLimitError, NonScalarOutputError
+from .tracing import trace
+from .transforms import simplify, value_and_grad
+from .wengert import Literal, Var
+
+MODES = ("value_and_grad", "value")
+
+
+def build_source(variant: Variant, mode: str, wrt: tuple, fn_name: str) -> tuple:
+    """The pipeline after tracing: simplify, differentiate, simplify, print."""
+    wengert = simplify(variant.trace.wengert)
+    if mode == "value_and_grad":
+        wengert = simplify(value_and_grad(wengert, list(wrt)))
+    kind = "value and gradient" if mode == "value_and_grad" else "value"
+    inputs = ", ".join(f"{v.name}: {v.type_text()}" for v in variant.trace.wengert.inputs)
+    wrt_names = ", ".join(variant.trace.wengert.inputs[i].name for i in wrt)
+    doc = f"{kind.capitalize()} of {variant.trace.wengert.name} ({wengert.loc}), specialized " \
+          f"for {inputs}" + (f"; d/d({wrt_names})." if mode == "value_and_grad" else ".")
+    name = f"{codegen.identifier(fn_name)}_{mode}"
+    return codegen.generate(wengert, name, doc), name, wengert
+
+
+class JitGrad:
+    """A function compiled together with its gradient. Create it with `jit_grad`."""
+
+    def __init__(self, fun, argnums=0):
+        functools.update_wrapper(self, fun)
+        self.fun = fun
+        self.argnums = argnums
+        self._wrt = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+        if not self._wrt or not all(isinstance(i, int) for i in self._wrt):
+            raise ArgumentError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
+        self._signature = inspect.signature(fun)
+        params = list(self._signature.parameters.values())
+        unsupported = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD)]
+        if unsupported:
+            raise ArgumentError(f"{fun.__name__}: keyword-only and **kwargs parameters are not "
+                                f"supported ({', '.join(unsupported)}); make them positional")
+        self._varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+        self._names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
+        self._cache: dict = {}
+        self.trace_count = 0
+        self.compile_count = 0
+
+    def __repr__(self) -> str:
+        return f"<jitad.jit_grad of {self.fun.__qualname__}, argnums={self.argnums!r}>"
+
+    def __reduce__(self):
+        # Pickle by reference: workers import the decorated function from its module.
+        return self.__qualname__
+
+    # ------------------------------------------------------------ public calls
+
+    def __call__(self, *args, **kwargs):
+        """The gradient: a float, an ndarray shaped like the argument, or a tuple of those."""
+        return self.value_and_grad(*args, **kwargs)[1]
+
+    def value_and_grad(self, *args, **kwargs):
+        """`(value, gradient)` from one compiled call (scipy's `jac=True` convention)."""
+        value, grads = self._run("value_and_grad", args, kwargs)
+        grads = tuple(float(g) if np.ndim(g) == 0 else g for g in grads)
+        return float(value), (grads[0] if isinstance(self.argnums, int) else grads)
+
+    def value(self, *args, **kwargs):
+        """The function's value, from the compiled forward code only."""
+        return float(self._run("value", args, kwargs))
+
+    def wengert(self, *args, grad: bool = False, **kwargs):
+        """The traced Wengert list for these argument kinds (`grad=True`: the differentiated one)."""
+        variant, _ = self._variant(args, kwargs)
+        if not grad:
+            return variant.trace.wengert
+        return build_source(variant, "value_and_grad", self._wrt, self.__name__)[2]
+
+    def source(self, *args, mode: str = "value_and_grad", **kwargs) -> str:
+        """The generated Python source (forward and adjoint sweeps) for these argument kinds."""
+        variant, _ = self._variant(args, kwargs)
+        return build_source(variant, mode, self._wrt, self.__name__)[0]
+
+    def njit_value_and_grad(self, *args, **kwargs):
+        """The compiled Numba dispatcher, callable from a user's own `@numba.njit` code.
+
+        It takes the runtime arguments only (static ones are baked in), in order, and
+        returns `(value, (grad, …))`.
+        """
+        variant, runtime_args = self._variant(args, kwargs)
+        return self._kernel(variant, "value_and_grad", runtime_args)
+
+    # ------------------------------------------------------------ machinery
+
+    def _arguments(self, args, kwargs) -> list:
+        if kwargs or self._varargs or len(args) != len(self._names):
+            try:
+                bound = self._signature.bind(*args, **kwargs)
+            except TypeError as error:
+                raise ArgumentError(f"{self.__name__}{self._signature}: {error}") from None
+            bound.apply_defaults()
+            args = bound.args
+        return list(args)
+
+    def _names_for(self, count: int) -> list:
+        names = list(self._names)
+        varargs = next((p.name for p in self._signature.parameters.values()
+                        if p.kind == p.VAR_POSITIONAL), "arg")
+        names += [f"{varargs}{i}" for i in range(count - len(names))]
+        return [codegen.identifier(n) for n in names]
+
+    def _classify(self, args):
+        names = self._names_for(len(args))
+        keys, runtime = [], []
+        for value, name in zip(args, names):
+            key, runtime_value = classify(value, name)
+            keys.append(key)
+            runtime.append(runtime_value)
+        for i in self._wrt:
+            if not -len(args) <= i < len(args):
+                raise ArgumentError(f"argnums={self.argnums!r} but {self.__name__} got "
+                                    f"{len(args)} argument(s)")
+            if runtime[i] is None or keys[i] not in ("f",) and keys[i][0] != "f8":
+                raise ArgumentError(
+                    f"argument '{names[i]}' (argnums {i}) is {type(args[i]).__name__} "
+                    f"{args[i]!r:.40}: only floats and float64 arrays can be differentiated"
+                    + (f"; pass {float(args[i])!r}" if isinstance(args[i], int) else ""))
+        return tuple(keys), runtime, names
+
+    def _variant(self, args, kwargs):
+        """The cached (or newly traced) variant for these arguments, ignoring guards."""
+        args = self._arguments(args, kwargs)
+        key, runtime, names = self._classify(args)
+        values = [v for v in runtime if v is not None]
+        entry = self._cache.get(key)
+        candidates = entry.candidates(values) if entry else []
+        variant = candidates[0] if candidates else self._trace(args, key, runtime, names)
+        return variant, values + variant.trace.consts
+
+    def _trace(self, args, key, runtime, names) -> Variant:
+        entry = self._cache.setdefault(key, KeyEntry())
+        if entry.traces >= MAX_SPECIALIZATIONS:
+            raise GuardLimitError(self._guard_limit_message(entry))
+        traced = trace(self.fun, args, [v is not None for v in runtime], names)
+        self.trace_count += 1
+        self._check_output(traced)
+        variant = Variant(traced)
+        entry.add(variant, [v for v in runtime if v is not None])
+        return variant
+
+    def _check_output(self, traced) -> None:
+        (out,) = traced.wengert.outputs
+        if isinstance(out, (Var, Literal)) and out.shape == () and out.dtype != "bool":
+            return
+        shape = getattr(out, "shape", None)
+        what = f"an array of shape {shape}" if shape else f"{type(out).__name__} {out!r:.60}"
+        raise NonScalarOutputError(
+            f"{self.__name__} must return a scalar (a float or 0-d array) to be differentiated "
+            f"by jit_grad, but it returned {what}.\n  Reduce it (e.g. np.sum(...)) or "
+            "differentiate each component separately; a Jacobian API is not available yet.")
+
+    def _guard_limit_message(self, entry) -> str:
+        lines = {g for variants in entry.variants.values() for v in variants
+                 for g in v.trace.guards}
+        where = "; ".join(f"{w}: {t}" for w, t in sorted(lines)) or "unknown"
+        return (f"{self.__name__}: more than {MAX_SPECIALIZATIONS} specializations for the same "
+                f"argument kinds, because branches on traced values keep changing outcome "
+                f"(guards at {where}).\n  Select without branching: use jitad.where(cond, a, b) "
+                "or np.where, which differentiate correctly.")
+
+    def _kernel(self, variant: Variant, mode: str, runtime_args):
+        kernel = variant.kernels.get(mode)
+        if kernel is None:
+            source, name, _ = build_source(variant, mode, self._wrt, self.__name__)
+            kernel = compiler.compile_source(source, name, tuple(runtime_args),
+                                             variant.trace.wengert.loc)
+            variant.kernels[mode] = kernel
+            self.compile_count += 1
+        return kernel
+
+    def _run(self, mode: str, args, kwargs):
+        args = self._arguments(args, kwargs)
+        key, runtime, names = self._classify(args)
+        values = [v for v in runtime if v is not None]
+        entry = self._cache.get(key)
+        for variant in (entry.candidates(values) if entry else []):
+            try:
+                return self._kernel(variant, mode, values + variant.trace.consts)(
+                    *values, *variant.trace.consts)
+            except GuardFailed:
+                continue
+        variant = self._trace(args, key, runtime, names)
+        return self._kernel(variant, mode, values + variant.trace.consts)(
+            *values, *variant.trace.consts)
+
+
+def jit_grad(fun=None, *, argnums=0):
+    """Compile `fun` together with its gradient.
+
+    Args:
+        fun: a Python function of floats and NumPy arrays returning a scalar.
+        argnums: which positional argument(s) to differentiate: an int, or a tuple of ints
+            (the gradient is then a tuple).
+
+    Returns:
+        A `JitGrad`: call it for the gradient; `.value_and_grad`, `.value`, `.wengert`,
+        `.source` and `.njit_value_and_grad` give the rest.
+
+    Example:
+        >>> @jitad.jit_grad(argnums=(0, 1))
+        ... def f(x1, x2):
+        ...     return math.log(x1) + x1 * x2 - math.sin(x2)
+        >>> f(2.0, 5.0)
+        (5.5, 1.7163378145367738)
+    """
+    if fun is None:
+        return lambda f: JitGrad(f, argnums)
+    return JitGrad(fun, argnums)
+

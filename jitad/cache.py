@@ -1,0 +1,93 @@
+"""Specialization keys and the per-function cache of compiled variants.
+
+Step: call arguments -> the compiled variant to run (or a miss, which the API
+fills by tracing and compiling). A key holds each array's dtype, ndim and
+size class (0, 1 or many: broadcasting decisions depend on it), each scalar's
+type and the static values; a variant whose trace read sizes (`len`, `.shape`,
+element reads) is further keyed by exact shapes. Variants under one key differ
+by guard outcomes; their number is bounded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ArgumentError
+
+MAX_SPECIALIZATIONS = 8
+_STATIC_TYPES = (bool, int, str, type(None), np.bool_, np.integer)
+
+
+def _is_static(value) -> bool:
+    if isinstance(value, tuple):
+        return all(_is_static(v) for v in value)
+    return isinstance(value, _STATIC_TYPES)
+
+
+def classify(value, name: str):
+    """(key part, runtime value or None for static) for one argument.
+
+    Raises:
+        ArgumentError: unsupported argument type, or a float32 array.
+    """
+    if isinstance(value, float):
+        return "f", value
+    if isinstance(value, np.ndarray):
+        kind = value.dtype.kind
+        if value.ndim == 0 and kind == "f":
+            return "f", float(value)
+        if value.dtype == np.float64:
+            return ("f8", value.ndim, tuple(min(d, 2) for d in value.shape)), value
+        if kind in "iu":
+            value = value.astype(np.int64, copy=False)
+            return ("i8", value.ndim, tuple(min(d, 2) for d in value.shape)), value
+        if kind == "b":
+            return ("b1", value.ndim, tuple(min(d, 2) for d in value.shape)), value
+        if kind == "f":
+            raise ArgumentError(f"argument '{name}' is a {value.dtype} array: jitad computes in "
+                                f"float64; pass {name}.astype(np.float64)")
+        raise ArgumentError(f"argument '{name}' is an array of dtype {value.dtype}: jitad takes "
+                            "float64, integer and bool arrays")
+    if isinstance(value, np.floating):
+        return "f", float(value)
+    if _is_static(value):
+        return ("static", type(value).__name__, value), None
+    if isinstance(value, list):
+        raise ArgumentError(f"argument '{name}' is a list: pass a NumPy array "
+                            f"(np.asarray({name}, dtype=float)) or a tuple of static values")
+    raise ArgumentError(f"argument '{name}' has unsupported type {type(value).__name__}: jitad "
+                        "takes floats, float64/integer/bool ndarrays (runtime inputs) and "
+                        "int, bool, str, None or tuples of them (static, part of the cache key)")
+
+
+def shapes_of(runtime_values) -> tuple:
+    return tuple(np.shape(v) for v in runtime_values)
+
+
+@dataclass
+class Variant:
+    """One traced specialization and its compiled kernels by mode."""
+
+    trace: object
+    kernels: dict = field(default_factory=dict)
+
+
+@dataclass
+class KeyEntry:
+    """Everything cached under one argument key."""
+
+    exact_shapes: bool = False                   # some trace read sizes: key variants by shape
+    variants: dict = field(default_factory=dict)  # shapes (or None) -> [Variant]
+    traces: int = 0
+
+    def candidates(self, runtime_values) -> list:
+        return self.variants.get(shapes_of(runtime_values) if self.exact_shapes else None, [])
+
+    def add(self, variant: Variant, runtime_values) -> None:
+        if variant.trace.reads_sizes and not self.exact_shapes:
+            self.exact_shapes = True
+            self.variants = {}
+        slot = shapes_of(runtime_values) if self.exact_shapes else None
+        self.variants.setdefault(slot, []).insert(0, variant)
+        self.traces += 1

@@ -1,0 +1,80 @@
+"""Compile: generated source text -> a file in the cache directory -> a Numba dispatcher.
+
+The only module that imports Numba. Source files are content-addressed, so
+Numba's on-disk cache (`cache=True`) is reused by later processes; Numba's
+errors are translated into a JitadError that points at the user's function.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numba
+
+from . import __version__, runtime
+from .errors import JitadError
+
+_RUNTIME_KERNELS = {name: numba.njit(cache=True)(getattr(runtime, name)) for name in runtime.__all__}
+
+
+def cache_dir() -> Path:
+    """`$JITAD_CACHE_DIR`, else `$XDG_CACHE_HOME/jitad`, else `~/.cache/jitad`."""
+    override = os.environ.get("JITAD_CACHE_DIR")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jitad"
+
+
+def source_file(source: str, fn_name: str) -> Path:
+    """Write `source` to its content-addressed file (atomically; concurrent writers agree)."""
+    digest = hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:20]
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{fn_name}_{digest}.py"
+    if not path.exists() or path.read_text() != source:
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(source)
+        os.replace(tmp, path)
+    return path
+
+
+def load_python(source: str, fn_name: str):
+    """The generated function as plain Python (no Numba), loaded from its cache file."""
+    path = source_file(source, fn_name)
+    module_name = f"jitad_generated.{path.stem}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[module_name] = module
+    return getattr(module, fn_name)
+
+
+def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str):
+    """A Numba dispatcher for the generated function, compiled for `example_args`' types.
+
+    Raises:
+        JitadError: Numba rejected the generated code (its message is kept as __cause__).
+    """
+    function = load_python(source, fn_name)
+    for name in runtime.__all__:
+        if name in function.__globals__:
+            function.__globals__[name] = _RUNTIME_KERNELS[name]
+    dispatcher = numba.njit(cache=True, error_model="numpy")(function)
+    try:
+        dispatcher.compile(tuple(numba.typeof(a) for a in example_args))
+    except numba.core.errors.NumbaError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise JitadError(
+            f"Numba could not compile the code jitad generated for {user_loc}: {first_line}\n"
+            f"  generated source: {source_file(source, fn_name)}\n"
+            "  This is a jitad limitation or bug; please report it with the source above."
+        ) from error
+    return dispatcher

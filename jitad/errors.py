@@ -1,0 +1,32 @@
+"""Error classes. Every message says what failed, what was observed, where, and how to fix it."""
+
+
+class JitadError(Exception):
+    """Base class of every error jitad raises on purpose."""
+
+
+class TraceError(JitadError, TypeError):
+    """The user's function did something that cannot be traced (reported with the user's line)."""
+
+
+class ShapeError(JitadError, ValueError):
+    """Operand shapes or dtypes do not fit a primitive's rule (reported with the user's line)."""
+
+
+class ArgumentError(JitadError, TypeError):
+    """An argument of the compiled function has an unsupported kind or the wrong count."""
+
+
+class NonScalarOutputError(JitadError, TypeError):
+    """The differentiated function returned something other than a scalar."""
+
+
+class GuardLimitError(JitadError):
+    """A branch on traced values keeps changing outcome: too many specializations."""
+
+
+class GuardFailed(Exception):
+    """Raised by compiled code when a recorded guard does not hold for the new arguments.
+
+    Not a user-facing error: the compiled function catches it and retraces.
+    """

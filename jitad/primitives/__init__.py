@@ -1,0 +1,15 @@
+"""The primitive registry: the one place every primitive is collected.
+
+Families define their records as data; `REGISTRY` maps each printed name to its
+record. The set of traceable operations *is* this registry.
+"""
+from . import control, elementwise, linalg, reductions, shape
+from .core import Primitive
+
+REGISTRY: dict = {}
+for _family in (elementwise, reductions, shape, linalg, control):
+    for _prim in _family.build():
+        assert _prim.name not in REGISTRY, f"primitive {_prim.name} is defined twice"
+        REGISTRY[_prim.name] = _prim
+
+__all__ = ["REGISTRY", "Primitive"]

@@ -1,0 +1,206 @@
+"""The `Primitive` record and the rules shared by the primitive families.
+
+A primitive is defined once: its shape/dtype rule, how it prints as Python
+source (the same text also computes its value while tracing), its VJP and JVP
+rules written with other primitives through a `wengert.Builder`, its flags and
+its test domain.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .. import runtime
+from ..errors import ShapeError
+from ..wengert import Literal, Var
+
+# Names the printed source may use; also the namespace in which traced values are computed.
+SOURCE_NAMESPACE = {"np": np, "math": math, **{n: getattr(runtime, n) for n in runtime.__all__}}
+
+
+def operand_text(a) -> str:
+    """How an operand appears in generated source."""
+    if isinstance(a, Var):
+        return a.name
+    v = a.value
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "np.nan"
+        if math.isinf(v):
+            return "np.inf" if v > 0 else "(-np.inf)"
+    text = repr(v)
+    return f"({text})" if text.startswith("-") else text
+
+
+@dataclass(eq=False)
+class Primitive:
+    """One operation of the IR.
+
+    Args:
+        name: printed name (`mul`, `sin`, `sum`).
+        source: a format string over `{0}`, `{1}`… and the params (`"np.sin({0})"`), or a
+            callable `(operand_texts, entry_operands, params) -> str` for shape-aware printing.
+        shape_rule: `(*operands, **params) -> (dtype, shape)`; raises ShapeError on misuse.
+        vjp: `(b, g, out, *operands, **params) -> contributions`, one per operand (None: zero).
+        jvp: `(b, out, operands, tangents, **params) -> tangent` (tangents: Var or None).
+        nondifferentiable: outputs carry no derivative (comparisons, sign, shape queries).
+        linear: the primitive is linear in every operand (used by simplification).
+        effect: the entry must be kept even if its output is unused (guards).
+        view: the output may share memory with operand 0 (it is never updated in place).
+        inplace: a statement (format string over operands and params, or a callable
+            `(operand_texts, params) -> str`) that updates operand 0
+            in place; codegen uses it when operand 0 is an owned buffer that is dead afterwards.
+            Primitives with `source=None` are only defined by it (on a copy otherwise).
+        statement: `(operand_texts, params) -> str`, for effect-only primitives (guards).
+        normalize: `(operands, params) -> params`, canonical parameters (e.g. `axis` tuples).
+        domain: per-operand (low, high) sampling ranges for the registry-wide tests.
+        test_params: parameter sets the registry-wide tests try.
+    """
+
+    name: str
+    source: object
+    shape_rule: Callable
+    vjp: Callable | None = None
+    jvp: Callable | None = None
+    nondifferentiable: bool = False
+    linear: bool = False
+    effect: bool = False
+    view: bool = False
+    inplace: str | None = None
+    statement: Callable | None = None
+    normalize: Callable | None = None
+    domain: tuple = ((-2.0, 2.0), (-2.0, 2.0))
+    test_params: tuple = ({},)
+    _impl_cache: dict = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return f"{self.name}_p"
+
+    def canonical_params(self, operands, params) -> dict:
+        return self.normalize(operands, params) if self.normalize else params
+
+    def lines(self, out_name: str, operands, params, in_place: bool = False) -> list:
+        """Source lines computing `out_name` (in place on operand 0 when `in_place`)."""
+        texts = [operand_text(a) for a in operands]
+        if self.statement is not None:
+            return [self.statement(texts, params)]
+        if in_place:
+            return [self.inplace_statement(texts, params)]
+        if self.source is None:
+            copy = [out_name] + texts[1:]
+            return [f"{out_name} = {texts[0]}.copy()", self.inplace_statement(copy, params)]
+        if callable(self.source):
+            return [f"{out_name} = {self.source(texts, operands, params)}"]
+        return [f"{out_name} = {self.source.format(*texts, **params)}"]
+
+    def inplace_statement(self, texts, params) -> str:
+        if callable(self.inplace):
+            return self.inplace(texts, params)
+        return self.inplace.format(*texts, **params)
+
+    def impl(self, *values, **params):
+        """Compute concretely (while tracing) by running the printed source lines."""
+        names = [f"a{i}" for i in range(len(values))]
+        operands = [Var(n, np.asarray(v).dtype.name, np.shape(v)) for n, v in zip(names, values)]
+        body = "\n    ".join(self.lines("out", operands, params))
+        fn = self._impl_cache.get(body)
+        if fn is None:
+            namespace = dict(SOURCE_NAMESPACE)
+            exec(f"def impl({', '.join(names)}):\n    {body}\n    return out", namespace)
+            fn = self._impl_cache[body] = namespace["impl"]
+        return fn(*values)
+
+
+# ---------------------------------------------------------------- dtype and shape rules
+
+def result_dtype(*operands, floating=False) -> str:
+    """NumPy's promotion, with Python scalars weak (as NumPy 2 does)."""
+    parts = [a.value if isinstance(a, Literal) else np.dtype(a.dtype) for a in operands]
+    dtype = np.result_type(*parts)
+    if floating and not np.issubdtype(dtype, np.floating):
+        dtype = np.dtype("float64")
+    return dtype.name
+
+
+def broadcast_shapes(*operands) -> tuple:
+    try:
+        return np.broadcast_shapes(*(a.shape for a in operands))
+    except ValueError:
+        shapes = " and ".join(str(a.shape) for a in operands)
+        raise ShapeError(f"operands could not be broadcast together: shapes {shapes}") from None
+
+
+def elementwise_rule(floating: bool):
+    def rule(*operands, **params):
+        return result_dtype(*operands, floating=floating), broadcast_shapes(*operands)
+    return rule
+
+
+def same_as_first(*operands, **params):
+    return operands[0].dtype, operands[0].shape
+
+
+def normalize_axes(axis, ndim: int) -> tuple:
+    """`axis` (None, int or tuple) as a sorted tuple of non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"axis {a} is out of bounds for an array of {ndim} dimension(s)")
+        out.append(a % ndim)
+    return tuple(sorted(set(out)))
+
+
+# ---------------------------------------------------------------- shared rule helpers
+
+def sum_to_shape(b, g, target):
+    """Sum `g` over the axes along which an operand shaped like `target` was broadcast.
+
+    Emits nothing when the shapes already agree (decided at trace time).
+    """
+    if g is None or g.shape == target.shape:
+        return g
+    lead = g.ndim - target.ndim
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(target.shape) if d == 1 and g.shape[lead + i] != 1)
+    if axes:
+        g = b.sum(g, axis=axes, keepdims=False)
+    if g.shape != target.shape:
+        g = b.reshape_like(g, target)
+    return g
+
+
+def broadcast_to_shape_of(b, g, target):
+    """`g` broadcast up to the shape of `target` (no entry when the shapes already agree)."""
+    if g is None or g.shape == target.shape:
+        return g
+    if g.shape == ():
+        return b.full_like(target, g)
+    return b.broadcast_like(g, target)
+
+
+def add_tangents(b, *terms):
+    """Sum of the non-None tangent terms (None when all are zero)."""
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        return None
+    total = terms[0]
+    for t in terms[1:]:
+        total = b.add(total, t)
+    return total
+
+
+def scale(b, factor, t):
+    """`factor * t` for a tangent/cotangent that may be None (zero)."""
+    return None if t is None else b.mul(t, factor)
+
+
+def shape_text(var_text: str, shape_source: list) -> str:
+    """A tuple expression for a shape: ints stay, ('dim', k) reads `var.shape[k]` at run time."""
+    parts = [str(d) if isinstance(d, int) else f"{var_text}.shape[{d[1]}]" for d in shape_source]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"

@@ -1,0 +1,183 @@
+"""Elementwise primitives (arithmetic, math functions, comparisons, select), with broadcasting.
+
+Each differentiable op gives one `chain(b, g, out, *operands)` rule returning
+`g * d(out)/d(operand_i)` for every operand. Elementwise Jacobians are diagonal,
+so the same rule serves the VJP (followed by `sum_to_shape` over broadcast axes)
+and the JVP (summed over operands).
+"""
+import math
+
+import numpy as np
+
+from ..wengert import Literal
+from .core import (Primitive, add_tangents, broadcast_shapes, broadcast_to_shape_of,
+                   elementwise_rule, result_dtype, sum_to_shape)
+
+POSITIVE = ((0.2, 3.0),)
+UNIT = ((-0.9, 0.9),)
+
+
+def elementwise(name, source, chain, arity, floating=True, domain=None, traces=(), **flags):
+    """A differentiable elementwise primitive built from its chain rule."""
+
+    def vjp(b, g, out, *operands, **params):
+        terms = chain(b, g, out, *operands, **params)
+        return tuple(None if isinstance(x, Literal) else sum_to_shape(b, t, x)
+                     for t, x in zip(terms, operands))
+
+    def jvp(b, out, operands, tangents, **params):
+        terms = [chain(b, t, out, *operands, **params)[i]
+                 for i, t in enumerate(tangents) if t is not None]
+        return broadcast_to_shape_of(b, add_tangents(b, *terms), out)
+
+    rule = flags.pop("shape_rule", None) or elementwise_rule(floating)
+    prim = Primitive(name, source, rule, vjp, jvp, domain=domain or ((-2.0, 2.0),) * arity,
+                     **flags)
+    prim.traces = traces
+    return prim
+
+
+def nondifferentiable(name, source, arity, dtype=None, traces=()):
+    """An elementwise primitive whose outputs carry no derivative (comparisons, sign)."""
+    rule = elementwise_rule(floating=False)
+    if dtype is not None:
+        rule = (lambda base: lambda *ops, **p: (dtype, base(*ops, **p)[1]))(rule)
+    prim = Primitive(name, source, rule, nondifferentiable=True, domain=((-2.0, 2.0),) * arity)
+    prim.traces = traces
+    return prim
+
+
+# ---------------------------------------------------------------- chain rules (g * partials)
+
+def _div_chain(b, g, out, x, y):
+    return b.div(g, y), b.neg(b.div(b.mul(g, out), y))
+
+
+def _pow_chain(b, g, out, x, y):
+    # d(x**y)/dx = y * x**(y-1);  d(x**y)/dy = log(x) * x**y
+    return (b.mul(g, b.mul(y, b.pow(x, b.sub(y, 1.0)))),
+            b.mul(g, b.mul(b.log(x), out)))
+
+
+def _integer_pow_chain(b, g, out, x, n):
+    if n == 1:
+        return (g,)
+    lower = x if n == 2 else b.integer_pow(x, n=n - 1)
+    return (b.mul(g, b.mul(lower, float(n))),)
+
+
+def _integer_pow_source(texts, operands, params):
+    n, x = params["n"], texts[0]
+    if n == 2:
+        return f"{x} * {x}"
+    return f"{x} ** {n}" if n >= 0 else f"1.0 / {x} ** {-n}"
+
+
+def _arctan2_chain(b, g, out, y, x):
+    denominator = b.add(b.mul(x, x), b.mul(y, y))
+    return b.div(b.mul(g, x), denominator), b.neg(b.div(b.mul(g, y), denominator))
+
+
+def _extremum_chain(compare):
+    # Ties split the gradient equally between the two operands (JAX's convention).
+    def chain(b, g, out, x, y):
+        weight_x = b.select(b.bind(compare, x, y), 1.0, b.select(b.eq(x, y), 0.5, 0.0))
+        return b.mul(g, weight_x), b.mul(g, b.sub(1.0, weight_x))
+    return chain
+
+
+def _select_source(texts, operands, params):
+    if all(a.shape == () for a in operands):
+        return f"({texts[1]} if {texts[0]} else {texts[2]})"
+    return f"np.where({texts[0]}, {texts[1]}, {texts[2]})"
+
+
+def _select_chain(b, g, out, cond, x, y):
+    return None, b.select(cond, g, 0.0), b.select(cond, 0.0, g)
+
+
+def _select_rule(cond, x, y):
+    return result_dtype(x, y), broadcast_shapes(cond, x, y)
+
+
+def build():
+    """The elementwise records (called once by the registry)."""
+    lt = nondifferentiable("lt", "{0} < {1}", 2, "bool")
+    gt = nondifferentiable("gt", "{0} > {1}", 2, "bool")
+    prims = [
+        elementwise("add", "{0} + {1}", lambda b, g, o, x, y: (g, g), 2, floating=False,
+                    linear=True, inplace="{0} += {1}", traces=(np.add,)),
+        elementwise("sub", "{0} - {1}", lambda b, g, o, x, y: (g, b.neg(g)), 2, floating=False,
+                    linear=True, traces=(np.subtract,)),
+        elementwise("mul", "{0} * {1}", lambda b, g, o, x, y: (b.mul(g, y), b.mul(g, x)), 2,
+                    floating=False, traces=(np.multiply,)),
+        elementwise("div", "{0} / {1}", _div_chain, 2, domain=((-2.0, 2.0), (0.5, 2.0)),
+                    traces=(np.divide, np.true_divide)),
+        elementwise("neg", "-{0}", lambda b, g, o, x: (b.neg(g),), 1, floating=False,
+                    linear=True, traces=(np.negative,)),
+        elementwise("pow", "{0} ** {1}", _pow_chain, 2, domain=((0.3, 2.0), (-2.0, 2.0)),
+                    traces=(np.power, math.pow)),
+        elementwise("integer_pow", _integer_pow_source, _integer_pow_chain, 1, floating=False,
+                    domain=((0.3, 2.0),)),
+        elementwise("abs", "np.abs({0})", lambda b, g, o, x: (b.mul(g, b.sign(x)),), 1,
+                    floating=False, domain=((0.1, 2.0),), traces=(np.abs, np.absolute, math.fabs)),
+        elementwise("exp", "np.exp({0})", lambda b, g, o, x: (b.mul(g, o),), 1,
+                    traces=(np.exp, math.exp)),
+        elementwise("log", "np.log({0})", lambda b, g, o, x: (b.div(g, x),), 1, domain=POSITIVE,
+                    traces=(np.log, math.log)),
+        elementwise("log1p", "np.log1p({0})", lambda b, g, o, x: (b.div(g, b.add(x, 1.0)),), 1,
+                    domain=((-0.5, 2.0),), traces=(np.log1p, math.log1p)),
+        elementwise("expm1", "np.expm1({0})", lambda b, g, o, x: (b.mul(g, b.add(o, 1.0)),), 1,
+                    traces=(np.expm1, math.expm1)),
+        elementwise("sqrt", "np.sqrt({0})", lambda b, g, o, x: (b.div(g, b.mul(o, 2.0)),), 1,
+                    domain=POSITIVE, traces=(np.sqrt, math.sqrt)),
+        elementwise("square", "np.square({0})", lambda b, g, o, x: (b.mul(g, b.mul(x, 2.0)),), 1,
+                    traces=(np.square,)),
+        elementwise("reciprocal", "1.0 / {0}", lambda b, g, o, x: (b.neg(b.mul(g, b.mul(o, o))),),
+                    1, domain=((0.5, 2.0),), traces=(np.reciprocal,)),
+        elementwise("sin", "np.sin({0})", lambda b, g, o, x: (b.mul(g, b.cos(x)),), 1,
+                    traces=(np.sin, math.sin)),
+        elementwise("cos", "np.cos({0})", lambda b, g, o, x: (b.neg(b.mul(g, b.sin(x))),), 1,
+                    traces=(np.cos, math.cos)),
+        elementwise("tan", "np.tan({0})",
+                    lambda b, g, o, x: (b.mul(g, b.add(b.mul(o, o), 1.0)),), 1,
+                    domain=((-1.2, 1.2),), traces=(np.tan, math.tan)),
+        elementwise("tanh", "np.tanh({0})",
+                    lambda b, g, o, x: (b.mul(g, b.sub(1.0, b.mul(o, o))),), 1,
+                    traces=(np.tanh, math.tanh)),
+        elementwise("sinh", "np.sinh({0})", lambda b, g, o, x: (b.mul(g, b.cosh(x)),), 1,
+                    traces=(np.sinh, math.sinh)),
+        elementwise("cosh", "np.cosh({0})", lambda b, g, o, x: (b.mul(g, b.sinh(x)),), 1,
+                    traces=(np.cosh, math.cosh)),
+        elementwise("arcsin", "np.arcsin({0})",
+                    lambda b, g, o, x: (b.div(g, b.sqrt(b.sub(1.0, b.mul(x, x)))),), 1,
+                    domain=UNIT, traces=(np.arcsin, math.asin)),
+        elementwise("arccos", "np.arccos({0})",
+                    lambda b, g, o, x: (b.neg(b.div(g, b.sqrt(b.sub(1.0, b.mul(x, x))))),), 1,
+                    domain=UNIT, traces=(np.arccos, math.acos)),
+        elementwise("arctan", "np.arctan({0})",
+                    lambda b, g, o, x: (b.div(g, b.add(b.mul(x, x), 1.0)),), 1,
+                    traces=(np.arctan, math.atan)),
+        elementwise("arctan2", "np.arctan2({0}, {1})", _arctan2_chain, 2,
+                    domain=((0.3, 2.0), (0.3, 2.0)), traces=(np.arctan2, math.atan2)),
+        elementwise("hypot", "np.hypot({0}, {1})",
+                    lambda b, g, o, x, y: (b.div(b.mul(g, x), o), b.div(b.mul(g, y), o)), 2,
+                    domain=((0.3, 2.0), (0.3, 2.0)), traces=(np.hypot, math.hypot)),
+        elementwise("maximum", "np.maximum({0}, {1})", _extremum_chain(gt), 2, floating=False,
+                    traces=(np.maximum,)),
+        elementwise("minimum", "np.minimum({0}, {1})", _extremum_chain(lt), 2, floating=False,
+                    traces=(np.minimum,)),
+        elementwise("logaddexp", "np.logaddexp({0}, {1})",
+                    lambda b, g, o, x, y: (b.mul(g, b.exp(b.sub(x, o))),
+                                           b.mul(g, b.exp(b.sub(y, o)))), 2,
+                    traces=(np.logaddexp,)),
+        elementwise("select", _select_source, _select_chain, 3, shape_rule=_select_rule,
+                    domain=((-1.0, 1.0), (-2.0, 2.0), (-2.0, 2.0))),
+        nondifferentiable("sign", "np.sign({0})", 1, traces=(np.sign,)),
+        lt, gt,
+        nondifferentiable("le", "{0} <= {1}", 2, "bool"),
+        nondifferentiable("ge", "{0} >= {1}", 2, "bool"),
+        nondifferentiable("eq", "{0} == {1}", 2, "bool"),
+        nondifferentiable("ne", "{0} != {1}", 2, "bool"),
+    ]
+    return prims

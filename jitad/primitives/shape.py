@@ -1,0 +1,212 @@
+"""Shape and indexing primitives: transpose, reshape, broadcast, concatenate, static
+indexing, gather with an integer array, and their adjoints (index_add, scatter_add).
+"""
+import numpy as np
+
+from ..errors import ShapeError
+from .core import Primitive, broadcast_shapes, shape_text, sum_to_shape
+
+
+def index_text(index: tuple) -> str:
+    """Python text for a static index: ints and ('slice', start, stop, step) items."""
+    def item(i):
+        if isinstance(i, int):
+            return str(i)
+        _, start, stop, step = i
+        text = f"{'' if start is None else start}:{'' if stop is None else stop}"
+        return text + (f":{step}" if step is not None else "")
+    return ", ".join(map(item, index))
+
+
+def as_python_index(index: tuple) -> tuple:
+    return tuple(i if isinstance(i, int) else slice(*i[1:]) for i in index)
+
+
+def _indexed_shape(shape, index):
+    try:
+        return np.broadcast_to(np.empty(()), shape)[as_python_index(index)].shape
+    except IndexError as error:
+        raise ShapeError(f"index [{index_text(index)}] does not fit shape {shape}: {error}") from None
+
+
+# ---------------------------------------------------------------- VJP / JVP rules
+
+def _transpose_vjp(b, g, out, x, axes):
+    return (b.transpose(g, axes=tuple(int(i) for i in np.argsort(axes))),)
+
+
+def _reshape_vjp(b, g, out, x, **params):
+    return (b.reshape_like(g, x),)
+
+
+def _getitem_vjp(b, g, out, x, index):
+    return (b.index_add(b.full_like(x, 0.0), g, index=index),)
+
+
+def _gather_vjp(b, g, out, x, idx):
+    return b.scatter_add(b.full_like(x, 0.0), g, idx), None
+
+
+def _concatenate_vjp(b, g, out, *xs, axis):
+    start, parts = 0, []
+    for x in xs:
+        stop = start + x.shape[axis]
+        index = tuple(("slice", None, None, None) if k != axis else ("slice", start, stop, None)
+                      for k in range(axis + 1))
+        parts.append(b.getitem(g, index=index))
+        start = stop
+    return tuple(parts)
+
+
+def _broadcast_like_vjp(b, g, out, x, target):
+    return sum_to_shape(b, g, x), None
+
+
+def _full_like_vjp(b, g, out, target, value):
+    return None, (b.sum(g, axis=None) if g.shape else g)
+
+
+def _linear(name, nonlinear_operands=0):
+    """JVP of a primitive linear in operand 0: apply it to the tangent (other operands kept)."""
+    def jvp(b, out, operands, tangents, **params):
+        if tangents[0] is None:
+            return None
+        return b.bind(b.registry[name], tangents[0], *operands[1:], **params)
+    return jvp
+
+
+def _index_add_jvp(b, out, operands, tangents, **params):
+    base, update = tangents[0], tangents[1]
+    base = base if base is not None else b.full_like(operands[0], 0.0)
+    if update is None:
+        return base
+    return b.bind(b.registry["index_add"], base, update, **params)
+
+
+def _scatter_add_jvp(b, out, operands, tangents):
+    base, update = tangents[0], tangents[1]
+    base = base if base is not None else b.full_like(operands[0], 0.0)
+    return base if update is None else b.scatter_add(base, update, operands[2])
+
+
+def _concatenate_jvp(b, out, operands, tangents, axis):
+    parts = [t if t is not None else b.full_like(x, 0.0) for x, t in zip(operands, tangents)]
+    return b.concatenate(*parts, axis=axis)
+
+
+def _full_like_jvp(b, out, operands, tangents):
+    return None if tangents[1] is None else b.full_like(operands[0], tangents[1])
+
+
+# ---------------------------------------------------------------- shape rules and printers
+
+def _transpose_rule(x, axes):
+    return x.dtype, tuple(x.shape[i] for i in axes)
+
+
+def _reshape_rule(x, shape):
+    try:
+        return x.dtype, np.broadcast_to(np.empty(()), x.shape).reshape(shape).shape
+    except ValueError:
+        raise ShapeError(f"cannot reshape an array of shape {x.shape} into shape {shape}") from None
+
+
+def _expand_dims_rule(x, axis):
+    shape = list(x.shape)
+    for a in axis:
+        shape.insert(a, 1)
+    return x.dtype, tuple(shape)
+
+
+def _expand_dims_source(texts, operands, params):
+    x, axis = operands[0], params["axis"]
+    dims, k = [], 0
+    for i in range(x.ndim + len(axis)):
+        if i in axis:
+            dims.append(1)
+        else:
+            dims.append(("dim", k))
+            k += 1
+    return f"np.ascontiguousarray({texts[0]}).reshape({shape_text(texts[0], dims)})"
+
+
+def _transpose_source(texts, operands, params):
+    # `.T` keeps Numba's layout information (F-contiguous), so BLAS gets a fast path.
+    if params["axes"] == tuple(reversed(range(operands[0].ndim))):
+        return f"{texts[0]}.T"
+    return f"np.transpose({texts[0]}, {params['axes']})"
+
+
+def _getitem_rule(x, index):
+    return x.dtype, _indexed_shape(x.shape, index)
+
+
+def _gather_rule(x, idx):
+    if not np.issubdtype(np.dtype(idx.dtype), np.integer):
+        raise ShapeError(f"an index array must hold integers, got {idx.dtype}")
+    return x.dtype, idx.shape + x.shape[1:]
+
+
+def _concatenate_rule(*xs, axis):
+    shapes = [x.shape for x in xs]
+    try:
+        shape = np.concatenate([np.broadcast_to(np.empty(()), s) for s in shapes], axis=axis).shape
+    except (ValueError, np.exceptions.AxisError) as error:
+        raise ShapeError(f"cannot concatenate shapes {shapes} along axis {axis}: {error}") from None
+    dtypes = [np.dtype(x.dtype) for x in xs]
+    return np.result_type(*dtypes).name, shape
+
+
+def _concatenate_source(texts, operands, params):
+    return f"np.concatenate(({', '.join(texts)},), axis={params['axis']})"
+
+
+def _full_like_rule(target, value):
+    return "float64", target.shape
+
+
+def _normalize_expand_axis(operands, params):
+    axis = params["axis"]
+    axis = (axis,) if isinstance(axis, int) else tuple(axis)
+    ndim = operands[0].ndim + len(axis)
+    return {"axis": tuple(sorted(a % ndim for a in axis))}
+
+
+def build():
+    """The shape and indexing records (called once by the registry)."""
+    def shape_prim(name, source, rule, vjp, jvp, **flags):
+        flags.setdefault("linear", True)
+        return Primitive(name, source, rule, vjp, jvp, **flags)
+
+    return [
+        shape_prim("transpose", _transpose_source, _transpose_rule, _transpose_vjp,
+                   _linear("transpose"), view=True, domain=((-2.0, 2.0),),
+                   test_params=({"axes": (1, 0)},)),
+        shape_prim("reshape", "np.ascontiguousarray({0}).reshape({shape})", _reshape_rule,
+                   _reshape_vjp, _linear("reshape"), view=True, domain=((-2.0, 2.0),),
+                   test_params=({"shape": (-1,)},)),
+        shape_prim("reshape_like", "np.ascontiguousarray({0}).reshape({1}.shape)",
+                   lambda x, target: (x.dtype, target.shape),
+                   lambda b, g, out, x, target: (b.reshape_like(g, x), None),
+                   _linear("reshape_like"), view=True),
+        shape_prim("expand_dims", _expand_dims_source, _expand_dims_rule, _reshape_vjp,
+                   _linear("expand_dims"), view=True, normalize=_normalize_expand_axis,
+                   domain=((-2.0, 2.0),), test_params=({"axis": 0},)),
+        shape_prim("broadcast_like", "np.broadcast_to({0}, {1}.shape)",
+                   lambda x, target: (x.dtype, broadcast_shapes(x, target)),
+                   _broadcast_like_vjp, _linear("broadcast_like"), view=True),
+        shape_prim("full_like", "np.full({0}.shape, {1})", _full_like_rule, _full_like_vjp,
+                   _full_like_jvp),
+        shape_prim("getitem", lambda t, o, p: f"{t[0]}[{index_text(p['index'])}]", _getitem_rule,
+                   _getitem_vjp, _linear("getitem"), view=True, domain=((-2.0, 2.0),),
+                   test_params=({"index": (("slice", 1, None, None),)},)),
+        shape_prim("gather", "{0}[{1}]", _gather_rule, _gather_vjp, _linear("gather")),
+        shape_prim("index_add", None, lambda acc, g, index: (acc.dtype, acc.shape),
+                   lambda b, g, out, acc, update, index: (g, b.getitem(g, index=index)),
+                   _index_add_jvp, inplace=lambda t, p: f"{t[0]}[{index_text(p['index'])}] += {t[1]}"),
+        shape_prim("scatter_add", None, lambda acc, g, idx: (acc.dtype, acc.shape),
+                   lambda b, g, out, acc, update, idx: (g, b.gather(g, idx), None),
+                   _scatter_add_jvp, inplace="scatter_add({0}, {2}, {1})"),
+        shape_prim("concatenate", _concatenate_source, _concatenate_rule, _concatenate_vjp,
+                   _concatenate_jvp),
+    ]

@@ -1,0 +1,102 @@
+"""Reverse mode: a Wengert list -> a new list computing the value and the adjoints.
+
+The new list is the forward sweep followed by an adjoint sweep made of the same
+primitives, built by each primitive's VJP rule. Adjoints accumulate over every
+path, `v̄_i = Σ_j v̄_j ∂v_j/∂v_i`; only values that depend on a differentiated
+input and reach the output get adjoints (activity analysis).
+"""
+from ..primitives import REGISTRY
+from ..wengert import Builder, Literal, Var, WengertList
+
+
+def active_names(wengert: WengertList, wrt: list) -> set:
+    """Names of values that depend differentiably on the inputs `wrt` and reach an output."""
+    depends = {wengert.inputs[i].name for i in wrt}
+    for e in wengert.entries:
+        if not e.prim.nondifferentiable and any(
+                isinstance(a, Var) and a.name in depends for a in e.ins):
+            depends.add(e.out.name)
+    reaches = {a.name for a in wengert.outputs if isinstance(a, Var)}
+    for e in reversed(wengert.entries):
+        if e.out.name in reaches:
+            reaches.update(a.name for a in e.ins if isinstance(a, Var))
+    return depends & reaches
+
+
+def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
+    """The list computing `(value, grad_1, …)` for the scalar output and the inputs `wrt`."""
+    active = active_names(wengert, wrt)
+    used = {v.name for v in wengert.inputs} | {e.out.name for e in wengert.entries}
+    b = Builder(REGISTRY, used_names=used, prefix="t")
+    b.entries = list(wengert.entries)
+    b.sweep = "reverse"
+    (output,) = wengert.outputs
+    adjoint: dict = {}
+    if isinstance(output, Var) and output.name in active:
+        adjoint[output.name] = Literal(1.0)
+    for entry in reversed(wengert.entries):
+        g = adjoint.get(entry.out.name)
+        if g is None or entry.out.name not in active or entry.prim.vjp is None:
+            continue
+        b.loc = f"{entry.out.name} = {entry.prim.name} " + \
+            " ".join(map(repr, entry.ins)) + (f"  ({entry.loc})" if entry.loc else "")
+        b.hint = f"d{entry.out.name}"
+        start = len(b.entries)
+        contributions = entry.prim.vjp(b, g, entry.out, *entry.ins, **entry.params)
+        created = {e.out.name for e in b.entries[start:]}
+        for operand, contribution in zip(entry.ins, contributions):
+            if isinstance(operand, Var) and operand.name in active and contribution is not None:
+                _accumulate(b, adjoint, operand, contribution, entry.out.name, created)
+    b.hint = None
+    grads = []
+    for i in wrt:
+        x = wengert.inputs[i]
+        g = adjoint.get(x.name)
+        if g is None:
+            g = Literal(0.0) if x.shape == () else b.full_like(x, 0.0, name=f"{x.name}_bar")
+        grads.append(g)
+    return WengertList(f"{wengert.name}_value_and_grad", list(wengert.inputs), b.entries,
+                       [output] + grads, loc=wengert.loc, out_tree=len(wrt))
+
+
+def _accumulate(b, adjoint, var, contribution, via, created):
+    """Add `contribution` into the adjoint of `var`, naming values after their path."""
+    name = f"{var.name}_bar"
+    previous = adjoint.get(var.name)
+    if isinstance(contribution, Var) and contribution.name in created:
+        if previous is not None and _is_sparse_update(b, contribution, created):
+            adjoint[var.name] = _redirect_sparse_update(b, previous, contribution, name)
+            return
+        if previous is None and _is_sparse_update(b, contribution, created):
+            b.rename(_defining_entry(b, contribution).ins[0], name)   # the zeros it starts from
+        b.rename(contribution, name if previous is None else f"{name}_{via}")
+    if previous is None:
+        adjoint[var.name] = contribution
+        return
+    b.hint = None
+    total = b.add(previous, contribution, name=name)
+    b.entries[-1].accumulate = True
+    adjoint[var.name] = total
+
+
+def _defining_entry(b, var):
+    return next(e for e in reversed(b.entries) if e.out is var)
+
+
+def _is_sparse_update(b, contribution, created) -> bool:
+    """Is `contribution` an index_add/scatter_add into zeros made by the same rule?"""
+    entry = _defining_entry(b, contribution)
+    if entry.prim.name not in ("index_add", "scatter_add"):
+        return False
+    base = entry.ins[0]
+    return isinstance(base, Var) and base.name in created and \
+        _defining_entry(b, base).prim.name == "full_like"
+
+
+def _redirect_sparse_update(b, accumulator, contribution, name):
+    """Apply the update onto the existing adjoint instead of zeros (no dense add)."""
+    entry = _defining_entry(b, contribution)
+    b.hint = None
+    total = b.bind(entry.prim, accumulator, *entry.ins[1:], name=name, **entry.params)
+    b.entries[-1].accumulate = True
+    return total

@@ -1,0 +1,112 @@
+"""Simplification passes: Wengert list -> an equivalent, shorter Wengert list.
+
+Constant folding, identity removal (`x*1`, `x+0`, `x**1`, `--x`), common-subexpression
+elimination and dead-code elimination. Run on traced and on differentiated lists.
+"""
+from ..primitives import REGISTRY
+from ..wengert import Literal, Var, WengertList
+
+
+def simplify(wengert: WengertList) -> WengertList:
+    """All passes, in order; returns a new list (entries are reused, not mutated)."""
+    return eliminate_dead_code(fold_and_share(wengert))
+
+
+def _is(a, value) -> bool:
+    return isinstance(a, Literal) and not isinstance(a.value, bool) and a.value == value
+
+
+def _identity(e):
+    """The operand an entry reduces to (`x*1 -> x`), or None."""
+    name, ins = e.prim.name, e.ins
+    same_shape = lambda a: a.shape == e.out.shape and a.dtype == e.out.dtype  # noqa: E731
+    if name == "add":
+        for a, b in ((ins[0], ins[1]), (ins[1], ins[0])):
+            if _is(b, 0) and same_shape(a):
+                return a
+    elif name == "sub" and _is(ins[1], 0) and same_shape(ins[0]):
+        return ins[0]
+    elif name == "mul":
+        for a, b in ((ins[0], ins[1]), (ins[1], ins[0])):
+            if _is(b, 1) and same_shape(a):
+                return a
+    elif name == "div" and _is(ins[1], 1) and same_shape(ins[0]):
+        return ins[0]
+    elif name == "integer_pow" and e.params["n"] == 1:
+        return ins[0]
+    return None
+
+
+def _negation(e):
+    """`x * -1` and `-1 * x` become `neg x`."""
+    if e.prim.name == "mul":
+        for a, b in ((e.ins[0], e.ins[1]), (e.ins[1], e.ins[0])):
+            if _is(b, -1) and a.shape == e.out.shape and a.dtype == e.out.dtype:
+                return type(e)(e.out, REGISTRY["neg"], (a,), {}, e.loc, e.accumulate, e.sweep)
+    return e
+
+
+def _fold(e):
+    """A Literal for an entry whose operands are all literals and whose result is a scalar."""
+    if e.prim.effect or e.out.shape != () or not all(isinstance(a, Literal) for a in e.ins):
+        return None
+    value = e.prim.impl(*(a.value for a in e.ins), **e.params)
+    value = value.item() if hasattr(value, "item") else value
+    if e.out.dtype == "float64":
+        value = float(value)
+    return Literal(value)
+
+
+def fold_and_share(wengert: WengertList) -> WengertList:
+    """Constant folding, identity removal and CSE in one forward walk."""
+    replace: dict = {}          # name -> operand that now stands for it
+    seen: dict = {}             # (prim, operands, params) -> Var
+    negations: dict = {}        # name of neg(x) -> x
+    entries = []
+    for e in wengert.entries:
+        ins = tuple(replace.get(a.name, a) if isinstance(a, Var) else a for a in e.ins)
+        if ins != e.ins:
+            e = type(e)(e.out, e.prim, ins, e.params, e.loc, e.accumulate, e.sweep)
+        if e.prim.name == "neg" and isinstance(ins[0], Var) and ins[0].name in negations:
+            replace[e.out.name] = negations[ins[0].name]
+            continue
+        e = _negation(e)
+        substitute = _identity(e) if not e.prim.effect else None
+        if substitute is None:
+            substitute = _fold(e)
+        if substitute is not None:
+            replace[e.out.name] = substitute
+            continue
+        if not e.prim.effect:
+            key = (e.prim.name, tuple(a.name if isinstance(a, Var) else ("lit", repr(a.value))
+                                      for a in ins), _freeze(e.params))
+            if key in seen:
+                replace[e.out.name] = seen[key]
+                continue
+            seen[key] = e.out
+        if e.prim.name == "neg" and isinstance(ins[0], Var):
+            negations[e.out.name] = ins[0]
+        entries.append(e)
+    outputs = [replace.get(a.name, a) if isinstance(a, Var) else a for a in wengert.outputs]
+    return _with(wengert, entries, outputs)
+
+
+def _freeze(params: dict):
+    return tuple(sorted(params.items()))
+
+
+def eliminate_dead_code(wengert: WengertList) -> WengertList:
+    """Drop entries whose results no output (and no guard) needs."""
+    live = {a.name for a in wengert.outputs if isinstance(a, Var)}
+    kept = []
+    for e in reversed(wengert.entries):
+        if e.prim.effect or e.out.name in live:
+            kept.append(e)
+            live.update(a.name for a in e.ins if isinstance(a, Var))
+    kept.reverse()
+    return _with(wengert, kept, list(wengert.outputs))
+
+
+def _with(wengert, entries, outputs):
+    return WengertList(wengert.name, wengert.inputs, entries, outputs, wengert.loc,
+                       wengert.out_tree)
