@@ -54,6 +54,9 @@ class JitGrad:
         self._varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
         self._names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
         self._cache: dict = {}
+        self._fast: dict = {mode: {} for mode in MODES}    # _fast_key(args) -> call(args)
+        self._float_kernels: dict = {}       # (float, …) -> value_and_grad kernel
+        self._single = isinstance(argnums, int)
         self.trace_count = 0
         self.compile_count = 0
 
@@ -72,13 +75,20 @@ class JitGrad:
 
     def value_and_grad(self, *args, **kwargs):
         """`(value, gradient)` from one compiled call (scipy's `jac=True` convention)."""
-        value, grads = self._run("value_and_grad", args, kwargs)
-        grads = tuple(float(g) if np.ndim(g) == 0 else g for g in grads)
-        return float(value), (grads[0] if isinstance(self.argnums, int) else grads)
+        kernel = None if kwargs else self._float_kernels.get(tuple(map(type, args)))
+        if kernel is not None:          # all-float arguments: the kernel, nothing else
+            try:
+                if self._single:
+                    value, grads = kernel(*args)
+                    return value, grads[0]
+                return kernel(*args)
+            except GuardFailed:
+                pass
+        return self._call("value_and_grad", args, kwargs)
 
     def value(self, *args, **kwargs):
         """The function's value, from the compiled forward code only."""
-        return float(self._run("value", args, kwargs))
+        return self._call("value", args, kwargs)
 
     def wengert(self, *args, grad: bool = False, **kwargs):
         """The traced Wengert list for these argument kinds (`grad=True`: the differentiated one)."""
@@ -148,11 +158,12 @@ class JitGrad:
         variant = candidates[0] if candidates else self._trace(args, key, runtime, names)
         return variant, values + variant.trace.consts
 
-    def _trace(self, args, key, runtime, names) -> Variant:
+    def _trace(self, args, key, runtime, names, exact=False) -> Variant:
         entry = self._cache.setdefault(key, KeyEntry())
         if entry.traces >= MAX_SPECIALIZATIONS:
             raise GuardLimitError(self._guard_limit_message(entry))
         traced = trace(self.fun, args, [v is not None for v in runtime], names)
+        traced.reads_sizes = traced.reads_sizes or exact
         self.trace_count += 1
         self._check_output(traced)
         variant = Variant(traced)
@@ -189,20 +200,101 @@ class JitGrad:
             self.compile_count += 1
         return kernel
 
+    def _call(self, mode: str, args, kwargs):
+        """The fast path: an exact-key lookup straight to a prepared kernel call."""
+        if not kwargs:
+            fast = self._fast[mode]
+            call = fast.get(_fast_key(args))
+            if call is not None:
+                try:
+                    return call(args)
+                except GuardFailed:
+                    pass
+        return self._run(mode, args, kwargs)
+
     def _run(self, mode: str, args, kwargs):
+        """The full path: classify, find or trace a variant, run it, and remember a fast path."""
         args = self._arguments(args, kwargs)
         key, runtime, names = self._classify(args)
         values = [v for v in runtime if v is not None]
         entry = self._cache.get(key)
         for variant in (entry.candidates(values) if entry else []):
             try:
-                return self._kernel(variant, mode, values + variant.trace.consts)(
-                    *values, *variant.trace.consts)
+                return self._finish(variant, mode, args, values, kwargs)
             except GuardFailed:
                 continue
+            except (ValueError, IndexError):
+                # A size-generic variant met sizes that do not fit (e.g. mismatched lengths):
+                # retrace these arguments as Python would run them, for a located error.
+                return self._finish(self._trace(args, key, runtime, names, exact=True),
+                                    mode, args, values, kwargs)
         variant = self._trace(args, key, runtime, names)
-        return self._kernel(variant, mode, values + variant.trace.consts)(
-            *values, *variant.trace.consts)
+        return self._finish(variant, mode, args, values, kwargs)
+
+    def _finish(self, variant, mode, args, values, kwargs):
+        kernel = self._kernel(variant, mode, values + variant.trace.consts)
+        single = isinstance(self.argnums, int)
+        result = _shaped_result(kernel(*values, *variant.trace.consts), mode, single)
+        if not kwargs and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
+                _fast_path_applies(args, variant):
+            positions = [i for i, a in enumerate(args) if _is_runtime(a)]
+            call = _direct_call(kernel, mode, single, positions, len(args), variant.trace.consts)
+            self._fast[mode][_fast_key(args)] = call
+            if mode == "value_and_grad" and all(a.__class__ is float for a in args):
+                self._float_kernels[tuple(map(type, args))] = kernel
+        return result
+
+
+_FAST_PATH_ENTRIES = 64
+_FAST_ARRAY_DTYPES = (np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
+
+
+def _is_runtime(value) -> bool:
+    return isinstance(value, (float, np.floating, np.ndarray))
+
+
+def _fast_key(args) -> tuple:
+    """A cheap exact key: float type, array dtype and shape, static values."""
+    return tuple([float if a.__class__ is float else (a.dtype, a.shape)
+                  if a.__class__ is np.ndarray else (a.__class__, a) for a in args])
+
+
+def _fast_path_applies(args, variant) -> bool:
+    """Arguments need no conversion and the kernel's results are already Python floats/arrays."""
+    plain = all(a.__class__ is float or (a.__class__ is np.ndarray and a.ndim > 0 and
+                                         a.dtype in _FAST_ARRAY_DTYPES)
+                or not _is_runtime(a) for a in args)
+    output = variant.trace.wengert.outputs[0]
+    return plain and output.dtype == "float64"
+
+
+def _shaped_result(result, mode, single):
+    """Python floats for scalars; the gradient alone for an int `argnums`."""
+    if mode == "value":
+        return float(result)
+    value, grads = result
+    grads = tuple(float(g) if np.ndim(g) == 0 else g for g in grads)
+    return float(value), (grads[0] if single else grads)
+
+
+def _direct_call(kernel, mode, single, runtime_positions, n_args, consts):
+    """The fast path's `call(args)`: the kernel with as little Python around it as possible."""
+    if runtime_positions == list(range(n_args)) and not consts:
+        if mode == "value_and_grad" and single:
+            def call(args):
+                value, grads = kernel(*args)
+                return value, grads[0]
+            return call
+        return lambda args: kernel(*args)
+
+    def select(args):
+        return kernel(*[args[i] for i in runtime_positions], *consts)
+    if mode == "value_and_grad" and single:
+        def call(args):
+            value, grads = select(args)
+            return value, grads[0]
+        return call
+    return select
 
 
 def jit_grad(fun=None, *, argnums=0):
