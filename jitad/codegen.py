@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keyword
 
-from . import runtime
+from . import reroll, runtime
 from .primitives.core import operand_text
 from .wengert import Var, WengertList
 
@@ -76,19 +76,65 @@ def _comment(line: str, text: str | None) -> str:
     return f"{line.ljust(COMMENT_COLUMN)}  # {text}" if text else line
 
 
-def straight_line(wengert: WengertList, fn_name: str, docstring: str) -> str:
-    """Print the list as one straight-line function (the default code shape)."""
+class LoopIndex(int):
+    """An integer parameter that varies in a loop: prints as `first + stride*k`."""
+
+    def __new__(cls, first: int, stride: int, counter: str):
+        value = super().__new__(cls, first)
+        value.text = affine_text(first, stride, counter)
+        return value
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+    def __format__(self, spec) -> str:
+        return self.text
+
+
+def affine_text(first: int, stride: int, counter: str) -> str:
+    if stride == 0:
+        return str(first)
+    term = counter if stride == 1 else f"-{counter}" if stride == -1 else f"{stride}*{counter}"
+    if first == 0:
+        return term
+    if stride == -1:
+        return f"{first} - {counter}"
+    return f"{term} + {first}" if first > 0 else f"{term} - {-first}"
+
+
+def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
+                   escapes=({}, {})) -> str:
+    """Print the list as one function; entries inside `runs` are printed as loops.
+
+    `escapes` is `reroll.escaping(...)` for those runs.
+    """
     storage = _Storage(wengert)
     printed = {v.name: identifier(v.name) for v in wengert.inputs}
+    entries = wengert.entries
+    needs_tape, last_uses = escapes
+    counters = iter(name for name in (f"k{n}" if n else "k" for n in range(10 ** 6))
+                    if name not in storage.last_use and name not in printed)
 
     def text(a):
         return printed[a.name] if isinstance(a, Var) else operand_text(a)
 
     body, sweep, adjoint_names = [], None, set()
-    for i, e in enumerate(wengert.entries):
-        if e.sweep != sweep and any(x.sweep == "reverse" for x in wengert.entries):
+    runs_at = {r.start: r for r in runs}
+    has_reverse = any(x.sweep == "reverse" for x in entries)
+    i = 0
+    while i < len(entries):
+        e = entries[i]
+        if e.sweep != sweep and has_reverse:
             body.append(f"# {e.sweep} sweep")
             sweep = e.sweep
+        run = runs_at.get(i)
+        if run is not None:
+            body += _print_loop(run, entries, storage, printed, text, next(counters),
+                                needs_tape[id(run)], last_uses[id(run)])
+            i = run.stop
+            continue
         in_place = storage.may_update_in_place(e, i)
         storage.record(e, in_place)
         target = e.ins[0] if e.ins else None
@@ -103,6 +149,7 @@ def straight_line(wengert: WengertList, fn_name: str, docstring: str) -> str:
         lines = e.prim.lines(out_name, operands, e.params, in_place=in_place)
         body.append(_comment(lines[0], e.loc))
         body.extend(lines[1:])
+        i += 1
     results = []
     for a in wengert.outputs:
         if isinstance(a, Var) and a.ndim > 0 and not storage.owns(a.name):
@@ -121,11 +168,106 @@ def straight_line(wengert: WengertList, fn_name: str, docstring: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-CODE_SHAPES = {"straight": straight_line}
+def _print_loop(run, entries, storage, printed, text, counter, taped, last_used) -> list:
+    """A re-rolled run as a `for` loop (see reroll.py); updates `printed` for later readers."""
+    period, iterations = run.period, run.iterations
+    names = {}
+    for j in range(period):
+        e = entries[run.start + j]
+        if e.out.ndim == 0:
+            names[j] = identifier(e.out.name)
+        else:   # an in-place chain: the storage of its initial array
+            kind, source = run.operands[j][0][:2]
+            names[j] = text(run.inits[(j, 0)]) if kind == "carried" else names[source]
+    carried = {d[1] for ds in run.operands for d in ds if d[0] == "carried"}
+    head = [f"# loop: {iterations} iterations of {period} entries, re-rolled from the trace"]
+    for (j, p), init in sorted(run.inits.items()):
+        if entries[run.start + j].out.ndim == 0 or p != 0:
+            head.append(f"{names[run.operands[j][p][1]]}_prev = {text(init)}")
+    head += [f"{names[j]}_tape = np.empty({iterations})" for j in sorted(taped)]
+    loop = [f"for {counter} in range({iterations}):"]
+    for j in range(period):
+        e = entries[run.start + j]
+        operands = []
+        for p, (a, d) in enumerate(zip(e.ins, run.operands[j])):
+            if d[0] == "local":
+                t = names[d[1]]
+            elif d[0] == "carried":
+                t = names[d[1]] if e.out.ndim and p == 0 else f"{names[d[1]]}_prev"
+            elif d[0] == "tape":
+                t = f"{identifier(entries[d[1] + d[2]].out.name)}_tape" \
+                    f"[{affine_text(d[3], d[4], counter)}]"
+            else:
+                t = text(a)
+            operands.append(Var(t, a.dtype, a.shape) if isinstance(a, Var) else a)
+        params0, strides = run.params[j]
+        leaves = []
+        for v in params0.values():
+            reroll._int_leaves(v, leaves)
+        varying = iter([LoopIndex(first, stride, counter) if stride else first
+                        for first, stride in zip(leaves, strides)])
+        params = {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
+        lines = e.prim.lines(names[j], operands, params, in_place=e.out.ndim > 0)
+        loop.append("    " + _comment(lines[0], e.loc).replace("\n", "\n    "))
+        loop += ["    " + line for line in lines[1:]]
+        if j in taped:
+            loop.append(f"    {names[j]}_tape[{counter}] = {names[j]}")
+    loop += [f"    {names[r]}_prev = {names[r]}" for r in sorted(carried)
+             if entries[run.start + r].out.ndim == 0]
+    for index in range(run.start, run.stop):
+        e = entries[index]
+        storage.record(e, in_place=e.out.ndim > 0)
+        block, j = run.block_of(index)
+        if j in taped:
+            printed[e.out.name] = f"{names[j]}_tape[{block}]"
+        elif block == iterations - 1 or e.out.ndim > 0:
+            printed[e.out.name] = names[j]
+    return head + loop
 
 
-def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "straight") -> str:
-    """Module source for `wengert`: imports (only those used) and the function."""
+def straight_line(wengert: WengertList, fn_name: str, docstring: str) -> str:
+    """Print the list as one straight-line function (the shape for short lists)."""
+    return print_function(wengert, fn_name, docstring)
+
+
+def loops(wengert: WengertList, fn_name: str, docstring: str) -> str:
+    """Print repeated segments of the list as loops (the shape for long traced loops)."""
+    runs, escapes = printable_runs(wengert)
+    return print_function(wengert, fn_name, docstring, runs, escapes)
+
+
+def printable_runs(wengert: WengertList) -> tuple:
+    """The runs reroll finds, less those that cannot run in place or need array tapes,
+    and `reroll.escaping` for them."""
+    entries = wengert.entries
+    runs = reroll.find_runs(entries)
+    needs_tape, _ = reroll.escaping(entries, wengert.outputs, runs)
+    storage = _Storage(wengert)
+    producer = {e.out.name: e.prim for e in entries}
+    kept = []
+    for r in runs:
+        arrays = [j for j in range(r.period) if entries[r.start + j].out.ndim > 0]
+        # An array chain starts from a buffer it may update in place: owned and read only here.
+        inits_ok = all(
+            isinstance(init, Var) and init.name in producer and not producer[init.name].view
+            and storage.last_use.get(init.name, -1) <= r.start + j
+            for (j, p), init in r.inits.items() if entries[r.start + j].out.ndim > 0)
+        if not needs_tape[id(r)].intersection(arrays) and inits_ok:
+            kept.append(r)
+    return kept, reroll.escaping(entries, wengert.outputs, kept)
+
+
+CODE_SHAPES = {"straight": straight_line, "loops": loops}
+LOOPS_FROM_ENTRIES = 200
+
+
+def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "auto") -> str:
+    """Module source for `wengert`: imports (only those used) and the function.
+
+    `shape` picks the code shape: "straight", "loops", or "auto" (loops for long lists).
+    """
+    if shape == "auto":
+        shape = "loops" if len(wengert.entries) >= LOOPS_FROM_ENTRIES else "straight"
     function = CODE_SHAPES[shape](wengert, fn_name, docstring)
     imports = []
     if "np." in function:

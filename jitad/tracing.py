@@ -46,9 +46,17 @@ def describe_frame(frame) -> tuple[str, str]:
     """(`file:line (fn)`, the source line text) for error messages and list comments."""
     if frame is None:
         return "<unknown>", ""
-    code = frame.f_code
-    where = f"{os.path.basename(code.co_filename)}:{frame.f_lineno} ({code.co_name})"
-    return where, linecache.getline(code.co_filename, frame.f_lineno).strip()
+    key = (frame.f_code, frame.f_lineno)
+    described = _DESCRIBED.get(key)
+    if described is None:
+        code = frame.f_code
+        where = f"{os.path.basename(code.co_filename)}:{frame.f_lineno} ({code.co_name})"
+        described = _DESCRIBED[key] = (
+            where, linecache.getline(code.co_filename, frame.f_lineno).strip())
+    return described
+
+
+_DESCRIBED: dict = {}
 
 
 def located(message: str, frame=None) -> str:

@@ -169,6 +169,7 @@ class Builder:
         self.used = used_names if used_names is not None else set()
         self.prefix = prefix
         self.counter = 0
+        self.suffixes: dict = {}          # hint -> last suffix tried (keeps fresh() linear)
         self.loc: str | None = None
         self.sweep = "forward"
         self.hint: str | None = None     # names unnamed results `hint`, `hint_2`… when set
@@ -176,10 +177,11 @@ class Builder:
     def fresh(self, hint: str | None = None) -> str:
         """A new unique name: `hint` if free, else `hint_2`…, or `v1`, `v2`… without a hint."""
         if hint is not None:
-            name, k = hint, 1
+            name, k = hint, self.suffixes.get(hint, 1)
             while name in self.used:
                 k += 1
                 name = f"{hint}_{k}"
+            self.suffixes[hint] = k
         else:
             while True:
                 self.counter += 1

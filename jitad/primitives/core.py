@@ -102,15 +102,26 @@ class Primitive:
         return self.inplace.format(*texts, **params)
 
     def impl(self, *values, **params):
-        """Compute concretely (while tracing) by running the printed source lines."""
-        names = [f"a{i}" for i in range(len(values))]
-        operands = [Var(n, np.asarray(v).dtype.name, np.shape(v)) for n, v in zip(names, values)]
-        body = "\n    ".join(self.lines("out", operands, params))
-        fn = self._impl_cache.get(body)
+        """Compute concretely (while tracing) by running the printed source lines.
+
+        Printers depend on operand ranks and parameters only, so the compiled
+        evaluator is cached by those.
+        """
+        ndims = tuple(np.ndim(v) for v in values)
+        try:
+            key = (ndims, tuple(sorted(params.items())))
+            fn = self._impl_cache.get(key)
+        except TypeError:           # unhashable parameters: no caching
+            key, fn = None, None
         if fn is None:
+            names = [f"a{i}" for i in range(len(values))]
+            operands = [Var(n, "float64", (0,) * nd) for n, nd in zip(names, ndims)]
+            body = "\n    ".join(self.lines("out", operands, params))
             namespace = dict(SOURCE_NAMESPACE)
             exec(f"def impl({', '.join(names)}):\n    {body}\n    return out", namespace)
-            fn = self._impl_cache[body] = namespace["impl"]
+            fn = namespace["impl"]
+            if key is not None:
+                self._impl_cache[key] = fn
         return fn(*values)
 
 
@@ -118,6 +129,9 @@ class Primitive:
 
 def result_dtype(*operands, floating=False) -> str:
     """NumPy's promotion, with Python scalars weak (as NumPy 2 does)."""
+    if any(a.dtype == "float64" and isinstance(a, Var) for a in operands) and all(
+            isinstance(a, Literal) or a.dtype == "float64" for a in operands):
+        return "float64"            # the common case, without NumPy's promotion machinery
     parts = [a.value if isinstance(a, Literal) else np.dtype(a.dtype) for a in operands]
     dtype = np.result_type(*parts)
     if floating and not np.issubdtype(dtype, np.floating):
@@ -126,6 +140,9 @@ def result_dtype(*operands, floating=False) -> str:
 
 
 def broadcast_shapes(*operands) -> tuple:
+    first = operands[0].shape
+    if all(a.shape == first for a in operands):
+        return first
     try:
         return np.broadcast_shapes(*(a.shape for a in operands))
     except ValueError:

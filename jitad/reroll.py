@@ -1,0 +1,250 @@
+"""Re-rolling: find the repeated segments of a long Wengert list, to print them as loops.
+
+Step: part of codegen (list -> loop plan). A Python loop with static bounds unrolls
+into a trace that repeats the same entries with shifted indices; printed straight,
+Numba compiles it at a few milliseconds per line. A `Run` is K >= 4 consecutive
+blocks of P entries with the same primitives and literals, whose integer
+parameters (indices) are affine in the block number `b`, and whose operands are:
+
+* local    — defined earlier in the same block (same offset in every block),
+* carried  — defined in the previous block (block 0 reads an outside initial value),
+* outside  — the same value for every block (defined before the run),
+* tape     — a value of an earlier run at an iteration affine in `b` (the reverse
+             sweep reading forward values).
+
+Array values in a run must form in-place update chains (`x_bar[k+1] += …`).
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from .wengert import Literal, Var
+
+MIN_ITERATIONS = 4
+MIN_RUN_ENTRIES = 24
+CANDIDATE_PERIODS = 8
+CHAIN_PRIMITIVES = ("index_add", "scatter_add")
+
+
+@dataclass
+class Run:
+    """Entries `start … start + period*iterations - 1` as `iterations` blocks of `period`."""
+
+    start: int
+    period: int
+    iterations: int
+    operands: list = field(default_factory=list)   # per offset: per operand, a descriptor
+    params: list = field(default_factory=list)     # per offset: (params of block 0, strides)
+    inits: dict = field(default_factory=dict)      # carried offset -> operand read by block 0
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.period * self.iterations
+
+    def block_of(self, index: int) -> tuple:
+        return divmod(index - self.start, self.period)
+
+
+def _int_leaves(value, out):
+    """The integer leaves of a parameter value (bools excluded), in order."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        out.append(value)
+    elif isinstance(value, tuple):
+        for v in value:
+            _int_leaves(v, out)
+
+
+def replace_int_leaves(value, leaves):
+    """`value` with its integer leaves taken, in order, from the iterator `leaves`."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return next(leaves)
+    if isinstance(value, tuple):
+        return tuple(replace_int_leaves(v, leaves) for v in value)
+    return value
+
+
+def _token(entry) -> tuple:
+    """What must agree between blocks, with integers in parameters left open."""
+    params = tuple(sorted((k, replace_int_leaves(v, iter(lambda: "#", None)))
+                          for k, v in entry.params.items()))
+    operands = tuple(("L", repr(a.value)) if isinstance(a, Literal) else "V" for a in entry.ins)
+    return entry.prim.name, params, operands, entry.out.dtype, entry.out.shape
+
+
+def find_runs(entries: list) -> list:
+    """Maximal runs of repeated blocks, left to right, non-overlapping."""
+    tokens = [_token(e) for e in entries]
+    positions: dict = {}
+    for i, t in enumerate(tokens):
+        positions.setdefault(t, []).append(i)
+    defined = {e.out.name: i for i, e in enumerate(entries)}
+    runs: list = []
+    i = 0
+    while i < len(entries):
+        best = None
+        where = positions[tokens[i]]
+        first = bisect.bisect_right(where, i)
+        for j in where[first:first + CANDIDATE_PERIODS]:
+            period = j - i
+            if period * MIN_ITERATIONS > len(entries) - i:
+                break
+            count = 1
+            while i + (count + 1) * period <= len(entries) and \
+                    tokens[i + count * period:i + (count + 1) * period] == tokens[i:i + period]:
+                count += 1
+            if count < MIN_ITERATIONS or count * period < MIN_RUN_ENTRIES:
+                continue
+            best = _verified(entries, defined, runs, Run(i, period, count))
+            if best is not None:        # the shortest period that repeats: take it
+                break
+        if best is not None:
+            runs.append(best)
+            i = best.stop
+        else:
+            i += 1
+    return runs
+
+
+def _describe(operand, run, block, defined, runs):
+    """The descriptor of an operand read by entry (block, offset) of `run`."""
+    if isinstance(operand, Literal):
+        return ("literal", repr(operand.value))
+    site = defined.get(operand.name)
+    base = run.start + block * run.period
+    if site is None or site < run.start:
+        for earlier in runs:
+            if site is not None and earlier.start <= site < earlier.stop:
+                it, offset = earlier.block_of(site)
+                return ("tape", earlier.start, offset, it)
+        return ("outside", operand.name)
+    if base <= site < base + run.period:
+        return ("local", site - base)
+    if block >= 1 and base - run.period <= site < base:
+        return ("carried", site - (base - run.period))
+    return None
+
+
+def _verified(entries, defined, runs, run):
+    """`run` cut to the longest prefix of blocks that truly repeat (None if too short)."""
+    template = [[_describe(a, run, 1, defined, runs) for a in entries[run.start + run.period + j].ins]
+                for j in range(run.period)]
+    strides: dict = {}
+    tape_iterations: dict = {}      # (offset, operand) -> iteration read, per block
+    good = 0
+    for block in range(run.iterations):
+        if not _block_matches(entries, defined, runs, run, block, template, strides,
+                              tape_iterations):
+            break
+        good = block + 1
+    for iterations in tape_iterations.values():
+        good = min(good, _affine_prefix(iterations[:good]))
+    if good < MIN_ITERATIONS or good * run.period < MIN_RUN_ENTRIES:
+        return None
+    run.iterations = good
+    run.operands = template
+    for j in range(run.period):
+        e0 = entries[run.start + j]
+        leaves = []
+        for v in e0.params.values():
+            _int_leaves(v, leaves)
+        run.params.append((e0.params, [strides.get((j, n), 0) for n in range(len(leaves))]))
+        for p, d in enumerate(template[j]):
+            if d[0] == "carried":
+                run.inits[(j, p)] = e0.ins[p]
+            elif d[0] == "tape":
+                first, second = tape_iterations[(j, p)][:2]
+                run.operands[j][p] = ("tape", d[1], d[2], first, second - first)
+    return run if _arrays_chain(entries, run) else None
+
+
+def _affine_prefix(values) -> int:
+    """How many leading values follow `values[0] + stride * b`."""
+    if len(values) < 2:
+        return len(values)
+    stride = values[1] - values[0]
+    for b, v in enumerate(values):
+        if v != values[0] + stride * b:
+            return b
+    return len(values)
+
+
+def _block_matches(entries, defined, runs, run, block, template, strides, tape_iterations):
+    base = run.start + block * run.period
+    for j in range(run.period):
+        e, e0 = entries[base + j], entries[run.start + j]
+        leaves, leaves0 = [], []
+        for v, v0 in zip(e.params.values(), e0.params.values()):
+            _int_leaves(v, leaves)
+            _int_leaves(v0, leaves0)
+        for n, (leaf, leaf0) in enumerate(zip(leaves, leaves0)):
+            if block == 1:
+                strides[(j, n)] = leaf - leaf0
+            elif leaf != leaf0 + strides.get((j, n), 0) * block:
+                return False
+        for p, operand in enumerate(e.ins):
+            want = template[j][p]
+            got = _describe(operand, run, block, defined, runs)
+            if want is None or got is None:
+                return False
+            if want[0] == "carried" and block == 0:
+                if got[0] not in ("outside", "literal"):
+                    return False
+            elif want[0] == "tape":
+                if got[0] != "tape" or got[1:3] != want[1:3]:
+                    return False
+                tape_iterations.setdefault((j, p), []).append(got[3])
+            elif got != want:
+                return False
+    return True
+
+
+def _arrays_chain(entries, run) -> bool:
+    """Array values in the run form in-place update chains only (no per-block copies):
+    each is an index_add/scatter_add whose operand 0 is the previous link, read once."""
+    readers: dict = {}
+    for j, descriptors in enumerate(run.operands):
+        for p, d in enumerate(descriptors):
+            if d[0] in ("local", "carried"):
+                readers.setdefault(d[1], []).append((j, p))
+    for j in range(run.period):
+        e = entries[run.start + j]
+        if e.out.ndim == 0:
+            continue
+        if e.prim.name not in CHAIN_PRIMITIVES or run.operands[j][0][0] not in ("local", "carried"):
+            return False
+        if len(readers.get(j, [])) > 1 or any(p != 0 for _, p in readers.get(j, [])):
+            return False
+    return True
+
+
+def escaping(entries, outputs, runs) -> tuple:
+    """Per run: offsets read outside the run at some block (need a tape), and offsets read
+    outside only at the last block (the loop variable holds it after the loop)."""
+    owner = {}
+    for r in runs:
+        for i in range(r.start, r.stop):
+            owner[entries[i].out.name] = (r, i)
+    needs_tape: dict = {id(r): set() for r in runs}
+    last_uses: dict = {id(r): set() for r in runs}
+    reads = [(index, a) for index, e in enumerate(entries) for a in e.ins]
+    reads += [(len(entries), a) for a in outputs]
+    for index, a in reads:
+        if isinstance(a, Var) and a.name in owner:
+            r, site = owner[a.name]
+            if r.start <= index < r.stop:
+                continue
+            block, offset = r.block_of(site)
+            if block == r.iterations - 1 and not _inside_other_run(index, runs):
+                last_uses[id(r)].add(offset)
+            else:
+                needs_tape[id(r)].add(offset)
+    return needs_tape, last_uses
+
+
+def _inside_other_run(index, runs) -> bool:
+    return any(r.start <= index < r.stop for r in runs)
