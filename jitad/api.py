@@ -13,7 +13,8 @@ import numpy as np
 
 from . import codegen, compile as compiler
 from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify
-from .errors import ArgumentError, GuardFailed, GuardLimitError, NonScalarOutputError
+from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
+                     NonScalarOutputError)
 from .tracing import trace
 from .transforms import simplify, value_and_grad
 from .wengert import Literal, Var
@@ -21,27 +22,41 @@ from .wengert import Literal, Var
 MODES = ("value_and_grad", "value")
 
 
-def build_source(variant: Variant, mode: str, wrt: tuple, fn_name: str) -> tuple:
-    """The pipeline after tracing: simplify, differentiate, simplify, print."""
+def build_source(variant: Variant, mode: str, wrt: tuple, fn_name: str,
+                 code_shape: str = "auto") -> tuple:
+    """(source, function name, final list) for a traced variant (see `build`)."""
+    return build(variant, mode, wrt, fn_name, code_shape)[:3]
+
+
+def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str = "auto"):
+    """The pipeline after tracing: simplify, differentiate, simplify, choose a code shape,
+    print. Returns (source, function name, final list, code shape)."""
     wengert = simplify(variant.trace.wengert)
     if mode == "value_and_grad":
         wengert = simplify(value_and_grad(wengert, list(wrt)))
+    shape, runs = codegen.choose_shape(wengert, code_shape)
     kind = "value and gradient" if mode == "value_and_grad" else "value"
     inputs = ", ".join(f"{v.name}: {v.type_text()}" for v in variant.trace.wengert.inputs)
     wrt_names = ", ".join(variant.trace.wengert.inputs[i].name for i in wrt)
     doc = f"{kind.capitalize()} of {variant.trace.wengert.name} ({wengert.loc}), specialized " \
           f"for {inputs}" + (f"; d/d({wrt_names})." if mode == "value_and_grad" else ".")
+    if shape == "tape":
+        doc += " Runs on jitad's tape interpreter (too long to compile as source)."
     name = f"{codegen.identifier(fn_name)}_{mode}"
-    return codegen.generate(wengert, name, doc), name, wengert
+    return codegen.generate(wengert, name, doc, shape, runs), name, wengert, shape
 
 
 class JitGrad:
     """A function compiled together with its gradient. Create it with `jit_grad`."""
 
-    def __init__(self, fun, argnums=0):
+    def __init__(self, fun, argnums=0, code_shape="auto"):
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.argnums = argnums
+        if code_shape not in ("auto", "straight", "loops", "tape"):
+            raise ArgumentError(f"code_shape must be 'auto', 'straight', 'loops' or 'tape', "
+                                f"got {code_shape!r}")
+        self.code_shape = code_shape
         self._wrt = (argnums,) if isinstance(argnums, int) else tuple(argnums)
         if not self._wrt or not all(isinstance(i, int) for i in self._wrt):
             raise ArgumentError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
@@ -95,21 +110,27 @@ class JitGrad:
         variant, _ = self._variant(args, kwargs)
         if not grad:
             return variant.trace.wengert
-        return build_source(variant, "value_and_grad", self._wrt, self.__name__)[2]
+        return build_source(variant, "value_and_grad", self._wrt, self.__name__,
+                            self.code_shape)[2]
 
     def source(self, *args, mode: str = "value_and_grad", **kwargs) -> str:
         """The generated Python source (forward and adjoint sweeps) for these argument kinds."""
         variant, _ = self._variant(args, kwargs)
-        return build_source(variant, mode, self._wrt, self.__name__)[0]
+        return build_source(variant, mode, self._wrt, self.__name__, self.code_shape)[0]
 
     def njit_value_and_grad(self, *args, **kwargs):
         """The compiled Numba dispatcher, callable from a user's own `@numba.njit` code.
 
         It takes the runtime arguments only (static ones are baked in), in order, and
-        returns `(value, (grad, …))`.
+        returns `(value, (grad, …))`. Not available for lists run by the tape interpreter.
         """
         variant, runtime_args = self._variant(args, kwargs)
-        return self._kernel(variant, "value_and_grad", runtime_args)
+        kernel = self._kernel(variant, "value_and_grad", runtime_args)
+        if not hasattr(kernel, "py_func"):
+            raise JitadError(f"{self.__name__}: this specialization runs on the tape interpreter "
+                             "(its list is too long to compile); pass code_shape='loops' to "
+                             "jit_grad for a Numba dispatcher")
+        return kernel
 
     # ------------------------------------------------------------ machinery
 
@@ -193,9 +214,13 @@ class JitGrad:
     def _kernel(self, variant: Variant, mode: str, runtime_args):
         kernel = variant.kernels.get(mode)
         if kernel is None:
-            source, name, _ = build_source(variant, mode, self._wrt, self.__name__)
-            kernel = compiler.compile_source(source, name, tuple(runtime_args),
-                                             variant.trace.wengert.loc)
+            source, name, wengert, shape = build(variant, mode, self._wrt, self.__name__,
+                                                 self.code_shape)
+            if shape == "tape":
+                kernel = compiler.tape_kernel(wengert)
+            else:
+                kernel = compiler.compile_source(source, name, tuple(runtime_args),
+                                                 variant.trace.wengert.loc)
             variant.kernels[mode] = kernel
             self.compile_count += 1
         return kernel
@@ -297,13 +322,15 @@ def _direct_call(kernel, mode, single, runtime_positions, n_args, consts):
     return select
 
 
-def jit_grad(fun=None, *, argnums=0):
+def jit_grad(fun=None, *, argnums=0, code_shape="auto"):
     """Compile `fun` together with its gradient.
 
     Args:
         fun: a Python function of floats and NumPy arrays returning a scalar.
         argnums: which positional argument(s) to differentiate: an int, or a tuple of ints
             (the gradient is then a tuple).
+        code_shape: "auto" (default), or force "straight" (one line per entry), "loops"
+            (re-roll repeated segments) or "tape" (the interpreter, for huge scalar lists).
 
     Returns:
         A `JitGrad`: call it for the gradient; `.value_and_grad`, `.value`, `.wengert`,
@@ -317,6 +344,6 @@ def jit_grad(fun=None, *, argnums=0):
         (5.5, 1.7163378145367738)
     """
     if fun is None:
-        return lambda f: JitGrad(f, argnums)
-    return JitGrad(fun, argnums)
+        return lambda f: JitGrad(f, argnums, code_shape)
+    return JitGrad(fun, argnums, code_shape)
 

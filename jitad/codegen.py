@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keyword
 
-from . import reroll, runtime
+from . import reroll, runtime, tape
 from .primitives.core import operand_text
 from .wengert import Var, WengertList
 
@@ -230,9 +230,9 @@ def straight_line(wengert: WengertList, fn_name: str, docstring: str) -> str:
     return print_function(wengert, fn_name, docstring)
 
 
-def loops(wengert: WengertList, fn_name: str, docstring: str) -> str:
+def loops(wengert: WengertList, fn_name: str, docstring: str, runs=None) -> str:
     """Print repeated segments of the list as loops (the shape for long traced loops)."""
-    runs, escapes = printable_runs(wengert)
+    runs, escapes = runs or printable_runs(wengert)
     return print_function(wengert, fn_name, docstring, runs, escapes)
 
 
@@ -259,16 +259,41 @@ def printable_runs(wengert: WengertList) -> tuple:
 
 CODE_SHAPES = {"straight": straight_line, "loops": loops}
 LOOPS_FROM_ENTRIES = 200
+STRAIGHT_LINES_LIMIT = 1500     # Numba compiles straight-line code at ~1-3 ms per line
 
 
-def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "auto") -> str:
+def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
+    """(code shape, runs) for a list: "straight" for short lists, "loops" where re-rolling
+    leaves few straight lines, "tape" (the interpreter) for long lists that do not repeat.
+
+    `requested` other than "auto" is honored ("tape" only where the list is encodable).
+    """
+    if requested == "straight" or (requested == "auto" and
+                                   len(wengert.entries) < LOOPS_FROM_ENTRIES):
+        return "straight", None
+    if requested == "tape":
+        return ("tape" if tape.encodable(wengert) else "loops"), None
+    runs = printable_runs(wengert)
+    covered = sum(r.stop - r.start for r in runs[0])
+    if requested == "auto" and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT \
+            and tape.encodable(wengert):
+        return "tape", None
+    return "loops", runs
+
+
+def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "auto",
+             runs=None) -> str:
     """Module source for `wengert`: imports (only those used) and the function.
 
-    `shape` picks the code shape: "straight", "loops", or "auto" (loops for long lists).
+    `shape` is a code shape ("straight", "loops"; "tape" prints straight-line source for
+    reading) or "auto" (see `choose_shape`); `runs` are loops' precomputed runs.
     """
     if shape == "auto":
-        shape = "loops" if len(wengert.entries) >= LOOPS_FROM_ENTRIES else "straight"
-    function = CODE_SHAPES[shape](wengert, fn_name, docstring)
+        shape, runs = choose_shape(wengert)
+    if shape == "loops":
+        function = loops(wengert, fn_name, docstring, runs)
+    else:
+        function = straight_line(wengert, fn_name, docstring)
     imports = []
     if "np." in function:
         imports.append("import numpy as np")

@@ -15,10 +15,20 @@ from pathlib import Path
 
 import numba
 
-from . import __version__, runtime
+from . import __version__, runtime, tape
 from .errors import JitadError
 
 _RUNTIME_KERNELS = {name: numba.njit(cache=True)(getattr(runtime, name)) for name in runtime.__all__}
+
+
+_TAPE_INTERPRETER = []
+
+
+def tape_kernel(wengert):
+    """A TapeKernel for `wengert`, run by the (once compiled, disk-cached) interpreter."""
+    if not _TAPE_INTERPRETER:
+        _TAPE_INTERPRETER.append(numba.njit(cache=True, error_model="numpy")(runtime.run_tape))
+    return tape.TapeKernel(wengert, _TAPE_INTERPRETER[0])
 
 
 def cache_dir() -> Path:

@@ -5,6 +5,8 @@ Python with these, and the compile step hands Numba compiled versions of them.
 """
 import numpy as np
 
+from .errors import GuardFailed
+
 __all__ = ["max_rows", "min_rows", "prod_rows", "scatter_add"]
 
 
@@ -37,3 +39,107 @@ def scatter_add(acc, index, values):
     for k in range(index.shape[0]):
         acc[index[k]] += values[k]
     return acc
+
+
+# Opcodes of the tape interpreter (see jitad/tape.py, which encodes lists into them).
+TAPE_OPCODES = ("add", "sub", "mul", "div", "neg", "integer_pow", "pow", "abs", "exp", "log",
+                "log1p", "expm1", "sqrt", "square", "reciprocal", "sin", "cos", "tan", "tanh",
+                "sinh", "cosh", "arcsin", "arccos", "arctan", "arctan2", "hypot", "maximum",
+                "minimum", "logaddexp", "sign", "lt", "gt", "le", "ge", "eq", "ne", "select",
+                "load", "store_add", "guard")
+
+
+def run_tape(code, slots, inputs, outputs):
+    """Run an encoded Wengert list: `code` rows are (opcode, out, a, b, c) over `slots`.
+
+    `load` reads `inputs[c]` into a slot, `store_add` adds a slot into `outputs[c]`,
+    `guard` raises GuardFailed(c) when slot a is not b (1.0 or 0.0).
+    """
+    for t in range(code.shape[0]):
+        op, o, a, b, c = code[t, 0], code[t, 1], code[t, 2], code[t, 3], code[t, 4]
+        if op < 20:
+            if op == 0:
+                slots[o] = slots[a] + slots[b]
+            elif op == 1:
+                slots[o] = slots[a] - slots[b]
+            elif op == 2:
+                slots[o] = slots[a] * slots[b]
+            elif op == 3:
+                slots[o] = slots[a] / slots[b]
+            elif op == 4:
+                slots[o] = -slots[a]
+            elif op == 5:
+                slots[o] = slots[a] ** c
+            elif op == 6:
+                slots[o] = slots[a] ** slots[b]
+            elif op == 7:
+                slots[o] = abs(slots[a])
+            elif op == 8:
+                slots[o] = np.exp(slots[a])
+            elif op == 9:
+                slots[o] = np.log(slots[a])
+            elif op == 10:
+                slots[o] = np.log1p(slots[a])
+            elif op == 11:
+                slots[o] = np.expm1(slots[a])
+            elif op == 12:
+                slots[o] = np.sqrt(slots[a])
+            elif op == 13:
+                slots[o] = slots[a] * slots[a]
+            elif op == 14:
+                slots[o] = 1.0 / slots[a]
+            elif op == 15:
+                slots[o] = np.sin(slots[a])
+            elif op == 16:
+                slots[o] = np.cos(slots[a])
+            elif op == 17:
+                slots[o] = np.tan(slots[a])
+            elif op == 18:
+                slots[o] = np.tanh(slots[a])
+            else:
+                slots[o] = np.sinh(slots[a])
+        elif op < 30:
+            if op == 20:
+                slots[o] = np.cosh(slots[a])
+            elif op == 21:
+                slots[o] = np.arcsin(slots[a])
+            elif op == 22:
+                slots[o] = np.arccos(slots[a])
+            elif op == 23:
+                slots[o] = np.arctan(slots[a])
+            elif op == 24:
+                slots[o] = np.arctan2(slots[a], slots[b])
+            elif op == 25:
+                slots[o] = np.hypot(slots[a], slots[b])
+            elif op == 26:
+                slots[o] = max(slots[a], slots[b])
+            elif op == 27:
+                slots[o] = min(slots[a], slots[b])
+            elif op == 28:
+                slots[o] = np.logaddexp(slots[a], slots[b])
+            else:
+                slots[o] = np.sign(slots[a])
+        elif op < 36:
+            x, y = slots[a], slots[b]
+            if op == 30:
+                r = x < y
+            elif op == 31:
+                r = x > y
+            elif op == 32:
+                r = x <= y
+            elif op == 33:
+                r = x >= y
+            elif op == 34:
+                r = x == y
+            else:
+                r = x != y
+            slots[o] = 1.0 if r else 0.0
+        elif op == 36:
+            slots[o] = slots[b] if slots[a] != 0.0 else slots[c]
+        elif op == 37:
+            slots[o] = inputs[c]
+        elif op == 38:
+            outputs[c] += slots[a]
+        elif slots[a] != slots[b]:
+            raise GuardFailed(c)
+    return slots
