@@ -6,7 +6,9 @@ compiles one) and runs it; a failed guard retraces.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import inspect
 
 import numpy as np
@@ -22,15 +24,30 @@ from .wengert import Literal, Var
 MODES = ("value_and_grad", "value")
 
 
+@contextlib.contextmanager
+def _collector_paused():
+    """Tracing and transforming create millions of long-lived objects; Python's cyclic
+    collector would rescan them over and over (quadratic time on 100,000-op traces)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def build_source(variant: Variant, mode: str, wrt: tuple, fn_name: str,
                  code_shape: str = "auto") -> tuple:
     """(source, function name, final list) for a traced variant (see `build`)."""
     return build(variant, mode, wrt, fn_name, code_shape)[:3]
 
 
-def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str = "auto"):
+def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str = "auto",
+          for_reading: bool = True):
     """The pipeline after tracing: simplify, differentiate, simplify, choose a code shape,
-    print. Returns (source, function name, final list, code shape)."""
+    print. Returns (source, function name, final list, code shape); the source is None for
+    the tape shape unless `for_reading`."""
     wengert = simplify(variant.trace.wengert)
     if mode == "value_and_grad":
         wengert = simplify(value_and_grad(wengert, list(wrt)))
@@ -43,6 +60,8 @@ def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str
     if shape == "tape":
         doc += " Runs on jitad's tape interpreter (too long to compile as source)."
     name = f"{codegen.identifier(fn_name)}_{mode}"
+    if shape == "tape" and not for_reading:
+        return None, name, wengert, shape
     return codegen.generate(wengert, name, doc, shape, runs), name, wengert, shape
 
 
@@ -57,9 +76,14 @@ class JitGrad:
             raise ArgumentError(f"code_shape must be 'auto', 'straight', 'loops' or 'tape', "
                                 f"got {code_shape!r}")
         self.code_shape = code_shape
-        self._wrt = (argnums,) if isinstance(argnums, int) else tuple(argnums)
-        if not self._wrt or not all(isinstance(i, int) for i in self._wrt):
-            raise ArgumentError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
+        if isinstance(argnums, int) and not isinstance(argnums, bool):
+            self._wrt = (argnums,)
+        elif isinstance(argnums, tuple) and argnums and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in argnums):
+            self._wrt = argnums
+        else:
+            raise ArgumentError(f"argnums must be an int or a non-empty tuple of ints, "
+                                f"got {argnums!r}")
         self._signature = inspect.signature(fun)
         params = list(self._signature.parameters.values())
         unsupported = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD)]
@@ -110,13 +134,13 @@ class JitGrad:
         variant, _ = self._variant(args, kwargs)
         if not grad:
             return variant.trace.wengert
-        return build_source(variant, "value_and_grad", self._wrt, self.__name__,
+        return build_source(variant, "value_and_grad", variant.wrt, self.__name__,
                             self.code_shape)[2]
 
     def source(self, *args, mode: str = "value_and_grad", **kwargs) -> str:
         """The generated Python source (forward and adjoint sweeps) for these argument kinds."""
         variant, _ = self._variant(args, kwargs)
-        return build_source(variant, mode, self._wrt, self.__name__, self.code_shape)[0]
+        return build_source(variant, mode, variant.wrt, self.__name__, self.code_shape)[0]
 
     def njit_value_and_grad(self, *args, **kwargs):
         """The compiled Numba dispatcher, callable from a user's own `@numba.njit` code.
@@ -162,6 +186,7 @@ class JitGrad:
             if not -len(args) <= i < len(args):
                 raise ArgumentError(f"argnums={self.argnums!r} but {self.__name__} got "
                                     f"{len(args)} argument(s)")
+            i %= len(args)
             if runtime[i] is None or keys[i] not in ("f",) and keys[i][0] != "f8":
                 raise ArgumentError(
                     f"argument '{names[i]}' (argnums {i}) is {type(args[i]).__name__} "
@@ -183,11 +208,14 @@ class JitGrad:
         entry = self._cache.setdefault(key, KeyEntry())
         if entry.traces >= MAX_SPECIALIZATIONS:
             raise GuardLimitError(self._guard_limit_message(entry))
-        traced = trace(self.fun, args, [v is not None for v in runtime], names)
+        with _collector_paused():
+            traced = trace(self.fun, args, [v is not None for v in runtime], names)
         traced.reads_sizes = traced.reads_sizes or exact
         self.trace_count += 1
         self._check_output(traced)
-        variant = Variant(traced)
+        runtime_index = {p: k for k, p in enumerate(i for i, v in enumerate(runtime)
+                                                    if v is not None)}
+        variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt))
         entry.add(variant, [v for v in runtime if v is not None])
         return variant
 
@@ -214,11 +242,12 @@ class JitGrad:
     def _kernel(self, variant: Variant, mode: str, runtime_args):
         kernel = variant.kernels.get(mode)
         if kernel is None:
-            source, name, wengert, shape = build(variant, mode, self._wrt, self.__name__,
-                                                 self.code_shape)
-            if shape == "tape":
-                kernel = compiler.tape_kernel(wengert)
-            else:
+            with _collector_paused():
+                source, name, wengert, shape = build(variant, mode, variant.wrt, self.__name__,
+                                                     self.code_shape, for_reading=False)
+                if shape == "tape":
+                    kernel = compiler.tape_kernel(wengert)
+            if shape != "tape":
                 kernel = compiler.compile_source(source, name, tuple(runtime_args),
                                                  variant.trace.wengert.loc)
             variant.kernels[mode] = kernel
@@ -228,8 +257,10 @@ class JitGrad:
     def _call(self, mode: str, args, kwargs):
         """The fast path: an exact-key lookup straight to a prepared kernel call."""
         if not kwargs:
-            fast = self._fast[mode]
-            call = fast.get(_fast_key(args))
+            try:
+                call = self._fast[mode].get(_fast_key(args))
+            except TypeError:           # an unhashable argument: the full path explains it
+                call = None
             if call is not None:
                 try:
                     return call(args)

@@ -67,9 +67,14 @@ def shapes_of(runtime_values) -> tuple:
 
 @dataclass
 class Variant:
-    """One traced specialization and its compiled kernels by mode."""
+    """One traced specialization and its compiled kernels by mode.
+
+    `wrt` are the positions, among the traced list's inputs, of the differentiated
+    arguments (static arguments are not inputs).
+    """
 
     trace: object
+    wrt: tuple = ()
     kernels: dict = field(default_factory=dict)
 
 

@@ -24,6 +24,7 @@ from .wengert import Literal, Var
 MIN_ITERATIONS = 4
 MIN_RUN_ENTRIES = 24
 CANDIDATE_PERIODS = 8
+MAX_PERIOD = 4000        # longer loop bodies stay straight (keeps the search linear)
 CHAIN_PRIMITIVES = ("index_add", "scatter_add")
 
 
@@ -91,11 +92,10 @@ def find_runs(entries: list) -> list:
         first = bisect.bisect_right(where, i)
         for j in where[first:first + CANDIDATE_PERIODS]:
             period = j - i
-            if period * MIN_ITERATIONS > len(entries) - i:
+            if period > MAX_PERIOD or period * MIN_ITERATIONS > len(entries) - i:
                 break
             count = 1
-            while i + (count + 1) * period <= len(entries) and \
-                    tokens[i + count * period:i + (count + 1) * period] == tokens[i:i + period]:
+            while i + (count + 1) * period <= len(entries) and _repeats(tokens, i, period, count):
                 count += 1
             if count < MIN_ITERATIONS or count * period < MIN_RUN_ENTRIES:
                 continue
@@ -108,6 +108,15 @@ def find_runs(entries: list) -> list:
         else:
             i += 1
     return runs
+
+
+def _repeats(tokens, start, period, block) -> bool:
+    """Do the tokens of `block` equal those of block 0? (Stops at the first difference.)"""
+    base = start + block * period
+    for k in range(period):
+        if tokens[base + k] != tokens[start + k]:
+            return False
+    return True
 
 
 def _describe(operand, run, block, defined, runs):

@@ -78,14 +78,14 @@ def check_grads(fun, args, argnums=0, order=1, rtol=1e-6, atol=1e-8, eps=1e-6, s
            _dot(grads, directions), fd, rtol, atol, context)
 
     variant, runtime_args = f._variant(args, {})
-    source, name, adjoint_list = build_source(variant, "value_and_grad", wrt, f.__name__)
+    source, name, adjoint_list = build_source(variant, "value_and_grad", variant.wrt, f.__name__)
     py_value, py_grads = load_python(source, name)(*runtime_args)
     _close("value (plain Python run of the generated source)", py_value, value, 1e-12, 0, context)
     for g_py, g in zip(py_grads, grads):
         _close("gradient (plain Python run of the generated source)", g_py, g, 1e-12, 1e-300,
                context)
 
-    forward = simplify(jvp(simplify(variant.trace.wengert), list(wrt)))
+    forward = simplify(jvp(simplify(variant.trace.wengert), list(variant.wrt)))
     tangent_args = [np.asarray(d, dtype=float) if np.ndim(d) else float(d) for d in directions]
     outputs = _python_kernel(f, forward, f"{codegen.identifier(f.__name__)}_jvp")(
         *runtime_args, *tangent_args)
@@ -93,7 +93,7 @@ def check_grads(fun, args, argnums=0, order=1, rtol=1e-6, atol=1e-8, eps=1e-6, s
            _dot(grads, directions), 1e-9, 1e-12, context)
 
     if order >= 2:
-        hvp_list = simplify(jvp(adjoint_list, list(wrt)))
+        hvp_list = simplify(jvp(adjoint_list, list(variant.wrt)))
         outputs = _python_kernel(f, hvp_list, f"{codegen.identifier(f.__name__)}_hvp")(
             *runtime_args, *tangent_args)
         hvp = outputs[len(adjoint_list.outputs) + 1:]

@@ -46,17 +46,17 @@ def describe_frame(frame) -> tuple[str, str]:
     """(`file:line (fn)`, the source line text) for error messages and list comments."""
     if frame is None:
         return "<unknown>", ""
-    key = (frame.f_code, frame.f_lineno)
+    code = frame.f_code
+    key = (id(code), frame.f_lineno)       # hashing a code object hashes all its constants
     described = _DESCRIBED.get(key)
-    if described is None:
-        code = frame.f_code
+    if described is None or described[0] is not code:
         where = f"{os.path.basename(code.co_filename)}:{frame.f_lineno} ({code.co_name})"
         described = _DESCRIBED[key] = (
-            where, linecache.getline(code.co_filename, frame.f_lineno).strip())
-    return described
+            code, (where, linecache.getline(code.co_filename, frame.f_lineno).strip()))
+    return described[1]
 
 
-_DESCRIBED: dict = {}
+_DESCRIBED: dict = {}       # (id(code), line) -> (code, description)
 
 
 def located(message: str, frame=None) -> str:
@@ -252,6 +252,18 @@ class Tracer:
 
     def __index__(self):
         self._concretize("use as an index")
+
+    def __round__(self, ndigits=None):
+        self._concretize("round()")
+
+    def __floor__(self):
+        self._concretize("math.floor()")
+
+    def __ceil__(self):
+        self._concretize("math.ceil()")
+
+    def __trunc__(self):
+        self._concretize("math.trunc()")
 
     def __array__(self, dtype=None, copy=None):
         raise TraceError(located(
@@ -531,8 +543,15 @@ def where(cond, x, y):
 # ---------------------------------------------------------------- math module interception
 
 def _math_function(original, prim):
+    arity = len(prim.domain)
+
     def traced(*args):
         if any(isinstance(a, Tracer) for a in args):
+            if prim.name == "log" and len(args) == 2:          # math.log(x, base)
+                return bind(REGISTRY["div"], bind(prim, args[0]), bind(prim, args[1]))
+            if len(args) != arity:
+                raise TraceError(located(f"math.{original.__name__} with {len(args)} "
+                                         f"argument(s) is not supported on traced values"))
             if prim.name == "pow":
                 return _power(*args) if isinstance(args[0], Tracer) else bind(prim, *args)
             return bind(prim, *args)
@@ -560,19 +579,35 @@ def _math_intercepted():
             setattr(math, name, f)
 
 
+def _traced_math(value) -> bool:
+    return isinstance(value, types.BuiltinFunctionType) and value in _MATH
+
+
 def _with_traced_globals(fun):
-    """`fun` with globals bound by `from math import sin` redirected to the traced versions."""
+    """`fun` with math functions it holds in globals (`from math import sin`) or closure
+    cells (`fn = math.sin` in an enclosing function) redirected to the traced versions."""
+    if not isinstance(fun, types.FunctionType):
+        return fun
     code_globals = fun.__globals__
-    swaps = {name: _MATH[value] for name, value in code_globals.items()
-             if isinstance(value, types.BuiltinFunctionType) and value in _MATH}
-    if not swaps:
+    swaps = {name: _MATH[value] for name, value in code_globals.items() if _traced_math(value)}
+    cells = fun.__closure__ or ()
+    held = [c for c in cells if _cell_value(c) is not None and _traced_math(_cell_value(c))]
+    if not swaps and not held:
         return fun
     new_globals = dict(code_globals)
     new_globals.update(swaps)
+    closure = tuple(types.CellType(_MATH[_cell_value(c)]) if c in held else c for c in cells)
     clone = types.FunctionType(fun.__code__, new_globals, fun.__name__, fun.__defaults__,
-                               fun.__closure__)
+                               closure or None)
     clone.__kwdefaults__ = fun.__kwdefaults__
     return clone
+
+
+def _cell_value(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:          # an empty cell
+        return None
 
 
 # ---------------------------------------------------------------- entry point
@@ -611,6 +646,9 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
         loc = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
         if isinstance(result, Tracer):
             outputs = [result.var]
+        elif isinstance(result, (int, float, np.integer, np.floating)) and \
+                not isinstance(result, (bool, np.bool_)):
+            outputs = [Literal(float(result))]    # a constant: its gradient is zero
         else:
             outputs = [result]
         wengert = WengertList(getattr(fun, "__name__", "f"), inputs + [v for v, _ in state.consts],

@@ -46,7 +46,7 @@ def sum_source(texts, operands, params, numpy_name="sum"):
         return total if not keepdims else f"np.full({kept_shape_text(x_text, x, axis, True)}, {total})"
     text = f"np.sum({x_text}, axis={_axis_arg(axis)})"
     if numpy_name == "mean":
-        text = f"{text} / ({count_text(x_text, axis)})"
+        text = f"({text} / ({count_text(x_text, axis)}))"
     return f"{text}.reshape({kept_shape_text(x_text, x, axis, True)})" if keepdims else text
 
 

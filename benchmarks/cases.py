@@ -1,0 +1,151 @@
+"""Benchmark cases as data: user function, argnums, inputs and reference.
+
+The user functions are plain Python / NumPy / ``math`` written the way a jitad
+user writes them; nothing here imports jitad. ``make_args(size, rng)`` returns
+the argument tuple; arguments outside ``argnums`` are runtime data.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import reference
+import synthetic
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark problem, measured at each of its sizes."""
+
+    name: str
+    argnums: int | tuple[int, ...]
+    sizes: tuple[Any, ...]
+    quick_sizes: tuple[Any, ...]
+    make_args: Callable[[Any, np.random.Generator], tuple]
+    fun: Callable | None = None         # the user function, for every size
+    reference: Callable | None = None   # its hand-written value-and-grad
+    generate: Callable | None = None    # size -> (fun, reference) instead
+    size_label: Callable[[Any], str] = str
+
+    def functions(self, size):
+        """``(user function, hand-written value-and-grad)`` for ``size``."""
+        if self.generate is not None:
+            return self.generate(size)
+        return self.fun, self.reference
+
+
+# --- user functions --------------------------------------------------------
+
+def seed(x1, x2):
+    return math.log(x1) + x1 * x2 - math.sin(x2)
+
+
+def rosen_loop(x):
+    s = 0.0
+    for i in range(len(x) - 1):
+        s += 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return s
+
+
+def rosen_vec(x):
+    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def logreg(w, X, y, lam):
+    z = X @ w
+    return np.mean(np.logaddexp(0.0, -y * z)) + 0.5 * lam * np.dot(w, w)
+
+
+def mlp(W1, b1, W2, b2, X, Y):
+    H = np.tanh(X @ W1 + b1)
+    P = H @ W2 + b2
+    return np.mean((P - Y) ** 2)
+
+
+def lotka_volterra(a, b, c, d, x, y):
+    return a * x - b * x * y, d * x * y - c * y
+
+
+def lotka_volterra_rk4(p, state0, dt, target):
+    a, b, c, d = p[0], p[1], p[2], p[3]
+    x, y = state0[0], state0[1]
+    for _ in range(reference.LV_STEPS):
+        k1x, k1y = lotka_volterra(a, b, c, d, x, y)
+        k2x, k2y = lotka_volterra(a, b, c, d, x + 0.5 * dt * k1x, y + 0.5 * dt * k1y)
+        k3x, k3y = lotka_volterra(a, b, c, d, x + 0.5 * dt * k2x, y + 0.5 * dt * k2y)
+        k4x, k4y = lotka_volterra(a, b, c, d, x + dt * k3x, y + dt * k3y)
+        x = x + dt / 6.0 * (k1x + 2.0 * k2x + 2.0 * k3x + k4x)
+        y = y + dt / 6.0 * (k1y + 2.0 * k2y + 2.0 * k3y + k4y)
+    return (x - target[0]) ** 2 + (y - target[1]) ** 2
+
+
+# --- inputs ----------------------------------------------------------------
+
+def seed_args(size, rng):
+    return 2.0, 5.0
+
+
+def rosen_args(n, rng):
+    return (rng.uniform(-1.2, 1.2, n),)
+
+
+def logreg_args(shape, rng):
+    n, d = shape
+    X = rng.standard_normal((n, d))
+    labels = X @ rng.standard_normal(d) + 0.5 * rng.standard_normal(n)
+    y = np.where(labels > 0.0, 1.0, -1.0)
+    w = 0.1 * rng.standard_normal(d)
+    return w, X, y, 0.1
+
+
+def mlp_args(batch, rng, n_in=32, n_hidden=64, n_out=8):
+    W1 = rng.standard_normal((n_in, n_hidden)) / math.sqrt(n_in)
+    b1 = 0.1 * rng.standard_normal(n_hidden)
+    W2 = rng.standard_normal((n_hidden, n_out)) / math.sqrt(n_hidden)
+    b2 = 0.1 * rng.standard_normal(n_out)
+    X = rng.standard_normal((batch, n_in))
+    Y = rng.standard_normal((batch, n_out))
+    return W1, b1, W2, b2, X, Y
+
+
+def lotka_volterra_args(steps, rng):  # steps is fixed: reference.LV_STEPS
+    p = np.array([1.5, 1.0, 3.0, 1.0]) * (1.0 + 0.05 * rng.standard_normal(4))
+    state0 = np.array([10.0, 5.0])
+    target = np.array([2.0, 4.0])
+    return p, state0, 0.005, target
+
+
+def synthetic_args(n_ops, rng):
+    return (rng.uniform(-1.0, 1.0, synthetic.N_INPUTS),)
+
+
+def synthetic_functions(n_ops):
+    return synthetic.user_function(n_ops), synthetic.reference_function(n_ops)
+
+
+def _shape_label(shape):
+    return "×".join(map(str, shape))
+
+
+CASES = {case.name: case for case in [
+    # name, argnums, sizes, quick sizes, make_args, user function, reference
+    Case("seed", (0, 1), (None,), (None,), seed_args, seed, reference.seed,
+         size_label=lambda size: "(2.0, 5.0)"),
+    Case("rosen_loop", 0, (10, 100, 1000), (10, 100), rosen_args,
+         rosen_loop, reference.rosen, size_label=lambda n: f"n={n:,}"),
+    Case("rosen_vec", 0, (100, 10_000, 1_000_000), (100, 10_000, 1_000_000),
+         rosen_args, rosen_vec, reference.rosen, size_label=lambda n: f"n={n:,}"),
+    Case("logreg", 0, ((1000, 20), (100_000, 50)), ((1000, 20), (100_000, 50)),
+         logreg_args, logreg, reference.logreg, size_label=_shape_label),
+    Case("mlp", (0, 1, 2, 3), (256,), (256,), mlp_args, mlp, reference.mlp,
+         size_label=lambda batch: f"batch {batch}"),
+    Case("lotka_volterra_rk4", 0, (reference.LV_STEPS,), (reference.LV_STEPS,),
+         lotka_volterra_args, lotka_volterra_rk4, reference.lotka_volterra_rk4,
+         size_label=lambda steps: f"{steps} steps"),
+    Case("synthetic", 0, (1000, 10_000, 100_000), (1000,),
+         synthetic_args, generate=synthetic_functions,
+         size_label=lambda n: f"{n} ops"),
+]}
