@@ -122,6 +122,11 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
 
     body, sweep, adjoint_names = [], None, set()
     runs_at = {r.start: r for r in runs}
+    users: dict = {}
+    for index, e in enumerate(entries):
+        for a in e.ins:
+            if isinstance(a, Var):
+                users.setdefault(a.name, []).append(index)
     has_reverse = any(x.sweep == "reverse" for x in entries)
     i = 0
     while i < len(entries):
@@ -134,6 +139,12 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
             body += _print_loop(run, entries, storage, printed, text, next(counters),
                                 needs_tape[id(run)], last_uses[id(run)])
             i = run.stop
+            continue
+        group = fusion_group(entries, i)
+        if group is not None:
+            body += _print_fused(group, entries, wengert.outputs, storage, printed, text, users)
+            i = group[1]
+            sweep = entries[i - 1].sweep
             continue
         in_place = storage.may_update_in_place(e, i)
         storage.record(e, in_place)
@@ -166,6 +177,98 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
     lines = [f"def {fn_name}({params}):", f'    """{docstring}"""']
     lines += ["    " + line.replace("\n", "\n    ") for line in body]
     return "\n".join(lines) + "\n"
+
+
+FUSABLE = {"add", "sub", "mul", "div", "neg", "integer_pow", "pow", "abs", "exp", "log", "log1p",
+           "expm1", "sqrt", "square", "reciprocal", "sin", "cos", "tan", "tanh", "sinh", "cosh",
+           "arcsin", "arccos", "arctan", "arctan2", "hypot", "maximum", "minimum", "logaddexp",
+           "sign", "lt", "gt", "le", "ge", "eq", "ne", "select", "full_like"}
+_NUMPY_DTYPE = {"float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
+
+
+def _fusable(e, shape) -> bool:
+    if e.prim.name in FUSABLE:
+        return e.out.shape == shape and (e.prim.name != "full_like" or e.ins[1].ndim == 0)
+    return e.prim.name in ("sum", "mean") and e.out.ndim == 0 and e.ins[0].shape == shape \
+        and not e.params["keepdims"]
+
+
+def fusion_group(entries, start):
+    """(start, stop, reference operand) of a fusable run of elementwise entries at `start`:
+    same output shape, at least two array operations, and an operand from before the run
+    whose run-time shape gives the loop bounds. None if there is none."""
+    first = entries[start]
+    shape = first.out.shape
+    if not shape or first.prim.name not in FUSABLE or not _fusable(first, shape):
+        return None
+    stop, reduced = start, set()
+    while stop < len(entries) and _fusable(entries[stop], shape) and not any(
+            isinstance(a, Var) and a.name in reduced for a in entries[stop].ins):
+        if entries[stop].out.ndim == 0:     # complete only after the loop
+            reduced.add(entries[stop].out.name)
+        stop += 1
+    inside = {e.out.name for e in entries[start:stop]}
+    if sum(e.out.ndim > 0 and e.prim.name != "full_like" for e in entries[start:stop]) < 2:
+        return None
+    for e in entries[start:stop]:
+        for a in e.ins:
+            if isinstance(a, Var) and a.shape == shape and a.name not in inside:
+                return start, stop, a
+    return None
+
+
+def _print_fused(group, entries, outputs, storage, printed, text, users) -> list:
+    """One loop nest computing a fused group element by element (no array temporaries)."""
+    start, stop, reference = group
+    shape = entries[start].out.shape
+    ref = text(reference)
+    index = [f"i{k}" for k in range(len(shape))]
+    returned = {a.name for a in outputs if isinstance(a, Var)}
+    inside = {e.out.name for e in entries[start:stop]}
+    kept = {e.out.name for e in entries[start:stop] if e.out.ndim > 0 and (
+        e.out.name in returned or any(u >= stop for u in users.get(e.out.name, ())))}
+
+    def element(a):
+        if isinstance(a, Var) and a.name in inside:
+            return f"{a.name}_e"
+        if not isinstance(a, Var) or a.ndim == 0:
+            return text(a)
+        lead = len(shape) - a.ndim       # broadcasting: size-1 axes read element 0
+        picks = ["0" if d == 1 and shape[lead + k] != 1 else index[lead + k]
+                 for k, d in enumerate(a.shape)]
+        return f"{text(a)}[{', '.join(picks)}]"
+
+    sweeps = " and ".join(dict.fromkeys(e.sweep for e in entries[start:stop]))
+    head = [f"# fused: {stop - start} elementwise entries ({sweeps}) in one loop"]
+    body = []
+    for e in entries[start:stop]:
+        storage.record(e, False)
+        if e.out.ndim == 0:             # a full sum/mean, accumulated
+            head.append(_comment(f"{identifier(e.out.name)} = 0.0", e.loc))
+            body.append(f"{identifier(e.out.name)} += {element(e.ins[0])}")
+            continue
+        if e.prim.name == "full_like":
+            line = f"{e.out.name}_e = {element(e.ins[1])}"
+        else:
+            operands = [Var(element(a), a.dtype, ()) if isinstance(a, Var) else a for a in e.ins]
+            line = e.prim.lines(f"{e.out.name}_e", operands, e.params)[0]
+        body.append(_comment(line, e.loc))
+        if e.out.name in kept:
+            name = identifier(e.out.name)
+            head.append(f"{name} = np.empty({ref}.shape, dtype={_NUMPY_DTYPE[e.out.dtype]})")
+            body.append(f"{name}[{', '.join(index)}] = {e.out.name}_e")
+            printed[e.out.name] = name
+    lines = list(head)
+    for depth, i in enumerate(index):
+        lines.append("    " * depth + f"for {i} in range({ref}.shape[{depth}]):")
+    lines += ["    " * len(index) + line for line in body]
+    for e in entries[start:stop]:
+        if e.out.ndim == 0:
+            name = identifier(e.out.name)
+            printed[e.out.name] = name
+            if e.prim.name == "mean":
+                lines.append(f"{name} = {name} / {ref}.size")
+    return lines
 
 
 def _print_loop(run, entries, storage, printed, text, counter, taped, last_used) -> list:
