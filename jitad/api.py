@@ -94,7 +94,8 @@ class JitGrad:
         self._names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
         self._cache: dict = {}
         self._fast: dict = {mode: {} for mode in MODES}    # _fast_key(args) -> call(args)
-        self._float_kernels: dict = {}       # (float, …) -> value_and_grad kernel
+        self._fast_value_and_grad = self._fast["value_and_grad"]
+        self._scalar_kernel = None           # the value_and_grad kernel for all-float arguments
         self._single = isinstance(argnums, int)
         self.trace_count = 0
         self.compile_count = 0
@@ -114,15 +115,28 @@ class JitGrad:
 
     def value_and_grad(self, *args, **kwargs):
         """`(value, gradient)` from one compiled call (scipy's `jac=True` convention)."""
-        kernel = None if kwargs else self._float_kernels.get(tuple(map(type, args)))
-        if kernel is not None:          # all-float arguments: the kernel, nothing else
+        kernel = self._scalar_kernel
+        if kernel is not None and not kwargs:
+            # All-float signatures: Numba's dispatcher checks the types (TypeError if they
+            # differ: arrays, strings…) and there is no shape that could differ.
             try:
-                if self._single:
-                    value, grads = kernel(*args)
-                    return value, grads[0]
-                return kernel(*args)
-            except GuardFailed:
+                result = kernel(*args)
+            except (TypeError, GuardFailed):
                 pass
+            else:
+                return (result[0], result[1][0]) if self._single else result
+        elif not kwargs:
+            try:
+                call = self._fast_value_and_grad.get(tuple([
+                    a.shape if a.__class__ is _NDARRAY else a.__class__ if a.__class__ is float
+                    else (a.__class__, a) for a in args]))      # _fast_key, inlined
+            except TypeError:
+                call = None
+            if call is not None:
+                try:
+                    return call(args)
+                except (TypeError, GuardFailed):
+                    pass
         return self._call("value_and_grad", args, kwargs)
 
     def value(self, *args, **kwargs):
@@ -154,7 +168,7 @@ class JitGrad:
             raise JitadError(f"{self.__name__}: this specialization runs on the tape interpreter "
                              "(its list is too long to compile); pass code_shape='loops' to "
                              "jit_grad for a Numba dispatcher")
-        return kernel
+        return compiler.standalone_dispatcher(kernel)
 
     # ------------------------------------------------------------ machinery
 
@@ -264,7 +278,7 @@ class JitGrad:
             if call is not None:
                 try:
                     return call(args)
-                except GuardFailed:
+                except (TypeError, GuardFailed):    # other dtypes/layouts, or a failed guard
                     pass
         return self._run(mode, args, kwargs)
 
@@ -290,18 +304,21 @@ class JitGrad:
     def _finish(self, variant, mode, args, values, kwargs):
         kernel = self._kernel(variant, mode, values + variant.trace.consts)
         single = isinstance(self.argnums, int)
-        result = _shaped_result(kernel(*values, *variant.trace.consts), mode, single)
+        result = _shaped_result(compiler.call_compiling(kernel, values + variant.trace.consts),
+                                mode, single)
         if not kwargs and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
                 _fast_path_applies(args, variant):
             positions = [i for i, a in enumerate(args) if _is_runtime(a)]
             call = _direct_call(kernel, mode, single, positions, len(args), variant.trace.consts)
             self._fast[mode][_fast_key(args)] = call
-            if mode == "value_and_grad" and all(a.__class__ is float for a in args):
-                self._float_kernels[tuple(map(type, args))] = kernel
+            if mode == "value_and_grad" and all(a.__class__ is float for a in args) and \
+                    not variant.trace.guards:
+                self._scalar_kernel = kernel
         return result
 
 
 _FAST_PATH_ENTRIES = 64
+_NDARRAY = np.ndarray
 _FAST_ARRAY_DTYPES = (np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
 
 
@@ -309,10 +326,11 @@ def _is_runtime(value) -> bool:
     return isinstance(value, (float, np.floating, np.ndarray))
 
 
-def _fast_key(args) -> tuple:
-    """A cheap exact key: float type, array dtype and shape, static values."""
-    return tuple([float if a.__class__ is float else (a.dtype, a.shape)
-                  if a.__class__ is np.ndarray else (a.__class__, a) for a in args])
+def _fast_key(args, ndarray=_NDARRAY) -> tuple:
+    """A cheap exact key: float type, array shape, static values. (Dtypes, ranks and
+    layouts are checked by the compiled dispatcher itself, which raises TypeError.)"""
+    return tuple([a.shape if a.__class__ is ndarray else a.__class__ if a.__class__ is float
+                  else (a.__class__, a) for a in args])
 
 
 def _fast_path_applies(args, variant) -> bool:

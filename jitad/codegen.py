@@ -73,7 +73,11 @@ class _Storage:
 
 
 def _comment(line: str, text: str | None) -> str:
-    return f"{line.ljust(COMMENT_COLUMN)}  # {text}" if text else line
+    """`line` with `# text` aligned after its first physical line."""
+    if not text:
+        return line
+    first, newline, rest = line.partition("\n")
+    return f"{first.ljust(COMMENT_COLUMN)}  # {text}{newline}{rest}"
 
 
 class LoopIndex(int):

@@ -54,6 +54,26 @@ def source_file(source: str, fn_name: str) -> Path:
     return path
 
 
+def call_compiling(kernel, args):
+    """Call a kernel, letting a Numba dispatcher compile for new layouts (e.g. a strided view)."""
+    if not isinstance(kernel, numba.core.registry.CPUDispatcher):
+        return kernel(*args)
+    try:
+        return kernel(*args)
+    except TypeError:
+        kernel.disable_compile(False)
+        try:
+            return kernel(*args)
+        finally:
+            kernel.disable_compile()
+
+
+def standalone_dispatcher(kernel):
+    """A separate dispatcher of the same compiled function, free to specialize further
+    (for users' own @numba.njit code)."""
+    return numba.njit(cache=True, error_model="numpy")(kernel.py_func)
+
+
 def load_python(source: str, fn_name: str):
     """The generated function as plain Python (no Numba), loaded from its cache file."""
     path = source_file(source, fn_name)
@@ -80,6 +100,9 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
     dispatcher = numba.njit(cache=True, error_model="numpy")(function)
     try:
         dispatcher.compile(tuple(numba.typeof(a) for a in example_args))
+        # Later calls with other argument types raise TypeError (the API's fast path falls
+        # back to its full path then) instead of silently compiling a new version.
+        dispatcher.disable_compile()
     except numba.core.errors.NumbaError as error:
         first_line = str(error).strip().splitlines()[0]
         raise JitadError(

@@ -51,7 +51,7 @@ class Primitive:
         effect: the entry must be kept even if its output is unused (guards).
         view: the output may share memory with operand 0 (it is never updated in place).
         inplace: a statement (format string over operands and params, or a callable
-            `(operand_texts, params) -> str`) that updates operand 0
+            `(operand_texts, operands, params) -> str`) that updates operand 0
             in place; codegen uses it when operand 0 is an owned buffer that is dead afterwards.
             Primitives with `source=None` are only defined by it (on a copy otherwise).
         statement: `(operand_texts, params) -> str`, for effect-only primitives (guards).
@@ -88,17 +88,18 @@ class Primitive:
         if self.statement is not None:
             return [self.statement(texts, params)]
         if in_place:
-            return [self.inplace_statement(texts, params)]
+            return [self.inplace_statement(texts, operands, params)]
         if self.source is None:
             copy = [out_name] + texts[1:]
-            return [f"{out_name} = {texts[0]}.copy()", self.inplace_statement(copy, params)]
+            return [f"{out_name} = {texts[0]}.copy()",
+                    self.inplace_statement(copy, operands, params)]
         if callable(self.source):
             return [f"{out_name} = {self.source(texts, operands, params)}"]
         return [f"{out_name} = {self.source.format(*texts, **params)}"]
 
-    def inplace_statement(self, texts, params) -> str:
+    def inplace_statement(self, texts, operands, params) -> str:
         if callable(self.inplace):
-            return self.inplace(texts, params)
+            return self.inplace(texts, operands, params)
         return self.inplace.format(*texts, **params)
 
     def impl(self, *values, **params):
@@ -156,10 +157,6 @@ def elementwise_rule(floating: bool):
     return rule
 
 
-def same_as_first(*operands, **params):
-    return operands[0].dtype, operands[0].shape
-
-
 def normalize_axes(axis, ndim: int) -> tuple:
     """`axis` (None, int or tuple) as a sorted tuple of non-negative ints."""
     if axis is None:
@@ -215,6 +212,24 @@ def add_tangents(b, *terms):
 def scale(b, factor, t):
     """`factor * t` for a tangent/cotangent that may be None (zero)."""
     return None if t is None else b.mul(t, factor)
+
+
+def add_into(target: str, update: str, update_operand, target_ndim: int) -> str:
+    """`target += update` for arrays as an explicit loop nest (Numba compiles an in-place
+    array operator through its ufunc machinery, seconds the first time); `update` may
+    broadcast (size-1 and missing leading axes)."""
+    if update_operand.ndim == 0 and not isinstance(update_operand, Var):
+        update_operand = None
+    index = [f"j{k}" for k in range(target_ndim)]
+    if update_operand is None or update_operand.ndim == 0:
+        element = update
+    else:
+        lead = target_ndim - update_operand.ndim
+        picks = [("0" if d == 1 else index[lead + k]) for k, d in enumerate(update_operand.shape)]
+        element = f"{update}[{', '.join(picks)}]"
+    lines = [("    " * k) + f"for {i} in range({target}.shape[{k}]):" for k, i in enumerate(index)]
+    lines.append("    " * target_ndim + f"{target}[{', '.join(index)}] += {element}")
+    return "\n".join(lines)
 
 
 def shape_text(var_text: str, shape_source: list) -> str:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ..wengert import Literal
-from .core import (Primitive, add_tangents, broadcast_shapes, broadcast_to_shape_of,
+from .core import (Primitive, add_into, add_tangents, broadcast_shapes, broadcast_to_shape_of,
                    elementwise_rule, result_dtype, sum_to_shape)
 
 POSITIVE = ((0.2, 3.0),)
@@ -48,6 +48,10 @@ def nondifferentiable(name, source, arity, dtype=None, traces=()):
 
 
 # ---------------------------------------------------------------- chain rules (g * partials)
+
+def _add_inplace(texts, operands, params):
+    return add_into(texts[0], texts[1], operands[1], operands[0].ndim)
+
 
 def _div_chain(b, g, out, x, y):
     return b.div(g, y), b.neg(b.div(b.mul(g, out), y))
@@ -106,7 +110,7 @@ def build():
     gt = nondifferentiable("gt", "{0} > {1}", 2, "bool")
     prims = [
         elementwise("add", "{0} + {1}", lambda b, g, o, x, y: (g, g), 2, floating=False,
-                    linear=True, inplace="{0} += {1}", traces=(np.add,)),
+                    linear=True, inplace=_add_inplace, traces=(np.add,)),
         elementwise("sub", "{0} - {1}", lambda b, g, o, x, y: (g, b.neg(g)), 2, floating=False,
                     linear=True, traces=(np.subtract,)),
         elementwise("mul", "{0} * {1}", lambda b, g, o, x, y: (b.mul(g, y), b.mul(g, x)), 2,

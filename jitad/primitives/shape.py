@@ -4,7 +4,7 @@ indexing, gather with an integer array, and their adjoints (index_add, scatter_a
 import numpy as np
 
 from ..errors import ShapeError
-from .core import Primitive, broadcast_shapes, shape_text, sum_to_shape
+from .core import Primitive, add_into, broadcast_shapes, shape_text, sum_to_shape
 
 
 def index_text(index: tuple) -> str:
@@ -92,6 +92,16 @@ def _scatter_add_jvp(b, out, operands, tangents):
 def _concatenate_jvp(b, out, operands, tangents, axis):
     parts = [t if t is not None else b.full_like(x, 0.0) for x, t in zip(operands, tangents)]
     return b.concatenate(*parts, axis=axis)
+
+
+def _index_add_inplace(texts, operands, params):
+    target = f"{texts[0]}[{index_text(params['index'])}]"
+    update = operands[1]
+    if update.ndim == 0:
+        return f"{target} += {texts[1]}"
+    # An explicit loop over a view of the updated region (see core.add_into).
+    return f"{texts[0]}_view = {target}\n" + add_into(f"{texts[0]}_view", texts[1], update,
+                                                       update.ndim)
 
 
 def _full_like_jvp(b, out, operands, tangents):
@@ -203,7 +213,7 @@ def build():
         shape_prim("gather", "{0}[{1}]", _gather_rule, _gather_vjp, _linear("gather")),
         shape_prim("index_add", None, lambda acc, g, index: (acc.dtype, acc.shape),
                    lambda b, g, out, acc, update, index: (g, b.getitem(g, index=index)),
-                   _index_add_jvp, inplace=lambda t, p: f"{t[0]}[{index_text(p['index'])}] += {t[1]}"),
+                   _index_add_jvp, inplace=_index_add_inplace),
         shape_prim("scatter_add", None, lambda acc, g, idx: (acc.dtype, acc.shape),
                    lambda b, g, out, acc, update, idx: (g, b.gather(g, idx), None),
                    _scatter_add_jvp, inplace="scatter_add({0}, {2}, {1})"),
