@@ -11,7 +11,7 @@ import keyword
 
 from . import reroll, runtime, tape
 from .primitives.core import operand_text
-from .wengert import Var, WengertList
+from .wengert import Literal, Var, WengertList
 
 RESERVED = {"np", "math", "GuardFailed", *runtime.__all__}
 COMMENT_COLUMN = 44
@@ -197,6 +197,21 @@ def _fusable(e, shape) -> bool:
         and not e.params["keepdims"]
 
 
+def _zeros_to_scatter_into(e, shape, inside) -> bool:
+    """Zeros of another shape, allocated before the loop for fused slice updates."""
+    return e.prim.name == "full_like" and e.ins[1] == Literal(0.0) and e.out.shape != shape \
+        and e.out.ndim == 1 and e.ins[0].name not in inside
+
+
+def _fused_slice_update(e, shape, inside, chains) -> bool:
+    """`acc[a:] += g` (1-D, unit step) with g computed in the loop: `acc[a + i] += g_i`."""
+    if e.prim.name != "index_add" or len(shape) != 1 or e.ins[0].name not in chains:
+        return False
+    g, index = e.ins[1], e.params["index"]
+    return isinstance(g, Var) and g.name in inside and g.shape == shape and len(index) == 1 \
+        and isinstance(index[0], tuple) and index[0][3] in (None, 1)
+
+
 def fusion_group(entries, start):
     """(start, stop, reference operand) of a fusable run of elementwise entries at `start`:
     same output shape, at least two array operations, and an operand from before the run
@@ -205,14 +220,28 @@ def fusion_group(entries, start):
     shape = first.out.shape
     if not shape or first.prim.name not in FUSABLE or not _fusable(first, shape):
         return None
-    stop, reduced = start, set()
-    while stop < len(entries) and _fusable(entries[stop], shape) and not any(
-            isinstance(a, Var) and a.name in reduced for a in entries[stop].ins):
-        if entries[stop].out.ndim == 0:     # complete only after the loop
-            reduced.add(entries[stop].out.name)
+    stop, reduced, inside, chains = start, set(), set(), set()
+    while stop < len(entries):
+        e = entries[stop]
+        if any(isinstance(a, Var) and a.name in reduced for a in e.ins):
+            break                           # a full reduction is complete only after the loop
+        if _fusable(e, shape):
+            if e.out.ndim == 0:
+                reduced.add(e.out.name)
+        elif _zeros_to_scatter_into(e, shape, inside) or \
+                _fused_slice_update(e, shape, inside, chains):
+            chains.add(e.out.name)
+        else:
+            break
+        inside.add(e.out.name)
         stop += 1
-    inside = {e.out.name for e in entries[start:stop]}
-    if sum(e.out.ndim > 0 and e.prim.name != "full_like" for e in entries[start:stop]) < 2:
+    # Slice updates run in place: every link of a chain but the last is read once, by the next.
+    consumed = [e.ins[0].name for e in entries[start:stop] if e.prim.name == "index_add"]
+    if len(consumed) != len(set(consumed)) or any(
+            isinstance(a, Var) and a.name in consumed for e in entries[stop:] for a in e.ins):
+        return None
+    if sum(e.out.ndim > 0 and e.prim.name in FUSABLE and e.prim.name != "full_like"
+           for e in entries[start:stop]) < 2:
         return None
     for e in entries[start:stop]:
         for a in e.ins:
@@ -229,8 +258,11 @@ def _print_fused(group, entries, outputs, storage, printed, text, users) -> list
     index = [f"i{k}" for k in range(len(shape))]
     returned = {a.name for a in outputs if isinstance(a, Var)}
     inside = {e.out.name for e in entries[start:stop]}
-    kept = {e.out.name for e in entries[start:stop] if e.out.ndim > 0 and (
-        e.out.name in returned or any(u >= stop for u in users.get(e.out.name, ())))}
+    chains = {e.out.name for e in entries[start:stop] if e.prim.name == "index_add" or (
+        e.prim.name == "full_like" and e.out.ndim > 0 and e.out.shape != shape)}
+    kept = {e.out.name for e in entries[start:stop]
+            if e.out.ndim > 0 and e.out.name not in chains and (
+                e.out.name in returned or any(u >= stop for u in users.get(e.out.name, ())))}
 
     def element(a):
         if isinstance(a, Var) and a.name in inside:
@@ -246,6 +278,22 @@ def _print_fused(group, entries, outputs, storage, printed, text, users) -> list
     head = [f"# fused: {stop - start} elementwise entries ({sweeps}) in one loop"]
     body = []
     for e in entries[start:stop]:
+        if e.out.name in chains:
+            storage.record(e, in_place=e.prim.name == "index_add")
+            if e.prim.name == "index_add":
+                acc = printed[e.ins[0].name]
+                first = e.params["index"][0][1] or 0
+                offset = f" + {first}" if first > 0 else f" + {acc}.shape[0] - {-first}" \
+                    if first < 0 else ""
+                body.append(_comment(f"{acc}[{index[0]}{offset}] += {element(e.ins[1])}", e.loc))
+                printed[e.out.name] = acc
+            else:
+                name = identifier(e.out.name)
+                head.append(_comment(e.prim.lines(name, [Var(text(e.ins[0]), e.ins[0].dtype,
+                                                             e.ins[0].shape), e.ins[1]],
+                                                  e.params)[0], e.loc))
+                printed[e.out.name] = name
+            continue
         storage.record(e, False)
         if e.out.ndim == 0:             # a full sum/mean, accumulated
             head.append(_comment(f"{identifier(e.out.name)} = 0.0", e.loc))
