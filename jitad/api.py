@@ -94,8 +94,8 @@ class JitGrad:
         self._names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
         self._cache: dict = {}
         self._fast: dict = {mode: {} for mode in MODES}    # _fast_key(args) -> call(args)
-        self._fast_value_and_grad = self._fast["value_and_grad"]
         self._scalar_kernel = None           # the value_and_grad kernel for all-float arguments
+        self._last_call = None               # value_and_grad for the last argument signature
         self._single = isinstance(argnums, int)
         self.trace_count = 0
         self.compile_count = 0
@@ -125,18 +125,11 @@ class JitGrad:
                 pass
             else:
                 return (result[0], result[1][0]) if self._single else result
-        elif not kwargs:
-            try:
-                call = self._fast_value_and_grad.get(tuple([
-                    a.shape if a.__class__ is _NDARRAY else a.__class__ if a.__class__ is float
-                    else (a.__class__, a) for a in args]))      # _fast_key, inlined
-            except TypeError:
-                call = None
-            if call is not None:
-                try:
-                    return call(args)
-                except (TypeError, GuardFailed):
-                    pass
+        elif not kwargs and self._last_call is not None:
+            try:            # the last argument signature, checked by generated code
+                return self._last_call(*args)
+            except (_FastPathMiss, TypeError, GuardFailed):
+                pass
         return self._call("value_and_grad", args, kwargs)
 
     def value(self, *args, **kwargs):
@@ -311,9 +304,11 @@ class JitGrad:
             positions = [i for i, a in enumerate(args) if _is_runtime(a)]
             call = _direct_call(kernel, mode, single, positions, len(args), variant.trace.consts)
             self._fast[mode][_fast_key(args)] = call
-            if mode == "value_and_grad" and all(a.__class__ is float for a in args) and \
-                    not variant.trace.guards:
-                self._scalar_kernel = kernel
+            if mode == "value_and_grad":
+                self._last_call = _signature_call(kernel, args, positions, variant.trace.consts,
+                                                  single)
+                if all(a.__class__ is float for a in args) and not variant.trace.guards:
+                    self._scalar_kernel = kernel
         return result
 
 
@@ -349,6 +344,35 @@ def _shaped_result(result, mode, single):
     value, grads = result
     grads = tuple(float(g) if np.ndim(g) == 0 else g for g in grads)
     return float(value), (grads[0] if single else grads)
+
+
+class _FastPathMiss(Exception):
+    """The arguments differ from the signature a generated fast-path function checks."""
+
+
+def _signature_call(kernel, args, positions, consts, single):
+    """`fast(*args)` for exactly this argument signature, generated as Python source:
+    array shapes, float classes and static values are checked inline (dtypes, ranks and
+    layouts by the dispatcher), then the kernel runs. Raises _FastPathMiss otherwise."""
+    names = [f"a{i}" for i in range(len(args))]
+    namespace = {"kernel": kernel, "ndarray": _NDARRAY, "Miss": _FastPathMiss}
+    checks = []
+    for i, a in enumerate(args):
+        namespace[f"k{i}"], namespace[f"s{i}"] = a.__class__, getattr(a, "shape", a)
+        if a.__class__ is _NDARRAY:
+            checks.append(f"{names[i]}.__class__ is not ndarray or {names[i]}.shape != s{i}")
+        elif a.__class__ is float:
+            checks.append(f"{names[i]}.__class__ is not float")
+        else:
+            checks.append(f"{names[i]}.__class__ is not k{i} or {names[i]} != s{i}")
+    namespace.update({f"c{i}": c for i, c in enumerate(consts)})
+    call_args = ", ".join([names[i] for i in positions] + [f"c{i}" for i in range(len(consts))])
+    returned = "value, grads[0]" if single else "value, grads"
+    source = (f"def fast({', '.join(names)}):\n"
+              f"    if {' or '.join(checks) or 'False'}:\n        raise Miss\n"
+              f"    value, grads = kernel({call_args})\n    return {returned}\n")
+    exec(source, namespace)
+    return namespace["fast"]
 
 
 def _direct_call(kernel, mode, single, runtime_positions, n_args, consts):
