@@ -94,7 +94,6 @@ class JitGrad:
         self._names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
         self._cache: dict = {}
         self._fast: dict = {mode: {} for mode in MODES}    # _fast_key(args) -> call(args)
-        self._scalar_kernel = None           # the value_and_grad kernel for all-float arguments
         self._last_call = None               # value_and_grad for the last argument signature
         self._single = isinstance(argnums, int)
         self.trace_count = 0
@@ -115,17 +114,7 @@ class JitGrad:
 
     def value_and_grad(self, *args, **kwargs):
         """`(value, gradient)` from one compiled call (scipy's `jac=True` convention)."""
-        kernel = self._scalar_kernel
-        if kernel is not None and not kwargs:
-            # All-float signatures: Numba's dispatcher checks the types (TypeError if they
-            # differ: arrays, strings…) and there is no shape that could differ.
-            try:
-                result = kernel(*args)
-            except (TypeError, GuardFailed):
-                pass
-            else:
-                return (result[0], result[1][0]) if self._single else result
-        elif not kwargs and self._last_call is not None:
+        if not kwargs and self._last_call is not None:
             try:            # the last argument signature, checked by generated code
                 return self._last_call(*args)
             except (_FastPathMiss, TypeError, GuardFailed):
@@ -307,8 +296,6 @@ class JitGrad:
             if mode == "value_and_grad":
                 self._last_call = _signature_call(kernel, args, positions, variant.trace.consts,
                                                   single)
-                if all(a.__class__ is float for a in args) and not variant.trace.guards:
-                    self._scalar_kernel = kernel
         return result
 
 
@@ -367,10 +354,10 @@ def _signature_call(kernel, args, positions, consts, single):
             checks.append(f"{names[i]}.__class__ is not k{i} or {names[i]} != s{i}")
     namespace.update({f"c{i}": c for i, c in enumerate(consts)})
     call_args = ", ".join([names[i] for i in positions] + [f"c{i}" for i in range(len(consts))])
-    returned = "value, grads[0]" if single else "value, grads"
+    run = f"value, grads = kernel({call_args})\n    return value, grads[0]" if single \
+        else f"return kernel({call_args})"
     source = (f"def fast({', '.join(names)}):\n"
-              f"    if {' or '.join(checks) or 'False'}:\n        raise Miss\n"
-              f"    value, grads = kernel({call_args})\n    return {returned}\n")
+              f"    if {' or '.join(checks) or 'False'}:\n        raise Miss\n    {run}\n")
     exec(source, namespace)
     return namespace["fast"]
 

@@ -351,3 +351,10 @@ def test_generated_code_is_written_to_the_session_cache_directory(jitad_cache_di
     assert "def seed_both_value_and_grad(" in text
     numba_index = list(Path(jitad_cache_dir).rglob("*seed_both_value_and_grad*.nbi"))
     assert numba_index, "Numba's on-disk cache (cache=True) sits next to the generated file"
+
+
+def test_int_for_a_differentiated_float_is_rejected_also_after_compiling():
+    f = jitad.jit_grad(lambda a, b: a * b + math.sin(a), argnums=(0, 1))
+    assert f(2.0, 5.0) == pytest.approx((5.0 + math.cos(2.0), 2.0), rel=1e-12)
+    with pytest.raises(jitad.ArgumentError, match=r"argument 'a'.*is int 2.*pass 2\.0"):
+        f(2, 5)
