@@ -93,7 +93,7 @@ class JitGrad:
         self._varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
         self._names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
         self._cache: dict = {}
-        self._fast: dict = {mode: {} for mode in MODES}    # _fast_key(args) -> call(args)
+        self._fast: dict = {mode: {} for mode in MODES}    # _fast_key(args) -> call(*args)
         self._last_call = None               # value_and_grad for the last argument signature
         self._single = isinstance(argnums, int)
         self.trace_count = 0
@@ -190,13 +190,18 @@ class JitGrad:
                     + (f"; pass {float(args[i])!r}" if isinstance(args[i], int) else ""))
         return tuple(keys), runtime, names
 
-    def _variant(self, args, kwargs):
-        """The cached (or newly traced) variant for these arguments, ignoring guards."""
+    def _lookup(self, args, kwargs):
+        """(arguments, key, per-argument runtime values or None, names, runtime values,
+        cached candidate variants) for a call."""
         args = self._arguments(args, kwargs)
         key, runtime, names = self._classify(args)
         values = [v for v in runtime if v is not None]
         entry = self._cache.get(key)
-        candidates = entry.candidates(values) if entry else []
+        return args, key, runtime, names, values, (entry.candidates(values) if entry else [])
+
+    def _variant(self, args, kwargs):
+        """The cached (or newly traced) variant for these arguments, ignoring guards."""
+        args, key, runtime, names, values, candidates = self._lookup(args, kwargs)
         variant = candidates[0] if candidates else self._trace(args, key, runtime, names)
         return variant, values + variant.trace.consts
 
@@ -212,7 +217,7 @@ class JitGrad:
         runtime_index = {p: k for k, p in enumerate(i for i, v in enumerate(runtime)
                                                     if v is not None)}
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt))
-        entry.add(variant, [v for v in runtime if v is not None])
+        entry.add(variant, [v for v in runtime if v is not None])   # the runtime values
         return variant
 
     def _check_output(self, traced) -> None:
@@ -259,18 +264,15 @@ class JitGrad:
                 call = None
             if call is not None:
                 try:
-                    return call(args)
-                except (TypeError, GuardFailed):    # other dtypes/layouts, or a failed guard
+                    return call(*args)
+                except (_FastPathMiss, TypeError, GuardFailed):   # other dtypes/layouts…
                     pass
         return self._run(mode, args, kwargs)
 
     def _run(self, mode: str, args, kwargs):
         """The full path: classify, find or trace a variant, run it, and remember a fast path."""
-        args = self._arguments(args, kwargs)
-        key, runtime, names = self._classify(args)
-        values = [v for v in runtime if v is not None]
-        entry = self._cache.get(key)
-        for variant in (entry.candidates(values) if entry else []):
+        args, key, runtime, names, values, candidates = self._lookup(args, kwargs)
+        for variant in candidates:
             try:
                 return self._finish(variant, mode, args, values, kwargs)
             except GuardFailed:
@@ -285,17 +287,16 @@ class JitGrad:
 
     def _finish(self, variant, mode, args, values, kwargs):
         kernel = self._kernel(variant, mode, values + variant.trace.consts)
-        single = isinstance(self.argnums, int)
         result = _shaped_result(compiler.call_compiling(kernel, values + variant.trace.consts),
-                                mode, single)
+                                mode, self._single)
         if not kwargs and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
                 _fast_path_applies(args, variant):
             positions = [i for i, a in enumerate(args) if _is_runtime(a)]
-            call = _direct_call(kernel, mode, single, positions, len(args), variant.trace.consts)
+            call = _signature_call(kernel, mode, args, positions, variant.trace.consts,
+                                   self._single)
             self._fast[mode][_fast_key(args)] = call
             if mode == "value_and_grad":
-                self._last_call = _signature_call(kernel, args, positions, variant.trace.consts,
-                                                  single)
+                self._last_call = call
         return result
 
 
@@ -317,7 +318,7 @@ def _fast_key(args, ndarray=_NDARRAY) -> tuple:
 
 def _fast_path_applies(args, variant) -> bool:
     """Arguments need no conversion and the kernel's results are already Python floats/arrays."""
-    plain = all(a.__class__ is float or (a.__class__ is np.ndarray and a.ndim > 0 and
+    plain = all(a.__class__ is float or (a.__class__ is _NDARRAY and a.ndim > 0 and
                                          a.dtype in _FAST_ARRAY_DTYPES)
                 or not _is_runtime(a) for a in args)
     output = variant.trace.wengert.outputs[0]
@@ -337,10 +338,11 @@ class _FastPathMiss(Exception):
     """The arguments differ from the signature a generated fast-path function checks."""
 
 
-def _signature_call(kernel, args, positions, consts, single):
+def _signature_call(kernel, mode, args, positions, consts, single):
     """`fast(*args)` for exactly this argument signature, generated as Python source:
     array shapes, float classes and static values are checked inline (dtypes, ranks and
-    layouts by the dispatcher), then the kernel runs. Raises _FastPathMiss otherwise."""
+    layouts by the dispatcher), then the kernel runs. Raises _FastPathMiss otherwise.
+    (Numba already returns Python floats and arrays: no conversion is needed.)"""
     names = [f"a{i}" for i in range(len(args))]
     namespace = {"kernel": kernel, "ndarray": _NDARRAY, "Miss": _FastPathMiss}
     checks = []
@@ -354,32 +356,12 @@ def _signature_call(kernel, args, positions, consts, single):
             checks.append(f"{names[i]}.__class__ is not k{i} or {names[i]} != s{i}")
     namespace.update({f"c{i}": c for i, c in enumerate(consts)})
     call_args = ", ".join([names[i] for i in positions] + [f"c{i}" for i in range(len(consts))])
-    run = f"value, grads = kernel({call_args})\n    return value, grads[0]" if single \
-        else f"return kernel({call_args})"
+    run = f"value, grads = kernel({call_args})\n    return value, grads[0]" \
+        if single and mode == "value_and_grad" else f"return kernel({call_args})"
     source = (f"def fast({', '.join(names)}):\n"
               f"    if {' or '.join(checks) or 'False'}:\n        raise Miss\n    {run}\n")
     exec(source, namespace)
     return namespace["fast"]
-
-
-def _direct_call(kernel, mode, single, runtime_positions, n_args, consts):
-    """The fast path's `call(args)`: the kernel with as little Python around it as possible."""
-    if runtime_positions == list(range(n_args)) and not consts:
-        if mode == "value_and_grad" and single:
-            def call(args):
-                value, grads = kernel(*args)
-                return value, grads[0]
-            return call
-        return lambda args: kernel(*args)
-
-    def select(args):
-        return kernel(*[args[i] for i in runtime_positions], *consts)
-    if mode == "value_and_grad" and single:
-        def call(args):
-            value, grads = select(args)
-            return value, grads[0]
-        return call
-    return select
 
 
 def jit_grad(fun=None, *, argnums=0, code_shape="auto"):

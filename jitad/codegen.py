@@ -7,6 +7,7 @@ copied; scalar adjoint accumulations reuse their name (`x_bar = x_bar + x_bar_v2
 """
 from __future__ import annotations
 
+import itertools
 import keyword
 
 from . import reroll, runtime, tape
@@ -109,17 +110,16 @@ def affine_text(first: int, stride: int, counter: str) -> str:
 
 
 def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
-                   escapes=({}, {})) -> str:
+                   needs_tape=None) -> str:
     """Print the list as one function; entries inside `runs` are printed as loops.
 
-    `escapes` is `reroll.escaping(...)` for those runs.
+    `needs_tape` is `reroll.escaping(...)` for those runs.
     """
     storage = _Storage(wengert)
     printed = {v.name: identifier(v.name) for v in wengert.inputs}
     entries = wengert.entries
-    needs_tape, last_uses = escapes
-    counters = iter(name for name in (f"k{n}" if n else "k" for n in range(10 ** 6))
-                    if name not in storage.last_use and name not in printed)
+    counters = (name for name in (f"k{n}" if n else "k" for n in itertools.count())
+                if name not in storage.last_use and name not in printed)
 
     def text(a):
         return printed[a.name] if isinstance(a, Var) else operand_text(a)
@@ -141,10 +141,10 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
         run = runs_at.get(i)
         if run is not None:
             body += _print_loop(run, entries, storage, printed, text, next(counters),
-                                needs_tape[id(run)], last_uses[id(run)])
+                                needs_tape[id(run)])
             i = run.stop
             continue
-        group = fusion_group(entries, i)
+        group = fusion_group(entries, i, users)
         if group is not None:
             body += _print_fused(group, entries, wengert.outputs, storage, printed, text, users)
             i = group[1]
@@ -212,10 +212,11 @@ def _fused_slice_update(e, shape, inside, chains) -> bool:
         and isinstance(index[0], tuple) and index[0][3] in (None, 1)
 
 
-def fusion_group(entries, start):
+def fusion_group(entries, start, users):
     """(start, stop, reference operand) of a fusable run of elementwise entries at `start`:
     same output shape, at least two array operations, and an operand from before the run
-    whose run-time shape gives the loop bounds. None if there is none."""
+    whose run-time shape gives the loop bounds. None if there is none. (`users`: name ->
+    indices of the entries reading it.)"""
     first = entries[start]
     shape = first.out.shape
     if not shape or first.prim.name not in FUSABLE or not _fusable(first, shape):
@@ -238,7 +239,7 @@ def fusion_group(entries, start):
     # Slice updates run in place: every link of a chain but the last is read once, by the next.
     consumed = [e.ins[0].name for e in entries[start:stop] if e.prim.name == "index_add"]
     if len(consumed) != len(set(consumed)) or any(
-            isinstance(a, Var) and a.name in consumed for e in entries[stop:] for a in e.ins):
+            u >= stop for name in consumed for u in users.get(name, ())):
         return None
     if sum(e.out.ndim > 0 and e.prim.name in FUSABLE and e.prim.name != "full_like"
            for e in entries[start:stop]) < 2:
@@ -323,7 +324,7 @@ def _print_fused(group, entries, outputs, storage, printed, text, users) -> list
     return lines
 
 
-def _print_loop(run, entries, storage, printed, text, counter, taped, last_used) -> list:
+def _print_loop(run, entries, storage, printed, text, counter, taped) -> list:
     """A re-rolled run as a `for` loop (see reroll.py); updates `printed` for later readers."""
     period, iterations = run.period, run.iterations
     names = {}
@@ -355,12 +356,9 @@ def _print_loop(run, entries, storage, printed, text, counter, taped, last_used)
             else:
                 t = text(a)
             operands.append(Var(t, a.dtype, a.shape) if isinstance(a, Var) else a)
-        params0, strides = run.params[j]
-        leaves = []
-        for v in params0.values():
-            reroll._int_leaves(v, leaves)
+        params0, leaves = run.params[j]
         varying = iter([LoopIndex(first, stride, counter) if stride else first
-                        for first, stride in zip(leaves, strides)])
+                        for first, stride in leaves])
         params = {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
         lines = e.prim.lines(names[j], operands, params, in_place=e.out.ndim > 0)
         loop.append("    " + _comment(lines[0], e.loc).replace("\n", "\n    "))
@@ -380,23 +378,12 @@ def _print_loop(run, entries, storage, printed, text, counter, taped, last_used)
     return head + loop
 
 
-def straight_line(wengert: WengertList, fn_name: str, docstring: str) -> str:
-    """Print the list as one straight-line function (the shape for short lists)."""
-    return print_function(wengert, fn_name, docstring)
-
-
-def loops(wengert: WengertList, fn_name: str, docstring: str, runs=None) -> str:
-    """Print repeated segments of the list as loops (the shape for long traced loops)."""
-    runs, escapes = runs or printable_runs(wengert)
-    return print_function(wengert, fn_name, docstring, runs, escapes)
-
-
 def printable_runs(wengert: WengertList) -> tuple:
     """The runs reroll finds, less those that cannot run in place or need array tapes,
     and `reroll.escaping` for them."""
     entries = wengert.entries
     runs = reroll.find_runs(entries)
-    needs_tape, _ = reroll.escaping(entries, wengert.outputs, runs)
+    needs_tape = reroll.escaping(entries, wengert.outputs, runs)
     storage = _Storage(wengert)
     producer = {e.out.name: e.prim for e in entries}
     kept = []
@@ -414,7 +401,6 @@ def printable_runs(wengert: WengertList) -> tuple:
     return kept, reroll.escaping(entries, wengert.outputs, kept)
 
 
-CODE_SHAPES = {"straight": straight_line, "loops": loops}
 LOOPS_FROM_ENTRIES = 200
 STRAIGHT_LINES_LIMIT = 1500     # Numba compiles straight-line code at ~1-3 ms per line
 
@@ -448,9 +434,9 @@ def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "a
     if shape == "auto":
         shape, runs = choose_shape(wengert)
     if shape == "loops":
-        function = loops(wengert, fn_name, docstring, runs)
+        function = print_function(wengert, fn_name, docstring, *(runs or printable_runs(wengert)))
     else:
-        function = straight_line(wengert, fn_name, docstring)
+        function = print_function(wengert, fn_name, docstring)
     imports = []
     if "np." in function:
         imports.append("import numpy as np")

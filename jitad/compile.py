@@ -6,6 +6,7 @@ errors are translated into a JitadError that points at the user's function.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -21,14 +22,14 @@ from .errors import JitadError
 _RUNTIME_KERNELS = {name: numba.njit(cache=True)(getattr(runtime, name)) for name in runtime.__all__}
 
 
-_TAPE_INTERPRETER = []
+@functools.cache
+def _tape_interpreter():
+    return numba.njit(cache=True, error_model="numpy")(runtime.run_tape)
 
 
 def tape_kernel(wengert):
     """A TapeKernel for `wengert`, run by the (once compiled, disk-cached) interpreter."""
-    if not _TAPE_INTERPRETER:
-        _TAPE_INTERPRETER.append(numba.njit(cache=True, error_model="numpy")(runtime.run_tape))
-    return tape.TapeKernel(wengert, _TAPE_INTERPRETER[0])
+    return tape.TapeKernel(wengert, _tape_interpreter())
 
 
 def cache_dir() -> Path:

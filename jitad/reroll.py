@@ -36,7 +36,8 @@ class Run:
     period: int
     iterations: int
     operands: list = field(default_factory=list)   # per offset: per operand, a descriptor
-    params: list = field(default_factory=list)     # per offset: (params of block 0, strides)
+    params: list = field(default_factory=list)     # per offset: (params of block 0,
+    #                                                 [(int leaf in block 0, stride)…])
     inits: dict = field(default_factory=dict)      # carried offset -> operand read by block 0
 
     @property
@@ -47,7 +48,15 @@ class Run:
         return divmod(index - self.start, self.period)
 
 
-def _int_leaves(value, out):
+def int_leaves(params: dict) -> list:
+    """The integer leaves of an entry's parameter values (bools excluded), in order."""
+    out: list = []
+    for value in params.values():
+        _collect_int_leaves(value, out)
+    return out
+
+
+def _collect_int_leaves(value, out):
     """The integer leaves of a parameter value (bools excluded), in order."""
     if isinstance(value, bool):
         return
@@ -55,7 +64,7 @@ def _int_leaves(value, out):
         out.append(value)
     elif isinstance(value, tuple):
         for v in value:
-            _int_leaves(v, out)
+            _collect_int_leaves(v, out)
 
 
 def replace_int_leaves(value, leaves):
@@ -142,11 +151,12 @@ def _verified(entries, defined, runs, run):
     """`run` cut to the longest prefix of blocks that truly repeat (None if too short)."""
     template = [[_describe(a, run, 1, defined, runs) for a in entries[run.start + run.period + j].ins]
                 for j in range(run.period)]
+    leaves0 = [int_leaves(entries[run.start + j].params) for j in range(run.period)]
     strides: dict = {}
     tape_iterations: dict = {}      # (offset, operand) -> iteration read, per block
     good = 0
     for block in range(run.iterations):
-        if not _block_matches(entries, defined, runs, run, block, template, strides,
+        if not _block_matches(entries, defined, runs, run, block, template, leaves0, strides,
                               tape_iterations):
             break
         good = block + 1
@@ -158,10 +168,8 @@ def _verified(entries, defined, runs, run):
     run.operands = template
     for j in range(run.period):
         e0 = entries[run.start + j]
-        leaves = []
-        for v in e0.params.values():
-            _int_leaves(v, leaves)
-        run.params.append((e0.params, [strides.get((j, n), 0) for n in range(len(leaves))]))
+        run.params.append((e0.params, [(leaf, strides.get((j, n), 0))
+                                       for n, leaf in enumerate(leaves0[j])]))
         for p, d in enumerate(template[j]):
             if d[0] == "carried":
                 run.inits[(j, p)] = e0.ins[p]
@@ -182,15 +190,12 @@ def _affine_prefix(values) -> int:
     return len(values)
 
 
-def _block_matches(entries, defined, runs, run, block, template, strides, tape_iterations):
+def _block_matches(entries, defined, runs, run, block, template, leaves0, strides,
+                   tape_iterations):
     base = run.start + block * run.period
     for j in range(run.period):
-        e, e0 = entries[base + j], entries[run.start + j]
-        leaves, leaves0 = [], []
-        for v, v0 in zip(e.params.values(), e0.params.values()):
-            _int_leaves(v, leaves)
-            _int_leaves(v0, leaves0)
-        for n, (leaf, leaf0) in enumerate(zip(leaves, leaves0)):
+        e = entries[base + j]
+        for n, (leaf, leaf0) in enumerate(zip(int_leaves(e.params), leaves0[j])):
             if block == 1:
                 strides[(j, n)] = leaf - leaf0
             elif leaf != leaf0 + strides.get((j, n), 0) * block:
@@ -231,15 +236,14 @@ def _arrays_chain(entries, run) -> bool:
     return True
 
 
-def escaping(entries, outputs, runs) -> tuple:
-    """Per run: offsets read outside the run at some block (need a tape), and offsets read
-    outside only at the last block (the loop variable holds it after the loop)."""
+def escaping(entries, outputs, runs) -> dict:
+    """Per run (by id): the offsets read outside the run at a block other than the last,
+    which need a tape (after the loop, the loop variables hold the last block's values)."""
     owner = {}
     for r in runs:
         for i in range(r.start, r.stop):
             owner[entries[i].out.name] = (r, i)
     needs_tape: dict = {id(r): set() for r in runs}
-    last_uses: dict = {id(r): set() for r in runs}
     reads = [(index, a) for index, e in enumerate(entries) for a in e.ins]
     reads += [(len(entries), a) for a in outputs]
     for index, a in reads:
@@ -248,11 +252,9 @@ def escaping(entries, outputs, runs) -> tuple:
             if r.start <= index < r.stop:
                 continue
             block, offset = r.block_of(site)
-            if block == r.iterations - 1 and not _inside_other_run(index, runs):
-                last_uses[id(r)].add(offset)
-            else:
+            if block != r.iterations - 1 or _inside_other_run(index, runs):
                 needs_tape[id(r)].add(offset)
-    return needs_tape, last_uses
+    return needs_tape
 
 
 def _inside_other_run(index, runs) -> bool:

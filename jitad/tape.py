@@ -20,8 +20,7 @@ ELEMENTWISE = set(TAPE_OPCODES[:OPCODE["select"] + 1])
 def encodable(wengert) -> bool:
     """Can the tape run this list? Scalars, element reads of 1-D float inputs, and
     element updates of adjoint arrays that start as zeros shaped like such an input."""
-    inputs = {v.name: v for v in wengert.inputs}
-    arrays = {n for n, v in inputs.items() if v.ndim == 1 and v.dtype == "float64"}
+    arrays = {v.name for v in wengert.inputs if v.ndim == 1 and v.dtype == "float64"}
     if any(v.ndim > 1 or (v.ndim == 1 and v.name not in arrays) for v in wengert.inputs):
         return False
     adjoints = set()

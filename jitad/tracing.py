@@ -202,6 +202,21 @@ def _power(base, exponent):
     return bind(REGISTRY["pow"], base, exponent)
 
 
+_REDUCTIONS = ("sum", "mean", "max", "min", "prod")
+
+
+def _reduction(name):
+    """`x.sum(axis, keepdims)`-style method, also serving as the adapter of `np.sum` etc."""
+    def reduce(x, axis=None, keepdims=False, **unsupported):
+        if unsupported:
+            raise TraceError(located(f"np.{name}: unsupported arguments {sorted(unsupported)}"))
+        if not isinstance(x, Tracer):
+            x = _as_tracer(x)
+        return bind(REGISTRY[name], x, axis=axis, keepdims=keepdims)
+    reduce.__name__ = name
+    return reduce
+
+
 class Tracer:
     """A traced value: a Wengert variable plus the concrete value computed while tracing."""
 
@@ -329,20 +344,7 @@ class Tracer:
                                  "supported: build a new array instead (np.where, np.concatenate)"))
 
     # methods that mirror NumPy functions
-    def sum(self, axis=None, keepdims=False):
-        return _reduce("sum", self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return _reduce("mean", self, axis, keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return _reduce("max", self, axis, keepdims)
-
-    def min(self, axis=None, keepdims=False):
-        return _reduce("min", self, axis, keepdims)
-
-    def prod(self, axis=None, keepdims=False):
-        return _reduce("prod", self, axis, keepdims)
+    sum, mean, max, min, prod = (_reduction(name) for name in _REDUCTIONS)
 
     def dot(self, other):
         return bind(REGISTRY["matmul"], self, other)
@@ -397,14 +399,6 @@ class Tracer:
 
 
 # ---------------------------------------------------------------- lowering NumPy calls
-
-def _reduce(name, x, axis=None, keepdims=False, **unsupported):
-    if unsupported:
-        raise TraceError(located(f"np.{name}: unsupported arguments {sorted(unsupported)}"))
-    if not isinstance(x, Tracer):
-        x = _as_tracer(x)
-    return bind(REGISTRY[name], x, axis=axis, keepdims=keepdims)
-
 
 def _as_tracer(value):
     operand, concrete = _constant_operand(_state(), value)
@@ -507,19 +501,10 @@ def _getitem(x, index):
     return out
 
 
-_UFUNCS = {f: prim for prim in REGISTRY.values()
-           for f in getattr(prim, "traces", ()) if isinstance(f, np.ufunc)}
-_UFUNCS.update({np.greater: REGISTRY["gt"], np.less: REGISTRY["lt"],
-                np.greater_equal: REGISTRY["ge"], np.less_equal: REGISTRY["le"],
-                np.equal: REGISTRY["eq"], np.not_equal: REGISTRY["ne"],
-                np.matmul: REGISTRY["matmul"]})
+_UFUNCS = {f: prim for prim in REGISTRY.values() for f in prim.traces if isinstance(f, np.ufunc)}
 
 _FUNCTIONS = {
-    np.sum: lambda x, axis=None, keepdims=False, **kw: _reduce("sum", x, axis, keepdims, **kw),
-    np.mean: lambda x, axis=None, keepdims=False, **kw: _reduce("mean", x, axis, keepdims, **kw),
-    np.max: lambda x, axis=None, keepdims=False, **kw: _reduce("max", x, axis, keepdims, **kw),
-    np.min: lambda x, axis=None, keepdims=False, **kw: _reduce("min", x, axis, keepdims, **kw),
-    np.prod: lambda x, axis=None, keepdims=False, **kw: _reduce("prod", x, axis, keepdims, **kw),
+    **{getattr(np, name): getattr(Tracer, name) for name in _REDUCTIONS},
     np.dot: lambda a, b: bind(REGISTRY["matmul"], a, b),
     np.outer: lambda a, b: bind(REGISTRY["outer"], a, b),
     np.linalg.norm: _norm,
@@ -580,7 +565,7 @@ def _math_function(original, prim):
 
 
 _MATH = {f: _math_function(f, prim) for prim in REGISTRY.values()
-         for f in getattr(prim, "traces", ()) if isinstance(f, types.BuiltinFunctionType)
+         for f in prim.traces if isinstance(f, types.BuiltinFunctionType)
          and getattr(math, f.__name__, None) is f}
 
 

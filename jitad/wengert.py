@@ -57,9 +57,6 @@ class Literal:
         return repr(self.value)
 
 
-Operand = "Var | Literal"
-
-
 @dataclass
 class Entry:
     """One line of a Wengert list: `out = prim(*ins)[params]`, with the user's source location."""

@@ -14,7 +14,7 @@ import pytest
 import jitad
 from jitad.primitives import REGISTRY
 from jitad.testing import check_grads
-from conftest import (adjoint_list, assert_close, check_grads_python, prim_names, python_value_and_grad,
+from conftest import (adjoint_list, as_jit, assert_close, check_grads_python, prim_names, python_value_and_grad,
                       rng_for, sample)
 
 SHAPES = [(), (3,), (2, 3), (1, 3), (2, 1)]
@@ -84,9 +84,17 @@ def test_nondifferentiable_flag_matches_the_table(name):
     assert REGISTRY[name].nondifferentiable == (name in NONDIFFERENTIABLE)
 
 
+COMPARISONS = {"lt": np.less, "gt": np.greater, "le": np.less_equal, "ge": np.greater_equal,
+               "eq": np.equal, "ne": np.not_equal}
+
+
 def _traced_functions():
+    """Functions of the differentiable elementwise primitives and `sign` (comparisons and
+    matmul: `test_comparison_and_matmul_ufuncs_dispatch_to_their_primitives`)."""
     for name, prim in sorted(REGISTRY.items()):
-        for fn in getattr(prim, "traces", ()):
+        if name in COMPARISONS or name == "matmul":
+            continue
+        for fn in prim.traces:
             yield pytest.param(name, fn, id=f"{name}-{getattr(fn, '__module__', None) or 'np'}."
                                             f"{fn.__name__}")
 
@@ -107,6 +115,20 @@ def test_each_traced_numpy_and_math_function_dispatches_to_its_primitive(name, f
         arrays = tuple(sample(rng, (3,), *prim.domain[k]) for k in range(arity))
         g = check_grads_python(lambda *a: np.sum(fn(*a)), arrays, argnums=tuple(range(arity)))
         assert name in prim_names(g.wengert(*arrays))
+
+
+@pytest.mark.parametrize("name", sorted(COMPARISONS))
+def test_comparison_and_matmul_ufuncs_dispatch_to_their_primitives(name):
+    x, y = np.array([0.5, -1.0, 2.0]), np.array([0.5, 1.0, -2.0])
+    f = as_jit(lambda a, b: np.sum(np.where(COMPARISONS[name](a, b), a * b, a)), (0, 1))
+    assert name in prim_names(f.wengert(x, y))
+    grads = python_value_and_grad(f, (x, y))[1]
+    mask = COMPARISONS[name](x, y)
+    assert_close(grads[0], np.where(mask, y, 1.0), 1e-12, 1e-12, f"{name}: d/da")
+    assert_close(grads[1], np.where(mask, x, 0.0), 1e-12, 1e-12, f"{name}: d/db")
+    A = np.arange(6.0).reshape(2, 3)
+    g = as_jit(lambda a, v: np.sum(np.matmul(a, v)), (0, 1))
+    assert "matmul" in prim_names(g.wengert(A, x))
 
 
 # ---------------------------------------------------------------- elementwise

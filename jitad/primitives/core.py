@@ -56,6 +56,8 @@ class Primitive:
             Primitives with `source=None` are only defined by it (on a copy otherwise).
         statement: `(operand_texts, params) -> str`, for effect-only primitives (guards).
         normalize: `(operands, params) -> params`, canonical parameters (e.g. `axis` tuples).
+        traces: the user-facing functions it implements directly (NumPy ufuncs, `math`
+            functions): tracing builds its dispatch tables from them.
         domain: per-operand (low, high) sampling ranges for the registry-wide tests.
         test_params: parameter sets the registry-wide tests try.
     """
@@ -72,6 +74,7 @@ class Primitive:
     inplace: str | None = None
     statement: Callable | None = None
     normalize: Callable | None = None
+    traces: tuple = ()
     domain: tuple = ((-2.0, 2.0), (-2.0, 2.0))
     test_params: tuple = ({},)
     _impl_cache: dict = field(default_factory=dict, repr=False)

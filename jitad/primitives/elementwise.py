@@ -17,7 +17,7 @@ POSITIVE = ((0.2, 3.0),)
 UNIT = ((-0.9, 0.9),)
 
 
-def elementwise(name, source, chain, arity, floating=True, domain=None, traces=(), **flags):
+def elementwise(name, source, chain, arity, floating=True, domain=None, **flags):
     """A differentiable elementwise primitive built from its chain rule."""
 
     def vjp(b, g, out, *operands, **params):
@@ -31,20 +31,14 @@ def elementwise(name, source, chain, arity, floating=True, domain=None, traces=(
         return broadcast_to_shape_of(b, add_tangents(b, *terms), out)
 
     rule = flags.pop("shape_rule", None) or elementwise_rule(floating)
-    prim = Primitive(name, source, rule, vjp, jvp, domain=domain or ((-2.0, 2.0),) * arity,
+    return Primitive(name, source, rule, vjp, jvp, domain=domain or ((-2.0, 2.0),) * arity,
                      **flags)
-    prim.traces = traces
-    return prim
 
 
-def nondifferentiable(name, source, arity, dtype=None, traces=()):
-    """An elementwise primitive whose outputs carry no derivative (comparisons, sign)."""
-    rule = elementwise_rule(floating=False)
-    if dtype is not None:
-        rule = (lambda base: lambda *ops, **p: (dtype, base(*ops, **p)[1]))(rule)
-    prim = Primitive(name, source, rule, nondifferentiable=True, domain=((-2.0, 2.0),) * arity)
-    prim.traces = traces
-    return prim
+def comparison(name, source, ufunc):
+    """A comparison: bool output, no derivative."""
+    return Primitive(name, source, lambda x, y: ("bool", broadcast_shapes(x, y)),
+                     nondifferentiable=True, traces=(ufunc,), domain=((-2.0, 2.0),) * 2)
 
 
 # ---------------------------------------------------------------- chain rules (g * partials)
@@ -106,8 +100,8 @@ def _select_rule(cond, x, y):
 
 def build():
     """The elementwise records (called once by the registry)."""
-    lt = nondifferentiable("lt", "{0} < {1}", 2, "bool")
-    gt = nondifferentiable("gt", "{0} > {1}", 2, "bool")
+    lt = comparison("lt", "{0} < {1}", np.less)
+    gt = comparison("gt", "{0} > {1}", np.greater)
     prims = [
         elementwise("add", "{0} + {1}", lambda b, g, o, x, y: (g, g), 2, floating=False,
                     linear=True, inplace=_add_inplace, traces=(np.add,)),
@@ -177,11 +171,12 @@ def build():
                     traces=(np.logaddexp,)),
         elementwise("select", _select_source, _select_chain, 3, shape_rule=_select_rule,
                     domain=((-1.0, 1.0), (-2.0, 2.0), (-2.0, 2.0))),
-        nondifferentiable("sign", "np.sign({0})", 1, traces=(np.sign,)),
+        Primitive("sign", "np.sign({0})", elementwise_rule(floating=False),
+                  nondifferentiable=True, traces=(np.sign,), domain=((-2.0, 2.0),)),
         lt, gt,
-        nondifferentiable("le", "{0} <= {1}", 2, "bool"),
-        nondifferentiable("ge", "{0} >= {1}", 2, "bool"),
-        nondifferentiable("eq", "{0} == {1}", 2, "bool"),
-        nondifferentiable("ne", "{0} != {1}", 2, "bool"),
+        comparison("le", "{0} <= {1}", np.less_equal),
+        comparison("ge", "{0} >= {1}", np.greater_equal),
+        comparison("eq", "{0} == {1}", np.equal),
+        comparison("ne", "{0} != {1}", np.not_equal),
     ]
     return prims

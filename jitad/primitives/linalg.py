@@ -1,4 +1,6 @@
 """Linear algebra: `matmul` (np.dot / @ for 1-D and 2-D operands, BLAS in Numba) and `outer`."""
+import numpy as np
+
 from ..errors import ShapeError
 from .core import Primitive, result_dtype
 
@@ -50,7 +52,7 @@ def build():
     """The linear-algebra records (called once by the registry)."""
     return [
         Primitive("matmul", "np.dot({0}, {1})", _matmul_rule, _matmul_vjp, _bilinear_jvp("matmul"),
-                  domain=((-2.0, 2.0), (-2.0, 2.0))),
+                  traces=(np.matmul,), domain=((-2.0, 2.0), (-2.0, 2.0))),
         Primitive("outer", "np.outer({0}, {1})", _outer_rule, _outer_vjp, _bilinear_jvp("outer"),
                   domain=((-2.0, 2.0), (-2.0, 2.0))),
     ]
