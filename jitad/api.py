@@ -93,9 +93,11 @@ class JitGrad:
         self._varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
         self._names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
         self._cache: dict = {}
-        self._fast: dict = {mode: {} for mode in MODES}    # _fast_key(args) -> call(*args)
-        self._last_call = None               # value_and_grad for the last argument signature
+        self._fast: dict = {mode: {} for mode in MODES}    # _fast_key(args) -> entry(*args)
         self._single = isinstance(argnums, int)
+        # A class of its own, so that `__call__` can become a generated entry too (Python
+        # looks special methods up on the type, not the instance).
+        self.__class__ = type(JitGrad.__name__, (JitGrad,), {"__slots__": ()})
         self.trace_count = 0
         self.compile_count = 0
 
@@ -108,17 +110,15 @@ class JitGrad:
 
     # ------------------------------------------------------------ public calls
 
+    # After a compile these three are replaced, on this object, by entries generated for
+    # the last argument signature (see `_entry`); other signatures come back here.
+
     def __call__(self, *args, **kwargs):
         """The gradient: a float, an ndarray shaped like the argument, or a tuple of those."""
-        return self.value_and_grad(*args, **kwargs)[1]
+        return self._call("value_and_grad", args, kwargs)[1]
 
     def value_and_grad(self, *args, **kwargs):
         """`(value, gradient)` from one compiled call (scipy's `jac=True` convention)."""
-        if not kwargs and self._last_call is not None:
-            try:            # the last argument signature, checked by generated code
-                return self._last_call(*args)
-            except (_FastPathMiss, TypeError, GuardFailed):
-                pass
         return self._call("value_and_grad", args, kwargs)
 
     def value(self, *args, **kwargs):
@@ -256,18 +256,20 @@ class JitGrad:
         return kernel
 
     def _call(self, mode: str, args, kwargs):
-        """The fast path: an exact-key lookup straight to a prepared kernel call."""
+        """An exact-key lookup of the signature's generated entry, else the full path."""
         if not kwargs:
             try:
-                call = self._fast[mode].get(_fast_key(args))
+                entry = self._fast[mode].get(_fast_key(args))
             except TypeError:           # an unhashable argument: the full path explains it
-                call = None
-            if call is not None:
-                try:
-                    return call(*args)
-                except (_FastPathMiss, TypeError, GuardFailed):   # other dtypes/layouts…
-                    pass
+                entry = None
+            if entry is not None:
+                return entry(*args)
         return self._run(mode, args, kwargs)
+
+    def _entry_missed(self, mode: str, args: tuple, same_signature: bool):
+        """Where a generated entry sends the calls it does not cover: other signatures to
+        `_call`; its own signature with another dtype, layout or branch outcome to `_run`."""
+        return self._run(mode, args, {}) if same_signature else self._call(mode, args, {})
 
     def _run(self, mode: str, args, kwargs):
         """The full path: classify, find or trace a variant, run it, and remember a fast path."""
@@ -291,13 +293,25 @@ class JitGrad:
                                 mode, self._single)
         if not kwargs and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
                 _fast_path_applies(args, variant):
-            positions = [i for i, a in enumerate(args) if _is_runtime(a)]
-            call = _signature_call(kernel, mode, args, positions, variant.trace.consts,
-                                   self._single)
-            self._fast[mode][_fast_key(args)] = call
-            if mode == "value_and_grad":
-                self._last_call = call
+            self._install_entry(kernel, mode, args, variant.trace.consts)
         return result
+
+    def _install_entry(self, kernel, mode: str, args, consts) -> None:
+        """Generate the entry for this exact signature and make it the object's own method
+        (not for *args functions, whose entries must take any count: they stay in `_fast`)."""
+        own_method = not self._varargs and not any(n.startswith("_jitad") for n in self._names)
+        params = self._names if own_method else [f"a{i}" for i in range(len(args))]
+        defaults = [p.default for p in self._signature.parameters.values()
+                    if own_method and p.default is not p.empty]
+        entry, grad_entry = _entry(kernel, mode, args, params, defaults, consts, self._single,
+                                   functools.partial(self._entry_missed, mode))
+        self._fast[mode][_fast_key(args)] = entry
+        if own_method:
+            entry.__qualname__ = self.__name__      # Python's arity errors name `f`
+            setattr(self, mode, entry)
+            if grad_entry is not None:
+                grad_entry.__qualname__ = self.__name__
+                type(self).__call__ = staticmethod(grad_entry)
 
 
 _FAST_PATH_ENTRIES = 64
@@ -334,34 +348,60 @@ def _shaped_result(result, mode, single):
     return float(value), (grads[0] if single else grads)
 
 
-class _FastPathMiss(Exception):
-    """The arguments differ from the signature a generated fast-path function checks."""
+def _entry(kernel, mode, args, params, defaults, consts, single, missed):
+    """`(entry, grad_entry)`: Python source generated for exactly this argument signature.
 
-
-def _signature_call(kernel, mode, args, positions, consts, single):
-    """`fast(*args)` for exactly this argument signature, generated as Python source:
-    array shapes, float classes and static values are checked inline (dtypes, ranks and
-    layouts by the dispatcher), then the kernel runs. Raises _FastPathMiss otherwise.
-    (Numba already returns Python floats and arrays: no conversion is needed.)"""
-    names = [f"a{i}" for i in range(len(args))]
-    namespace = {"kernel": kernel, "ndarray": _NDARRAY, "Miss": _FastPathMiss}
+    `entry(*params)` checks float classes, array shapes and static values inline (dtypes,
+    ranks and layouts are checked by the dispatcher, which raises TypeError), runs the
+    kernel and returns what the `mode` method returns; `grad_entry` returns the gradient
+    only. Other arguments go to `missed(args, same_signature)`. The parameters are the
+    user's, with their defaults, and no *args/**kwargs: such functions are the cheapest
+    Python calls (wrong counts raise Python's own TypeError). Numba already returns Python
+    floats and arrays: no conversion is needed.
+    """
+    namespace = {"_jitad_kernel": kernel, "_jitad_ndarray": _NDARRAY,
+                 "_jitad_missed": missed, "_jitad_guard_failed": GuardFailed}
     checks = []
-    for i, a in enumerate(args):
-        namespace[f"k{i}"], namespace[f"s{i}"] = a.__class__, getattr(a, "shape", a)
+    for i, (name, a) in enumerate(zip(params, args)):
+        namespace[f"_jitad_k{i}"], namespace[f"_jitad_s{i}"] = a.__class__, getattr(a, "shape", a)
         if a.__class__ is _NDARRAY:
-            checks.append(f"{names[i]}.__class__ is not ndarray or {names[i]}.shape != s{i}")
+            checks.append(f"{name}.__class__ is not _jitad_ndarray or "
+                          f"{name}.shape != _jitad_s{i}")
         elif a.__class__ is float:
-            checks.append(f"{names[i]}.__class__ is not float")
+            checks.append(f"{name}.__class__ is not float")
         else:
-            checks.append(f"{names[i]}.__class__ is not k{i} or {names[i]} != s{i}")
-    namespace.update({f"c{i}": c for i, c in enumerate(consts)})
-    call_args = ", ".join([names[i] for i in positions] + [f"c{i}" for i in range(len(consts))])
-    run = f"value, grads = kernel({call_args})\n    return value, grads[0]" \
-        if single and mode == "value_and_grad" else f"return kernel({call_args})"
-    source = (f"def fast({', '.join(names)}):\n"
-              f"    if {' or '.join(checks) or 'False'}:\n        raise Miss\n    {run}\n")
+            checks.append(f"{name}.__class__ is not _jitad_k{i} or {name} != _jitad_s{i}")
+    namespace.update({f"_jitad_c{i}": c for i, c in enumerate(consts)})
+    namespace.update({f"_jitad_default{i}": d for i, d in enumerate(defaults)})
+    call_args = ", ".join([p for p, a in zip(params, args) if _is_runtime(a)] +
+                          [f"_jitad_c{i}" for i in range(len(consts))])
+    first_default = len(params) - len(defaults)
+    signature = ", ".join(p if i < first_default else f"{p}=_jitad_default{i - first_default}"
+                          for i, p in enumerate(params))
+    packed = f"({', '.join(params)},)"
+    kernel_call = f"_jitad_kernel({call_args})"
+    bodies = {"entry": f"return {kernel_call}"}
+    if mode == "value_and_grad":
+        grad = "[0]" if single else ""
+        bodies = {"entry": f"value, grads = {kernel_call}\n        return value, grads{grad}"
+                  if single else f"return {kernel_call}",
+                  "grad_entry": f"return {kernel_call}[1]{grad}"}
+    source = ""
+    for fn, body in bodies.items():
+        pick = "[1]" if fn == "grad_entry" else ""
+        source += (
+            f"def {fn}({signature}):\n"
+            f"    if {' or '.join(checks) or 'False'}:\n"
+            f"        return _jitad_missed({packed}, False){pick}\n"
+            f"    try:\n        {body}\n"
+            f"    except (TypeError, _jitad_guard_failed):  # another dtype, layout or branch\n"
+            f"        return _jitad_missed({packed}, True){pick}\n")
     exec(source, namespace)
-    return namespace["fast"]
+    entry, grad_entry = namespace["entry"], namespace.get("grad_entry")
+    entry.__doc__ = getattr(JitGrad, mode).__doc__
+    if grad_entry is not None:
+        grad_entry.__doc__ = JitGrad.__call__.__doc__
+    return entry, grad_entry
 
 
 def jit_grad(fun=None, *, argnums=0, code_shape="auto"):

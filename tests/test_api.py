@@ -126,6 +126,36 @@ def test_keyword_arguments_and_defaults_bind_like_python():
     assert f(3.0, 4.0, scale=0.5) == pytest.approx((2.0, 1.5), rel=1e-12)
 
 
+def test_keywords_defaults_and_other_signatures_after_compiling():
+    # After the first compile, calls go through an entry generated for that signature;
+    # everything else must still bind like Python and reach the right specialization.
+    def scaled(x, y, scale=2.0):
+        return scale * np.sum(x * y)
+    f = jitad.jit_grad(scaled, argnums=(0, 1))
+    x, y = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    expected = (2.0 * y, 2.0 * x)
+    for call in (lambda: f(x, y), lambda: f(x, y=y), lambda: f(y=y, x=x),
+                 lambda: f(x, y, 2.0), lambda: f.value_and_grad(x, y)[1]):
+        assert_close(call(), expected, rtol=1e-12)
+    assert_close(f(x, y, scale=0.5), (0.5 * y, 0.5 * x), rtol=1e-12)
+    assert_close(f(x[:1], y[:1]), (2.0 * y[:1], 2.0 * x[:1]), rtol=1e-12)   # another shape
+    assert_close(f(x, y), expected, rtol=1e-12)                             # and back
+    assert f.value(x, y) == pytest.approx(22.0, rel=1e-12)
+    assert f.value(x, y=y, scale=1.0) == pytest.approx(11.0, rel=1e-12)
+    with pytest.raises(TypeError, match=r"scaled\(\) takes from 2 to 3 positional"):
+        f(x, y, 2.0, 1.0)
+    with pytest.raises(TypeError, match=r"scaled\(\) got an unexpected keyword argument 'z'"):
+        f.value_and_grad(x, y, z=1.0)
+
+
+def test_varargs_functions_take_any_count_after_compiling():
+    f = jitad.jit_grad(lambda *xs: sum(x * x for x in xs), argnums=(0, 1))
+    assert f(1.0, 2.0) == pytest.approx((2.0, 4.0), rel=1e-12)
+    assert f(1.0, 2.0, 3.0) == pytest.approx((2.0, 4.0), rel=1e-12)
+    value, grad = f.value_and_grad(1.0, 2.0)
+    assert value == pytest.approx(5.0, rel=1e-12) and grad == pytest.approx((2.0, 4.0))
+
+
 # ---------------------------------------------------------------- value_and_grad, value, caching
 
 def test_value_and_grad_drives_scipy_lbfgsb_to_the_rosenbrock_minimum():
