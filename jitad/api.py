@@ -22,6 +22,7 @@ from .transforms import simplify, value_and_grad
 from .wengert import Literal, Var
 
 MODES = ("value_and_grad", "value")
+CODE_SHAPES = ("auto", "straight", "loops", "llvm", "tape")
 
 
 @contextlib.contextmanager
@@ -72,8 +73,8 @@ class JitGrad:
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.argnums = argnums
-        if code_shape not in ("auto", "straight", "loops", "tape"):
-            raise ArgumentError(f"code_shape must be 'auto', 'straight', 'loops' or 'tape', "
+        if code_shape not in CODE_SHAPES:
+            raise ArgumentError(f"code_shape must be one of {', '.join(map(repr, CODE_SHAPES))}, "
                                 f"got {code_shape!r}")
         self.code_shape = code_shape
         if isinstance(argnums, int) and not isinstance(argnums, bool):

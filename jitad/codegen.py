@@ -10,11 +10,11 @@ from __future__ import annotations
 import itertools
 import keyword
 
-from . import reroll, runtime, tape
+from . import llvm, reroll, runtime, tape
 from .primitives.core import operand_text
 from .wengert import Literal, Var, WengertList
 
-RESERVED = {"np", "math", "GuardFailed", *runtime.__all__}
+RESERVED = {"np", "math", "GuardFailed", *runtime.__all__, *llvm.WRAPPER_NAMES}
 COMMENT_COLUMN = 44
 
 
@@ -171,12 +171,7 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
             body.append(f"{text(a)}_out = np.copy({text(a)})")    # never return a view or input
             printed[a.name] = f"{text(a)}_out"
         results.append(text(a))
-    if wengert.out_tree is not None:
-        k = wengert.out_tree
-        returned = f"{results[0]}, ({', '.join(results[1:1 + k])}{',' if k == 1 else ''})"
-    else:
-        returned = ", ".join(results)
-    body.append(f"return {returned}")
+    body.append(f"return {wengert.returned_text(results)}")
     params = ", ".join(printed[v.name] for v in wengert.inputs)
     lines = [f"def {fn_name}({params}):", f'    """{docstring}"""']
     lines += ["    " + line.replace("\n", "\n    ") for line in body]
@@ -402,25 +397,30 @@ def printable_runs(wengert: WengertList) -> tuple:
 
 
 LOOPS_FROM_ENTRIES = 200
-STRAIGHT_LINES_LIMIT = 1500     # Numba compiles straight-line code at ~1-3 ms per line
+# Numba compiles straight-line source at ~1-3 ms per line; LLVM takes ~0.1 ms per entry,
+# the tape only the encoding (measured with benchmarks/run.py --only synthetic).
+STRAIGHT_LINES_LIMIT = 300
+LLVM_ENTRIES_LIMIT = 200_000
 
 
 def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
     """(code shape, runs) for a list: "straight" for short lists, "loops" where re-rolling
-    leaves few straight lines, "tape" (the interpreter) for long lists that do not repeat.
+    leaves few straight lines, "llvm" for scalar lists that do not repeat, and "tape" (the
+    interpreter) for those too long even for LLVM.
 
-    `requested` other than "auto" is honored ("tape" only where the list is encodable).
+    `requested` other than "auto" is honored ("llvm" and "tape" only where the list is
+    encodable).
     """
     if requested == "straight" or (requested == "auto" and
                                    len(wengert.entries) < LOOPS_FROM_ENTRIES):
         return "straight", None
-    if requested == "tape":
-        return ("tape" if tape.encodable(wengert) else "loops"), None
+    if requested in ("tape", "llvm"):
+        return (requested if llvm.encodable(wengert) else "loops"), None
     runs = printable_runs(wengert)
     covered = sum(r.stop - r.start for r in runs[0])
     if requested == "auto" and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT \
-            and tape.encodable(wengert):
-        return "tape", None
+            and llvm.encodable(wengert):
+        return ("llvm" if len(wengert.entries) <= LLVM_ENTRIES_LIMIT else "tape"), None
     return "loops", runs
 
 
@@ -433,6 +433,8 @@ def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "a
     """
     if shape == "auto":
         shape, runs = choose_shape(wengert)
+    if shape == "llvm":
+        return llvm.print_module(wengert, fn_name, docstring)
     if shape == "loops":
         function = print_function(wengert, fn_name, docstring, *(runs or printable_runs(wengert)))
     else:

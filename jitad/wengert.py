@@ -98,6 +98,15 @@ class WengertList:
     def __iter__(self):
         return iter(self.entries)
 
+    def returned_text(self, output_texts: list) -> str:
+        """What generated code returns, given each output's text: `value, (g1, g2)` for a
+        differentiated list (see `out_tree`), else the outputs."""
+        if self.out_tree is None:
+            return ", ".join(output_texts)
+        k = self.out_tree
+        grads = ", ".join(output_texts[1:1 + k]) + ("," if k == 1 else "")
+        return f"{output_texts[0]}, ({grads})"
+
     def __len__(self) -> int:
         return len(self.entries)
 

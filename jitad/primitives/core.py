@@ -58,6 +58,9 @@ class Primitive:
         normalize: `(operands, params) -> params`, canonical parameters (e.g. `axis` tuples).
         traces: the user-facing functions it implements directly (NumPy ufuncs, `math`
             functions): tracing builds its dispatch tables from them.
+        ir: the LLVM IR instruction computing it on float64 scalars (format string over
+            operand registers `{0}`… and params), for the llvm code shape; an `fcmp` result
+            is widened to 0.0/1.0. None: not available there.
         domain: per-operand (low, high) sampling ranges for the registry-wide tests.
         test_params: parameter sets the registry-wide tests try.
     """
@@ -75,6 +78,7 @@ class Primitive:
     statement: Callable | None = None
     normalize: Callable | None = None
     traces: tuple = ()
+    ir: str | None = None
     domain: tuple = ((-2.0, 2.0), (-2.0, 2.0))
     test_params: tuple = ({},)
     _impl_cache: dict = field(default_factory=dict, repr=False)
