@@ -13,8 +13,8 @@ import inspect
 
 import numpy as np
 
-from . import codegen, compile as compiler
-from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify
+from . import codegen, compile as compiler, store
+from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, shapes_of
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
                      NonScalarOutputError)
 from .tracing import trace
@@ -99,6 +99,12 @@ class JitGrad:
         # A class of its own, so that `__call__` can become a generated entry too (Python
         # looks special methods up on the type, not the instance).
         self.__class__ = type(JitGrad.__name__, (JitGrad,), {"__slots__": ()})
+        self._own_methods = not self._varargs and \
+            not any(n.startswith("_jitad") for n in self._names)
+        self._defaults = [p.default for p in params if p.default is not p.empty]
+        self._current = {mode: functools.partial(self._call_positional, mode) for mode in MODES}
+        if self._own_methods:
+            self._install_trampolines()
         self.trace_count = 0
         self.compile_count = 0
 
@@ -111,8 +117,8 @@ class JitGrad:
 
     # ------------------------------------------------------------ public calls
 
-    # After a compile these three are replaced, on this object, by entries generated for
-    # the last argument signature (see `_entry`); other signatures come back here.
+    # For functions without *args, these three are replaced on the object by generated
+    # functions with the user's parameters (see `_install_trampolines` and `_entry`).
 
     def __call__(self, *args, **kwargs):
         """The gradient: a float, an ndarray shaped like the argument, or a tuple of those."""
@@ -203,22 +209,35 @@ class JitGrad:
     def _variant(self, args, kwargs):
         """The cached (or newly traced) variant for these arguments, ignoring guards."""
         args, key, runtime, names, values, candidates = self._lookup(args, kwargs)
-        variant = candidates[0] if candidates else self._trace(args, key, runtime, names)
+        variant = candidates[0] if candidates else self._trace(args, key, runtime, names,
+                                                               load=False)
         return variant, values + variant.trace.consts
 
-    def _trace(self, args, key, runtime, names, exact=False) -> Variant:
+    def _trace(self, args, key, runtime, names, exact=False, load=True) -> Variant:
+        """Trace (or, with `load`, read from the disk store a trace whose guards may not
+        hold for these values) and add the variant to the cache."""
         entry = self._cache.setdefault(key, KeyEntry())
         if entry.traces >= MAX_SPECIALIZATIONS:
             raise GuardLimitError(self._guard_limit_message(entry))
-        with _collector_paused():
-            traced = trace(self.fun, args, [v is not None for v in runtime], names)
-        traced.reads_sizes = traced.reads_sizes or exact
+        values = [v for v in runtime if v is not None]
+        digest = store.trace_digest(self.fun, (key, exact), shapes_of(values))
+        traced = store.load("traces", digest) if digest and load else None
+        if traced is None:
+            with _collector_paused():
+                traced = trace(self.fun, args, [v is not None for v in runtime], names)
+            traced.reads_sizes = traced.reads_sizes or exact
+            self._check_output(traced)
+            if digest and not traced.consts:
+                store.save("traces", digest, traced)
         self.trace_count += 1
-        self._check_output(traced)
         runtime_index = {p: k for k, p in enumerate(i for i, v in enumerate(runtime)
                                                     if v is not None)}
-        variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt))
-        entry.add(variant, [v for v in runtime if v is not None])   # the runtime values
+        if digest:      # traces under one digest differ by their guards' outcomes
+            digest += repr([e.params["expected"] for e in traced.wengert.entries
+                            if e.prim.name == "guard"])
+        variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
+                          digest=digest)
+        entry.add(variant, values)
         return variant
 
     def _check_output(self, traced) -> None:
@@ -244,17 +263,27 @@ class JitGrad:
     def _kernel(self, variant: Variant, mode: str, runtime_args):
         kernel = variant.kernels.get(mode)
         if kernel is None:
+            kernel = variant.kernels[mode] = self._compiled(variant, mode, runtime_args)
+            self.compile_count += 1
+        return kernel
+
+    def _compiled(self, variant: Variant, mode: str, runtime_args):
+        """A kernel from the stored build of this variant, else from building (and storing)
+        one; Numba's own cache then skips compiling source it has seen."""
+        key = f"{variant.digest}-{mode}-{variant.wrt}-{self.code_shape}-{self.__name__}"
+        built = store.load("builds", key) if variant.digest else None
+        if built is None:
             with _collector_paused():
                 source, name, wengert, shape = build(variant, mode, variant.wrt, self.__name__,
                                                      self.code_shape, for_reading=False)
                 if shape == "tape":
-                    kernel = compiler.tape_kernel(wengert)
-            if shape != "tape":
-                kernel = compiler.compile_source(source, name, tuple(runtime_args),
-                                                 variant.trace.wengert.loc)
-            variant.kernels[mode] = kernel
-            self.compile_count += 1
-        return kernel
+                    return compiler.tape_kernel(wengert)
+            built = source, name
+            if variant.digest:
+                store.save("builds", key, built)
+        source, name = built
+        return compiler.compile_source(source, name, tuple(runtime_args),
+                                       variant.trace.wengert.loc)
 
     def _call(self, mode: str, args, kwargs):
         """An exact-key lookup of the signature's generated entry, else the full path."""
@@ -285,8 +314,15 @@ class JitGrad:
                 # retrace these arguments as Python would run them, for a located error.
                 return self._finish(self._trace(args, key, runtime, names, exact=True),
                                     mode, args, values, kwargs)
-        variant = self._trace(args, key, runtime, names)
-        return self._finish(variant, mode, args, values, kwargs)
+        variant = self._trace(args, key, runtime, names, load=not candidates)
+        try:
+            return self._finish(variant, mode, args, values, kwargs)
+        except GuardFailed:
+            if candidates:
+                raise
+            # A stored trace took other branches: trace these arguments.
+            variant = self._trace(args, key, runtime, names, load=False)
+            return self._finish(variant, mode, args, values, kwargs)
 
     def _finish(self, variant, mode, args, values, kwargs):
         kernel = self._kernel(variant, mode, values + variant.trace.consts)
@@ -297,19 +333,41 @@ class JitGrad:
             self._install_entry(kernel, mode, args, variant.trace.consts)
         return result
 
+    def _call_positional(self, mode: str, *args):
+        return self._call(mode, args, {})
+
+    def _install_trampolines(self) -> None:
+        """`value_and_grad`, `value` and `__call__` as functions with the user's parameters
+        that call the current entry: cheap Python calls from the start, and references
+        taken before a compile (`minimize(f.value_and_grad, ...)`) stay fast after it."""
+        signature, packed = _parameters_source(self._names, len(self._defaults))
+        namespace = {"_jitad_current": self._current,
+                     **{f"_jitad_default{i}": d for i, d in enumerate(self._defaults)}}
+        exec(f"def value_and_grad({signature}):\n"
+             f"    return _jitad_current['value_and_grad']({packed})\n"
+             f"def value({signature}):\n    return _jitad_current['value']({packed})\n"
+             f"def grad({signature}):\n"
+             f"    return _jitad_current['value_and_grad']({packed})[1]\n", namespace)
+        for name in ("value_and_grad", "value", "grad"):
+            function = namespace[name]
+            function.__qualname__ = self.__name__       # Python's arity errors name `f`
+            method = JitGrad.__call__ if name == "grad" else getattr(JitGrad, name)
+            function.__doc__ = method.__doc__
+        self.value_and_grad, self.value = namespace["value_and_grad"], namespace["value"]
+        type(self).__call__ = staticmethod(namespace["grad"])
+
     def _install_entry(self, kernel, mode: str, args, consts) -> None:
-        """Generate the entry for this exact signature and make it the object's own method
+        """Generate the entry for this exact signature; make it the object's own method
         (not for *args functions, whose entries must take any count: they stay in `_fast`)."""
-        own_method = not self._varargs and not any(n.startswith("_jitad") for n in self._names)
-        params = self._names if own_method else [f"a{i}" for i in range(len(args))]
-        defaults = [p.default for p in self._signature.parameters.values()
-                    if own_method and p.default is not p.empty]
+        params = self._names if self._own_methods else [f"a{i}" for i in range(len(args))]
+        defaults = self._defaults if self._own_methods else []
         entry, grad_entry = _entry(kernel, mode, args, params, defaults, consts, self._single,
                                    functools.partial(self._entry_missed, mode))
         self._fast[mode][_fast_key(args)] = entry
-        if own_method:
-            entry.__qualname__ = self.__name__      # Python's arity errors name `f`
+        if self._own_methods:
+            self._current[mode] = entry
             setattr(self, mode, entry)
+            entry.__qualname__ = self.__name__
             if grad_entry is not None:
                 grad_entry.__qualname__ = self.__name__
                 type(self).__call__ = staticmethod(grad_entry)
@@ -349,6 +407,14 @@ def _shaped_result(result, mode, single):
     return float(value), (grads[0] if single else grads)
 
 
+def _parameters_source(params, n_defaults: int) -> tuple:
+    """(`x, y=_jitad_default0` for a def, `x, y` for a call): the user's parameters."""
+    first_default = len(params) - n_defaults
+    signature = ", ".join(p if i < first_default else f"{p}=_jitad_default{i - first_default}"
+                          for i, p in enumerate(params))
+    return signature, ", ".join(params)
+
+
 def _entry(kernel, mode, args, params, defaults, consts, single, missed):
     """`(entry, grad_entry)`: Python source generated for exactly this argument signature.
 
@@ -376,10 +442,8 @@ def _entry(kernel, mode, args, params, defaults, consts, single, missed):
     namespace.update({f"_jitad_default{i}": d for i, d in enumerate(defaults)})
     call_args = ", ".join([p for p, a in zip(params, args) if _is_runtime(a)] +
                           [f"_jitad_c{i}" for i in range(len(consts))])
-    first_default = len(params) - len(defaults)
-    signature = ", ".join(p if i < first_default else f"{p}=_jitad_default{i - first_default}"
-                          for i, p in enumerate(params))
-    packed = f"({', '.join(params)},)"
+    signature, packed = _parameters_source(params, len(defaults))
+    packed = f"({packed},)"
     kernel_call = f"_jitad_kernel({call_args})"
     bodies = {"entry": f"return {kernel_call}"}
     if mode == "value_and_grad":

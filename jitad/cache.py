@@ -70,12 +70,14 @@ class Variant:
     """One traced specialization and its compiled kernels by mode.
 
     `wrt` are the positions, among the traced list's inputs, of the differentiated
-    arguments (static arguments are not inputs).
+    arguments (static arguments are not inputs). `digest`: the key of its trace and builds
+    in the disk store, guard outcomes included (None where it cannot be stored).
     """
 
     trace: object
     wrt: tuple = ()
     kernels: dict = field(default_factory=dict)
+    digest: str | None = None
 
 
 @dataclass

@@ -1,23 +1,23 @@
 """Compile: generated source text -> a file in the cache directory -> a Numba dispatcher.
 
-The only module that imports Numba. Source files are content-addressed, so
-Numba's on-disk cache (`cache=True`) is reused by later processes; Numba's
-errors are translated into a JitadError that points at the user's function.
+With llvm.py's intrinsic, the only code that uses Numba. Source files are
+content-addressed, so Numba's on-disk cache (`cache=True`) is reused by later
+processes; Numba's errors are translated into a JitadError that points at the
+user's function.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import importlib.util
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numba
 
 from . import __version__, runtime, tape
 from .errors import JitadError
+from .store import cache_dir, write_atomically
 
 _RUNTIME_KERNELS = {name: numba.njit(cache=True)(getattr(runtime, name)) for name in runtime.__all__}
 
@@ -32,26 +32,12 @@ def tape_kernel(wengert):
     return tape.TapeKernel(wengert, _tape_interpreter())
 
 
-def cache_dir() -> Path:
-    """`$JITAD_CACHE_DIR`, else `$XDG_CACHE_HOME/jitad`, else `~/.cache/jitad`."""
-    override = os.environ.get("JITAD_CACHE_DIR")
-    if override:
-        return Path(override)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jitad"
-
-
 def source_file(source: str, fn_name: str) -> Path:
     """Write `source` to its content-addressed file (atomically; concurrent writers agree)."""
     digest = hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:20]
-    directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{fn_name}_{digest}.py"
+    path = cache_dir() / f"{fn_name}_{digest}.py"
     if not path.exists() or path.read_text() != source:
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(source)
-        os.replace(tmp, path)
+        write_atomically(path, source.encode())
     return path
 
 

@@ -148,6 +148,18 @@ def test_keywords_defaults_and_other_signatures_after_compiling():
         f.value_and_grad(x, y, z=1.0)
 
 
+def test_references_taken_before_compiling_reach_every_specialization():
+    f = jitad.jit_grad(lambda x, y: np.sum(x * y), argnums=(0, 1))
+    value_and_grad, value = f.value_and_grad, f.value          # as minimize(f.value_and_grad)
+    for n in (3, 1, 3):
+        x, y = np.arange(1.0, n + 1.0), np.full(n, 2.0)
+        got_value, (gx, gy) = value_and_grad(x, y)
+        assert got_value == pytest.approx(2.0 * x.sum()) and value(x, y) == got_value
+        assert_close(gx, y, rtol=1e-15)
+        assert_close(gy, x, rtol=1e-15)
+    assert f.trace_count == 2
+
+
 def test_varargs_functions_take_any_count_after_compiling():
     f = jitad.jit_grad(lambda *xs: sum(x * x for x in xs), argnums=(0, 1))
     assert f(1.0, 2.0) == pytest.approx((2.0, 4.0), rel=1e-12)

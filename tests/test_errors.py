@@ -132,20 +132,33 @@ def test_float32_array_is_rejected_with_the_fix():
 
 
 @pytest.mark.parametrize("args, pattern", [
-    ((1.0,), r"missing a required argument: 'y'"),
-    ((1.0, 2.0, 3.0), r"too many positional arguments"),
+    ((1.0,), r"f\(\) missing 1 required positional argument: 'y'"),
+    ((1.0, 2.0, 3.0), r"f\(\) takes 2 positional arguments but 3 were given"),
 ])
-def test_wrong_number_of_arguments_shows_the_signature(args, pattern):
+@pytest.mark.parametrize("method", ["__call__", "value_and_grad", "value"])
+def test_wrong_number_of_arguments_is_pythons_type_error_naming_the_function(args, pattern,
+                                                                               method):
+    # The same message as calling the plain function, before and after a compile.
     def f(x, y):
         return x * y
-    with pytest.raises(jitad.ArgumentError, match=rf"f\(x, y\): {pattern}"):
-        jitad.jit_grad(f)(*args)
+    compiled = jitad.jit_grad(f)
+    for _ in range(2):
+        with pytest.raises(TypeError, match=pattern):
+            getattr(compiled, method)(*args)
+        compiled(1.0, 2.0)
 
 
-def test_unexpected_keyword_is_an_argument_error():
+def test_wrong_count_for_a_varargs_function_is_an_argument_error():
+    def f(x, *rest):
+        return x
+    with pytest.raises(jitad.ArgumentError, match=r"f\(x, \*rest\): missing a required"):
+        jitad.jit_grad(f)()
+
+
+def test_unexpected_keyword_is_a_type_error():
     def f(x, y):
         return x * y
-    with pytest.raises(jitad.ArgumentError, match="z"):
+    with pytest.raises(TypeError, match="f\\(\\) got an unexpected keyword argument 'z'"):
         jitad.jit_grad(f)(1.0, 2.0, z=3.0)
 
 

@@ -35,6 +35,11 @@ def operand_text(a) -> str:
     return f"({text})" if text.startswith("-") else text
 
 
+def _registered(name: str):
+    from . import REGISTRY
+    return REGISTRY[name]
+
+
 @dataclass(eq=False)
 class Primitive:
     """One operation of the IR.
@@ -85,6 +90,10 @@ class Primitive:
 
     def __repr__(self) -> str:
         return f"{self.name}_p"
+
+    def __reduce__(self):
+        # Stored traces refer to the registry's record by name.
+        return _registered, (self.name,)
 
     def canonical_params(self, operands, params) -> dict:
         return self.normalize(operands, params) if self.normalize else params

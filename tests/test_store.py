@@ -1,0 +1,139 @@
+"""The disk store of traces and builds: a new jit_grad (or a new process) of an unchanged
+function skips tracing; any change the trace could depend on traces again.
+
+Whether the user's function ran is seen from its own output (it prints while traced).
+"""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jitad
+
+from conftest import assert_close
+
+SCALE = 2.0
+LOOKUP = [1.0]
+
+
+def helper(x):
+    return x * x
+
+
+def stored(x):
+    print("tracing stored")
+    return np.sum(np.sin(x) * x)
+
+
+def scaled(x):
+    print("tracing scaled")
+    return SCALE * np.sum(helper(x))
+
+
+def reads_a_list(x):
+    print("tracing reads_a_list")
+    return LOOKUP[0] * np.sum(x * x)
+
+
+def piecewise(x):
+    print("tracing piecewise")
+    if x > 0.0:
+        return x * x
+    return -3.0 * x
+
+
+X = np.array([0.3, -1.2, 2.0])
+
+
+def traces_of(capsys, f, *args):
+    """(result of f(*args), how often the user's function ran)."""
+    result = f(*args)
+    return result, capsys.readouterr().out.count("tracing")
+
+
+def test_a_second_jit_grad_of_the_same_function_does_not_trace(capsys):
+    want = np.sin(X) + X * np.cos(X)
+    for expected_traces in (1, 0):
+        grad, traces = traces_of(capsys, jitad.jit_grad(stored), X)
+        assert traces == expected_traces
+        assert_close(grad, want, 1e-12, 1e-14, "gradient")
+
+
+def test_changed_globals_and_helpers_trace_again(capsys, monkeypatch):
+    _, traces = traces_of(capsys, jitad.jit_grad(scaled), X)
+    assert traces == 1
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 3.0)
+    grad, traces = traces_of(capsys, jitad.jit_grad(scaled), X)
+    assert traces == 1
+    assert_close(grad, 6.0 * X, 1e-12, 1e-14, "gradient after SCALE changed")
+    monkeypatch.setattr(sys.modules[__name__], "helper", lambda x: x * x * x)
+    grad, traces = traces_of(capsys, jitad.jit_grad(scaled), X)
+    assert traces == 1
+    assert_close(grad, 9.0 * X * X, 1e-12, 1e-14, "gradient after helper changed")
+
+
+def test_functions_reading_mutable_globals_are_not_stored(capsys):
+    for _ in range(2):
+        _, traces = traces_of(capsys, jitad.jit_grad(reads_a_list), X)
+        assert traces == 1
+
+
+def test_a_stored_trace_of_the_other_branch_is_retraced(capsys):
+    first = jitad.jit_grad(piecewise)
+    assert first(2.0) == pytest.approx(4.0) and first(-1.0) == pytest.approx(-3.0)
+    capsys.readouterr()
+    grad, traces = traces_of(capsys, jitad.jit_grad(piecewise), 2.0)   # store: x <= 0
+    assert grad == pytest.approx(4.0) and traces == 1
+
+
+def test_a_corrupted_store_entry_is_ignored(capsys, jitad_cache_dir):
+    def corrupted(x):
+        print("tracing corrupted")
+        return np.sum(x ** 3)
+    traces_of(capsys, jitad.jit_grad(corrupted), X)
+    for path in (Path(jitad_cache_dir) / "traces").glob("*.pickle"):
+        path.write_bytes(b"not a pickle")
+    for path in (Path(jitad_cache_dir) / "builds").glob("*.pickle"):
+        path.write_bytes(path.read_bytes()[:10])                      # truncated
+    grad, traces = traces_of(capsys, jitad.jit_grad(corrupted), X)
+    assert traces == 1
+    assert_close(grad, 3.0 * X * X, 1e-12, 1e-14, "gradient")
+
+
+CHILD = """
+import math, sys
+import jitad
+
+def rosen(x):
+    print("tracing rosen")
+    total = 0.0
+    for i in range(len(x) - 1):
+        total = total + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return total
+
+import numpy as np
+f = jitad.jit_grad(rosen)
+value, grad = f.value_and_grad(np.linspace(-1.0, 1.0, 50))
+(kernel,) = [k for e in f._cache.values() for vs in e.variants.values() for v in vs
+             for k in v.kernels.values()]
+print("numba compiled", sum(kernel.stats.cache_misses.values()))
+print(repr(value), repr(float(grad.sum())))
+"""
+
+
+def test_a_new_process_reuses_trace_build_and_machine_code(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(CHILD))
+    env = {**os.environ, "JITAD_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                           text=True, timeout=300) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    first, second = (run.stdout.splitlines() for run in runs)
+    assert first[0] == "tracing rosen" and first[1] == "numba compiled 1"
+    assert second[0] == "numba compiled 0", "the second process traced or compiled again"
+    assert second[1] == first[2], "the same value and gradient"
