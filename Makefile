@@ -19,7 +19,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --call-overhead --new-process
 
 bench-quick: $(VENV)/.installed
 	$(PY) benchmarks/run.py --quick

@@ -102,7 +102,6 @@ class JitGrad:
         self._own_methods = not self._varargs and \
             not any(n.startswith("_jitad") for n in self._names)
         self._defaults = [p.default for p in params if p.default is not p.empty]
-        self._current = {mode: functools.partial(self._call_positional, mode) for mode in MODES}
         if self._own_methods:
             self._install_trampolines()
         self.trace_count = 0
@@ -340,6 +339,7 @@ class JitGrad:
         """`value_and_grad`, `value` and `__call__` as functions with the user's parameters
         that call the current entry: cheap Python calls from the start, and references
         taken before a compile (`minimize(f.value_and_grad, ...)`) stay fast after it."""
+        self._current = {mode: functools.partial(self._call_positional, mode) for mode in MODES}
         signature, packed = _parameters_source(self._names, len(self._defaults))
         namespace = {"_jitad_current": self._current,
                      **{f"_jitad_default{i}": d for i, d in enumerate(self._defaults)}}
