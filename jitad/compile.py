@@ -74,6 +74,28 @@ def load_python(source: str, fn_name: str):
     return getattr(module, fn_name)
 
 
+def _compiled(function, signature):
+    """A dispatcher compiled for `signature` (or loaded from Numba's disk cache; an entry
+    there that cannot be read, e.g. truncated, is deleted and the function recompiled)."""
+    for attempt in range(2):
+        dispatcher = numba.njit(cache=True, error_model="numpy")(function)
+        try:
+            dispatcher.compile(signature)
+            break
+        except numba.core.errors.NumbaError:
+            raise
+        except Exception:
+            if attempt:
+                raise
+            stem = Path(function.__code__.co_filename).stem
+            for entry in Path(dispatcher.stats.cache_path).glob(f"{stem}.*.nb[ic]"):
+                entry.unlink(missing_ok=True)
+    # Later calls with other argument types raise TypeError (the API's fast path falls
+    # back to its full path then) instead of silently compiling a new version.
+    dispatcher.disable_compile()
+    return dispatcher
+
+
 def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str):
     """A Numba dispatcher for the generated function, compiled for `example_args`' types.
 
@@ -84,12 +106,9 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
     for name in runtime.__all__:
         if name in function.__globals__:
             function.__globals__[name] = _RUNTIME_KERNELS[name]
-    dispatcher = numba.njit(cache=True, error_model="numpy")(function)
+    signature = tuple(numba.typeof(a) for a in example_args)
     try:
-        dispatcher.compile(tuple(numba.typeof(a) for a in example_args))
-        # Later calls with other argument types raise TypeError (the API's fast path falls
-        # back to its full path then) instead of silently compiling a new version.
-        dispatcher.disable_compile()
+        dispatcher = _compiled(function, signature)
     except numba.core.errors.NumbaError as error:
         first_line = str(error).strip().splitlines()[0]
         raise JitadError(

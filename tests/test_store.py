@@ -137,3 +137,16 @@ def test_a_new_process_reuses_trace_build_and_machine_code(tmp_path):
     assert first[0] == "tracing rosen" and first[1] == "numba compiled 1"
     assert second[0] == "numba compiled 0", "the second process traced or compiled again"
     assert second[1] == first[2], "the same value and gradient"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_unreadable_numba_cache_entries_are_recompiled(jitad_cache_dir, damage):
+    def cubes(x):
+        return np.sum(x ** 3)
+    cubes.__name__ = cubes.__qualname__ = f"cubes_{damage}"      # its own cache files
+    jitad.jit_grad(cubes)(X)
+    entries = list((Path(jitad_cache_dir) / "__pycache__").glob(f"cubes_{damage}_*.nb[ic]"))
+    assert len(entries) >= 2, "Numba wrote its index and data files"
+    for path in entries:
+        path.write_bytes(path.read_bytes()[:20] if damage == "truncated" else b"garbage")
+    assert_close(jitad.jit_grad(cubes)(X), 3.0 * X * X, 1e-12, 1e-14, "gradient")
