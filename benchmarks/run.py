@@ -208,7 +208,7 @@ def first_result_in_this_process(case_name, size, cache_dir):
     seconds = time.perf_counter() - start
     kernels = [k for entry in compiled._cache.values() for variants in entry.variants.values()
                for v in variants for k in v.kernels.values()]
-    return seconds, sum(sum(getattr(k, "stats").cache_misses.values()) for k in kernels
+    return seconds, sum(sum(k.stats.cache_misses.values()) for k in kernels
                         if hasattr(k, "stats"))
 
 

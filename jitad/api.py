@@ -348,13 +348,11 @@ class JitGrad:
              f"def value({signature}):\n    return _jitad_current['value']({packed})\n"
              f"def grad({signature}):\n"
              f"    return _jitad_current['value_and_grad']({packed})[1]\n", namespace)
-        for name in ("value_and_grad", "value", "grad"):
-            function = namespace[name]
-            function.__qualname__ = self.__name__       # Python's arity errors name `f`
-            method = JitGrad.__call__ if name == "grad" else getattr(JitGrad, name)
-            function.__doc__ = method.__doc__
-        self.value_and_grad, self.value = namespace["value_and_grad"], namespace["value"]
-        type(self).__call__ = staticmethod(namespace["grad"])
+        self.value_and_grad = _as_method(namespace["value_and_grad"], self.__name__,
+                                         JitGrad.value_and_grad)
+        self.value = _as_method(namespace["value"], self.__name__, JitGrad.value)
+        type(self).__call__ = staticmethod(_as_method(namespace["grad"], self.__name__,
+                                                      JitGrad.__call__))
 
     def _install_entry(self, kernel, mode: str, args, consts) -> None:
         """Generate the entry for this exact signature; make it the object's own method
@@ -366,11 +364,10 @@ class JitGrad:
         self._fast[mode][_fast_key(args)] = entry
         if self._own_methods:
             self._current[mode] = entry
-            setattr(self, mode, entry)
-            entry.__qualname__ = self.__name__
+            setattr(self, mode, _as_method(entry, self.__name__, getattr(JitGrad, mode)))
             if grad_entry is not None:
-                grad_entry.__qualname__ = self.__name__
-                type(self).__call__ = staticmethod(grad_entry)
+                type(self).__call__ = staticmethod(_as_method(grad_entry, self.__name__,
+                                                              JitGrad.__call__))
 
 
 _FAST_PATH_ENTRIES = 64
@@ -405,6 +402,13 @@ def _shaped_result(result, mode, single):
     value, grads = result
     grads = tuple(float(g) if np.ndim(g) == 0 else g for g in grads)
     return float(value), (grads[0] if single else grads)
+
+
+def _as_method(function, name: str, method):
+    """`function`, named like the user's function (Python's arity errors then name it) and
+    documented like the JitGrad `method` it stands for."""
+    function.__qualname__, function.__doc__ = name, method.__doc__
+    return function
 
 
 def _parameters_source(params, n_defaults: int) -> tuple:
@@ -462,11 +466,7 @@ def _entry(kernel, mode, args, params, defaults, consts, single, missed):
             f"    except (TypeError, _jitad_guard_failed):  # another dtype, layout or branch\n"
             f"        return _jitad_missed({packed}, True){pick}\n")
     exec(source, namespace)
-    entry, grad_entry = namespace["entry"], namespace.get("grad_entry")
-    entry.__doc__ = getattr(JitGrad, mode).__doc__
-    if grad_entry is not None:
-        grad_entry.__doc__ = JitGrad.__call__.__doc__
-    return entry, grad_entry
+    return namespace["entry"], namespace.get("grad_entry")
 
 
 def jit_grad(fun=None, *, argnums=0, code_shape="auto"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import keyword
 
-from . import llvm, reroll, runtime, tape
+from . import llvm, reroll, runtime
 from .primitives.core import operand_text
 from .wengert import Literal, Var, WengertList
 

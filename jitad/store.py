@@ -142,9 +142,7 @@ def load(kind: str, key: str):
     try:
         with open(_path(kind, key), "rb") as handle:
             return pickle.load(handle)
-    except FileNotFoundError:
-        return None
-    except Exception:           # truncated or from an incompatible version: rebuild it
+    except Exception:           # missing, truncated or unreadable: trace or build again
         return None
 
 
