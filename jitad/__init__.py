@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 
 from .api import JitGrad, jit_grad  # noqa: E402
 from .errors import (ArgumentError, GuardLimitError, JitadError, NonScalarOutputError,  # noqa: E402
-                     ShapeError, TraceError)
+                     RetraceWarning, ShapeError, TraceError)
 from .tracing import where  # noqa: E402
 
 __all__ = ["ArgumentError", "GuardLimitError", "JitGrad", "JitadError", "NonScalarOutputError",
-           "ShapeError", "TraceError", "jit_grad", "where"]
+           "RetraceWarning", "ShapeError", "TraceError", "jit_grad", "where"]

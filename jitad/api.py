@@ -10,14 +10,20 @@ import contextlib
 import functools
 import gc
 import inspect
+import os
+import threading
+import types
+import warnings
+import weakref
 
 import numpy as np
 
 from . import codegen, compile as compiler, store
-from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, shapes_of
+from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, shapes_of, static_key
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
-                     NonScalarOutputError)
-from .tracing import trace
+                     NonScalarOutputError, RetraceWarning, TraceError)
+from .reads import reads, underlying_function
+from .tracing import Tracer, located, trace
 from .transforms import simplify, value_and_grad
 from .wengert import Literal, Var
 
@@ -70,7 +76,12 @@ class JitGrad:
     """A function compiled together with its gradient. Create it with `jit_grad`."""
 
     def __init__(self, fun, argnums=0, code_shape="auto"):
+        if not callable(fun):
+            raise ArgumentError(f"jit_grad needs a function, got {type(fun).__name__} {fun!r:.60}")
         functools.update_wrapper(self, fun)
+        if not hasattr(self, "__name__"):       # functools.partial, callable objects
+            self.__name__ = getattr(underlying_function(fun), "__name__", type(fun).__name__)
+            self.__qualname__ = self.__name__
         self.fun = fun
         self.argnums = argnums
         if code_shape not in CODE_SHAPES:
@@ -87,10 +98,15 @@ class JitGrad:
                                 f"got {argnums!r}")
         self._signature = inspect.signature(fun)
         params = list(self._signature.parameters.values())
-        unsupported = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD)]
+        # Keyword-only parameters with defaults (also those a functools.partial binds) keep
+        # their defaults: they are read like globals, not passed.
+        unsupported = [p.name for p in params if p.kind == p.VAR_KEYWORD or (
+            p.kind == p.KEYWORD_ONLY and p.default is p.empty)]
         if unsupported:
-            raise ArgumentError(f"{fun.__name__}: keyword-only and **kwargs parameters are not "
-                                f"supported ({', '.join(unsupported)}); make them positional")
+            raise ArgumentError(f"{self.__name__}: keyword-only parameters without a default "
+                                f"and **kwargs are not supported ({', '.join(unsupported)}); "
+                                "make them positional")
+        params = [p for p in params if p.kind != p.KEYWORD_ONLY]
         self._varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
         self._names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
         self._cache: dict = {}
@@ -106,13 +122,32 @@ class JitGrad:
             self._install_trampolines()
         self.trace_count = 0
         self.compile_count = 0
+        self.stale_retraces = 0
+        self._lock = threading.RLock()          # one trace and one compile per first call
+        self._bound: weakref.WeakKeyDictionary | None = None
 
     def __repr__(self) -> str:
-        return f"<jitad.jit_grad of {self.fun.__qualname__}, argnums={self.argnums!r}>"
+        return f"<jitad.jit_grad of {self.__qualname__}, argnums={self.argnums!r}>"
 
     def __reduce__(self):
         # Pickle by reference: workers import the decorated function from its module.
         return self.__qualname__
+
+    def __get__(self, instance, owner=None):
+        """On a method: a jit_grad of the method bound to `instance` (one per instance, kept
+        as long as the instance lives); `argnums` counts the arguments after `self`."""
+        if instance is None:
+            return self
+        if self._bound is None:
+            self._bound = weakref.WeakKeyDictionary()
+        try:
+            bound = self._bound.get(instance)
+        except TypeError:                       # unhashable or not weak-referenceable
+            return JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape)
+        if bound is None:
+            bound = JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape)
+            self._bound[instance] = bound
+        return bound
 
     # ------------------------------------------------------------ public calls
 
@@ -178,6 +213,11 @@ class JitGrad:
         return [codegen.identifier(n) for n in names]
 
     def _classify(self, args):
+        if any(isinstance(a, Tracer) for a in args):
+            raise TraceError(located(
+                f"{self.__name__}, a jit_grad object, was called on traced values inside "
+                "another traced function: jit_grad objects cannot be nested yet; call the "
+                f"plain function ({self.__name__}.fun) there instead"))
         names = self._names_for(len(args))
         keys, runtime = [], []
         for value, name in zip(args, names):
@@ -203,7 +243,27 @@ class JitGrad:
         key, runtime, names = self._classify(args)
         values = [v for v in runtime if v is not None]
         entry = self._cache.get(key)
-        return args, key, runtime, names, values, (entry.candidates(values) if entry else [])
+        if entry is None:
+            return args, key, runtime, names, values, []
+        stale = entry.drop_stale()
+        if stale:
+            self._forget_entries(stale)
+        return args, key, runtime, names, values, entry.candidates(values)
+
+    def _forget_entries(self, stale: set) -> None:
+        """Drop every generated entry (their variants may have read the rebound `stale`
+        bindings): calls take the full path, which retraces what is stale."""
+        for entries in self._fast.values():
+            entries.clear()
+        if self._own_methods:
+            self._reset_trampolines()
+        self.stale_retraces += 1
+        if self.stale_retraces == MAX_SPECIALIZATIONS:
+            warnings.warn(
+                f"{self.__name__} was traced again {self.stale_retraces} times because values "
+                f"it reads were rebound between calls ({', '.join(sorted(stale))}); pass such "
+                "values as arguments to avoid tracing and compiling at every change",
+                RetraceWarning, stacklevel=5)
 
     def _variant(self, args, kwargs):
         """The cached (or newly traced) variant for these arguments, ignoring guards."""
@@ -219,7 +279,8 @@ class JitGrad:
         if entry.traces >= MAX_SPECIALIZATIONS:
             raise GuardLimitError(self._guard_limit_message(entry))
         values = [v for v in runtime if v is not None]
-        digest = store.trace_digest(self.fun, (key, exact), shapes_of(values))
+        read = reads(self.fun, (key, exact, shapes_of(values)))
+        digest = read.digest
         traced = store.load("traces", digest) if digest and load else None
         if traced is None:
             with _collector_paused():
@@ -235,7 +296,7 @@ class JitGrad:
             digest += repr([e.params["expected"] for e in traced.wengert.entries
                             if e.prim.name == "guard"])
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
-                          digest=digest)
+                          digest=digest, reads=read)
         entry.add(variant, values)
         return variant
 
@@ -243,12 +304,20 @@ class JitGrad:
         (out,) = traced.wengert.outputs
         if isinstance(out, (Var, Literal)) and out.shape == () and out.dtype != "bool":
             return
-        shape = getattr(out, "shape", None)
-        what = f"an array of shape {shape}" if shape else f"{type(out).__name__} {out!r:.60}"
+        if isinstance(out, (Var, Literal)):
+            what = f"an array of shape {out.shape}" if out.shape else "a bool (a comparison)"
+        elif isinstance(out, (tuple, list)):
+            what = f"a {type(out).__name__} of {len(out)} values"
+        elif out is None:
+            what = "None (is a return statement missing?)"
+        else:
+            what = f"a {type(out).__name__}"
+        where = next((e.loc for e in reversed(traced.wengert.entries) if e.out is out), None)
         raise NonScalarOutputError(
             f"{self.__name__} must return a scalar (a float or 0-d array) to be differentiated "
             f"by jit_grad, but it returned {what}.\n  Reduce it (e.g. np.sum(...)) or "
-            "differentiate each component separately; a Jacobian API is not available yet.")
+            "differentiate each component separately; a Jacobian API is not available yet."
+            f"\n  at {where or f'{traced.wengert.loc} (the function {self.__name__})'}")
 
     def _guard_limit_message(self, entry) -> str:
         lines = {g for variants in entry.variants.values() for v in variants
@@ -301,7 +370,12 @@ class JitGrad:
         return self._run(mode, args, {}) if same_signature else self._call(mode, args, {})
 
     def _run(self, mode: str, args, kwargs):
-        """The full path: classify, find or trace a variant, run it, and remember a fast path."""
+        """The full path: classify, find or trace a variant, run it, and remember a fast path.
+        Under the object's lock: threads first-calling together trace and compile once."""
+        with self._lock:
+            return self._run_locked(mode, args, kwargs)
+
+    def _run_locked(self, mode: str, args, kwargs):
         args, key, runtime, names, values, candidates = self._lookup(args, kwargs)
         for variant in candidates:
             try:
@@ -329,7 +403,7 @@ class JitGrad:
                                 mode, self._single)
         if not kwargs and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
                 _fast_path_applies(args, variant):
-            self._install_entry(kernel, mode, args, variant.trace.consts)
+            self._install_entry(kernel, mode, args, variant)
         return result
 
     def _call_positional(self, mode: str, *args):
@@ -339,38 +413,49 @@ class JitGrad:
         """`value_and_grad`, `value` and `__call__` as functions with the user's parameters
         that call the current entry: cheap Python calls from the start, and references
         taken before a compile (`minimize(f.value_and_grad, ...)`) stay fast after it."""
-        self._current = {mode: functools.partial(self._call_positional, mode) for mode in MODES}
+        self._current = {}
         signature, packed = _parameters_source(self._names, len(self._defaults))
         namespace = {"_jitad_current": self._current,
                      **{f"_jitad_default{i}": d for i, d in enumerate(self._defaults)}}
-        exec(f"def value_and_grad({signature}):\n"
+        exec(compile(f"def value_and_grad({signature}):\n"
              f"    return _jitad_current['value_and_grad']({packed})\n"
              f"def value({signature}):\n    return _jitad_current['value']({packed})\n"
              f"def grad({signature}):\n"
-             f"    return _jitad_current['value_and_grad']({packed})[1]\n", namespace)
-        self.value_and_grad = _as_method(namespace["value_and_grad"], self.__name__,
-                                         JitGrad.value_and_grad)
-        self.value = _as_method(namespace["value"], self.__name__, JitGrad.value)
-        type(self).__call__ = staticmethod(_as_method(namespace["grad"], self.__name__,
-                                                      JitGrad.__call__))
+             f"    return _jitad_current['value_and_grad']({packed})[1]\n", _GENERATED, "exec"),
+             namespace)
+        self._trampolines = {"value_and_grad": _as_method(namespace["value_and_grad"], self,
+                                                          JitGrad.value_and_grad),
+                             "value": _as_method(namespace["value"], self, JitGrad.value),
+                             "__call__": _as_method(namespace["grad"], self, JitGrad.__call__)}
+        self._reset_trampolines()
 
-    def _install_entry(self, kernel, mode: str, args, consts) -> None:
+    def _reset_trampolines(self) -> None:
+        """Point the trampolines (and the methods) at the full path again."""
+        for mode in MODES:
+            self._current[mode] = functools.partial(self._call_positional, mode)
+            setattr(self, mode, self._trampolines[mode])
+        type(self).__call__ = staticmethod(self._trampolines["__call__"])
+
+    def _install_entry(self, kernel, mode: str, args, variant) -> None:
         """Generate the entry for this exact signature; make it the object's own method
         (not for *args functions, whose entries must take any count: they stay in `_fast`)."""
         params = self._names if self._own_methods else [f"a{i}" for i in range(len(args))]
         defaults = self._defaults if self._own_methods else []
-        entry, grad_entry = _entry(kernel, mode, args, params, defaults, consts, self._single,
+        entry, grad_entry = _entry(kernel, mode, args, params, defaults, variant.trace.consts,
+                                   variant.reads.bindings, self._single,
                                    functools.partial(self._entry_missed, mode))
         self._fast[mode][_fast_key(args)] = entry
         if self._own_methods:
             self._current[mode] = entry
-            setattr(self, mode, _as_method(entry, self.__name__, getattr(JitGrad, mode)))
+            setattr(self, mode, _as_method(entry, self, getattr(JitGrad, mode)))
             if grad_entry is not None:
-                type(self).__call__ = staticmethod(_as_method(grad_entry, self.__name__,
+                type(self).__call__ = staticmethod(_as_method(grad_entry, self,
                                                               JitGrad.__call__))
 
 
 _FAST_PATH_ENTRIES = 64
+# The file name of generated entries: inside jitad's package, so that error locations skip them.
+_GENERATED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "<generated entry>")
 _NDARRAY = np.ndarray
 _FAST_ARRAY_DTYPES = (np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
 
@@ -380,10 +465,11 @@ def _is_runtime(value) -> bool:
 
 
 def _fast_key(args, ndarray=_NDARRAY) -> tuple:
-    """A cheap exact key: float type, array shape, static values. (Dtypes, ranks and
-    layouts are checked by the compiled dispatcher itself, which raises TypeError.)"""
+    """A cheap exact key: float type, array shape, static values with their types. (Dtypes,
+    ranks and layouts are checked by the compiled dispatcher itself, which raises TypeError.)"""
     return tuple([a.shape if a.__class__ is ndarray else a.__class__ if a.__class__ is float
-                  else (a.__class__, a) for a in args])
+                  else (a.__class__, a) if a.__class__ is not tuple else static_key(a)
+                  for a in args])
 
 
 def _fast_path_applies(args, variant) -> bool:
@@ -404,10 +490,15 @@ def _shaped_result(result, mode, single):
     return float(value), (grads[0] if single else grads)
 
 
-def _as_method(function, name: str, method):
-    """`function`, named like the user's function (Python's arity errors then name it) and
-    documented like the JitGrad `method` it stands for."""
-    function.__qualname__, function.__doc__ = name, method.__doc__
+def _as_method(function, owner, method):
+    """`function`, named for the JitGrad `method` of `owner` it stands for
+    (`f.value_and_grad`; `f` for `__call__`: Python's arity errors name it, and pickle finds
+    it by that name) and documented like it."""
+    attribute = method.__name__
+    function.__module__ = owner.__module__
+    function.__qualname__ = owner.__qualname__ if attribute == "__call__" else \
+        f"{owner.__qualname__}.{attribute}"
+    function.__doc__ = method.__doc__
     return function
 
 
@@ -419,19 +510,22 @@ def _parameters_source(params, n_defaults: int) -> tuple:
     return signature, ", ".join(params)
 
 
-def _entry(kernel, mode, args, params, defaults, consts, single, missed):
+def _entry(kernel, mode, args, params, defaults, consts, bindings, single, missed):
     """`(entry, grad_entry)`: Python source generated for exactly this argument signature.
 
     `entry(*params)` checks float classes, array shapes and static values inline (dtypes,
-    ranks and layouts are checked by the dispatcher, which raises TypeError), runs the
-    kernel and returns what the `mode` method returns; `grad_entry` returns the gradient
-    only. Other arguments go to `missed(args, same_signature)`. The parameters are the
-    user's, with their defaults, and no *args/**kwargs: such functions are the cheapest
-    Python calls (wrong counts raise Python's own TypeError). Numba already returns Python
-    floats and arrays: no conversion is needed.
+    ranks and layouts are checked by the dispatcher, which raises TypeError) and that the
+    `bindings` the trace read still hold, runs the kernel and returns what the `mode` method
+    returns; `grad_entry` returns the gradient only. Other arguments go to
+    `missed(args, same_signature)`, and so do calls whose bindings were rebound or whose
+    kernel raises (the full path retraces, or raises with the user's line). The parameters
+    are the user's, with their defaults, and no *args/**kwargs: such functions are the
+    cheapest Python calls (wrong counts raise Python's own TypeError). Numba already returns
+    Python floats and arrays: no conversion is needed.
     """
-    namespace = {"_jitad_kernel": kernel, "_jitad_ndarray": _NDARRAY,
-                 "_jitad_missed": missed, "_jitad_guard_failed": GuardFailed}
+    namespace = {"_jitad_kernel": kernel, "_jitad_ndarray": _NDARRAY, "_jitad_missed": missed,
+                 "_jitad_failed": (TypeError, ValueError, IndexError, KeyError, GuardFailed),
+                 "_jitad_static_key": static_key}
     checks = []
     for i, (name, a) in enumerate(zip(params, args)):
         namespace[f"_jitad_k{i}"], namespace[f"_jitad_s{i}"] = a.__class__, getattr(a, "shape", a)
@@ -440,8 +534,18 @@ def _entry(kernel, mode, args, params, defaults, consts, single, missed):
                           f"{name}.shape != _jitad_s{i}")
         elif a.__class__ is float:
             checks.append(f"{name}.__class__ is not float")
+        elif a.__class__ is tuple:      # (1, True) == (1, 1): compare with the item types
+            namespace[f"_jitad_s{i}"] = static_key(a)
+            checks.append(f"{name}.__class__ is not tuple or "
+                          f"_jitad_static_key({name}) != _jitad_s{i}")
         else:
             checks.append(f"{name}.__class__ is not _jitad_k{i} or {name} != _jitad_s{i}")
+    held = []
+    for i, (container, key, value) in enumerate(bindings):
+        namespace[f"_jitad_b{i}"], namespace[f"_jitad_v{i}"] = container, value
+        read = f"_jitad_b{i}.cell_contents" if key is None else f"_jitad_b{i}[{key!r}]" \
+            if isinstance(container, dict) else f"_jitad_b{i}.{key}"
+        held.append(f"{read} is _jitad_v{i}")
     namespace.update({f"_jitad_c{i}": c for i, c in enumerate(consts)})
     namespace.update({f"_jitad_default{i}": d for i, d in enumerate(defaults)})
     call_args = ", ".join([p for p, a in zip(params, args) if _is_runtime(a)] +
@@ -458,14 +562,17 @@ def _entry(kernel, mode, args, params, defaults, consts, single, missed):
     source = ""
     for fn, body in bodies.items():
         pick = "[1]" if fn == "grad_entry" else ""
+        if held:        # the globals, closure cells and defaults the trace read
+            body = f"if {' and '.join(held)}:\n            " + body.replace("\n", "\n    ")
         source += (
             f"def {fn}({signature}):\n"
             f"    if {' or '.join(checks) or 'False'}:\n"
             f"        return _jitad_missed({packed}, False){pick}\n"
             f"    try:\n        {body}\n"
-            f"    except (TypeError, _jitad_guard_failed):  # another dtype, layout or branch\n"
-            f"        return _jitad_missed({packed}, True){pick}\n")
-    exec(source, namespace)
+            f"    except _jitad_failed:  # another dtype, layout or branch; a kernel's error\n"
+            f"        pass\n"
+            f"    return _jitad_missed({packed}, True){pick}\n")
+    exec(compile(source, _GENERATED, "exec"), namespace)
     return namespace["entry"], namespace.get("grad_entry")
 
 

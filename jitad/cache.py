@@ -25,6 +25,18 @@ def _is_static(value) -> bool:
     return isinstance(value, _STATIC_TYPES)
 
 
+def static_key(value):
+    """A static value with the type of every item, so that `True`, `1` and `np.int64(1)`
+    (equal in Python) are different keys, also inside tuples."""
+    if isinstance(value, tuple):
+        return tuple, tuple(static_key(v) for v in value)
+    return value.__class__, value
+
+
+# ndarray subclasses whose semantics are an ndarray's: accepted as their base array.
+_PLAIN_SUBCLASSES = (np.memmap,)
+
+
 def classify(value, name: str):
     """(key part, runtime value or None for static) for one argument.
 
@@ -34,6 +46,14 @@ def classify(value, name: str):
     if isinstance(value, float):
         return "f", value
     if isinstance(value, np.ndarray):
+        if value.__class__ is not np.ndarray:
+            if not isinstance(value, _PLAIN_SUBCLASSES):
+                raise ArgumentError(
+                    f"argument '{name}' is a {type(value).__module__}.{type(value).__name__}, "
+                    "an ndarray subclass whose operations may not mean what they mean on an "
+                    f"ndarray (masks, matrix products, units): pass np.asarray({name}) "
+                    "(after filling masked values) if plain array semantics are what you want")
+            value = value.view(np.ndarray)
         kind = value.dtype.kind
         if value.ndim == 0 and kind == "f":
             return "f", float(value)
@@ -52,7 +72,7 @@ def classify(value, name: str):
     if isinstance(value, np.floating):
         return "f", float(value)
     if _is_static(value):
-        return ("static", type(value).__name__, value), None
+        return ("static", static_key(value)), None
     if isinstance(value, list):
         raise ArgumentError(f"argument '{name}' is a list: pass a NumPy array "
                             f"(np.asarray({name}, dtype=float)) or a tuple of static values")
@@ -78,6 +98,7 @@ class Variant:
     wrt: tuple = ()
     kernels: dict = field(default_factory=dict)
     digest: str | None = None
+    reads: object = None            # reads.Reads: the bindings a call checks
 
 
 @dataclass
@@ -90,6 +111,20 @@ class KeyEntry:
 
     def candidates(self, runtime_values) -> list:
         return self.variants.get(shapes_of(runtime_values) if self.exact_shapes else None, [])
+
+    def drop_stale(self) -> set:
+        """Remove the variants whose trace read a binding rebound since; the stale names."""
+        stale: set = set()
+        for slot, variants in self.variants.items():
+            fresh = []
+            for variant in variants:
+                names = variant.reads.stale() if variant.reads is not None else ()
+                stale.update(names)
+                if not names:
+                    fresh.append(variant)
+            self.traces -= len(variants) - len(fresh)
+            self.variants[slot] = fresh
+        return stale
 
     def add(self, variant: Variant, runtime_values) -> None:
         if variant.trace.reads_sizes and not self.exact_shapes:

@@ -25,6 +25,11 @@ class GuardLimitError(JitadError):
     """A branch on traced values keeps changing outcome: too many specializations."""
 
 
+class RetraceWarning(UserWarning):
+    """A function keeps being traced again because globals or closure values it reads are
+    rebound between calls (pass such values as arguments instead)."""
+
+
 class GuardFailed(Exception):
     """Raised by compiled code when a recorded guard does not hold for the new arguments.
 

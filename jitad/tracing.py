@@ -24,6 +24,7 @@ import numpy as np
 from .errors import JitadError, ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
+from .reads import underlying_function
 from .wengert import Builder, Literal, Var, WengertList
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -645,7 +646,7 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
             raise
         finally:
             _STATE.current = previous
-        code = fun.__code__
+        code = underlying_function(fun).__code__
         loc = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
         if isinstance(result, Tracer):
             outputs = [result.var]
@@ -654,6 +655,6 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
             outputs = [Literal(float(result))]    # a constant: its gradient is zero
         else:
             outputs = [result]
-        wengert = WengertList(getattr(fun, "__name__", "f"), inputs + [v for v, _ in state.consts],
+        wengert = WengertList(code.co_name, inputs + [v for v, _ in state.consts],
                               state.builder.entries, outputs, loc=loc)
         return Trace(wengert, state.guards, state.reads_sizes, [c for _, c in state.consts])

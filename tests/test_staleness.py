@@ -1,0 +1,204 @@
+"""No stale answers: a compiled call retraces when a global, closure cell, default or
+attribute its trace read has been rebound; the disk store never serves a trace of code
+that reads the outside world (files, the environment, clocks, random numbers).
+
+Every expectation is the hand-derived gradient for the current bindings.
+"""
+import os
+import sys
+import time
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+import jitad
+
+from conftest import assert_close
+
+X = np.array([0.5, -1.0, 2.0])
+SCALE = 2.0
+OFFSET = np.array([1.0, 2.0, 3.0])
+
+
+def scaled(x):
+    return SCALE * np.sum(x * x)
+
+
+def square(x):
+    return x * x
+
+
+def via_helper(x):
+    return np.sum(square(x))
+
+
+def power_of(x, p=2):
+    return x ** p
+
+
+def via_default(x):
+    return np.sum(power_of(x))
+
+
+def shifted(x):
+    return np.sum((x - OFFSET) ** 2)
+
+
+@pytest.fixture
+def restore(monkeypatch):
+    """Rebind module globals for one test (restored afterwards)."""
+    module = sys.modules[__name__]
+    return lambda name, value: monkeypatch.setattr(module, name, value)
+
+
+def test_a_rebound_global_retraces_on_the_fast_path(restore):
+    f = jitad.jit_grad(scaled)
+    for _ in range(2):                   # the second call runs the generated entry
+        assert_close(f(X), 4.0 * X, 1e-12, 0, "SCALE = 2")
+    restore("SCALE", 3.0)
+    for _ in range(2):
+        assert_close(f(X), 6.0 * X, 1e-12, 0, "SCALE = 3")
+        assert f.value(X) == pytest.approx(3.0 * np.sum(X * X), rel=1e-12)
+    assert f.trace_count == 2
+
+
+def test_a_reference_taken_before_rebinding_sees_the_new_value(restore):
+    f = jitad.jit_grad(scaled)
+    value_and_grad = f.value_and_grad
+    value_and_grad(X)
+    restore("SCALE", -1.0)
+    value, grad = value_and_grad(X)
+    assert value == pytest.approx(-np.sum(X * X), rel=1e-12)
+    assert_close(grad, -2.0 * X, 1e-12, 0, "gradient")
+
+
+def test_a_rebound_helper_function_retraces(restore):
+    f = jitad.jit_grad(via_helper)
+    assert_close(f(X), 2.0 * X, 1e-12, 0, "x * x")
+    restore("square", lambda x: x * x * x)
+    assert_close(f(X), 3.0 * X * X, 1e-12, 0, "x * x * x")
+
+
+def test_a_rebound_default_of_a_helper_retraces(monkeypatch):
+    f = jitad.jit_grad(via_default)
+    assert_close(f(X), 2.0 * X, 1e-12, 0, "p = 2")
+    monkeypatch.setattr(power_of, "__defaults__", (3,))
+    assert_close(f(X), 3.0 * X * X, 1e-12, 0, "p = 3")
+
+
+def test_a_rebound_closure_cell_retraces():
+    scale = 2.0
+
+    def inner(x):
+        return scale * np.sum(x * x)
+    f = jitad.jit_grad(inner)
+    f(X)
+    assert_close(f(X), 4.0 * X, 1e-12, 0, "scale = 2")
+    scale = 5.0                          # noqa: F841 (read through the cell)
+    assert_close(f(X), 10.0 * X, 1e-12, 0, "scale = 5")
+
+
+def test_a_rebound_attribute_of_a_user_module_retraces():
+    config = types.ModuleType("user_config")
+    config.SCALE = 2.0
+    namespace = {"np": np, "config": config}
+    exec("def loss(x):\n    return config.SCALE * np.sum(x * x)\n", namespace)
+    f = jitad.jit_grad(namespace["loss"])
+    f(X)
+    config.SCALE = 7.0
+    assert_close(f(X), 14.0 * X, 1e-12, 0, "config.SCALE = 7")
+
+
+def test_a_rebound_instance_attribute_of_a_method_retraces():
+    class Model:
+        def __init__(self, lam):
+            self.lam = lam
+
+        @jitad.jit_grad
+        def loss(self, w):
+            return self.lam * np.sum(w * w)
+    model = Model(0.5)
+    assert_close(model.loss(X), X, 1e-12, 0, "lam = 0.5")
+    model.lam = 2.0
+    assert_close(model.loss(X), 4.0 * X, 1e-12, 0, "lam = 2")
+    assert_close(Model(1.0).loss(X), 2.0 * X, 1e-12, 0, "another instance")
+
+
+def test_arrays_are_read_at_each_call(restore):
+    f = jitad.jit_grad(shifted)
+    assert_close(f(X), 2.0 * (X - OFFSET), 1e-12, 0, "first offset")
+    OFFSET[:] = [3.0, 2.0, 1.0]          # mutated in place: the kernel reads it at each call
+    try:
+        assert_close(f(X), 2.0 * (X - OFFSET), 1e-12, 0, "mutated offset")
+        restore("OFFSET", np.array([0.0, 0.0, 1.0]))                # rebound
+        assert_close(f(X), 2.0 * (X - OFFSET), 1e-12, 0, "rebound offset")
+    finally:
+        sys.modules[__name__].OFFSET = np.array([1.0, 2.0, 3.0])
+    assert f.trace_count == 2
+
+
+def test_values_rebound_at_every_call_stay_right_and_warn(restore):
+    f = jitad.jit_grad(scaled)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for k in range(9):
+            restore("SCALE", float(k))
+            assert_close(f(X), 2.0 * k * X, 1e-12, 0, f"SCALE = {k}")
+    messages = [str(w.message) for w in caught if issubclass(w.category, jitad.RetraceWarning)]
+    assert len(messages) == 1 and "SCALE" in messages[0] and "as arguments" in messages[0]
+
+
+# ---------------------------------------------------------------- the disk store
+
+def traces_of(f, capsys):
+    """How often the user's function ran (it prints while traced) for a new jit_grad."""
+    capsys.readouterr()
+    jitad.jit_grad(f)(X)
+    return capsys.readouterr().out.count("tracing")
+
+
+def random_noise(x):
+    print("tracing random_noise")
+    return np.sum(x * np.random.default_rng().normal(size=3))
+
+
+def reads_environment(x):
+    print("tracing reads_environment")
+    return float(os.environ.get("JITAD_TEST_SCALE", "1")) * np.sum(x * x)
+
+
+def reads_clock(x):
+    print("tracing reads_clock")
+    return (time.time() > 0) * np.sum(x * x)
+
+
+def reads_a_file(x):
+    print("tracing reads_a_file")
+    with open(__file__) as handle:
+        scale = len(handle.readline())
+    return scale * np.sum(x * x)
+
+
+def keyword_helper(x, *, p=2):
+    return x ** p
+
+
+def via_keyword_default(x):
+    print("tracing via_keyword_default")
+    return np.sum(keyword_helper(x))
+
+
+@pytest.mark.parametrize("impure", [random_noise, reads_environment, reads_clock, reads_a_file])
+def test_traces_of_impure_code_are_never_stored(impure, capsys):
+    assert traces_of(impure, capsys) == 1
+    assert traces_of(impure, capsys) == 1, "a second jit_grad was served a stored trace"
+
+
+def test_keyword_only_defaults_of_helpers_are_part_of_the_store_key(capsys, monkeypatch):
+    assert traces_of(via_keyword_default, capsys) == 1
+    assert traces_of(via_keyword_default, capsys) == 0           # stored
+    monkeypatch.setattr(keyword_helper, "__kwdefaults__", {"p": 3})
+    assert traces_of(via_keyword_default, capsys) == 1
+    assert_close(jitad.jit_grad(via_keyword_default)(X), 3.0 * X * X, 1e-12, 0, "p = 3")
