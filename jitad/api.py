@@ -528,7 +528,8 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
                  "_jitad_static_key": static_key}
     checks = []
     for i, (name, a) in enumerate(zip(params, args)):
-        namespace[f"_jitad_k{i}"], namespace[f"_jitad_s{i}"] = a.__class__, getattr(a, "shape", a)
+        namespace[f"_jitad_k{i}"] = a.__class__
+        namespace[f"_jitad_s{i}"] = a.shape if a.__class__ is _NDARRAY else a
         if a.__class__ is _NDARRAY:
             checks.append(f"{name}.__class__ is not _jitad_ndarray or "
                           f"{name}.shape != _jitad_s{i}")

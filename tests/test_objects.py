@@ -1,0 +1,162 @@
+"""What jit_grad accepts and gives back as Python objects: methods, functools.partial,
+callable objects; pickling by reference (multiprocessing); several threads first-calling
+one object; errors that name the user's line; memory over many calls and objects."""
+import functools
+import gc
+import multiprocessing
+import pickle
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import jitad
+
+from conftest import assert_close
+
+X = np.array([0.5, -1.0, 2.0])
+
+
+@jitad.jit_grad
+def sum_of_cubes(x):
+    return np.sum(x ** 3)
+
+
+@jitad.jit_grad(argnums=(0, 1))
+def product(a, b):
+    return a * b
+
+
+def weighted(w, data, lam):
+    return lam * np.sum(data * w)
+
+
+class Quadratic:
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, x):
+        return self.scale * np.sum(x * x)
+
+    @jitad.jit_grad
+    def loss(self, w, shift):
+        return self.scale * np.sum((w - shift) ** 2)
+
+
+def test_a_method_differentiates_the_first_argument_after_self():
+    model = Quadratic(0.5)
+    assert_close(model.loss(X, 1.0), X - 1.0, 1e-12, 0, "d/dw")
+    assert model.loss.value(X, 1.0) == pytest.approx(0.5 * np.sum((X - 1.0) ** 2))
+    assert model.loss is model.loss, "one jit_grad per instance"
+    assert Quadratic.loss.__class__.__name__ == "JitGrad"
+
+
+def test_partial_with_bound_keyword_and_positional_arguments():
+    data = np.arange(6.0).reshape(2, 3)
+    f = jitad.jit_grad(functools.partial(weighted, lam=2.0))
+    assert_close(f(X, data), 2.0 * data.sum(axis=0), 1e-12, 0, "keyword bound")
+    g = jitad.jit_grad(functools.partial(weighted, X))     # differentiates data
+    assert_close(g(np.ones((2, 3)), 3.0), 3.0 * np.tile(X, (2, 1)), 1e-12, 0, "positional bound")
+
+
+def test_a_callable_object():
+    f = jitad.jit_grad(Quadratic(3.0))
+    assert_close(f(X), 6.0 * X, 1e-12, 0, "gradient")
+    assert f.__name__ == "__call__"
+
+
+def test_objects_and_bound_entries_pickle_by_reference():
+    sum_of_cubes(X)
+    for obj in (sum_of_cubes, sum_of_cubes.value_and_grad, sum_of_cubes.value):
+        assert pickle.loads(pickle.dumps(obj)) is obj
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        results = pool.map(sum_of_cubes.value_and_grad, [X, 2.0 * X])
+    for (value, grad), x in zip(results, [X, 2.0 * X]):
+        assert value == pytest.approx(np.sum(x ** 3), rel=1e-12)
+        assert_close(grad, 3.0 * x * x, 1e-12, 0, "gradient from a worker")
+
+
+def test_threads_first_calling_one_object_trace_and_compile_once():
+    f = jitad.jit_grad(lambda x: np.sum(np.sin(x) * x))
+    start = threading.Barrier(6)
+    results = []
+
+    def call():
+        start.wait()
+        results.append(f.value_and_grad(X))
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6 and f.trace_count == 1 and f.compile_count == 1
+    for value, grad in results:
+        assert value == pytest.approx(np.sum(np.sin(X) * X), rel=1e-12)
+        assert_close(grad, np.sin(X) + X * np.cos(X), 1e-12, 0, "gradient")
+
+
+def test_a_jit_grad_called_inside_a_trace_names_the_line():
+    inner = jitad.jit_grad(lambda x: np.sum(x * x))
+
+    def outer(x):
+        return inner(x) * 2.0
+    with pytest.raises(jitad.TraceError, match=r"cannot be nested yet.*\.fun\b[\s\S]*"
+                                               r"test_objects\.py:\d+ \(outer\): return inner"):
+        jitad.jit_grad(outer)(X)
+
+
+@pytest.mark.parametrize("body, what", [
+    ("return x * 2.0", r"an array of shape \(3,\)[\s\S]*test_objects\.py:\d+"),
+    ("return (np.sum(x), np.sum(x))", r"a tuple of 2 values[\s\S]*at test_objects\.py:\d+"),
+    ("return np.sum(x) > 0", r"a bool[\s\S]*at test_objects\.py:\d+"),
+    ("pass", r"None \(is a return statement missing\?\)[\s\S]*at test_objects\.py:\d+"),
+])
+def test_non_scalar_outputs_name_the_users_file(body, what):
+    namespace = {"np": np}
+    exec(compile(f"def f(x):\n    {body}\n", __file__, "exec"), namespace)
+    with pytest.raises(jitad.NonScalarOutputError, match=what):
+        jitad.jit_grad(namespace["f"])(X)
+
+
+def test_many_calls_allocate_nothing_that_stays():
+    product(1.0, 2.0)
+    sum_of_cubes(X)
+
+    def calls(n):
+        for _ in range(n):
+            product(1.5, 2.5)
+            sum_of_cubes.value_and_grad(X)
+    calls(1000)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        calls(10_000)
+        gc.collect()
+        first, _ = tracemalloc.get_traced_memory()
+        calls(100_000)
+        gc.collect()
+        second, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert second - first < 20_000, f"{second - first} bytes kept over 100,000 more calls"
+
+
+def test_short_lived_objects_are_freed():
+    def run(n):
+        for k in range(n):
+            f = jitad.jit_grad(lambda x: x * x * 3.0)
+            assert f(float(k)) == pytest.approx(6.0 * k)
+    run(10)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        run(20)
+        gc.collect()
+        first, _ = tracemalloc.get_traced_memory()
+        run(100)
+        gc.collect()
+        second, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert second - first < 100 * 2_000, f"{second - first} bytes kept by 100 dead objects"
