@@ -336,8 +336,10 @@ class Tracer:
     def item(self, *index):
         """The single element of a size-1 traced value, itself traced (as NumPy's
         `.item()` returns a Python scalar)."""
+        if len(index) == 1:         # a flat index, as in NumPy
+            return (self if self.ndim == 1 else _reshape(self, (-1,)))[index[0]]
         if index:
-            return self[index[0] if len(index) == 1 else index]
+            return self[index]
         if self.var.shape == ():
             return self
         if int(np.prod(self.var.shape)) != 1:

@@ -117,7 +117,8 @@ def _scalar_conversions(x):
 
 
 def _array_conversions(a):
-    return a[:1].item() * 3.0 + sum(a.tolist()) + a.reshape(2, 2)[1:, :1].item() ** 2
+    return (a[:1].item() * 3.0 + sum(a.tolist()) + a.reshape(2, 2)[1:, :1].item() ** 2
+            + a.reshape(2, 2).item(3) * 5.0 + a.reshape(2, 2).item(0, 1))
 
 
 def test_conversions_of_tracers():
@@ -128,8 +129,8 @@ def test_conversions_of_tracers():
                                  rel=1e-6)
     a = np.array([1.0, 2.0, 3.0, 4.0])
     g = jitad.jit_grad(_array_conversions)
-    assert g.value(a) == pytest.approx(3.0 + 10.0 + 9.0)
-    np.testing.assert_allclose(g(a), [4.0, 1.0, 7.0, 1.0])
+    assert g.value(a) == pytest.approx(3.0 + 10.0 + 9.0 + 20.0 + 2.0)
+    np.testing.assert_allclose(g(a), [4.0, 2.0, 7.0, 6.0])
 
 
 A = np.array([1.0, 2.0, 3.0])
