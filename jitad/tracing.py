@@ -10,18 +10,21 @@ the operation and the user's source line.
 from __future__ import annotations
 
 import bisect
-import contextlib
+import builtins
+import functools
 import linecache
 import math
 import os
+import site
 import sys
+import sysconfig
 import threading
 import types
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import JitadError, ShapeError, TraceError
+from .errors import ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
 from .reads import underlying_function
@@ -135,8 +138,7 @@ def bind(prim, *args, **params):
     except ShapeError as error:
         raise ShapeError(located(f"{prim.name}: {error}", frame)) from None
     entry = state.builder.entries[-1]
-    with np.errstate(all="ignore"):       # log(-1) is NaN, as in compiled code (documented)
-        value = prim.impl(*values, **entry.params)
+    value = prim.impl(*values, **entry.params)      # IEEE float64: log(-1) is NaN, as compiled
     return Tracer(var, value)
 
 
@@ -146,6 +148,12 @@ def _constant_operand(state, value):
         return Literal(value.item() if isinstance(value, np.generic) else value), value
     if isinstance(value, (list, tuple)):
         value = np.asarray(value)
+    if isinstance(value, np.ndarray) and type(value) is not np.ndarray:
+        raise TraceError(located(
+            f"a {type(value).__module__}.{type(value).__name__} (an ndarray subclass) is used "
+            "with traced values: jitad computes with plain ndarrays only (its masks, matrix "
+            "products or other overrides would be lost); convert it with np.asarray(...) "
+            "(or use explicit masks with np.where)"))
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             return Literal(value.item()), value.item()
@@ -181,13 +189,30 @@ def _binary(prim_name, swap=False):
 
     def method(self, other):
         if not _is_operand(other):
-            return NotImplemented
+            return _not_operand(other, prim_name)
         return bind(prim, other, self) if swap else bind(prim, self, other)
     return method
 
 
 def _is_operand(value) -> bool:
     return isinstance(value, (Tracer, bool, int, float, np.ndarray, np.generic))
+
+
+def _not_operand(value, operation):
+    """NotImplemented (Python then tries the other operand), or a clear error for values
+    no traced operation takes (complex numbers, strings); `==` with them is False."""
+    if isinstance(value, (complex, str, bytes)) and operation not in ("eq", "ne"):
+        raise TraceError(located(f"{operation} of a traced value and a {type(value).__name__} "
+                                 "is not supported (jitad computes in float64)"))
+    return NotImplemented
+
+
+def _unsupported_operator(symbol):
+    def method(self, *other):
+        raise TraceError(located(f"the {symbol} operator on a traced value is not supported "
+                                 "(it has no derivative jitad knows; np.where selects without "
+                                 "branching)"))
+    return method
 
 
 def _power(base, exponent):
@@ -241,11 +266,17 @@ class Tracer:
     __eq__, __ne__ = _binary("eq"), _binary("ne")
     __hash__ = object.__hash__
 
-    def __pow__(self, exponent):
-        return _power(self, exponent) if _is_operand(exponent) else NotImplemented
+    def __pow__(self, exponent, modulo=None):
+        if modulo is not None:
+            _unsupported_operator("pow(x, y, modulo)")(self)
+        return _power(self, exponent) if _is_operand(exponent) else _not_operand(exponent, "pow")
 
     def __rpow__(self, base):
-        return bind(REGISTRY["pow"], base, self) if _is_operand(base) else NotImplemented
+        return bind(REGISTRY["pow"], base, self) if _is_operand(base) else _not_operand(base, "pow")
+
+    __mod__ = __rmod__ = _unsupported_operator("%")
+    __floordiv__ = __rfloordiv__ = _unsupported_operator("//")
+    __divmod__ = __rdivmod__ = _unsupported_operator("divmod()")
 
     def __neg__(self):
         return bind(REGISTRY["neg"], self)
@@ -275,8 +306,10 @@ class Tracer:
     def _concretize(self, what):
         raise TraceError(located(
             f"{what} of a traced value: jitad cannot turn a traced value into a Python number "
-            "(math functions jitad does not know and float()/int() do this). Keep the value "
-            "traced: use arithmetic, np.* or math.* functions jitad supports"))
+            "(float()/int(), and functions written in C that jitad does not trace, do this). "
+            "Keep the value traced: use arithmetic, np.* or math.* functions jitad supports "
+            "(math functions are traced in your function and the Python functions it calls, "
+            "not inside methods of objects or functions held in containers)"))
 
     def __float__(self):
         self._concretize("float()")
@@ -299,10 +332,54 @@ class Tracer:
     def __trunc__(self):
         self._concretize("math.trunc()")
 
+    def __complex__(self):
+        self._concretize("complex()")
+
+    def item(self, *index):
+        """The single element of a size-1 traced value, itself traced (as NumPy's
+        `.item()` returns a Python scalar)."""
+        if len(index) == 1:         # a flat index, as in NumPy
+            return (self if self.ndim == 1 else _reshape(self, (-1,)))[index[0]]
+        if index:
+            return self[index]
+        if self.var.shape == ():
+            return self
+        if int(np.prod(self.var.shape)) != 1:
+            raise ValueError(located(f"can only convert an array of size 1 to a scalar: "
+                                     f".item() of a traced array of shape {self.var.shape}"))
+        return self[(0,) * self.ndim]
+
+    def tolist(self):
+        """Nested lists of traced elements (a traced scalar for a 0-d value), like NumPy's."""
+        if self.var.shape == ():
+            return self
+        return [element.tolist() for element in self]
+
+    @property
+    def real(self):
+        return self
+
+    @property
+    def imag(self):
+        return _full_like(self, 0.0)
+
+    def conj(self):
+        return self
+
+    conjugate = conj
+
+    def __getattr__(self, name):
+        # Only called for attributes Tracer lacks: name NumPy's array methods clearly.
+        if not name.startswith("__") and hasattr(np.ndarray, name):
+            raise TraceError(located(f"the array attribute .{name} is not supported on traced "
+                                     "values (see the README for what jitad traces)"))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __array__(self, dtype=None, copy=None):
         raise TraceError(located(
-            "a traced value was converted to a NumPy array (np.array/np.asarray of traced values, "
-            "or a NumPy function jitad does not support)"))
+            "a traced value was converted to a NumPy array (np.array/np.asarray/np.float64 of "
+            "traced values, or a NumPy function jitad does not support); build arrays of traced "
+            "values with np.stack([...])"))
 
     # shapes
     @property
@@ -451,6 +528,9 @@ def _where(cond, x=None, y=None):
 def _concatenate(arrays, axis=0):
     arrays = [a if isinstance(a, Tracer) else _as_tracer(np.asarray(a)) for a in arrays]
     ndim = arrays[0].ndim
+    if ndim == 0:
+        raise ShapeError(located("np.concatenate: zero-dimensional arrays cannot be "
+                                 "concatenated (np.stack makes an array of scalars)"))
     return bind(REGISTRY["concatenate"], *arrays, axis=axis % ndim)
 
 
@@ -544,13 +624,25 @@ def where(cond, x, y):
     return np.where(cond, x, y)
 
 
-# ---------------------------------------------------------------- math module interception
+# ---------------------------------------------------------------- math and helper interception
+#
+# Tracing changes no process-wide state (other threads keep the real `math` module, and
+# Numba compiling there resolves `math.sin` as usual). Instead the user's function runs as
+# a clone whose globals translate what its code reads: the `math` module becomes a module
+# of traced functions, `from math import sin` the traced `sin`, a user function a clone of
+# itself (made lazily, memoized per trace), a user module a proxy translating its
+# attributes. Closure cells and default values holding such things get translated copies.
+# So `math.f(tracer)` works in the function and in the Python helpers it calls at any depth.
 
 def _math_function(original, prim):
+    """`math.<name>` while tracing: a registry primitive on traced values, `original` else."""
     arity = len(prim.domain)
 
     def traced(*args):
         if any(isinstance(a, Tracer) for a in args):
+            if any(isinstance(a, Tracer) and a.var.shape != () for a in args):
+                raise TraceError(located(f"math.{original.__name__} of a traced array: math "
+                                         f"functions take scalars; use np.{prim.name}"))
             if prim.name == "log" and len(args) == 2:          # math.log(x, base)
                 return bind(REGISTRY["div"], bind(prim, args[0]), bind(prim, args[1]))
             if len(args) != arity:
@@ -565,46 +657,193 @@ def _math_function(original, prim):
     return traced
 
 
-_MATH = {f: _math_function(f, prim) for prim in REGISTRY.values()
-         for f in prim.traces if isinstance(f, types.BuiltinFunctionType)
-         and getattr(math, f.__name__, None) is f}
+def _math_unsupported(original):
+    """`math.<name>` with no primitive (floor, isnan, fsum...): a clear error on traced values."""
+    def untraced(*args, **kwargs):
+        if any(isinstance(a, Tracer) for a in args):
+            raise TraceError(located(
+                f"math.{original.__name__} of a traced value is not supported (jitad traces "
+                "math.sin, cos, exp, log...: see the README; np.where selects without branching)"))
+        return original(*args, **kwargs)
+    untraced.__name__ = original.__name__
+    untraced.__wrapped__ = original
+    return untraced
 
 
-@contextlib.contextmanager
-def _math_intercepted():
-    """Route `math.sin(tracer)`-style calls to the registry while tracing."""
-    originals = {f.__name__: f for f in _MATH}
-    for f, traced in _MATH.items():
-        setattr(math, f.__name__, traced)
-    try:
-        yield
-    finally:
-        for name, f in originals.items():
-            setattr(math, name, f)
+def _traced_math_module():
+    """A module like `math` whose functions trace (or raise clearly on traced values)."""
+    primitives = {f.__name__: prim for prim in REGISTRY.values() for f in prim.traces
+                  if isinstance(f, types.BuiltinFunctionType) and getattr(math, f.__name__, None) is f}
+    module = types.ModuleType("math", math.__doc__)
+    for name, value in vars(math).items():
+        if isinstance(value, types.BuiltinFunctionType):
+            value = _math_function(value, primitives[name]) if name in primitives \
+                else _math_unsupported(value)
+        setattr(module, name, value)
+    return module
 
 
-def _traced_math(value) -> bool:
-    return isinstance(value, types.BuiltinFunctionType) and value in _MATH
+_TRACED_MATH = _traced_math_module()
+_UNTRACED = {id(_TRACED_MATH): math, **{id(f): f.__wrapped__ for f in vars(_TRACED_MATH).values()
+                                        if hasattr(f, "__wrapped__")}}
+
+# Code under these directories is library code: its functions are not cloned (user code is
+# everything else, and the traced function's own package wherever it is installed).
+_LIBRARY_DIRS = tuple(sorted({
+    os.path.join(path, "") for path in (
+        *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+        site.getusersitepackages(), _PACKAGE_DIR)} | {"<frozen "}))
 
 
-def _with_traced_globals(fun):
-    """`fun` with math functions it holds in globals (`from math import sin`) or closure
-    cells (`fn = math.sin` in an enclosing function) redirected to the traced versions."""
-    if not isinstance(fun, types.FunctionType):
+class _Globals(dict):
+    """A clone's globals. Reads go to the real module globals, translated; writes
+    (`global n; n += 1`: CPython stores into the dict directly) stay here until the trace
+    ends, when `_Interceptor.write_back` copies them into the real globals."""
+
+    __slots__ = ("real", "interceptor")
+
+    def __missing__(self, name):
+        # CPython's LOAD_GLOBAL uses PyObject_GetItem when globals is not an exact dict.
+        value = self.real.get(name, _MISSING)
+        if value is _MISSING:
+            value = self.interceptor.builtins[name]     # KeyError: CPython raises NameError
+        return self.interceptor.translate(value)
+
+
+_MISSING = object()
+
+
+class _ModuleProxy:
+    """A user module as cloned code sees it: attributes translated, assignments passed on."""
+
+    __slots__ = ("_jitad_module", "_jitad_interceptor")
+
+    def __init__(self, module, interceptor):
+        object.__setattr__(self, "_jitad_module", module)
+        object.__setattr__(self, "_jitad_interceptor", interceptor)
+
+    def __getattr__(self, name):
+        return self._jitad_interceptor.translate(getattr(self._jitad_module, name))
+
+    def __setattr__(self, name, value):
+        setattr(self._jitad_module, name, self._jitad_interceptor.original(value))
+
+    def __delattr__(self, name):
+        delattr(self._jitad_module, name)
+
+    def __repr__(self) -> str:
+        return repr(self._jitad_module)
+
+
+class _Interceptor:
+    """The translation for one trace: clones, globals and module proxies, memoized."""
+
+    def __init__(self, fun):
+        self.package = (getattr(fun, "__module__", None) or "").partition(".")[0]
+        self.translated: dict = {}      # id(original) -> (original, translation)
+        self.originals: dict = {}       # id(translation) -> original
+        self.namespaces: dict = {}      # id(real globals) -> _Globals
+        self.builtins = dict(vars(builtins), __import__=self._import)
+
+    def _user(self, filename: str, module_name) -> bool:
+        return not filename.startswith(_LIBRARY_DIRS) or (
+            bool(self.package) and isinstance(module_name, str)
+            and module_name.partition(".")[0] == self.package)
+
+    def translate(self, value):
+        """What cloned code sees in place of `value`."""
+        kind = type(value)
+        if kind is types.BuiltinFunctionType:
+            return getattr(_TRACED_MATH, value.__name__) if value.__self__ is math else value
+        if kind is types.FunctionType or kind is types.ModuleType:
+            done = self.translated.get(id(value))
+            return done[1] if done is not None else self._translate(value)
+        if kind is functools.partial:
+            return functools.partial(self.translate(value.func), *value.args, **value.keywords)
+        if kind is types.MethodType:
+            return types.MethodType(self.translate(value.__func__), value.__self__)
+        return value
+
+    def entry(self, fun):
+        """The user's `fun` to run for the trace: its Python function cloned, also inside a
+        `functools.partial`, a bound method or a callable object."""
+        if isinstance(fun, types.FunctionType):
+            return self.clone(fun)
+        if isinstance(fun, functools.partial):
+            return functools.partial(self.entry(fun.func), *fun.args, **fun.keywords)
+        if isinstance(fun, types.MethodType):
+            return types.MethodType(self.entry(fun.__func__), fun.__self__)
+        call = getattr(type(fun), "__call__", None)
+        if isinstance(call, types.FunctionType):
+            return types.MethodType(self.clone(call), fun)
         return fun
-    code_globals = fun.__globals__
-    swaps = {name: _MATH[value] for name, value in code_globals.items() if _traced_math(value)}
-    cells = fun.__closure__ or ()
-    held = [c for c in cells if _cell_value(c) is not None and _traced_math(_cell_value(c))]
-    if not swaps and not held:
-        return fun
-    new_globals = dict(code_globals)
-    new_globals.update(swaps)
-    closure = tuple(types.CellType(_MATH[_cell_value(c)]) if c in held else c for c in cells)
-    clone = types.FunctionType(fun.__code__, new_globals, fun.__name__, fun.__defaults__,
-                               closure or None)
-    clone.__kwdefaults__ = fun.__kwdefaults__
-    return clone
+
+    def original(self, value):
+        """The inverse of `translate` (for values cloned code writes into user modules)."""
+        return self.originals.get(id(value)) or _UNTRACED.get(id(value), value)
+
+    def _translate(self, value):
+        if value is math:
+            return _TRACED_MATH
+        if type(value) is types.ModuleType:
+            user = self._user(getattr(value, "__file__", None) or "<frozen", value.__name__)
+            translation = _ModuleProxy(value, self) if user else value
+        elif self._user(value.__code__.co_filename, value.__module__):
+            return self.clone(value)
+        else:
+            translation = value
+        self._remember(value, translation)
+        return translation
+
+    def _remember(self, value, translation):
+        self.translated[id(value)] = (value, translation)
+        self.originals[id(translation)] = value
+
+    def clone(self, fun):
+        """`fun` running with translated globals, closure cells and defaults."""
+        cells = fun.__closure__ or ()
+        fresh = tuple(types.CellType() if _intercepted(_cell_value(c)) else c for c in cells)
+        clone = types.FunctionType(fun.__code__, self._namespace(fun.__globals__), fun.__name__,
+                                   None, fresh or None)
+        self._remember(fun, clone)           # before translating cells: helpers may recurse
+        for new, old in zip(fresh, cells):
+            if new is not old:
+                new.cell_contents = self.translate(old.cell_contents)
+        if fun.__defaults__:
+            clone.__defaults__ = tuple(self.translate(v) for v in fun.__defaults__)
+        if fun.__kwdefaults__:
+            clone.__kwdefaults__ = {k: self.translate(v) for k, v in fun.__kwdefaults__.items()}
+        clone.__qualname__, clone.__module__, clone.__doc__ = \
+            fun.__qualname__, fun.__module__, fun.__doc__
+        clone.__dict__ = fun.__dict__        # function attributes stay shared
+        return clone
+
+    def _namespace(self, real):
+        namespace = self.namespaces.get(id(real))
+        if namespace is None:
+            namespace = self.namespaces[id(real)] = _Globals(__builtins__=self.builtins)
+            namespace.real, namespace.interceptor = real, self
+        return namespace
+
+    def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
+        """`import` inside cloned code (`import math` in a function body)."""
+        if isinstance(globals, _Globals):
+            globals = globals.real          # the package context of relative imports
+        return self.translate(builtins.__import__(name, globals, locals, fromlist, level))
+
+    def write_back(self):
+        """Copy the globals that traced code assigned into the real module globals."""
+        for namespace in self.namespaces.values():
+            for name, value in dict.items(namespace):
+                if name != "__builtins__":
+                    namespace.real[name] = self.original(value)
+
+
+def _intercepted(value) -> bool:
+    """Whether a closure cell's value may translate (the translation decides the rest)."""
+    return value is math or type(value) in (types.FunctionType, types.ModuleType,
+                                            functools.partial, types.MethodType) or (
+        type(value) is types.BuiltinFunctionType and value.__self__ is math)
 
 
 def _cell_value(cell):
@@ -639,13 +878,12 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
             else:
                 traced_args.append(value)
         previous, _STATE.current = getattr(_STATE, "current", None), state
+        interceptor = _Interceptor(fun)
         try:
-            with _math_intercepted():
-                result = _with_traced_globals(fun)(*traced_args)
-        except JitadError:
-            raise
+            result = interceptor.entry(fun)(*traced_args)
         finally:
             _STATE.current = previous
+            interceptor.write_back()
         code = underlying_function(fun).__code__
         loc = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
         if isinstance(result, Tracer):

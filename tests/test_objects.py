@@ -3,6 +3,7 @@ callable objects; pickling by reference (multiprocessing); several threads first
 one object; errors that name the user's line; memory over many calls and objects."""
 import functools
 import gc
+import math
 import multiprocessing
 import pickle
 import threading
@@ -160,3 +161,27 @@ def test_short_lived_objects_are_freed():
     finally:
         tracemalloc.stop()
     assert second - first < 100 * 2_000, f"{second - first} bytes kept by 100 dead objects"
+
+
+def sine_term(x, k):
+    return k * math.sin(x)
+
+
+class SineModel:
+    k = 2.0
+
+    def loss(self, x):
+        return self.k * math.sin(x)
+
+    def __call__(self, x):
+        return self.k * math.sin(x)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: functools.partial(sine_term, k=2.0),
+    lambda: SineModel().loss,
+    lambda: SineModel(),
+    lambda: (lambda term: lambda x: term(x))(functools.partial(sine_term, k=2.0)),  # in a cell
+])
+def test_math_is_traced_inside_partials_methods_and_callable_objects(make):
+    assert jitad.jit_grad(make())(0.5) == pytest.approx(2.0 * math.cos(0.5), rel=1e-14)

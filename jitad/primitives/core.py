@@ -121,10 +121,14 @@ class Primitive:
     def impl(self, *values, **params):
         """Compute concretely (while tracing) by running the printed source lines.
 
-        Printers depend on operand ranks and parameters only, so the compiled
-        evaluator is cached by those.
+        Python floats become np.float64 first, so the values follow the compiled code's
+        IEEE float64 semantics (`1.0 / 0.0` is inf, overflow is inf, `(-8.0) ** (1/3)` is
+        NaN) rather than Python's exceptions and complex results, without warnings (or
+        errors under `np.seterr(all="raise")`). Printers depend on operand ranks and parameters only,
+        so the compiled evaluator is cached by those.
         """
-        ndims = tuple(np.ndim(v) for v in values)
+        values = [np.float64(v) if type(v) is float else v for v in values]
+        ndims = tuple(getattr(v, "ndim", 0) for v in values)
         try:
             key = (ndims, tuple(sorted(params.items())))
             fn = self._impl_cache.get(key)
@@ -139,7 +143,8 @@ class Primitive:
             fn = namespace["impl"]
             if key is not None:
                 self._impl_cache[key] = fn
-        return fn(*values)
+        with np.errstate(all="ignore"):
+            return fn(*values)
 
 
 # ---------------------------------------------------------------- dtype and shape rules

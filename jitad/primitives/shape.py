@@ -137,7 +137,37 @@ def _expand_dims_source(texts, operands, params):
         else:
             dims.append(("dim", k))
             k += 1
+    if x.ndim == 0:             # a scalar is a float in generated code: it has no .reshape
+        return f"np.full({shape_text(texts[0], dims)}, {texts[0]})"
     return f"np.ascontiguousarray({texts[0]}).reshape({shape_text(texts[0], dims)})"
+
+
+def _reshape_source(texts, operands, params):
+    x, shape = operands[0], params["shape"]
+    if x.ndim == 0:
+        return f"np.full({tuple(1 for _ in shape)}, {texts[0]})"
+    if shape == ():             # the single element, as a float
+        return _element(texts[0], x)
+    return f"np.ascontiguousarray({texts[0]}).reshape({shape})"
+
+
+def _reshape_like_source(texts, operands, params):
+    x, target = operands
+    if target.ndim == 0:
+        return _element(texts[0], x)
+    if x.ndim == 0:
+        return f"np.full({texts[1]}.shape, {texts[0]})"
+    return f"np.ascontiguousarray({texts[0]}).reshape({texts[1]}.shape)"
+
+
+def _element(text, x):
+    return f"{text}[{', '.join('0' for _ in range(x.ndim))}]" if x.ndim else text
+
+
+def _full_like_source(texts, operands, params):
+    if operands[0].ndim == 0:
+        return f"float({texts[1]})"
+    return f"np.full({texts[0]}.shape, {texts[1]})"
 
 
 def _transpose_source(texts, operands, params):
@@ -192,10 +222,10 @@ def build():
         shape_prim("transpose", _transpose_source, _transpose_rule, _transpose_vjp,
                    _linear("transpose"), view=True, domain=((-2.0, 2.0),),
                    test_params=({"axes": (1, 0)},)),
-        shape_prim("reshape", "np.ascontiguousarray({0}).reshape({shape})", _reshape_rule,
+        shape_prim("reshape", _reshape_source, _reshape_rule,
                    _reshape_vjp, _linear("reshape"), view=True, domain=((-2.0, 2.0),),
                    test_params=({"shape": (-1,)},)),
-        shape_prim("reshape_like", "np.ascontiguousarray({0}).reshape({1}.shape)",
+        shape_prim("reshape_like", _reshape_like_source,
                    lambda x, target: (x.dtype, target.shape),
                    lambda b, g, out, x, target: (b.reshape_like(g, x), None),
                    _linear("reshape_like"), view=True),
@@ -205,7 +235,7 @@ def build():
         shape_prim("broadcast_like", "np.broadcast_to({0}, {1}.shape)",
                    lambda x, target: (x.dtype, broadcast_shapes(x, target)),
                    _broadcast_like_vjp, _linear("broadcast_like"), view=True),
-        shape_prim("full_like", "np.full({0}.shape, {1})", _full_like_rule, _full_like_vjp,
+        shape_prim("full_like", _full_like_source, _full_like_rule, _full_like_vjp,
                    _full_like_jvp),
         shape_prim("getitem", lambda t, o, p: f"{t[0]}[{index_text(p['index'])}]", _getitem_rule,
                    _getitem_vjp, _linear("getitem"), view=True, domain=((-2.0, 2.0),),
