@@ -114,10 +114,20 @@ def _path(kind: str, key: str) -> Path:
     return disk.cache_dir() / kind / f"{name}.json"
 
 
+def _full_key(kind: str, key: str) -> str:
+    """What an entry records and its tag covers: the kind, jitad's code digest and the key."""
+    return f"{kind}\n{disk.code_digest()}\n{key}"
+
+
+def _pack(full_key: str, data) -> bytes:
+    return zlib.compress(json.dumps({"key": full_key, "value": data},
+                                    separators=(",", ":")).encode(), 1)
+
+
 def load(kind: str, key: str):
     """The object stored under `key` in `kind` ("traces" or "builds"), or None when there is
     none, or it fails verification, or it does not decode to a `kind` value."""
-    full_key = f"{kind}\n{disk.code_digest()}\n{key}"
+    full_key = _full_key(kind, key)
     payload = disk.read(_path(kind, key), full_key)
     if payload is None:
         return None
@@ -126,20 +136,19 @@ def load(kind: str, key: str):
         if stored["key"] != full_key:
             return None
         return _DECODE[kind](stored["value"])
-    except Exception:   # noqa: BLE001 -- any malformed (even if authenticated) entry: recompute
+    except Exception:   # noqa: BLE001 -- a malformed (though authenticated) entry: recompute
         return None
 
 
 def save(kind: str, key: str, value) -> None:
     """Store `value` (a Trace for "traces", a (source, function name) pair for "builds");
     a value with parts that have no data form is not stored."""
-    full_key = f"{kind}\n{disk.code_digest()}\n{key}"
+    full_key = _full_key(kind, key)
     try:
-        data = {"key": full_key, "value": _ENCODE[kind](value)}
+        data = _ENCODE[kind](value)
     except _Unstorable:
         return
-    payload = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 1)
-    disk.write(_path(kind, key), full_key, payload)
+    disk.write(_path(kind, key), full_key, _pack(full_key, data))
 
 
 # ---------------------------------------------------------------- data-only encoding

@@ -128,7 +128,8 @@ print(repr(value), repr(float(grad.sum())))
 def test_a_new_process_reuses_trace_build_and_machine_code(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
-    env = {**os.environ, "JITAD_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "JITAD_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(jitad.__file__).resolve().parent.parent)}   # this checkout
     runs = [subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                            text=True, timeout=300) for _ in range(2)]
     for run in runs:
