@@ -63,7 +63,8 @@ class _VerifiedFile(caching.IndexDataCacheFile):
     unverified file is never unpickled (it counts as missing and is recompiled)."""
 
     def _context(self, path: str) -> str:
-        return f"numba\n{Path(path).relative_to(disk.cache_dir())}"
+        path = Path(path)
+        return f"numba\n{path.parent.name}/{path.name}"
 
     def _load_index(self):
         payload = disk.read(Path(self._index_path), self._context(self._index_path))
@@ -118,18 +119,15 @@ def _njit(function, **options):
 
 
 @functools.cache
-def _runtime_kernel(name: str):
-    return _njit(getattr(runtime, name))
-
-
-@functools.cache
-def _tape_interpreter():
-    return _njit(runtime.run_tape, error_model="numpy")
+def _runtime_kernel(name: str, cache: Path, **options):
+    """jitad's runtime function `name` as a dispatcher (one per cache directory)."""
+    return _njit(getattr(runtime, name), **options)
 
 
 def tape_kernel(wengert):
     """A TapeKernel for `wengert`, run by the (once compiled, disk-cached) interpreter."""
-    return tape.TapeKernel(wengert, _tape_interpreter())
+    return tape.TapeKernel(wengert, _runtime_kernel("run_tape", disk.cache_dir(),
+                                                              error_model="numpy"))
 
 
 def _stem(source: str, fn_name: str) -> str:
@@ -208,7 +206,7 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
     function = load_python(source, fn_name)
     for name in runtime.__all__:
         if name in function.__globals__:
-            function.__globals__[name] = _runtime_kernel(name)
+            function.__globals__[name] = _runtime_kernel(name, disk.cache_dir())
     signature = tuple(numba.typeof(a) for a in example_args)
     try:
         with disk.lock(f"compile\n{function.__code__.co_filename}\n{signature}"):
