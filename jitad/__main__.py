@@ -1,4 +1,4 @@
-"""`python -m jitad cache info` shows jitad's disk cache; `python -m jitad cache clear` empties it."""
+"""`python -m jitad cache info` shows the disk cache; `python -m jitad cache clear` empties it."""
 from __future__ import annotations
 
 import argparse

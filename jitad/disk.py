@@ -91,7 +91,7 @@ class _Root:
         try:
             self.problem = _unsafe(path) or self._load_secret()
         except OSError as error:
-            self.problem = _describe(error)
+            self.problem = f"cannot be used ({_describe(error)})"
         if self.problem:
             self.secret = None
             _warn_once(path, f"the cache directory {path} {self.problem}; jitad runs from "
@@ -104,23 +104,13 @@ class _Root:
     def _load_secret(self) -> str | None:
         path = self.path / SECRET
         if not path.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.path, suffix=".tmp")    # created 0600
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(secrets.token_bytes(32))
-                os.link(tmp, path)          # atomic: concurrent creators agree on one key
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(tmp)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if _posix() and (info.st_uid != os.getuid() or info.st_mode & 0o077):
-                return f"has a key file {SECRET} that is not private to this user"
-            secret = handle.read()
-        if len(secret) != 32:
-            return f"has a damaged key file {SECRET} (delete it to start a new cache)"
+            _new_secret(path, replace=False)
+        secret = _read_private(path)
+        if secret is not None and len(secret) != 32:    # damaged (a crash): nothing verifies
+            _new_secret(path, replace=True)
+            secret = _read_private(path)
+        if secret is None:
+            return f"has a key file {SECRET} that is not private to this user"
         self.secret = secret
         return None
 
@@ -128,9 +118,39 @@ class _Root:
         """A disk error: memory only from now on, with one warning."""
         if self.usable:
             self.secret = None
-            self.problem = _describe(error)
-            _warn_once(self.path, f"the cache directory {self.path} failed ({self.problem}); "
-                                  "jitad runs from memory for the rest of this process")
+            self.problem = f"failed ({_describe(error)})"
+            _warn_once(self.path, f"writing to the cache directory {self.path} failed "
+                                  f"({_describe(error)}); jitad runs from memory for the rest "
+                                  "of this process")
+
+
+def _new_secret(path: Path, replace: bool) -> None:
+    """Write a new random key (0600); concurrent creators of a missing key agree on one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")        # created 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)                  # atomic, and fails if another process won
+    except FileExistsError:
+        pass
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _read_private(path: Path) -> bytes | None:
+    """The contents of `path` if it is a regular file of this user's that only they can
+    read, else None."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or \
+                _posix() and (info.st_uid != os.getuid() or info.st_mode & 0o077):
+            return None
+        return handle.read()
 
 
 def _posix() -> bool:
@@ -138,7 +158,7 @@ def _posix() -> bool:
 
 
 def _describe(error: OSError) -> str:
-    return f"cannot be used: {type(error).__name__}: {error.strerror or error}"
+    return f"{type(error).__name__}: {error.strerror or error}"
 
 
 def _unsafe(path: Path) -> str | None:
@@ -345,14 +365,12 @@ def clear() -> int:
     where = root()
     if not where.usable:
         return 0
-    count = 0
+    count = sum(len(files) for _, _, files in os.walk(where.path))
     for entry in os.scandir(where.path):
-        count += 1 if entry.is_file() or entry.is_symlink() else sum(
-            len(files) for _, _, files in os.walk(entry.path))
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
-    _ROOTS.pop(where.path, None)
+    _ROOTS.pop(where.path, None)            # the next use starts a new key
     return count

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import types
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +240,14 @@ def test_a_key_file_others_can_read_is_not_used(capsys, own_cache):
     (own_cache / disk.SECRET).write_bytes(bytes(32))
     (own_cache / disk.SECRET).chmod(0o644)
     _memory_only(capsys, own_cache, "readable_key", "not private")
+
+
+def test_a_damaged_key_file_is_replaced(own_cache):
+    own_cache.mkdir(mode=0o700)
+    (own_cache / disk.SECRET).write_bytes(b"short")
+    (own_cache / disk.SECRET).chmod(0o600)
+    assert disk.usable()
+    assert len((own_cache / disk.SECRET).read_bytes()) == 32
 
 
 def test_a_cache_path_that_is_a_file_is_not_used(capsys, own_cache):
