@@ -5,6 +5,7 @@ warning; the cache is bounded and has a command line; processes compile a functi
 Results are checked against hand formulas; "did it trace" is seen from the user's function's
 own output; "did it compile" from Numba's dispatcher statistics.
 """
+import ast
 import os
 import pickle
 import stat
@@ -33,10 +34,10 @@ def child_env(cache, **extra) -> dict:
     return {k: v for k, v in env.items() if v is not None}
 
 
-def run_child(tmp_path, source: str, env: dict, *args) -> subprocess.CompletedProcess:
+def run_child(tmp_path, source: str, env: dict) -> subprocess.CompletedProcess:
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(source))
-    return subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
 
 
@@ -113,7 +114,7 @@ def test_planted_pickles_sources_and_numba_files_never_run(tmp_path):
     assert not marker.exists(), "a planted file ran code"
     value, grad, compiled = second.stdout.split("|")
     assert float(value) == pytest.approx(np.sum(CUBE_X ** 3), rel=1e-14)
-    assert_close(eval(grad), 3.0 * CUBE_X ** 2, 1e-14, 0.0, "gradient")
+    assert_close(ast.literal_eval(grad), 3.0 * CUBE_X ** 2, 1e-14, 0.0, "gradient")
     assert compiled.strip() == "1", "the planted Numba files were ignored and recompiled"
     third = run_child(tmp_path, CUBE_CHILD, child_env(cache))
     assert third.stdout == second.stdout.replace("|1\n", "|0\n"), \
@@ -134,15 +135,6 @@ def test_a_forged_entry_without_the_key_is_ignored(capsys, own_cache):
 
 
 # ---------------------------------------------------------------- swapped, truncated, wrong type
-
-def _cache_files(cache: Path, name: str) -> dict:
-    """Store entries and Numba files by role, for the function traced last under `name`."""
-    files = {}
-    for kind in ("traces", "builds"):
-        files[kind] = sorted((cache / kind).glob("*.json"), key=os.path.getmtime)
-    files["numba"] = sorted((cache / "numba").rglob(f"{name}_*.nb[ic]"))
-    return files
-
 
 def test_swapped_entries_are_ignored(capsys, own_cache):
     square = fresh("swap_square", lambda x: np.sum(x ** 2))
@@ -390,5 +382,5 @@ def test_processes_first_calling_a_function_compile_it_once(tmp_path):
         assert child.returncode == 0, err
         misses, grad = out.split(" ", 1)
         compiles += int(misses)
-        assert_close(eval(grad), np.sin(x) + x * np.cos(x), 1e-14, 1e-15, "gradient")
+        assert_close(ast.literal_eval(grad), np.sin(x) + x * np.cos(x), 1e-14, 1e-15, "gradient")
     assert compiles == 1, f"{compiles} processes compiled the same function"
