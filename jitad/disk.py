@@ -210,7 +210,8 @@ def usable() -> bool:
 
 
 def _tag(secret: bytes, context: str, payload: bytes) -> bytes:
-    return hmac.new(secret, context.encode() + b"\0" + payload, hashlib.sha256).digest()
+    context = context.encode()
+    return hmac.new(secret, b"%d:%s" % (len(context), context) + payload, hashlib.sha256).digest()
 
 
 def read(path: Path, context: str) -> bytes | None:
