@@ -9,9 +9,10 @@
 __version__ = "0.1.0"
 
 from .api import JitGrad, jit_grad  # noqa: E402
-from .errors import (ArgumentError, GuardLimitError, JitadError, NonScalarOutputError,  # noqa: E402
-                     RetraceWarning, ShapeError, TraceError)
+from .errors import (ArgumentError, CacheWarning, GuardLimitError, JitadError,  # noqa: E402
+                     NonScalarOutputError, RetraceWarning, ShapeError, TraceError)
 from .tracing import where  # noqa: E402
 
-__all__ = ["ArgumentError", "GuardLimitError", "JitGrad", "JitadError", "NonScalarOutputError",
-           "RetraceWarning", "ShapeError", "TraceError", "jit_grad", "where"]
+__all__ = ["ArgumentError", "CacheWarning", "GuardLimitError", "JitGrad", "JitadError",
+           "NonScalarOutputError", "RetraceWarning", "ShapeError", "TraceError", "jit_grad",
+           "where"]

@@ -18,7 +18,7 @@ import weakref
 
 import numpy as np
 
-from . import codegen, compile as compiler, store
+from . import codegen, compile as compiler, disk, store
 from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, shapes_of, static_key
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
                      NonScalarOutputError, RetraceWarning, TraceError)
@@ -281,14 +281,14 @@ class JitGrad:
         values = [v for v in runtime if v is not None]
         read = reads(self.fun, (key, exact, shapes_of(values)))
         digest = read.digest
-        traced = store.load("traces", digest) if digest and load else None
-        if traced is None:
-            with _collector_paused():
+        with _collector_paused():
+            traced = store.load("traces", digest) if digest and load else None
+            if traced is None:
                 traced = trace(self.fun, args, [v is not None for v in runtime], names)
-            traced.reads_sizes = traced.reads_sizes or exact
-            self._check_output(traced)
-            if digest and not traced.consts:
-                store.save("traces", digest, traced)
+                traced.reads_sizes = traced.reads_sizes or exact
+                self._check_output(traced)
+                if digest and not traced.consts:
+                    store.save("traces", digest, traced)
         self.trace_count += 1
         runtime_index = {p: k for k, p in enumerate(i for i, v in enumerate(runtime)
                                                     if v is not None)}
@@ -339,16 +339,19 @@ class JitGrad:
         """A kernel from the stored build of this variant, else from building (and storing)
         one; Numba's own cache then skips compiling source it has seen."""
         key = f"{variant.digest}-{mode}-{variant.wrt}-{self.code_shape}-{self.__name__}"
-        built = store.load("builds", key) if variant.digest else None
-        if built is None:
-            with _collector_paused():
-                source, name, wengert, shape = build(variant, mode, variant.wrt, self.__name__,
-                                                     self.code_shape, for_reading=False)
-                if shape == "tape":
-                    return compiler.tape_kernel(wengert)
-            built = source, name
-            if variant.digest:
-                store.save("builds", key, built)
+        # Processes first-calling the same function build it once: the others wait, then load.
+        with disk.lock(f"build\n{key}") if variant.digest else contextlib.nullcontext():
+            built = store.load("builds", key) if variant.digest else None
+            if built is None:
+                with _collector_paused():
+                    source, name, wengert, shape = build(variant, mode, variant.wrt,
+                                                         self.__name__, self.code_shape,
+                                                         for_reading=False)
+                    if shape == "tape":
+                        return compiler.tape_kernel(wengert)
+                built = source, name
+                if variant.digest:
+                    store.save("builds", key, built)
         source, name = built
         return compiler.compile_source(source, name, tuple(runtime_args),
                                        variant.trace.wengert.loc)

@@ -1,44 +1,153 @@
-"""Compile: generated source text -> a file in the cache directory -> a Numba dispatcher.
+"""Compile: generated source text -> a Numba dispatcher, with a verified on-disk cache.
 
-With llvm.py's intrinsic, the only code that uses Numba. Source files are
-content-addressed, so Numba's on-disk cache (`cache=True`) is reused by later
-processes; Numba's errors are translated into a JitadError that points at the
-user's function.
+With llvm.py's intrinsic, the only code that uses Numba. The generated source is
+compiled from the string in memory (the content-addressed file in the cache directory
+is written for tracebacks and readers, never read back). Numba's cache files for
+generated and runtime kernels live under the private cache directory and pass through
+disk.py, which authenticates them before Numba unpickles them. Numba's errors are
+translated into a JitadError that points at the user's function.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
+import linecache
+import os
+import pickle
 import sys
+import types
 from pathlib import Path
 
 import numba
+from numba.core import caching
 
-from . import __version__, runtime, tape
+from . import __version__, disk, runtime, tape
 from .errors import JitadError
-from .store import cache_dir, write_atomically
 
-_RUNTIME_KERNELS = {name: numba.njit(cache=True)(getattr(runtime, name)) for name in runtime.__all__}
+
+class _Locator(caching._CacheLocator):
+    """Numba's cache files for a jitad kernel: under `<cache>/numba`, stamped with jitad's
+    code digest and the file name (generated files are named by their source's hash)."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = str(disk.cache_dir() / "numba" /
+                               self.get_suitable_cache_subpath(py_file))
+
+    def ensure_cache_path(self):
+        os.makedirs(self._cache_path, mode=0o700, exist_ok=True)
+
+    def get_cache_path(self):
+        return self._cache_path
+
+    def get_source_stamp(self):
+        return f"{disk.code_digest()}:{os.path.basename(self._py_file)}"
+
+    def get_disambiguator(self):
+        return str(self._lineno)
+
+
+class _Impl(caching.CompileResultCacheImpl):
+    def __init__(self, py_func):
+        # Not Numba's locator search (NUMBA_CACHE_DIR, __pycache__, ...): jitad's only.
+        self._lineno = py_func.__code__.co_firstlineno
+        self._locator = _Locator(py_func, py_func.__code__.co_filename)
+        module = Path(py_func.__code__.co_filename).stem
+        self._filename_base = self.get_filename_base(f"{module}.{py_func.__qualname__}",
+                                                     getattr(sys, "abiflags", ""))
+
+
+class _VerifiedFile(caching.IndexDataCacheFile):
+    """Numba's index (.nbi) and data (.nbc) files, written and verified by disk.py: an
+    unverified file is never unpickled (it counts as missing and is recompiled)."""
+
+    def _context(self, path: str) -> str:
+        path = Path(path)
+        return f"numba\n{path.parent.name}/{path.name}"
+
+    def _load_index(self):
+        payload = disk.read(Path(self._index_path), self._context(self._index_path))
+        if payload is None:
+            return {}
+        version, stamp, overloads = pickle.loads(payload)
+        return overloads if (version, stamp) == (self._version, self._source_stamp) else {}
+
+    def _save_index(self, overloads):
+        payload = self._dump((self._version, self._source_stamp, overloads))
+        disk.write(Path(self._index_path), self._context(self._index_path), payload)
+
+    def _load_data(self, name):
+        path = self._data_path(name)
+        payload = disk.read(Path(path), self._context(path))
+        if payload is None:
+            raise FileNotFoundError(path)           # IndexDataCacheFile.load: a miss
+        return pickle.loads(payload)
+
+    def _save_data(self, name, data):
+        path = self._data_path(name)
+        disk.write(Path(path), self._context(path), self._dump(data))
+
+
+class _VerifiedCache(caching.FunctionCache):
+    _impl_class = _Impl
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._cache_file = _VerifiedFile(self._cache_path, self._impl.filename_base,
+                                         self._impl.locator.get_source_stamp())
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception:   # noqa: BLE001 -- a verified entry Numba cannot rebuild: compile
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except OSError as error:
+            disk.root().fail(error)
+
+
+def _njit(function, **options):
+    """`numba.njit(**options)(function)`, cached on disk (verified) when the cache is usable."""
+    dispatcher = numba.njit(**options)(function)
+    if disk.usable():
+        dispatcher._cache = _VerifiedCache(function)       # what cache=True would install
+    return dispatcher
 
 
 @functools.cache
-def _tape_interpreter():
-    return numba.njit(cache=True, error_model="numpy")(runtime.run_tape)
+def _runtime_kernel(name: str, cache: Path, **options):
+    """jitad's runtime function `name` as a dispatcher (one per cache directory)."""
+    return _njit(getattr(runtime, name), **options)
 
 
 def tape_kernel(wengert):
     """A TapeKernel for `wengert`, run by the (once compiled, disk-cached) interpreter."""
-    return tape.TapeKernel(wengert, _tape_interpreter())
+    return tape.TapeKernel(wengert, _runtime_kernel("run_tape", disk.cache_dir(),
+                                                              error_model="numpy"))
 
 
-def source_file(source: str, fn_name: str) -> Path:
-    """Write `source` to its content-addressed file (atomically; concurrent writers agree)."""
+def _stem(source: str, fn_name: str) -> str:
     digest = hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:20]
-    path = cache_dir() / f"{fn_name}_{digest}.py"
-    if not path.exists() or path.read_text() != source:
-        write_atomically(path, source.encode())
-    return path
+    return f"{fn_name}_{digest}"
+
+
+def source_file(source: str, fn_name: str) -> str:
+    """The file name of the generated source: a content-addressed file in the cache
+    directory (written for tracebacks and readers), or a `<jitad ...>` name in memory."""
+    path = disk.cache_dir() / f"{_stem(source, fn_name)}.py"
+    if not disk.usable():
+        return f"<jitad {path.name}>"
+    try:
+        current = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != source and not disk.write_plain(path, source.encode()):
+        return f"<jitad {path.name}>"
+    return str(path)
 
 
 def call_compiling(kernel, args):
@@ -58,38 +167,28 @@ def call_compiling(kernel, args):
 def standalone_dispatcher(kernel):
     """A separate dispatcher of the same compiled function, free to specialize further
     (for users' own @numba.njit code)."""
-    return numba.njit(cache=True, error_model="numpy")(kernel.py_func)
+    return _njit(kernel.py_func, error_model="numpy")
 
 
 def load_python(source: str, fn_name: str):
-    """The generated function as plain Python (no Numba), loaded from its cache file."""
-    path = source_file(source, fn_name)
-    module_name = f"jitad_generated.{path.stem}"
+    """The generated function as plain Python (no Numba), compiled from `source` itself
+    (the file of the same name only serves tracebacks; linecache holds this text)."""
+    module_name = f"jitad_generated.{_stem(source, fn_name)}"
     module = sys.modules.get(module_name)
     if module is None:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        filename = source_file(source, fn_name)
+        module = types.ModuleType(module_name)
+        module.__file__ = filename
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), module.__dict__)
         sys.modules[module_name] = module
     return getattr(module, fn_name)
 
 
 def _compiled(function, signature):
-    """A dispatcher compiled for `signature` (or loaded from Numba's disk cache; an entry
-    there that cannot be read, e.g. truncated, is deleted and the function recompiled)."""
-    for attempt in range(2):
-        dispatcher = numba.njit(cache=True, error_model="numpy")(function)
-        try:
-            dispatcher.compile(signature)
-            break
-        except numba.core.errors.NumbaError:
-            raise
-        except Exception:
-            if attempt:
-                raise
-            stem = Path(function.__code__.co_filename).stem
-            for entry in Path(dispatcher.stats.cache_path).glob(f"{stem}.*.nb[ic]"):
-                entry.unlink(missing_ok=True)
+    """A dispatcher compiled for `signature` (or loaded from the verified disk cache)."""
+    dispatcher = _njit(function, error_model="numpy")
+    dispatcher.compile(signature)
     # Later calls with other argument types raise TypeError (the API's fast path falls
     # back to its full path then) instead of silently compiling a new version.
     dispatcher.disable_compile()
@@ -98,6 +197,8 @@ def _compiled(function, signature):
 
 def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str):
     """A Numba dispatcher for the generated function, compiled for `example_args`' types.
+    Processes compiling the same source take turns (`disk.lock`): the first compiles and
+    saves, the others load its verified cache files.
 
     Raises:
         JitadError: Numba rejected the generated code (its message is kept as __cause__).
@@ -105,10 +206,14 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
     function = load_python(source, fn_name)
     for name in runtime.__all__:
         if name in function.__globals__:
-            function.__globals__[name] = _RUNTIME_KERNELS[name]
+            function.__globals__[name] = _runtime_kernel(name, disk.cache_dir())
     signature = tuple(numba.typeof(a) for a in example_args)
+    compiled = _COMPILED.get((function, signature))
+    if compiled is not None:    # another object with the same source (a lambda per call)
+        return compiled
     try:
-        dispatcher = _compiled(function, signature)
+        with disk.lock(f"compile\n{function.__code__.co_filename}\n{signature}"):
+            dispatcher = _compiled(function, signature)
     except numba.core.errors.NumbaError as error:
         first_line = str(error).strip().splitlines()[0]
         raise JitadError(
@@ -116,4 +221,10 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
             f"  generated source: {source_file(source, fn_name)}\n"
             "  This is a jitad limitation or bug; please report it with the source above."
         ) from error
+    _COMPILED[function, signature] = dispatcher
     return dispatcher
+
+
+# (generated function, signature) -> its dispatcher, for this process. Generated functions
+# are kept once per source (load_python), so this grows with distinct sources only.
+_COMPILED: dict = {}

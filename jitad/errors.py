@@ -35,3 +35,8 @@ class GuardFailed(Exception):
 
     Not a user-facing error: the compiled function catches it and retraces.
     """
+
+
+class CacheWarning(UserWarning):
+    """The disk cache cannot be trusted or written (unsafe directory, disk error): jitad
+    runs from memory. Issued once per directory and process."""
