@@ -24,6 +24,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import tape
+from .primitives.core import operand_text
 from .wengert import Literal, Var, WengertList
 
 CHUNK_ENTRIES = 500
@@ -258,28 +259,37 @@ def print_ir(wengert: WengertList, symbol: str) -> tuple:
     return "\n".join(lines) + "\n", layout
 
 
-def print_module(wengert: WengertList, fn_name: str, docstring: str) -> str:
+def print_module(wengert: WengertList, fn_name: str, docstring: str, label: dict) -> str:
     """The module source: the IR text, the intrinsic calling it, and the Python wrapper
-    that allocates slots and adjoint arrays and returns like every other kernel. The IR's
-    entry point is named by a hash of the IR (linked symbols must never collide)."""
+    that checks the input arrays' lengths (the IR reads elements at offsets fixed by the
+    trace), allocates slots and adjoint arrays and returns like every other kernel. The
+    IR's entry point is named by a hash of the IR (linked symbols must never collide).
+    `label`: the printed name of each value (codegen.labels)."""
     text, layout = print_ir(wengert, "jitad_kernel")
     symbol = "jitad_" + hashlib.sha256(text.encode()).hexdigest()[:24]
     text = text.replace("@jitad_kernel", f"@{symbol}")
-    params = [v.name for v in wengert.inputs]
-    body = [f"slots = np.empty({max(len(layout.slot), 1)})"]
-    body += [f"slots[{layout.slot[v.name]}] = {v.name}" for v in wengert.inputs if v.ndim == 0]
-    adjoint_of = {layout.array_number[layout.region[a.name]]: a.name for a in wengert.outputs
-                  if isinstance(a, Var) and a.ndim == 1}
+    params = [label[v.name] for v in wengert.inputs]
+    arrays = [label[v.name] for v in layout.arrays]
+    indexed = {e.ins[0].name for e in wengert.entries if e.prim.name == "getitem"} | {
+        layout.region[e.out.name] for e in wengert.entries if e.prim.name == "index_add"}
+    body = [f"if {a}.shape[0] != {v.shape[0]}:\n"
+            f"    raise ValueError('{v.name} must have length {v.shape[0]} in this "
+            f"specialization, got ' + str({a}.shape[0]))"
+            for a, v in zip(arrays, layout.arrays) if v.name in indexed]
+    body += [f"slots = np.empty({max(len(layout.slot), 1)})"]
+    body += [f"slots[{layout.slot[v.name]}] = {label[v.name]}" for v in wengert.inputs
+             if v.ndim == 0]
+    adjoint_of = {layout.array_number[layout.region[a.name]]: label[a.name]
+                  for a in wengert.outputs if isinstance(a, Var) and a.ndim == 1}
     adjoints = [adjoint_of.get(j, f"adjoint{j}") for j in layout.adjoint_inputs]
-    body += [f"{a} = np.zeros({layout.arrays[j].name}.shape[0])"
+    body += [f"{a} = np.zeros({arrays[j]}.shape[0])"
              for a, j in zip(adjoints, layout.adjoint_inputs)]
-    arrays = [v.name for v in layout.arrays]
     body += [f"status = run_ir({', '.join(['slots'] + arrays + adjoints)})",
              "if status != 0:", "    raise GuardFailed(status - 1)"]
     results = []
     for a in wengert.outputs:
         if isinstance(a, Literal):
-            results.append(repr(float(a.value)))
+            results.append(operand_text(Literal(float(a.value))))
         elif a.ndim == 0:
             results.append(f"slots[{layout.slot[a.name]}]")
         else:
@@ -299,7 +309,7 @@ def print_module(wengert: WengertList, fn_name: str, docstring: str) -> str:
         "",
         f"def {fn_name}({', '.join(params)}):",
         f'    """{docstring}"""',
-        *("    " + line for line in body), ""])
+        *("    " + line.replace("\n", "\n    ") for line in body), ""])
 
 
 def ir_function(text: str, symbol: str, n_arrays: int):

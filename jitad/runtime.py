@@ -7,7 +7,65 @@ import numpy as np
 
 from .errors import GuardFailed
 
-__all__ = ["max_rows", "min_rows", "prod_rows", "scatter_add"]
+__all__ = ["check_broadcast", "check_sizes", "check_slice", "checked_index", "checked_indices",
+           "max_rows", "min_rows", "prod_rows", "scatter_add"]
+
+
+def check_broadcast(shape, other) -> None:
+    """Raise NumPy's ValueError unless an operand shaped `other` broadcasts to `shape`.
+
+    Generated loops take their bounds from one operand and index the others with the
+    same loop indices: sizes the specialization does not fix must be checked per call.
+    (Helpers do not call each other: Numba compiles each on its own.)
+    """
+    lead = len(shape) - len(other)
+    for k in range(len(other)):
+        if other[k] != 1 and other[k] != shape[lead + k]:
+            first, second = "(", "("
+            for m in range(len(shape)):
+                first += str(shape[m]) + ("," if m < len(shape) - 1 or len(shape) == 1 else "")
+            for m in range(len(other)):
+                second += str(other[m]) + ("," if m < len(other) - 1 or len(other) == 1 else "")
+            raise ValueError("operands could not be broadcast together with shapes "
+                             + first + ") " + second + ")")
+
+
+def check_sizes(shape, traced) -> None:
+    """Raise ValueError unless every size of `shape` is in the class (0, 1, more) of the
+    traced one: a slice's length is not fixed by the arguments' size classes, and the
+    trace decided broadcasting (size-1 axes) from it. (The API then retraces.)"""
+    for k in range(len(shape)):
+        if min(shape[k], 2) != min(traced[k], 2):
+            raise ValueError("a slice has size " + str(shape[k]) + " on axis " + str(k)
+                             + " where this specialization was traced with size "
+                             + str(traced[k]))
+
+
+def check_slice(size, start, stop, length) -> None:
+    """Raise NumPy's ValueError unless `[start:stop]` of an axis of `size` has `length`."""
+    first = min(max(start + size if start < 0 else start, 0), size)
+    last = min(max(stop + size if stop < 0 else stop, 0), size)
+    if max(last - first, 0) != length:
+        raise ValueError("operands could not be broadcast together with shapes ("
+                         + str(max(last - first, 0)) + ",) (" + str(length) + ",)")
+
+
+def checked_index(i, size):
+    """`i` wrapped like a NumPy index into an axis of `size`; IndexError when out of bounds."""
+    if i < -size or i >= size:
+        raise IndexError("index " + str(i) + " is out of bounds for axis 0 with size "
+                         + str(size))
+    return i + size if i < 0 else i
+
+
+def checked_indices(index, size):
+    """`index` (an integer array) after checking every entry like `checked_index`
+    (negative entries wrap when the array is used; Numba does not bounds-check)."""
+    for i in index.flat:
+        if i < -size or i >= size:
+            raise IndexError("index " + str(i) + " is out of bounds for axis 0 with size "
+                             + str(size))
+    return index
 
 
 def max_rows(x):
@@ -35,9 +93,15 @@ def prod_rows(x):
 
 
 def scatter_add(acc, index, values):
-    """`acc[index[k]] += values[k]` for every k, repeated indices accumulating; returns `acc`."""
+    """`acc[index[k]] += values[k]` for every k, repeated indices accumulating and negative
+    ones wrapping; IndexError when one is out of bounds. Returns `acc`."""
+    size = acc.shape[0]
     for k in range(index.shape[0]):
-        acc[index[k]] += values[k]
+        i = index[k]
+        if i < -size or i >= size:
+            raise IndexError("index " + str(i) + " is out of bounds for axis 0 with size "
+                             + str(size))
+        acc[i] += values[k]
     return acc
 
 
@@ -112,9 +176,9 @@ def run_tape(code, slots, inputs, outputs):
             elif op == 25:
                 slots[o] = np.hypot(slots[a], slots[b])
             elif op == 26:
-                slots[o] = max(slots[a], slots[b])
+                slots[o] = np.maximum(slots[a], slots[b])
             elif op == 27:
-                slots[o] = min(slots[a], slots[b])
+                slots[o] = np.minimum(slots[a], slots[b])
             elif op == 28:
                 slots[o] = np.logaddexp(slots[a], slots[b])
             else:

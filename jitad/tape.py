@@ -95,12 +95,18 @@ class TapeKernel:
                 ops = [slot(a) for a in e.ins] + [0, 0, 0]
                 c = e.params["n"] if name == "integer_pow" else ops[2]
                 rows.append((OPCODE[name], slot(e.out), ops[0], ops[1], c))
+        self.outputs = [("slot", slot(a)) if a.ndim == 0 else ("array", offset[region[a.name]])
+                        for a in wengert.outputs]         # literal outputs take slots too
         self.code = np.array(rows, dtype=np.int64).reshape(-1, 5)
         self.constants = np.array(constants, dtype=np.float64)
-        self.outputs = [("slot", slot(a)) if a.ndim == 0 else ("array", offset[region[a.name]])
-                        for a in wengert.outputs]
+        self.lengths = [(p, wengert.inputs[p].name, wengert.inputs[p].shape[0])
+                        for p in self.array_positions]
 
     def __call__(self, *args):
+        for position, name, length in self.lengths:   # the offsets above assume them
+            if args[position].shape[0] != length:
+                raise ValueError(f"{name} must have length {length} in this specialization, "
+                                 f"got {args[position].shape[0]}")
         slots = self.constants.copy()
         for position, s in self.scalar_slots:
             slots[s] = args[position]

@@ -134,8 +134,12 @@ def bind(prim, *args, **params):
     except ShapeError as error:
         raise ShapeError(located(f"{prim.name}: {error}", frame)) from None
     entry = state.builder.entries[-1]
-    with np.errstate(all="ignore"):       # log(-1) is NaN, as in compiled code (documented)
-        value = prim.impl(*values, **entry.params)
+    try:
+        with np.errstate(all="ignore"):   # log(-1) is NaN, as in compiled code (documented)
+            value = prim.impl(*values, **entry.params)
+    except (IndexError, ValueError) as error:     # NumPy's, e.g. an index out of bounds
+        kind = IndexError if isinstance(error, IndexError) else ValueError
+        raise kind(located(f"{prim.name}: {error}", frame)) from None
     return Tracer(var, value)
 
 
