@@ -116,8 +116,9 @@ nan:
 
 
 def register(name: str) -> str:
-    """A value's IR register (prefixed: user names never clash with the IR's own)."""
-    return f"%v.{name}"
+    """A value's IR register (prefixed: user names never clash with the IR's own; a
+    non-ASCII letter, valid in Python names but not in bare IR names, is written `$hex`)."""
+    return "%v." + "".join(c if c.isascii() else f"${ord(c):x}" for c in name)
 
 
 def constant(value) -> str:

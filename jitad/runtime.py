@@ -11,23 +11,45 @@ __all__ = ["check_broadcast", "check_sizes", "check_slice", "checked_index", "ch
            "max_rows", "min_rows", "prod_rows", "scatter_add"]
 
 
+def _shape_text(shape) -> str:
+    return "(" + ",".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+# Raised from compiled code with the numbers only: Numba builds the exception (and its
+# message) when it reaches Python, so the helpers compile no string formatting.
+class BroadcastError(ValueError):
+    """NumPy's ValueError for operands whose shapes do not broadcast."""
+
+    def __init__(self, shape, other):
+        super().__init__("operands could not be broadcast together with shapes "
+                         f"{_shape_text(shape)} {_shape_text(other)}")
+
+
+class SizeClassError(ValueError):
+    """A slice whose size is in another class (0, 1, more) than when it was traced."""
+
+    def __init__(self, axis, size, traced):
+        super().__init__(f"a slice has size {size} on axis {axis} where this specialization "
+                         f"was traced with size {traced}")
+
+
+class IndexOutOfBounds(IndexError):
+    """NumPy's IndexError for an index outside an axis."""
+
+    def __init__(self, index, size):
+        super().__init__(f"index {index} is out of bounds for axis 0 with size {size}")
+
+
 def check_broadcast(shape, other) -> None:
     """Raise NumPy's ValueError unless an operand shaped `other` broadcasts to `shape`.
 
     Generated loops take their bounds from one operand and index the others with the
     same loop indices: sizes the specialization does not fix must be checked per call.
-    (Helpers do not call each other: Numba compiles each on its own.)
     """
     lead = len(shape) - len(other)
     for k in range(len(other)):
         if other[k] != 1 and other[k] != shape[lead + k]:
-            first, second = "(", "("
-            for m in range(len(shape)):
-                first += str(shape[m]) + ("," if m < len(shape) - 1 or len(shape) == 1 else "")
-            for m in range(len(other)):
-                second += str(other[m]) + ("," if m < len(other) - 1 or len(other) == 1 else "")
-            raise ValueError("operands could not be broadcast together with shapes "
-                             + first + ") " + second + ")")
+            raise BroadcastError(shape, other)
 
 
 def check_sizes(shape, traced) -> None:
@@ -36,9 +58,7 @@ def check_sizes(shape, traced) -> None:
     trace decided broadcasting (size-1 axes) from it. (The API then retraces.)"""
     for k in range(len(shape)):
         if min(shape[k], 2) != min(traced[k], 2):
-            raise ValueError("a slice has size " + str(shape[k]) + " on axis " + str(k)
-                             + " where this specialization was traced with size "
-                             + str(traced[k]))
+            raise SizeClassError(k, shape[k], traced[k])
 
 
 def check_slice(size, start, stop, length) -> None:
@@ -46,15 +66,13 @@ def check_slice(size, start, stop, length) -> None:
     first = min(max(start + size if start < 0 else start, 0), size)
     last = min(max(stop + size if stop < 0 else stop, 0), size)
     if max(last - first, 0) != length:
-        raise ValueError("operands could not be broadcast together with shapes ("
-                         + str(max(last - first, 0)) + ",) (" + str(length) + ",)")
+        raise BroadcastError((max(last - first, 0),), (length,))
 
 
 def checked_index(i, size):
     """`i` wrapped like a NumPy index into an axis of `size`; IndexError when out of bounds."""
     if i < -size or i >= size:
-        raise IndexError("index " + str(i) + " is out of bounds for axis 0 with size "
-                         + str(size))
+        raise IndexOutOfBounds(i, size)
     return i + size if i < 0 else i
 
 
@@ -63,8 +81,7 @@ def checked_indices(index, size):
     (negative entries wrap when the array is used; Numba does not bounds-check)."""
     for i in index.flat:
         if i < -size or i >= size:
-            raise IndexError("index " + str(i) + " is out of bounds for axis 0 with size "
-                             + str(size))
+            raise IndexOutOfBounds(i, size)
     return index
 
 
@@ -99,8 +116,7 @@ def scatter_add(acc, index, values):
     for k in range(index.shape[0]):
         i = index[k]
         if i < -size or i >= size:
-            raise IndexError("index " + str(i) + " is out of bounds for axis 0 with size "
-                             + str(size))
+            raise IndexOutOfBounds(i, size)
         acc[i] += values[k]
     return acc
 

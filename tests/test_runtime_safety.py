@@ -257,7 +257,7 @@ NASTY_NAMES = ["i0", "i1", "j0", "k", "k0", "n", "np", "math", "v1", "v1_bar", "
                "x_view", "v2_e", "x_e", "out", "x_out", "v1_prev", "v1_tape", "slots",
                "GuardFailed", "scatter_add", "checked_index", "check_broadcast", "tape",
                "counters", "IR", "run_ir", "status", "adjoint0", "range", "abs", "a0", "c",
-               "x_dot"]
+               "x_dot", "é"]
 
 
 def _with_parameter(name: str, body: str):
@@ -292,14 +292,15 @@ def test_any_parameter_name_works_in_loops_shape():
 
 
 def test_any_parameter_name_works_in_llvm_and_tape():
-    def wrapper_names(IR, slots, status, run_ir, adjoint0, i0, k):
-        return IR * slots + status[1] * run_ir - adjoint0[0] * i0 + k * status[0]
+    def wrapper_names(IR, slots, status, run_ir, adjoint0, i0, k, é):
+        return IR * slots + status[1] * run_ir - adjoint0[0] * i0 + k * status[0] + é[0] * é[1]
 
-    args = [1.5, -0.5, np.array([2.0, 3.0]), 0.25, np.array([4.0]), 2.0, 0.75]
+    args = [1.5, -0.5, np.array([2.0, 3.0]), 0.25, np.array([4.0]), 2.0, 0.75,
+            np.array([0.5, -1.5])]
     want_value = wrapper_names(*args)
-    want = numeric_grad(wrapper_names, args, tuple(range(7)))
+    want = numeric_grad(wrapper_names, args, tuple(range(8)))
     for shape in ("llvm", "tape"):
-        f = jitad.jit_grad(wrapper_names, argnums=tuple(range(7)), code_shape=shape)
+        f = jitad.jit_grad(wrapper_names, argnums=tuple(range(8)), code_shape=shape)
         value, grads = f.value_and_grad(*args)
         assert_close(value, want_value, 1e-12, 1e-12, shape)
         for g, w in zip(grads, want):
