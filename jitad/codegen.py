@@ -149,6 +149,11 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
         return printed[a.name] if isinstance(a, Var) else operand_text(a)
 
     body, sweep, adjoint_names = [], None, set()
+    # Element reads at fixed positions were traced for exact shapes: checked once per call.
+    read = {e.ins[0].name for e in entries if e.prim.name == "getitem"
+            and any(isinstance(item, int) for item in e.params["index"])}
+    body += [f"check_shape({v.name!r}, {label[v.name]}.shape, {v.shape})"
+             for v in wengert.inputs if v.name in read]
     runs_at = {r.start: r for r in runs}
     users: dict = {}
     for index, e in enumerate(entries):

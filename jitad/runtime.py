@@ -7,7 +7,7 @@ import numpy as np
 
 from .errors import GuardFailed
 
-__all__ = ["check_broadcast", "check_sizes", "check_slice", "checked_index", "checked_indices",
+__all__ = ["check_broadcast", "check_shape", "check_sizes", "check_slice", "checked_index", "checked_indices",
            "max_rows", "min_rows", "prod_rows", "scatter_add"]
 
 
@@ -50,6 +50,21 @@ def check_broadcast(shape, other) -> None:
     for k in range(len(other)):
         if other[k] != 1 and other[k] != shape[lead + k]:
             raise BroadcastError(shape, other)
+
+
+class ShapeChanged(ValueError):
+    """An argument whose shape differs from the exact one its specialization was traced for."""
+
+    def __init__(self, name, shape, traced):
+        super().__init__(f"{name} has shape {_shape_text(shape)}, but this specialization reads "
+                         f"its elements at positions traced for shape {_shape_text(traced)}")
+
+
+def check_shape(name, shape, traced) -> None:
+    """Raise ValueError unless argument `name` has exactly the `traced` shape."""
+    for k in range(len(shape)):
+        if shape[k] != traced[k]:
+            raise ShapeChanged(name, shape, traced)
 
 
 def check_sizes(shape, traced) -> None:

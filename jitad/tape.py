@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime import TAPE_OPCODES
+from .runtime import TAPE_OPCODES, check_shape
 from .wengert import Literal, Var
 
 OPCODE = {name: i for i, name in enumerate(TAPE_OPCODES)}
@@ -99,14 +99,12 @@ class TapeKernel:
                         for a in wengert.outputs]         # literal outputs take slots too
         self.code = np.array(rows, dtype=np.int64).reshape(-1, 5)
         self.constants = np.array(constants, dtype=np.float64)
-        self.lengths = [(p, wengert.inputs[p].name, wengert.inputs[p].shape[0])
-                        for p in self.array_positions]
+        self.shapes = [(p, wengert.inputs[p].name, wengert.inputs[p].shape)
+                       for p in self.array_positions]
 
     def __call__(self, *args):
-        for position, name, length in self.lengths:   # the offsets above assume them
-            if args[position].shape[0] != length:
-                raise ValueError(f"{name} must have length {length} in this specialization, "
-                                 f"got {args[position].shape[0]}")
+        for position, name, shape in self.shapes:     # the offsets above assume them
+            check_shape(name, args[position].shape, shape)
         slots = self.constants.copy()
         for position, s in self.scalar_slots:
             slots[s] = args[position]

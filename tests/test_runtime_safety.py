@@ -151,14 +151,14 @@ def test_llvm_and_tape_check_the_lengths_they_were_encoded_for():
     f = jitad.jit_grad(reads, argnums=(0, 1), code_shape="llvm")
     x, y = np.array([1.0, 2.0, 3.0]), np.array([4.0])
     assert f.value_and_grad(x, y)[0] == 9.0
-    with pytest.raises(ValueError, match="x must have length 3 in this specialization, got 2"):
+    with pytest.raises(ValueError, match=r"x has shape \(2,\), but .* shape \(3,\)"):
         f.njit_value_and_grad(x, y)(x[:2], y)
     variant, _ = traced(f, [x, y])
     _, _, wengert, _ = build(variant, "value_and_grad", variant.wrt, "reads", "tape",
                              for_reading=False)
     kernel = compiler.tape_kernel(wengert)
     assert kernel(x, y)[0] == 9.0
-    with pytest.raises(ValueError, match="x must have length 3 in this specialization, got 4"):
+    with pytest.raises(ValueError, match=r"x has shape \(4,\), but .* shape \(3,\)"):
         kernel(np.ones(4), y)
 
 
@@ -193,6 +193,34 @@ def test_fused_loop_broadcasting_axes():
     assert_close(run(x, y)[0], mul_add(x, y), 1e-12, 1e-12)
     with pytest.raises(ValueError, match=r"shapes \(2,3\) \(3,1\)"):
         run(np.ones((2, 3)), np.ones((3, 1)))
+
+
+def test_element_reads_check_the_exact_shape_they_were_traced_for():
+    def reads(x):
+        return x[0] * x[2] + x[-1]
+
+    source, run = generated(reads, [np.arange(1.0, 4.0)])
+    assert run(np.array([2.0, 0.0, 5.0]))[0] == 15.0
+    for bad in (np.ones(2), np.ones(4)):
+        with pytest.raises(ValueError, match=rf"x has shape \({bad.size},\), but this "
+                                             r"specialization .* shape \(3,\)"):
+            run(bad)
+
+
+def test_a_slice_that_changes_size_class_gets_its_own_specialization():
+    def sliced(x, y):
+        return np.sum(x[1:] * y)
+
+    source, run = generated(sliced, [np.ones(2), np.ones(3)])      # x[1:] has size 1
+    with pytest.raises(ValueError, match="a slice has size 3 on axis 0 where this "
+                                         "specialization was traced with size 1"):
+        run(np.arange(4.0), np.ones(3))
+    f = jitad.jit_grad(sliced, argnums=(0, 1))
+    f(np.ones(2), np.ones(3))
+    x, y = np.arange(4.0), np.array([1.0, -2.0, 0.5])
+    value, (gx, gy) = f.value_and_grad(x, y)
+    assert value == sliced(x, y)
+    assert gx.tolist() == [0.0, 1.0, -2.0, 0.5] and gy.tolist() == [1.0, 2.0, 3.0]
 
 
 def test_slice_update_and_accumulation_checks():
