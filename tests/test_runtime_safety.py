@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import jitad
@@ -337,14 +337,19 @@ def test_any_parameter_name_works_in_llvm_and_tape():
 
 # ---------------------------------------------------------------- random calls (Hypothesis)
 
-SETTINGS = dict(derandomize=True, deadline=None, database=None, max_examples=30,
+SETTINGS = dict(derandomize=True, deadline=None, database=None, max_examples=40,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                        HealthCheck.function_scoped_fixture])
 
-PROGRAMS = {
-    "mul_add": (mul_add, "array", [np.ones(3), np.ones(3)]),
+def mixed(x, y):
+    return np.sum(x * y + np.sin(x))
+
+
+PROGRAMS = {     # name: (function, kind of the second argument, first call)
+    "mul_add": (mul_add, "vector", [np.ones(3), np.ones(3)]),
     "gather": (gather_square, "index", [np.ones(3), np.array([0, 2])]),
-    "shifted": (lambda x, y: np.sum(np.tanh(x[1:]) * y), "array", [np.ones(4), np.ones(3)]),
+    "shifted": (lambda x, y: np.sum(np.tanh(x[1:]) * y), "vector", [np.ones(4), np.ones(3)]),
+    "mixed": (mixed, "broadcast", [np.ones((3, 3)), np.ones((3, 3))]),
 }
 
 
@@ -359,14 +364,26 @@ def programs():
     return out
 
 
-def _array(data, n, strided):
-    """A float array of length n: contiguous, every other element, or reversed."""
-    values = np.array(data.draw(st.lists(st.floats(-2.0, 2.0), min_size=n, max_size=n)))
-    if strided == "every other":
-        base = np.zeros(2 * n)
+def _strided(values, layout):
+    """`values` contiguous, as every other element of a larger array, or reversed (a view
+    with negative strides); 2-D arrays may also come transposed (Fortran order)."""
+    if layout == "every other":
+        base = np.zeros((2 * values.shape[0],) + values.shape[1:], dtype=values.dtype)
         base[::2] = values
         return base[::2]
-    return values[::-1].copy()[::-1] if strided == "reversed" else values
+    if layout == "reversed":
+        return values[::-1].copy()[::-1]
+    if layout == "transposed" and values.ndim == 2:
+        return values.T.copy().T
+    return values
+
+
+def _floats(data, shape):
+    return np.array(data.draw(st.lists(st.floats(-2.0, 2.0), min_size=int(np.prod(shape)),
+                                       max_size=int(np.prod(shape))))).reshape(shape)
+
+
+LAYOUTS = st.sampled_from(["contiguous", "every other", "reversed", "transposed"])
 
 
 @settings(**SETTINGS)
@@ -375,21 +392,29 @@ def test_random_shapes_strides_and_indices_match_numpy(programs, data):
     name = data.draw(st.sampled_from(sorted(PROGRAMS)))
     f, fun, kind = programs[name]
     n = data.draw(st.integers(2, 6))
-    strided = data.draw(st.sampled_from(["contiguous", "every other", "reversed"]))
-    x = _array(data, n, strided)
-    if kind == "index":
-        second = np.array(data.draw(st.lists(st.integers(-n - 2, n + 1), min_size=2,
-                                             max_size=5)), dtype=np.int64)
+    if kind == "broadcast":
+        m = data.draw(st.integers(2, 4))
+        x = _strided(_floats(data, (m, n)), data.draw(LAYOUTS))
+        shape = data.draw(st.sampled_from([(m, n), (n,), (1, n), (m, 1), (m + 1, n), ()]))
+        second = float(_floats(data, (1,))[0]) if shape == () else _floats(data, shape)
     else:
-        second = _array(data, data.draw(st.integers(2, 6)), "contiguous")
+        x = _strided(_floats(data, (n,)), data.draw(LAYOUTS))
+        if kind == "index":
+            second = np.array(data.draw(st.lists(st.integers(-n - 2, n + 1), min_size=2,
+                                                 max_size=5)), dtype=np.int64)
+        else:
+            second = _floats(data, (data.draw(st.integers(2, 6)),))
+        second = _strided(second, data.draw(LAYOUTS))
     args = [x, second]
     try:
         with np.errstate(all="ignore"):
             want = fun(*args)
     except (ValueError, IndexError) as error:
+        event(f"{name}: NumPy raises {type(error).__name__}")
         with pytest.raises(type(error)):
             f.value_and_grad(*args)
         return
+    event(f"{name}: a value")
     assume(np.isfinite(want))
     value, grad = f.value_and_grad(*args)
     assert_close(value, want, 1e-12, 1e-12, f"{name} value")
