@@ -133,6 +133,8 @@ def bind(prim, *args, **params):
         var = state.builder.bind(prim, *operands, **params)
     except ShapeError as error:
         raise ShapeError(located(f"{prim.name}: {error}", frame)) from None
+    except IndexError as error:
+        raise IndexError(located(f"{prim.name}: {error}", frame)) from None
     entry = state.builder.entries[-1]
     try:
         with np.errstate(all="ignore"):   # log(-1) is NaN, as in compiled code (documented)

@@ -106,6 +106,15 @@ def test_gather_indices_are_checked_and_wrap(compiled_gather):
     assert g(x, np.array([2, 2, -3])).tolist() == [2.0, 0.0, 12.0]   # repeats add up
 
 
+def test_a_static_index_out_of_bounds_is_numpys_index_error_at_the_users_line():
+    def fifth(x):
+        return x[5] * 2.0
+
+    with pytest.raises(IndexError, match=r"(?s)getitem: .*index 5 is out of bounds for axis 0 "
+                                         r"with size 3.*test_runtime_safety.py:\d+ \(fifth\)"):
+        jitad.jit_grad(fifth)(np.ones(3))
+
+
 def test_scalar_gather_from_an_index_array(compiled_two_elements):
     g, x = compiled_two_elements, np.array([1.0, 2.0, 3.0])
     value, grad = g.value_and_grad(x, np.array([1, -1]))

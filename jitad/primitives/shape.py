@@ -25,8 +25,9 @@ def as_python_index(index: tuple) -> tuple:
 def _indexed_shape(shape, index):
     try:
         return np.broadcast_to(np.empty(()), shape)[as_python_index(index)].shape
-    except IndexError as error:
-        raise ShapeError(f"index [{index_text(index)}] does not fit shape {shape}: {error}") from None
+    except IndexError as error:        # NumPy's class: an index is out of bounds
+        raise IndexError(f"index [{index_text(index)}] does not fit shape {shape}: {error}") \
+            from None
 
 
 # ---------------------------------------------------------------- VJP / JVP rules
