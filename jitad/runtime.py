@@ -2,13 +2,15 @@
 
 Plain Python and NumPy in the subset Numba compiles: generated code runs as plain
 Python with these, and the compile step hands Numba compiled versions of them.
+The `check*` helpers are the run-time checks of what a specialization assumed
+(shapes it does not fix, index bounds); they raise NumPy's exception classes.
 """
 import numpy as np
 
 from .errors import GuardFailed
 
-__all__ = ["check_broadcast", "check_shape", "check_sizes", "check_slice", "checked_index", "checked_indices",
-           "max_rows", "min_rows", "prod_rows", "scatter_add"]
+__all__ = ["check_broadcast", "check_shape", "check_sizes", "check_slice", "checked_index",
+           "checked_indices", "max_rows", "min_rows", "prod_rows", "scatter_add"]
 
 
 def _shape_text(shape) -> str:
