@@ -7,14 +7,19 @@ copied; scalar adjoint accumulations reuse their name (`x_bar = x_bar + x_bar_v2
 """
 from __future__ import annotations
 
+import builtins
 import itertools
 import keyword
+import re
 
 from . import llvm, reroll, runtime
 from .primitives.core import operand_text
 from .wengert import Literal, Var, WengertList
 
 RESERVED = {"np", "math", "GuardFailed", *runtime.__all__, *llvm.WRAPPER_NAMES}
+# Names codegen makes up (loop indices and counters, per-element, view, carried, tape and
+# copied values, llvm adjoint buffers): printed value names never take this form.
+GENERATED = re.compile(r"^([ijk]\d*|adjoint\d+)$|_(e|view|prev|tape|out)$")
 COMMENT_COLUMN = 44
 
 
@@ -24,6 +29,25 @@ def identifier(name: str) -> str:
     if name[0].isdigit() or keyword.iskeyword(name) or name in RESERVED:
         name += "_"
     return name
+
+
+def labels(wengert: WengertList) -> dict:
+    """The printed name of every value of the list: an identifier, distinct from the others,
+    from builtins and from every name codegen makes up (`GENERATED`), so that a parameter
+    called `i0`, `x_e` or `range` is never shadowed by generated code."""
+    printed, used = {}, set()
+    for name in [v.name for v in wengert.inputs] + [e.out.name for e in wengert.entries]:
+        label = identifier(name)
+        while label in used or hasattr(builtins, label) or GENERATED.search(label):
+            label += "_"
+        printed[name] = label
+        used.add(label)
+    return printed
+
+
+def docstring_text(text: str) -> str:
+    """`text` escaped to sit between triple quotes (function names may hold quotes)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 class _Storage:
@@ -116,15 +140,20 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
     `needs_tape` is `reroll.escaping(...)` for those runs.
     """
     storage = _Storage(wengert)
-    printed = {v.name: identifier(v.name) for v in wengert.inputs}
+    label = labels(wengert)
+    printed = {v.name: label[v.name] for v in wengert.inputs}
     entries = wengert.entries
-    counters = (name for name in (f"k{n}" if n else "k" for n in itertools.count())
-                if name not in storage.last_use and name not in printed)
+    counters = (f"k{n}" if n else "k" for n in itertools.count())
 
     def text(a):
         return printed[a.name] if isinstance(a, Var) else operand_text(a)
 
     body, sweep, adjoint_names = [], None, set()
+    # Element reads at fixed positions were traced for exact shapes: checked once per call.
+    read = {e.ins[0].name for e in entries if e.prim.name == "getitem"
+            and any(isinstance(item, int) for item in e.params["index"])}
+    body += [f"check_shape({v.name!r}, {label[v.name]}.shape, {v.shape})"
+             for v in wengert.inputs if v.name in read]
     runs_at = {r.start: r for r in runs}
     users: dict = {}
     for index, e in enumerate(entries):
@@ -140,13 +169,14 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
             sweep = e.sweep
         run = runs_at.get(i)
         if run is not None:
-            body += _print_loop(run, entries, storage, printed, text, next(counters),
+            body += _print_loop(run, entries, storage, printed, label, text, next(counters),
                                 needs_tape[id(run)])
             i = run.stop
             continue
         group = fusion_group(entries, i, users)
         if group is not None:
-            body += _print_fused(group, entries, wengert.outputs, storage, printed, text, users)
+            body += _print_fused(group, entries, wengert.outputs, storage, printed, label, text,
+                                 users)
             i = group[1]
             sweep = entries[i - 1].sweep
             continue
@@ -158,12 +188,15 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
                              and storage.last_use.get(target.name, -1) <= i)
         if e.sweep == "reverse":
             adjoint_names.add(e.out.name)
-        out_name = printed[target.name] if reuse else identifier(e.out.name)
+        out_name = printed[target.name] if reuse else label[e.out.name]
         printed[e.out.name] = out_name
         operands = [Var(text(a), a.dtype, a.shape) if isinstance(a, Var) else a for a in e.ins]
         lines = e.prim.lines(out_name, operands, e.params, in_place=in_place)
         body.append(_comment(lines[0], e.loc))
         body.extend(lines[1:])
+        if e.prim.name == "getitem" and e.out.ndim and any(
+                isinstance(item, tuple) for item in e.params["index"]):
+            body.append(f"check_sizes({out_name}.shape, {e.out.shape})")
         i += 1
     results = []
     for a in wengert.outputs:
@@ -173,7 +206,7 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
         results.append(text(a))
     body.append(f"return {wengert.returned_text(results)}")
     params = ", ".join(printed[v.name] for v in wengert.inputs)
-    lines = [f"def {fn_name}({params}):", f'    """{docstring}"""']
+    lines = [f"def {fn_name}({params}):", f'    """{docstring_text(docstring)}"""']
     lines += ["    " + line.replace("\n", "\n    ") for line in body]
     return "\n".join(lines) + "\n"
 
@@ -246,8 +279,12 @@ def fusion_group(entries, start, users):
     return None
 
 
-def _print_fused(group, entries, outputs, storage, printed, text, users) -> list:
-    """One loop nest computing a fused group element by element (no array temporaries)."""
+def _print_fused(group, entries, outputs, storage, printed, label, text, users) -> list:
+    """One loop nest computing a fused group element by element (no array temporaries).
+
+    The loop bounds come from the reference operand; every other array operand is checked
+    (once, before the loop) to broadcast to it, since the specialization fixes sizes 0 and
+    1 only."""
     start, stop, reference = group
     shape = entries[start].out.shape
     ref = text(reference)
@@ -262,7 +299,7 @@ def _print_fused(group, entries, outputs, storage, printed, text, users) -> list
 
     def element(a):
         if isinstance(a, Var) and a.name in inside:
-            return f"{a.name}_e"
+            return f"{label[a.name]}_e"
         if not isinstance(a, Var) or a.ndim == 0:
             return text(a)
         lead = len(shape) - a.ndim       # broadcasting: size-1 axes read element 0
@@ -272,39 +309,46 @@ def _print_fused(group, entries, outputs, storage, printed, text, users) -> list
 
     sweeps = " and ".join(dict.fromkeys(e.sweep for e in entries[start:stop]))
     head = [f"# fused: {stop - start} elementwise entries ({sweeps}) in one loop"]
+    operands = dict.fromkeys(text(a) for e in entries[start:stop] if e.out.name not in chains
+                             for a in e.ins
+                             if isinstance(a, Var) and a.ndim > 0 and a.name not in inside)
+    head += [f"check_broadcast({ref}.shape, {a}.shape)" for a in operands if a != ref]
     body = []
     for e in entries[start:stop]:
         if e.out.name in chains:
             storage.record(e, in_place=e.prim.name == "index_add")
             if e.prim.name == "index_add":
                 acc = printed[e.ins[0].name]
-                first = e.params["index"][0][1] or 0
+                _, first, last, _ = e.params["index"][0]
+                head.append(f"check_slice({acc}.shape[0], {first or 0}, "
+                            f"{acc + '.shape[0]' if last is None else last}, {ref}.shape[0])")
+                first = first or 0
                 offset = f" + {first}" if first > 0 else f" + {acc}.shape[0] - {-first}" \
                     if first < 0 else ""
                 body.append(_comment(f"{acc}[{index[0]}{offset}] += {element(e.ins[1])}", e.loc))
                 printed[e.out.name] = acc
             else:
-                name = identifier(e.out.name)
+                name = label[e.out.name]
                 head.append(_comment(e.prim.lines(name, [Var(text(e.ins[0]), e.ins[0].dtype,
                                                              e.ins[0].shape), e.ins[1]],
                                                   e.params)[0], e.loc))
                 printed[e.out.name] = name
             continue
         storage.record(e, False)
+        name = label[e.out.name]
         if e.out.ndim == 0:             # a full sum/mean, accumulated
-            head.append(_comment(f"{identifier(e.out.name)} = 0.0", e.loc))
-            body.append(f"{identifier(e.out.name)} += {element(e.ins[0])}")
+            head.append(_comment(f"{name} = 0.0", e.loc))
+            body.append(f"{name} += {element(e.ins[0])}")
             continue
         if e.prim.name == "full_like":
-            line = f"{e.out.name}_e = {element(e.ins[1])}"
+            line = f"{name}_e = {element(e.ins[1])}"
         else:
-            operands = [Var(element(a), a.dtype, ()) if isinstance(a, Var) else a for a in e.ins]
-            line = e.prim.lines(f"{e.out.name}_e", operands, e.params)[0]
+            elements = [Var(element(a), a.dtype, ()) if isinstance(a, Var) else a for a in e.ins]
+            line = e.prim.lines(f"{name}_e", elements, e.params)[0]
         body.append(_comment(line, e.loc))
         if e.out.name in kept:
-            name = identifier(e.out.name)
             head.append(f"{name} = np.empty({ref}.shape, dtype={_NUMPY_DTYPE[e.out.dtype]})")
-            body.append(f"{name}[{', '.join(index)}] = {e.out.name}_e")
+            body.append(f"{name}[{', '.join(index)}] = {name}_e")
             printed[e.out.name] = name
     lines = list(head)
     for depth, i in enumerate(index):
@@ -312,21 +356,21 @@ def _print_fused(group, entries, outputs, storage, printed, text, users) -> list
     lines += ["    " * len(index) + line for line in body]
     for e in entries[start:stop]:
         if e.out.ndim == 0:
-            name = identifier(e.out.name)
+            name = label[e.out.name]
             printed[e.out.name] = name
             if e.prim.name == "mean":
                 lines.append(f"{name} = {name} / {ref}.size")
     return lines
 
 
-def _print_loop(run, entries, storage, printed, text, counter, taped) -> list:
+def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> list:
     """A re-rolled run as a `for` loop (see reroll.py); updates `printed` for later readers."""
     period, iterations = run.period, run.iterations
     names = {}
     for j in range(period):
         e = entries[run.start + j]
         if e.out.ndim == 0:
-            names[j] = identifier(e.out.name)
+            names[j] = label[e.out.name]
         else:   # an in-place chain: the storage of its initial array
             kind, source = run.operands[j][0][:2]
             names[j] = text(run.inits[(j, 0)]) if kind == "carried" else names[source]
@@ -346,7 +390,7 @@ def _print_loop(run, entries, storage, printed, text, counter, taped) -> list:
             elif d[0] == "carried":
                 t = names[d[1]] if e.out.ndim and p == 0 else f"{names[d[1]]}_prev"
             elif d[0] == "tape":
-                t = f"{identifier(entries[d[1] + d[2]].out.name)}_tape" \
+                t = f"{label[entries[d[1] + d[2]].out.name]}_tape" \
                     f"[{affine_text(d[3], d[4], counter)}]"
             else:
                 t = text(a)
@@ -434,7 +478,7 @@ def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "a
     if shape == "auto":
         shape, runs = choose_shape(wengert)
     if shape == "llvm":
-        return llvm.print_module(wengert, fn_name, docstring)
+        return llvm.print_module(wengert, fn_name, docstring_text(docstring), labels(wengert))
     if shape == "loops":
         function = print_function(wengert, fn_name, docstring, *(runs or printable_runs(wengert)))
     else:

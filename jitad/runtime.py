@@ -2,12 +2,104 @@
 
 Plain Python and NumPy in the subset Numba compiles: generated code runs as plain
 Python with these, and the compile step hands Numba compiled versions of them.
+The `check*` helpers are the run-time checks of what a specialization assumed
+(shapes it does not fix, index bounds); they raise NumPy's exception classes.
 """
 import numpy as np
 
 from .errors import GuardFailed
 
-__all__ = ["max_rows", "min_rows", "prod_rows", "scatter_add"]
+__all__ = ["check_broadcast", "check_shape", "check_sizes", "check_slice", "checked_index",
+           "checked_indices", "max_rows", "min_rows", "prod_rows", "scatter_add"]
+
+
+def _shape_text(shape) -> str:
+    return "(" + ",".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+# Raised from compiled code with the numbers only: Numba builds the exception (and its
+# message) when it reaches Python, so the helpers compile no string formatting.
+class BroadcastError(ValueError):
+    """NumPy's ValueError for operands whose shapes do not broadcast."""
+
+    def __init__(self, shape, other):
+        super().__init__("operands could not be broadcast together with shapes "
+                         f"{_shape_text(shape)} {_shape_text(other)}")
+
+
+class SizeClassError(ValueError):
+    """A slice whose size is in another class (0, 1, more) than when it was traced."""
+
+    def __init__(self, axis, size, traced):
+        super().__init__(f"a slice has size {size} on axis {axis} where this specialization "
+                         f"was traced with size {traced}")
+
+
+class IndexOutOfBounds(IndexError):
+    """NumPy's IndexError for an index outside an axis."""
+
+    def __init__(self, index, size):
+        super().__init__(f"index {index} is out of bounds for axis 0 with size {size}")
+
+
+def check_broadcast(shape, other) -> None:
+    """Raise NumPy's ValueError unless an operand shaped `other` broadcasts to `shape`.
+
+    Generated loops take their bounds from one operand and index the others with the
+    same loop indices: sizes the specialization does not fix must be checked per call.
+    """
+    lead = len(shape) - len(other)
+    for k in range(len(other)):
+        if other[k] != 1 and other[k] != shape[lead + k]:
+            raise BroadcastError(shape, other)
+
+
+class ShapeChanged(ValueError):
+    """An argument whose shape differs from the exact one its specialization was traced for."""
+
+    def __init__(self, name, shape, traced):
+        super().__init__(f"{name} has shape {_shape_text(shape)}, but this specialization reads "
+                         f"its elements at positions traced for shape {_shape_text(traced)}")
+
+
+def check_shape(name, shape, traced) -> None:
+    """Raise ValueError unless argument `name` has exactly the `traced` shape."""
+    for k in range(len(shape)):
+        if shape[k] != traced[k]:
+            raise ShapeChanged(name, shape, traced)
+
+
+def check_sizes(shape, traced) -> None:
+    """Raise ValueError unless every size of `shape` is in the class (0, 1, more) of the
+    traced one: a slice's length is not fixed by the arguments' size classes, and the
+    trace decided broadcasting (size-1 axes) from it. (The API then retraces.)"""
+    for k in range(len(shape)):
+        if min(shape[k], 2) != min(traced[k], 2):
+            raise SizeClassError(k, shape[k], traced[k])
+
+
+def check_slice(size, start, stop, length) -> None:
+    """Raise NumPy's ValueError unless `[start:stop]` of an axis of `size` has `length`."""
+    first = min(max(start + size if start < 0 else start, 0), size)
+    last = min(max(stop + size if stop < 0 else stop, 0), size)
+    if max(last - first, 0) != length:
+        raise BroadcastError((max(last - first, 0),), (length,))
+
+
+def checked_index(i, size):
+    """`i` wrapped like a NumPy index into an axis of `size`; IndexError when out of bounds."""
+    if i < -size or i >= size:
+        raise IndexOutOfBounds(i, size)
+    return i + size if i < 0 else i
+
+
+def checked_indices(index, size):
+    """`index` (an integer array) after checking every entry like `checked_index`
+    (negative entries wrap when the array is used; Numba does not bounds-check)."""
+    for i in index.flat:
+        if i < -size or i >= size:
+            raise IndexOutOfBounds(i, size)
+    return index
 
 
 def max_rows(x):
@@ -35,9 +127,14 @@ def prod_rows(x):
 
 
 def scatter_add(acc, index, values):
-    """`acc[index[k]] += values[k]` for every k, repeated indices accumulating; returns `acc`."""
+    """`acc[index[k]] += values[k]` for every k, repeated indices accumulating and negative
+    ones wrapping; IndexError when one is out of bounds. Returns `acc`."""
+    size = acc.shape[0]
     for k in range(index.shape[0]):
-        acc[index[k]] += values[k]
+        i = index[k]
+        if i < -size or i >= size:
+            raise IndexOutOfBounds(i, size)
+        acc[i] += values[k]
     return acc
 
 
@@ -112,9 +209,9 @@ def run_tape(code, slots, inputs, outputs):
             elif op == 25:
                 slots[o] = np.hypot(slots[a], slots[b])
             elif op == 26:
-                slots[o] = max(slots[a], slots[b])
+                slots[o] = np.maximum(slots[a], slots[b])
             elif op == 27:
-                slots[o] = min(slots[a], slots[b])
+                slots[o] = np.minimum(slots[a], slots[b])
             elif op == 28:
                 slots[o] = np.logaddexp(slots[a], slots[b])
             else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime import TAPE_OPCODES
+from .runtime import TAPE_OPCODES, check_shape
 from .wengert import Literal, Var
 
 OPCODE = {name: i for i, name in enumerate(TAPE_OPCODES)}
@@ -95,12 +95,16 @@ class TapeKernel:
                 ops = [slot(a) for a in e.ins] + [0, 0, 0]
                 c = e.params["n"] if name == "integer_pow" else ops[2]
                 rows.append((OPCODE[name], slot(e.out), ops[0], ops[1], c))
+        self.outputs = [("slot", slot(a)) if a.ndim == 0 else ("array", offset[region[a.name]])
+                        for a in wengert.outputs]         # literal outputs take slots too
         self.code = np.array(rows, dtype=np.int64).reshape(-1, 5)
         self.constants = np.array(constants, dtype=np.float64)
-        self.outputs = [("slot", slot(a)) if a.ndim == 0 else ("array", offset[region[a.name]])
-                        for a in wengert.outputs]
+        self.shapes = [(p, wengert.inputs[p].name, wengert.inputs[p].shape)
+                       for p in self.array_positions]
 
     def __call__(self, *args):
+        for position, name, shape in self.shapes:     # the offsets above assume them
+            check_shape(name, args[position].shape, shape)
         slots = self.constants.copy()
         for position, s in self.scalar_slots:
             slots[s] = args[position]

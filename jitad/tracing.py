@@ -137,8 +137,14 @@ def bind(prim, *args, **params):
         var = state.builder.bind(prim, *operands, **params)
     except ShapeError as error:
         raise ShapeError(located(f"{prim.name}: {error}", frame)) from None
+    except IndexError as error:
+        raise IndexError(located(f"{prim.name}: {error}", frame)) from None
     entry = state.builder.entries[-1]
-    value = prim.impl(*values, **entry.params)      # IEEE float64: log(-1) is NaN, as compiled
+    try:
+        value = prim.impl(*values, **entry.params)  # IEEE float64: log(-1) is NaN, as compiled
+    except (IndexError, ValueError) as error:     # NumPy's, e.g. an index out of bounds
+        kind = IndexError if isinstance(error, IndexError) else ValueError
+        raise kind(located(f"{prim.name}: {error}", frame)) from None
     return Tracer(var, value)
 
 

@@ -242,13 +242,17 @@ def add_into(target: str, update: str, update_operand, target_ndim: int) -> str:
     if update_operand.ndim == 0 and not isinstance(update_operand, Var):
         update_operand = None
     index = [f"j{k}" for k in range(target_ndim)]
+    lines = []
     if update_operand is None or update_operand.ndim == 0:
         element = update
     else:
         lead = target_ndim - update_operand.ndim
         picks = [("0" if d == 1 else index[lead + k]) for k, d in enumerate(update_operand.shape)]
         element = f"{update}[{', '.join(picks)}]"
-    lines = [("    " * k) + f"for {i} in range({target}.shape[{k}]):" for k, i in enumerate(index)]
+        # The loop bounds are the target's: the update's sizes must fit (checked per call).
+        lines.append(f"check_broadcast({target}.shape, {update}.shape)")
+    lines += [("    " * k) + f"for {i} in range({target}.shape[{k}]):"
+              for k, i in enumerate(index)]
     lines.append("    " * target_ndim + f"{target}[{', '.join(index)}] += {element}")
     return "\n".join(lines)
 

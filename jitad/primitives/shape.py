@@ -25,8 +25,9 @@ def as_python_index(index: tuple) -> tuple:
 def _indexed_shape(shape, index):
     try:
         return np.broadcast_to(np.empty(()), shape)[as_python_index(index)].shape
-    except IndexError as error:
-        raise ShapeError(f"index [{index_text(index)}] does not fit shape {shape}: {error}") from None
+    except IndexError as error:        # NumPy's class: an index is out of bounds
+        raise IndexError(f"index [{index_text(index)}] does not fit shape {shape}: {error}") \
+            from None
 
 
 # ---------------------------------------------------------------- VJP / JVP rules
@@ -102,6 +103,26 @@ def _index_add_inplace(texts, operands, params):
     # An explicit loop over a view of the updated region (see core.add_into).
     return f"{texts[0]}_view = {target}\n" + add_into(f"{texts[0]}_view", texts[1], update,
                                                        update.ndim)
+
+
+def _gather_source(texts, operands, params):
+    # Numba does not bounds-check: the helpers raise NumPy's IndexError (negatives wrap).
+    helper = "checked_indices" if operands[1].ndim else "checked_index"
+    return f"{texts[0]}[{helper}({texts[1]}, {texts[0]}.shape[0])]"
+
+
+def _scatter_add_inplace(texts, operands, params):
+    acc, update, index = texts
+    if operands[2].ndim == 1:
+        return f"scatter_add({acc}, {index}, {update})"
+    if operands[2].ndim:        # the helper walks a flat index and the matching rows
+        return (f"scatter_add({acc}, {index}.ravel(), np.ascontiguousarray({update})"
+                f".reshape(({index}.size,) + {acc}.shape[1:]))")
+    row = f"{acc}[checked_index({index}, {acc}.shape[0])]"
+    if operands[1].ndim == 0:
+        return f"{row} += {update}"
+    return f"{acc}_view = {row}\n" + add_into(f"{acc}_view", update, operands[1],
+                                               operands[1].ndim)
 
 
 def _full_like_jvp(b, out, operands, tangents):
@@ -240,13 +261,13 @@ def build():
         shape_prim("getitem", lambda t, o, p: f"{t[0]}[{index_text(p['index'])}]", _getitem_rule,
                    _getitem_vjp, _linear("getitem"), view=True, domain=((-2.0, 2.0),),
                    test_params=({"index": (("slice", 1, None, None),)},)),
-        shape_prim("gather", "{0}[{1}]", _gather_rule, _gather_vjp, _linear("gather")),
+        shape_prim("gather", _gather_source, _gather_rule, _gather_vjp, _linear("gather")),
         shape_prim("index_add", None, lambda acc, g, index: (acc.dtype, acc.shape),
                    lambda b, g, out, acc, update, index: (g, b.getitem(g, index=index)),
                    _index_add_jvp, inplace=_index_add_inplace),
         shape_prim("scatter_add", None, lambda acc, g, idx: (acc.dtype, acc.shape),
                    lambda b, g, out, acc, update, idx: (g, b.gather(g, idx), None),
-                   _scatter_add_jvp, inplace="scatter_add({0}, {2}, {1})"),
+                   _scatter_add_jvp, inplace=_scatter_add_inplace),
         shape_prim("concatenate", _concatenate_source, _concatenate_rule, _concatenate_vjp,
                    _concatenate_jvp),
     ]
