@@ -899,6 +899,6 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
             outputs = [Literal(float(result))]    # a constant: its gradient is zero
         else:
             outputs = [result]
-        wengert = WengertList(code.co_name, inputs + [v for v, _ in state.consts],
+        wengert = WengertList(getattr(fun, "__name__", code.co_name), inputs + [v for v, _ in state.consts],
                               state.builder.entries, outputs, loc=loc)
         return Trace(wengert, state.guards, state.reads_sizes, [c for _, c in state.consts])
