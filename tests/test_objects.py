@@ -120,27 +120,31 @@ def test_non_scalar_outputs_name_the_users_file(body, what):
         jitad.jit_grad(namespace["f"])(X)
 
 
-def test_many_calls_allocate_nothing_that_stays():
-    product(1.0, 2.0)
-    sum_of_cubes(X)
+def kept_bytes(run, warm: int, first: int, more: int) -> int:
+    """Memory still allocated after `run(more)` beyond what `run(first)` left (after
+    `run(warm)` outside the measurement): what repeated work keeps."""
+    run(warm)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        run(first)
+        gc.collect()
+        before, _ = tracemalloc.get_traced_memory()
+        run(more)
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return after - before
 
+
+def test_many_calls_allocate_nothing_that_stays():
     def calls(n):
         for _ in range(n):
             product(1.5, 2.5)
             sum_of_cubes.value_and_grad(X)
-    calls(1000)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        calls(10_000)
-        gc.collect()
-        first, _ = tracemalloc.get_traced_memory()
-        calls(100_000)
-        gc.collect()
-        second, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert second - first < 20_000, f"{second - first} bytes kept over 100,000 more calls"
+    kept = kept_bytes(calls, 1000, 10_000, 100_000)
+    assert kept < 20_000, f"{kept} bytes kept over 100,000 more calls"
 
 
 def test_short_lived_objects_are_freed():
@@ -148,19 +152,8 @@ def test_short_lived_objects_are_freed():
         for k in range(n):
             f = jitad.jit_grad(lambda x: x * x * 3.0)
             assert f(float(k)) == pytest.approx(6.0 * k)
-    run(10)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        run(20)
-        gc.collect()
-        first, _ = tracemalloc.get_traced_memory()
-        run(100)
-        gc.collect()
-        second, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert second - first < 100 * 2_000, f"{second - first} bytes kept by 100 dead objects"
+    kept = kept_bytes(run, 10, 20, 100)
+    assert kept < 100 * 2_000, f"{kept} bytes kept by 100 dead objects"
 
 
 def sine_term(x, k):
