@@ -528,7 +528,7 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
     """
     namespace = {"_jitad_kernel": kernel, "_jitad_ndarray": _NDARRAY, "_jitad_missed": missed,
                  "_jitad_failed": (TypeError, ValueError, IndexError, KeyError, GuardFailed),
-                 "_jitad_static_key": static_key}
+                 "_jitad_static_key": static_key, "_jitad_float": float}
     checks = []
     for i, (name, a) in enumerate(zip(params, args)):
         namespace[f"_jitad_k{i}"] = a.__class__
@@ -537,10 +537,10 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
             checks.append(f"{name}.__class__ is not _jitad_ndarray or "
                           f"{name}.shape != _jitad_s{i}")
         elif a.__class__ is float:
-            checks.append(f"{name}.__class__ is not float")
+            checks.append(f"{name}.__class__ is not _jitad_float")
         elif a.__class__ is tuple:      # (1, True) == (1, 1): compare with the item types
             namespace[f"_jitad_s{i}"] = static_key(a)
-            checks.append(f"{name}.__class__ is not tuple or "
+            checks.append(f"{name}.__class__ is not _jitad_k{i} or "
                           f"_jitad_static_key({name}) != _jitad_s{i}")
         else:
             checks.append(f"{name}.__class__ is not _jitad_k{i} or {name} != _jitad_s{i}")

@@ -178,3 +178,14 @@ class SineModel:
 ])
 def test_math_is_traced_inside_partials_methods_and_callable_objects(make):
     assert jitad.jit_grad(make())(0.5) == pytest.approx(2.0 * math.cos(0.5), rel=1e-14)
+
+
+def test_parameters_named_like_builtins_and_entry_locals():
+    def f(x, float, tuple, value, grads):
+        return np.sum(x * float) + value * grads * (2.0 if tuple[1] is True else 5.0)
+    compiled = jitad.jit_grad(f, argnums=(0, 1, 3, 4))
+    for _ in range(2):                       # full path, then the generated entry
+        value, grads = compiled.value_and_grad(X, 2.0, (1, True), 3.0, 4.0)
+        assert value == pytest.approx(2.0 * X.sum() + 24.0, rel=1e-14)
+        assert_close(grads[0], np.full(3, 2.0), 1e-14, 0, "d/dx")
+        assert grads[1:] == pytest.approx((X.sum(), 8.0, 6.0), rel=1e-14)
