@@ -169,7 +169,8 @@ class _Walker:
         self.hash.update(marshal.dumps(fun.__code__))
         for key in ("__defaults__", "__kwdefaults__"):
             current = getattr(fun, key)
-            self.bind(fun, key, current)
+            if current is not None:         # code that passes every argument needs no check
+                self.bind(fun, key, current)
             self.text(f"{key}=")
             self.value(tuple(sorted(current.items())) if isinstance(current, dict) else current)
         for cell in fun.__closure__ or ():
