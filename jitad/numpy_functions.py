@@ -474,7 +474,6 @@ def _diff(a, n=1, axis=-1, prepend=None, append=None):
     if len(parts) > 1:
         a = _concatenate(_tracers(parts), axis=axis)
     for _ in range(n):
-        a.shape  # noqa: B018  (the slices are for this length)
         a = _slice(a, axis, 1, None) - _slice(a, axis, None, -1)
     return a
 
@@ -506,8 +505,7 @@ def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axi
     steps = np.linspace(0.0, 1.0, num, endpoint=endpoint)
     shape = np.broadcast_shapes(np.shape(_value(start)), np.shape(_value(stop)))
     steps = steps.reshape((-1,) + (1,) * len(shape))
-    out = start + (stop - start) * _as_tracer(steps) if num > 1 else \
-        start + (stop - start) * steps
+    out = start + (stop - start) * _as_tracer(steps)
     if axis not in (0, -len(shape) - 1) and shape:
         out = _moveaxis(out, 0, axis)
     if retstep:

@@ -5,7 +5,8 @@ other primitives compiles as well).
 Elementwise records use `elementwise.elementwise` (one chain rule serves VJP and JVP).
 Rounding (`floor ceil trunc rint`) is nondifferentiable: its derivative is zero wherever it
 exists. `cumsum`, `cumprod` and `sort_permutation` work along one axis through row
-helpers of `runtime`, as the max/min/prod reductions do.
+helpers of `runtime`, as the max/min/prod reductions do. None has an `ir` template: the
+tape and llvm code shapes do not encode them, so lists using them print as Python.
 """
 import math
 
