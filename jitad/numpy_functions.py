@@ -175,11 +175,10 @@ def advanced_getitem(x, index):
 
 def is_advanced(items) -> bool:
     """Whether an index needs `advanced_getitem` (not a plain int/slice/None index)."""
-    return any(item is Ellipsis or isinstance(item, (np.ndarray, list, Tracer))
-               for item in items) and not (
-        len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list))
-        and np.asarray(items[0].value if isinstance(items[0], Tracer) else items[0]).dtype.kind
-        in "iu")
+    if len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list)):
+        item = items[0]         # one index array: a gather, unless it is a mask
+        return np.asarray(item.value if isinstance(item, Tracer) else item).dtype.kind == "b"
+    return any(item is Ellipsis or isinstance(item, (np.ndarray, list, Tracer)) for item in items)
 
 
 # ---------------------------------------------------------------- shape helpers
