@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import scipy.special
+from scipy.special import logsumexp
 
 import jitad
 from jitad.errors import TraceError
@@ -122,6 +123,8 @@ CASES = [
     ("pad wrap", weighted(lambda x: np.pad(x, 1, mode="wrap"), (5,)), [(3,)], 0),
     ("take", weighted(lambda x: np.take(x, [2, 0, 2]), (3,)), [(4,)], 0),
     ("take axis=1", weighted(lambda x: np.take(x, [1, 1], axis=1), (2, 2)), [(2, 3)], 0),
+    ("take traced axis=1", lambda x, i: np.sum(np.take(x, i, axis=1) ** 3), [(2, 3), _ints(2, 0)], 0),
+    ("take traced flat", lambda x, i: np.sum(np.take(x, i) ** 3), [(2, 3), _ints(5, 0, 5)], 0),
     # shapes
     ("swapaxes", weighted(lambda x: np.swapaxes(x, 0, 2), (4, 3, 2)), [(2, 3, 4)], 0),
     ("x.swapaxes", weighted(lambda x: x.swapaxes(0, 1), (3, 2)), [(2, 3)], 0),
@@ -199,6 +202,7 @@ CASES = [
      [(2, 3)], 0),
     ("scipy logsumexp keepdims b", weighted(lambda x: scipy.special.logsumexp(
         x, axis=0, b=np.array([[1.0], [2.0]]), keepdims=True), (1, 3)), [(2, 3)], 0),
+    ("logsumexp imported by name", lambda x: logsumexp(x * x), [(2, 3)], 0),
     ("scipy softmax", weighted(lambda x: scipy.special.softmax(x), (4,)), [(4,)], 0),
     ("scipy softmax axis", weighted(lambda x: scipy.special.softmax(x, axis=1), (2, 3)),
      [(2, 3)], 0),
@@ -379,6 +383,20 @@ def test_compiled_numpy_functions_bundle():
     x, M, A = sample(rng, (4,), 0.3, 1.5), sample(rng, (2, 3), 0.3, 1.5), sample(rng, (2, 2, 3),
                                                                                 -1, 1)
     check_grads(_bundle, (x, M, A), argnums=(0, 1, 2), context="numpy functions bundle")
+
+
+def _indexing_bundle(A, x, i, j):
+    picked = np.sum(A[i, j] ** 2) + np.sum(np.sin(A[:, i])) + np.sum(A[[0, 1], [2, 0]] ** 3)
+    built = np.sum(np.array([[x[0], x[1]], [x[1] * x[2], 1.0]]) ** 2)
+    special = scipy.special.logsumexp(A, axis=1).sum() + np.sum(scipy.special.softmax(x) * x)
+    return picked + built + special + np.sum(scipy.special.xlogy(x, x * x + 1.0))
+
+
+def test_compiled_indexing_and_special_bundle():
+    rng = rng_for("indexing and special bundle")
+    A, x = sample(rng, (2, 3), -1, 1), sample(rng, (3,), -1, 1)
+    check_grads(_indexing_bundle, (A, x, _ints(1, 0, -1), _ints(2, 2, 0)), argnums=(0, 1),
+                context="indexing and special bundle")
 
 
 # ---------------------------------------------------------------- test the tester
