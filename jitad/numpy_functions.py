@@ -28,7 +28,7 @@ import numpy as np
 from .errors import ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
-from .tracing import (Tracer, _as_tracer, _concatenate, _expand_dims, _full_like, _read_sizes,
+from .tracing import (Tracer, _as_tracer, _concatenate, _expand_dims, _full_like,
                       _reshape, _stack, _transpose, bind, located)
 
 
@@ -157,12 +157,17 @@ def advanced_getitem(x, index):
         depth = items[axis].ndim
         return _moveaxis(out, tuple(range(depth)), tuple(range(axis, axis + depth))) \
             if axis else out
-    if len(traced) == len(items) and len(items) <= x.ndim:       # A[i, j]
-        shape = x.shape
+    if len(items) <= x.ndim and all(isinstance(item, (Tracer, int, np.integer, list, np.ndarray))
+                                    and not isinstance(item, bool) for item in items):
+        shape = x.shape                                       # A[i, j], A[i, 0]: a flat index
         flat_index = None
         for k, item in enumerate(items):
             stride = int(np.prod(shape[k + 1:len(items)]))
-            wrapped = bind(_p("checked_axis_index"), item, size=shape[k])
+            if not isinstance(item, Tracer):
+                item = _as_tracer(np.asarray(item, dtype=np.int64)) if np.ndim(item) else \
+                    int(np.arange(shape[k])[item])            # NumPy's IndexError if outside
+            wrapped = item if isinstance(item, int) else \
+                bind(_p("checked_axis_index"), item, size=shape[k])
             term = wrapped if stride == 1 else wrapped * stride
             flat_index = term if flat_index is None else flat_index + term
         rows = _reshape(x, (-1,) + tuple(shape[len(items):]))

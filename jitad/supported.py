@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import types
 
-import numpy as np
 
 from . import numpy_functions, tracing
 from .primitives import REGISTRY

@@ -225,6 +225,8 @@ CASES = [
     ("A[:, :, traced idx]", lambda A, i: np.sum(np.sin(A[:, :, i])), [(2, 2, 3), _ints(2, 0)], 0),
     ("A[i, j] traced", lambda A, i, j: np.sum(A[i, j] ** 2 * W((3,))),
      [(3, 4), _ints(0, 2, -1), _ints(3, 1, 0)], 0),
+    ("A[i, 0] traced and int", lambda A, i: np.sum(A[i, -1] ** 2 * W((3,))),
+     [(3, 4), _ints(0, 2, 2)], 0),
     ("A[i, j] constant", weighted(lambda A: A[[0, 1, 1], [2, 0, 0]], (3,)), [(2, 3)], 0),
     ("A[mask] constant", lambda A: np.sum(A[np.array([[True, False, True], [False, True, True]])]
                                           ** 3), [(2, 3)], 0),
@@ -480,3 +482,11 @@ def test_every_function_of_the_issue_list_has_gradient_checks():
     missing = {name: tests for name, tests in ISSUE_LIST.items() if not set(tests) <= known}
     assert not missing, f"functions of the issue list without gradient checks: {missing}"
     assert len(ISSUE_LIST) == 79
+
+
+def test_a_traced_index_out_of_its_axis_raises_instead_of_reading_another_row():
+    f = jitad.jit_grad(lambda A, i, j: np.sum(A[i, j]))
+    A = np.arange(6.0).reshape(2, 3)
+    assert_close(f(A, _ints(1, -1), _ints(0, 2)), [[0, 0, 0], [1, 0, 1]], 0, 0)   # A[1, 0], A[1, 2]
+    with pytest.raises(IndexError, match="out of bounds"):
+        f(A, _ints(0), _ints(3))          # flat index 3 would be A[1, 0]
