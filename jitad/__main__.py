@@ -1,4 +1,5 @@
-"""`python -m jitad cache info` shows the disk cache; `python -m jitad cache clear` empties it."""
+"""`python -m jitad cache info` shows the disk cache; `python -m jitad cache clear` empties it;
+`python -m jitad supported` prints the table of functions jitad traces."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,12 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="group", required=True)
     cache = commands.add_parser("cache", help="the disk cache of traces and compiled code")
     cache.add_argument("action", choices=("info", "clear"))
+    commands.add_parser("supported", help="print the table of functions jitad traces (Markdown)")
     args = parser.parse_args(argv)
+    if args.group == "supported":
+        from .supported import table
+        print(table())
+        return 0
     if args.action == "info":
         about = disk.info()
         print(f"location: {about['location']}\nstatus:   {about['status']}\n"

@@ -484,6 +484,8 @@ def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "a
     else:
         function = print_function(wengert, fn_name, docstring)
     imports = []
+    if "math." in function:
+        imports.append("import math")
     if "np." in function:
         imports.append("import numpy as np")
     helpers = [h for h in runtime.__all__ if f"{h}(" in function]

@@ -240,3 +240,92 @@ def run_tape(code, slots, inputs, outputs):
         elif slots[a] != slots[b]:
             raise GuardFailed(c)
     return slots
+
+
+# ---------------------------------------------------------------- scans, sorting, batches,
+# special functions (jitad/primitives/numeric.py prints calls to these)
+
+__all__ += ["batch_matmul", "cumprod_rows", "cumsum_rows", "polygamma", "sort_permutation"]
+
+
+def cumsum_rows(x):
+    """Running sums along each row of a contiguous 2-D array."""
+    out = np.empty(x.shape)
+    for i in range(x.shape[0]):
+        total = 0.0
+        for j in range(x.shape[1]):
+            total += x[i, j]
+            out[i, j] = total
+    return out
+
+
+def cumprod_rows(x):
+    """Running products along each row of a contiguous 2-D array."""
+    out = np.empty(x.shape)
+    for i in range(x.shape[0]):
+        total = 1.0
+        for j in range(x.shape[1]):
+            total *= x[i, j]
+            out[i, j] = total
+    return out
+
+
+def sort_permutation(x):
+    """For each row of a contiguous 2-D array, the flat positions (into `x.ravel()`) of
+    its elements in ascending order (a stable sort, NaNs last, as np.sort)."""
+    out = np.empty(x.shape, dtype=np.int64)
+    for i in range(x.shape[0]):
+        out[i] = np.argsort(x[i], kind="mergesort") + i * x.shape[1]
+    return out
+
+
+def batch_matmul(a, b):
+    """`a[k] @ b[k]` for each k of two 3-D arrays (BLAS per matrix)."""
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]))
+    for k in range(a.shape[0]):
+        out[k] = np.dot(np.ascontiguousarray(a[k]), np.ascontiguousarray(b[k]))
+    return out
+
+
+# Bernoulli numbers B2, B4, ..., B14 for the asymptotic series of the polygamma functions.
+_BERNOULLI = (1.0 / 6.0, -1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 5.0 / 66.0, -691.0 / 2730.0,
+              7.0 / 6.0)
+
+
+def polygamma(n, x):
+    """The n-th derivative of the digamma function at a float x (digamma for n = 0).
+
+    x > 0: the recurrence psi_n(x) = psi_n(x + 1) - (-1)**n n! / x**(n+1) up to x >= 10,
+    then the asymptotic series; x <= 0: the reflection formula for n = 0 and 1 (NaN at the
+    poles and for n >= 2).
+    """
+    reflect = x <= 0.0
+    if reflect and (x == np.floor(x) or n > 1):
+        return np.nan
+    y = 1.0 - x if reflect else x
+    factorial = 1.0
+    for k in range(2, n + 1):
+        factorial *= k
+    sign = 1.0 if n % 2 == 0 else -1.0            # (-1)**n
+    shift = 0.0
+    while y < 10.0:
+        shift -= sign * factorial / y ** (n + 1)
+        y += 1.0
+    if n == 0:
+        r = 1.0 / (y * y)
+        value = np.log(y) - 0.5 / y - r * (1.0 / 12.0 - r * (1.0 / 120.0 - r * (
+            1.0 / 252.0 - r * (1.0 / 240.0 - r / 132.0)))) + shift
+    else:
+        # (-1)**(n+1) [(n-1)!/y^n + n!/(2 y^(n+1)) + sum_k B2k (2k+n-1)! / ((2k)! y^(2k+n))]
+        total = factorial / n / y ** n + factorial / (2.0 * y ** (n + 1))
+        ratio = factorial / n             # (2k+n-1)! / (2k)!, updated as k grows
+        for k in range(1, len(_BERNOULLI) + 1):
+            ratio *= (2 * k + n - 2) * (2 * k + n - 1) / ((2 * k - 1) * (2 * k))
+            total += _BERNOULLI[k - 1] * ratio / y ** (2 * k + n)
+        value = -sign * total + shift
+    if not reflect:
+        return value
+    if n == 0:              # psi(x) = psi(1 - x) - pi / tan(pi x)
+        return value - np.pi / np.tan(np.pi * x)
+    s = np.sin(np.pi * x)   # psi_1(x) = pi^2 / sin^2(pi x) - psi_1(1 - x)
+    return np.pi * np.pi / (s * s) - value

@@ -267,7 +267,13 @@ class Tracer:
     __sub__, __rsub__ = _binary("sub"), _binary("sub", swap=True)
     __mul__, __rmul__ = _binary("mul"), _binary("mul", swap=True)
     __truediv__, __rtruediv__ = _binary("div"), _binary("div", swap=True)
-    __matmul__, __rmatmul__ = _binary("matmul"), _binary("matmul", swap=True)
+
+    def __matmul__(self, other):
+        return numpy_functions.matmul(self, other) if _is_operand(other) else NotImplemented
+
+    def __rmatmul__(self, other):
+        return numpy_functions.matmul(other, self) if _is_operand(other) else NotImplemented
+
     __lt__, __le__, __gt__, __ge__ = _binary("lt"), _binary("le"), _binary("gt"), _binary("ge")
     __eq__, __ne__ = _binary("eq"), _binary("ne")
     __hash__ = object.__hash__
@@ -280,8 +286,14 @@ class Tracer:
     def __rpow__(self, base):
         return bind(REGISTRY["pow"], base, self) if _is_operand(base) else _not_operand(base, "pow")
 
-    __mod__ = __rmod__ = _unsupported_operator("%")
-    __floordiv__ = __rfloordiv__ = _unsupported_operator("//")
+    __mod__, __rmod__ = _binary("remainder"), _binary("remainder", swap=True)
+
+    def __floordiv__(self, other):
+        return bind(REGISTRY["floor"], self / other) if _is_operand(other) else NotImplemented
+
+    def __rfloordiv__(self, other):
+        return bind(REGISTRY["floor"], other / self) if _is_operand(other) else NotImplemented
+
     __divmod__ = __rdivmod__ = _unsupported_operator("divmod()")
 
     def __neg__(self):
@@ -463,6 +475,9 @@ class Tracer:
 
     # NumPy dispatch
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        adapter = numpy_functions.ufunc_adapter(ufunc) if method == "__call__" else None
+        if adapter is not None and not kwargs:
+            return adapter(*inputs)
         prim = _UFUNCS.get(ufunc)
         if method != "__call__" or kwargs or prim is None:
             what = f"np.{ufunc.__name__}" + (f".{method}" if method != "__call__" else "")
@@ -559,6 +574,8 @@ def _norm(x, ord=None, axis=None, keepdims=False):
 
 def _getitem(x, index):
     items = index if isinstance(index, tuple) else (index,)
+    if numpy_functions.is_advanced(items):
+        return numpy_functions.advanced_getitem(x, items)
     if len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list)):
         idx = items[0]
         idx = idx if isinstance(idx, Tracer) else _as_tracer(np.asarray(idx))
@@ -759,6 +776,10 @@ class _Interceptor:
     def translate(self, value):
         """What cloned code sees in place of `value`."""
         kind = type(value)
+        if kind is not types.ModuleType:
+            replaced = numpy_functions.replacement(value)
+            if replaced is not None:        # np.array, scipy.special.logsumexp...
+                return replaced
         if kind is types.BuiltinFunctionType:
             return getattr(_TRACED_MATH, value.__name__) if value.__self__ is math else value
         if kind is types.FunctionType or kind is types.ModuleType:
@@ -791,6 +812,10 @@ class _Interceptor:
     def _translate(self, value):
         if value is math:
             return _TRACED_MATH
+        traced_module = numpy_functions.traced_module(value)
+        if traced_module is not None:        # numpy and scipy.special: np.array, logsumexp
+            self._remember(value, traced_module)
+            return traced_module
         if type(value) is types.ModuleType:
             user = self._user(getattr(value, "__file__", None) or "<frozen", value.__name__)
             translation = _ModuleProxy(value, self) if user else value
@@ -902,3 +927,12 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
         wengert = WengertList(getattr(fun, "__name__", code.co_name), inputs + [v for v, _ in state.consts],
                               state.builder.entries, outputs, loc=loc)
         return Trace(wengert, state.guards, state.reads_sizes, [c for _, c in state.consts])
+
+
+# ---------------------------------------------------------------- more NumPy (numpy_functions.py)
+
+from . import numpy_functions  # noqa: E402  (it builds on the tracer defined above)
+
+_FUNCTIONS.update(numpy_functions.FUNCTIONS)
+for _name, _method in numpy_functions.METHODS.items():
+    setattr(Tracer, _name, _method)

@@ -39,9 +39,9 @@ def test_constant_output_has_zero_gradient():
 
 def test_unknown_numpy_function_names_the_function_and_the_users_line():
     def f(x):
-        return np.sum(np.cumsum(x))
+        return np.sum(np.median(x))
     with pytest.raises(jitad.TraceError,
-                       match=rf"(?s)np\.cumsum.*{HERE} \(f\): return np\.sum\(np\.cumsum\(x\)\)"):
+                       match=rf"(?s)np\.median.*{HERE} \(f\): return np\.sum\(np\.median\(x\)\)"):
         jitad.jit_grad(f)(np.ones(3))
 
 
@@ -103,9 +103,12 @@ def test_round_of_a_traced_value_is_a_trace_error():
         jitad.jit_grad(f)(1.4)
 
 
+_CONVERTERS = (np.asarray,)     # held in a container: the traced numpy does not reach it
+
+
 def test_np_asarray_of_a_traced_value_is_a_trace_error():
     def f(x):
-        return np.sum(np.asarray([x, x]))
+        return np.sum(_CONVERTERS[0]([x, x]))
     with pytest.raises(jitad.TraceError, match=rf"(?s)converted to a NumPy array.*{HERE}"):
         jitad.jit_grad(f)(1.0)
 
@@ -209,7 +212,7 @@ def test_errors_are_jitad_errors_and_standard_python_errors():
 def test_a_failed_trace_leaves_the_function_usable():
     def f(x, bad):
         if bad:
-            return np.sum(np.cumsum(x))
+            return np.sum(np.median(x))
         return np.sum(x * x)
     g = jitad.jit_grad(f)
     with pytest.raises(jitad.TraceError):
