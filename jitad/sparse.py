@@ -1,0 +1,533 @@
+"""Sparse Jacobians and Hessians: patterns from the Wengert list, colourings, compressed sweeps.
+
+Step: a front door beside `api.JitGrad` (whose tracing and cache it reuses). For each traced
+specialization it finds the sparsity pattern by propagating dependency sets through the list
+(`jacobian_pattern`, `hessian_pattern`), colours the columns (`column_colouring`: distance-1
+on the column intersection graph; `star_colouring` for symmetric Hessians), compiles one
+forward-mode (Jacobian) or forward-over-reverse (Hessian-vector) kernel, runs it once per
+colour with the colour's seed vector, and decompresses the products into scipy.sparse CSR.
+
+Dependency sets are sparse boolean matrices `D[v]` (elements of value `v` x elements of the
+differentiated input). They are exact for elementwise primitives (with broadcasting), static
+indexing, gathers and scatters (the index values are read from the arguments), shape
+primitives, reductions and `matmul`/`outer` (per element triple); unknown primitives and
+`prod` are treated conservatively (every output element depends on every operand element,
+and nonlinear ones couple all of them). `select`, `maximum`, `minimum` and `abs` depend on
+both branches (the pattern holds for every branch taken).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import codegen, compile as compiler
+from .api import JitGrad, _collector_paused
+from .errors import ArgumentError, GuardFailed, NonScalarOutputError
+from .primitives.shape import as_python_index
+from .transforms import jvp, simplify, value_and_grad
+from .transforms.simplify import eliminate_dead_code
+from .wengert import Literal, Var, WengertList
+
+# ---------------------------------------------------------------- dependency propagation
+
+# Second derivative zero almost everywhere: first-order dependencies only.
+_PIECEWISE_LINEAR = {"maximum", "minimum", "abs", "select"}
+_UNARY_NONLINEAR = {"exp", "log", "log1p", "expm1", "sqrt", "square", "reciprocal", "sin",
+                    "cos", "tan", "tanh", "sinh", "cosh", "arcsin", "arccos", "arctan"}
+_BINARY_NONLINEAR = {"pow", "arctan2", "hypot", "logaddexp"}
+_REDUCTIONS = {"sum", "mean", "max", "min", "prod"}
+_VIEWS = {"reshape", "reshape_like", "expand_dims"}     # same elements, same order
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _grid(shape):
+    return np.arange(_size(shape)).reshape(shape)
+
+
+def _binary(m):
+    """The pattern of a sparse matrix: CSR with every stored entry 1."""
+    m = sp.csr_matrix(m)
+    m.sum_duplicates()
+    m.data = np.ones_like(m.data, dtype=np.float64)
+    return m
+
+
+def _select(matrix, index):
+    """Rows of `matrix` picked by the flat integer array `index` (None stays None)."""
+    return None if matrix is None else matrix[np.asarray(index, dtype=np.int64).ravel()]
+
+
+def _spread(matrix, shape, out_shape):
+    """Dependencies of an operand broadcast to `out_shape`."""
+    if matrix is None or tuple(shape) == tuple(out_shape):
+        return matrix
+    return _select(matrix, np.broadcast_to(_grid(shape), out_shape))
+
+
+def _union(*matrices):
+    present = [m for m in matrices if m is not None]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else _binary(sum(present[1:], present[0]))
+
+
+def _routed(out_index, in_index, out_size, in_size, matrix):
+    """Dependencies of an output built by routing input elements `in_index` to `out_index`."""
+    if matrix is None:
+        return None
+    route = sp.csr_matrix((np.ones(len(out_index)), (out_index, in_index)),
+                          shape=(out_size, in_size))
+    return _binary(route @ matrix)
+
+
+class _Analysis:
+    """One walk over a list: dependency matrices per value and, for Hessians, the coupled
+    input pairs recorded at each nonlinear entry."""
+
+    def __init__(self, wengert: WengertList, wrt: int, values: dict, second_order: bool):
+        x = wengert.inputs[wrt]
+        self.n = _size(x.shape)
+        self.deps = {x.name: sp.identity(self.n, format="csr")}
+        self.values = values            # name -> concrete value (integer index operands)
+        self.second = second_order
+        self.pairs_rows, self.pairs_cols = [], []
+        self.live = _differentiably_reaching(wengert) if second_order else None
+
+    def of(self, a):
+        return self.deps.get(a.name) if isinstance(a, Var) else None
+
+    def couple(self, left, right):
+        """Record that the input elements in each row of `left` interact with those in the
+        same row of `right` (both: (elements, n) pattern matrices)."""
+        if left is None or right is None:
+            return
+        product = (left.T @ right).tocoo()
+        self.pairs_rows += [product.row, product.col]
+        self.pairs_cols += [product.col, product.row]
+
+    def run(self, entries):
+        for e in entries:
+            if e.prim.nondifferentiable:
+                continue
+            deps = self.entry(e)
+            if deps is not None:
+                self.deps[e.out.name] = deps
+
+    def entry(self, e):
+        name, ins, out = e.prim.name, e.ins, e.out
+        ds = [self.of(a) for a in ins]
+        if all(d is None for d in ds):
+            return None
+        nonlinear = self.second and e.out.name in self.live
+        if name in ("add", "sub", "neg") or name in _PIECEWISE_LINEAR:
+            operands = ins[1:] if name == "select" else ins
+            return _union(*(_spread(self.of(a), a.shape, out.shape) for a in operands))
+        if name in _UNARY_NONLINEAR or name == "integer_pow":
+            d = _spread(ds[0], ins[0].shape, out.shape)
+            if nonlinear and (name != "integer_pow" or e.params["n"] not in (0, 1)):
+                self.couple(d, d)
+            return d
+        if name in ("mul", "div") or name in _BINARY_NONLINEAR:
+            a, b = (_spread(d, x.shape, out.shape) for d, x in zip(ds, ins))
+            if nonlinear:
+                if name == "mul":
+                    self.couple(a, b)
+                elif name == "div":
+                    self.couple(a, b)
+                    self.couple(b, b)
+                else:
+                    both = _union(a, b)
+                    self.couple(both, both)
+            return _union(a, b)
+        if name in _REDUCTIONS:
+            x = ins[0]
+            kept = tuple(1 if i in e.params["axis"] else n for i, n in enumerate(x.shape))
+            out_index = np.broadcast_to(_grid(kept), x.shape).ravel()
+            d = _routed(out_index, np.arange(_size(x.shape)), _size(out.shape), _size(x.shape),
+                        ds[0])
+            if nonlinear and name == "prod":        # conservative: all factors coupled
+                self.couple(d, d)
+            return d
+        if name in _VIEWS:
+            return ds[0]
+        if name == "transpose":
+            return _select(ds[0], _grid(ins[0].shape).transpose(e.params["axes"]))
+        if name == "broadcast_like":
+            return _spread(ds[0], ins[0].shape, out.shape)
+        if name == "full_like":
+            return _spread(ds[1], ins[1].shape, out.shape)
+        if name == "getitem":
+            return _select(ds[0], _grid(ins[0].shape)[as_python_index(e.params["index"])])
+        if name == "gather":
+            return _select(ds[0], _grid(ins[0].shape)[self.values[ins[1].name]])
+        if name in ("index_add", "scatter_add"):
+            acc, update = ins[0], ins[1]
+            where = as_python_index(e.params["index"]) if name == "index_add" else \
+                self.values[ins[2].name]
+            positions = _grid(acc.shape)[where]
+            source = np.broadcast_to(_grid(update.shape), positions.shape)
+            routed = _routed(positions.ravel(), source.ravel(), _size(acc.shape),
+                             _size(update.shape), ds[1])
+            return _union(ds[0], routed)
+        if name == "concatenate":
+            axis, offset, grids = e.params["axis"], 0, []
+            for x in ins:
+                grids.append(_grid(x.shape) + offset)
+                offset += _size(x.shape)
+            stacked = sp.vstack([d if d is not None else sp.csr_matrix((_size(x.shape), self.n))
+                                 for d, x in zip(ds, ins)], format="csr")
+            return _select(stacked, np.concatenate(grids, axis=axis))
+        if name in ("matmul", "outer"):
+            return self.bilinear_product(e, ds, nonlinear)
+        # Any other primitive: every output element depends on every operand element.
+        everything = _union(*(_binary(d.sum(axis=0)) for d in ds if d is not None))
+        d = _select(everything, np.zeros(_size(out.shape), dtype=np.int64))
+        if nonlinear and not e.prim.linear:
+            self.couple(everything, everything)
+        return d
+
+    def bilinear_product(self, e, ds, nonlinear):
+        """`matmul` and `outer`, element triple by element triple."""
+        a, b = e.ins
+        if e.prim.name == "outer":
+            m, p, k = a.shape[0], b.shape[0], 1
+            i, j = np.meshgrid(np.arange(m), np.arange(p), indexing="ij")
+            ai, bi, oi = i.ravel(), j.ravel(), (i * p + j).ravel()
+        else:
+            m = a.shape[0] if a.ndim == 2 else 1
+            k = a.shape[-1]
+            p = b.shape[1] if b.ndim == 2 else 1
+            i, j, q = np.meshgrid(np.arange(m), np.arange(p), np.arange(k), indexing="ij")
+            ai, bi, oi = (i * k + q).ravel(), (q * p + j).ravel(), (i * p + j).ravel()
+        size = _size(e.out.shape)
+        left = _routed(oi, ai, size, _size(a.shape), ds[0])
+        right = _routed(oi, bi, size, _size(b.shape), ds[1])
+        if nonlinear and ds[0] is not None and ds[1] is not None:
+            self.couple(_select(ds[0], ai), _select(ds[1], bi))
+        return _union(left, right)
+
+    def hessian(self):
+        if not self.pairs_rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        rows, cols = np.concatenate(self.pairs_rows), np.concatenate(self.pairs_cols)
+        pattern = _binary(sp.coo_matrix((np.ones(len(rows)), (rows, cols)),
+                                        shape=(self.n, self.n)))
+        pattern.sort_indices()
+        coo = pattern.tocoo()
+        return coo.row.astype(np.int64), coo.col.astype(np.int64)
+
+
+def _differentiably_reaching(wengert: WengertList) -> set:
+    """Names of values whose change can change the output (not only through comparisons,
+    guards or a select's condition)."""
+    live = {a.name for a in wengert.outputs if isinstance(a, Var)}
+    for e in reversed(wengert.entries):
+        if e.out.name in live and not e.prim.nondifferentiable:
+            operands = e.ins[1:] if e.prim.name == "select" else e.ins
+            live.update(a.name for a in operands if isinstance(a, Var))
+    return live
+
+
+def index_values(wengert: WengertList, args: list) -> dict:
+    """Concrete values of the integer operands of gathers and scatters, computed from the
+    runtime arguments `args` (in the order of `wengert.inputs`) with NumPy."""
+    needed = {e.ins[-1].name for e in wengert.entries
+              if e.prim.name in ("gather", "scatter_add") and isinstance(e.ins[-1], Var)}
+    if not needed:
+        return {}
+    for e in reversed(wengert.entries):
+        if e.out.name in needed:
+            needed.update(a.name for a in e.ins if isinstance(a, Var))
+    values = {v.name: a for v, a in zip(wengert.inputs, args)}
+    for e in wengert.entries:
+        if e.out.name in needed:
+            operands = [values[a.name] if isinstance(a, Var) else a.value for a in e.ins]
+            values[e.out.name] = e.prim.impl(*operands, **e.params)
+    return values
+
+
+def jacobian_pattern(wengert: WengertList, wrt: int, args=()) -> tuple:
+    """(rows, cols): the structurally nonzero elements of d(output, raveled) / d(input `wrt`,
+    raveled); `args` are the runtime arguments (needed where gathers read index arrays)."""
+    analysis = _Analysis(wengert, wrt, index_values(wengert, list(args)), False)
+    analysis.run(wengert.entries)
+    (out,) = wengert.outputs
+    d = analysis.of(out)
+    if d is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    coo = _binary(d).tocoo()
+    order = np.lexsort((coo.col, coo.row))
+    return coo.row[order].astype(np.int64), coo.col[order].astype(np.int64)
+
+
+def hessian_pattern(wengert: WengertList, wrt: int, args=()) -> tuple:
+    """(rows, cols), symmetric: the input pairs coupled by some nonlinear entry that reaches
+    the scalar output (Walther's dependency-set propagation)."""
+    analysis = _Analysis(wengert, wrt, index_values(wengert, list(args)), True)
+    analysis.run(wengert.entries)
+    return analysis.hessian()
+
+
+# ---------------------------------------------------------------- colourings
+
+def _adjacency(rows, cols, n):
+    """Neighbour lists (no self loops) of the symmetric pattern (rows, cols) on n vertices."""
+    off = rows != cols
+    graph = _binary(sp.coo_matrix((np.ones(off.sum()), (rows[off], cols[off])), shape=(n, n)))
+    graph = _binary(graph + graph.T)
+    indptr, indices = graph.indptr.tolist(), graph.indices.tolist()
+    return [indices[indptr[v]:indptr[v + 1]] for v in range(n)]
+
+
+def _largest_first(adj):
+    return sorted(range(len(adj)), key=lambda v: -len(adj[v]))
+
+
+def _greedy(adj):
+    colours = [-1] * len(adj)
+    for v in _largest_first(adj):
+        taken = {colours[w] for w in adj[v]}
+        c = 0
+        while c in taken:
+            c += 1
+        colours[v] = c
+    return np.array(colours, dtype=np.int64)
+
+
+def column_colouring(rows, cols, shape) -> np.ndarray:
+    """Greedy distance-1 colouring of the column intersection graph: columns of one colour
+    share no row, so one JVP per colour gives all of them."""
+    m, n = shape
+    j = _binary(sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(m, n)))
+    inter = (j.T @ j).tocoo()
+    return _greedy(_adjacency(inter.row, inter.col, n))
+
+
+def star_colouring(rows, cols, n) -> np.ndarray:
+    """Greedy star colouring of the adjacency graph of a symmetric pattern (Gebremedhin,
+    Manne and Pothen 2005, algorithm 4.1): adjacent vertices differ and every path on four
+    vertices has at least three colours, so each H[i, j] is read off H S directly."""
+    adj = _adjacency(rows, cols, n)
+    colours = [-1] * n
+    for v in _largest_first(adj):
+        forbidden = set()
+        for w in adj[v]:
+            cw = colours[w]
+            if cw >= 0:
+                forbidden.add(cw)
+            for x in adj[w]:
+                cx = colours[x]
+                if x == v or cx < 0:
+                    continue
+                if cw < 0:
+                    forbidden.add(cx)
+                elif any(colours[y] == cw for y in adj[x] if y != w):
+                    forbidden.add(cx)
+        c = 0
+        while c in forbidden:
+            c += 1
+        colours[v] = c
+    return np.array(colours, dtype=np.int64)
+
+
+def seeds(colours, shape) -> list:
+    """One seed array per colour: 1.0 on that colour's (raveled) elements."""
+    count = int(colours.max()) + 1 if len(colours) else 0
+    return [(colours == c).astype(np.float64).reshape(shape) for c in range(count)]
+
+
+def jacobian_sources(rows, cols, colours) -> tuple:
+    """(row, colour) of the compressed product J S holding each nonzero (rows, cols)."""
+    return rows, colours[cols]
+
+
+def hessian_sources(rows, cols, colours) -> tuple:
+    """(row, colour) of H S holding each nonzero of a symmetric pattern: H[i, j] is
+    (H S)[i, colour j] where j is the only column of its colour in row i, else
+    (H S)[j, colour i]. Raises ValueError where neither holds (not a star colouring)."""
+    n_colours = int(colours.max()) + 1 if len(colours) else 1
+    counts = np.bincount(rows * n_colours + colours[cols], minlength=0)
+    direct = counts[rows * n_colours + colours[cols]] == 1
+    mirrored_key = cols * n_colours + colours[rows]
+    mirrored = np.zeros(len(rows), dtype=bool)
+    inside = mirrored_key < len(counts)
+    mirrored[inside] = counts[mirrored_key[inside]] == 1
+    if not np.all(direct | mirrored):
+        bad = np.flatnonzero(~(direct | mirrored))[0]
+        raise ValueError(f"colouring cannot recover H[{rows[bad]}, {cols[bad]}]")
+    return np.where(direct, rows, cols), np.where(direct, colours[cols], colours[rows])
+
+
+def decompress(compressed, rows, cols, sources, shape):
+    """CSR matrix with entries compressed[source row, source colour] at (rows, cols)."""
+    data = compressed[sources[0], sources[1]] if len(rows) else np.zeros(0)
+    return sp.csr_matrix((data, (rows, cols)), shape=shape)
+
+
+# ---------------------------------------------------------------- the callable objects
+
+class _Sparse:
+    """Shared machinery: a `JitGrad` traces and caches specializations; per specialization
+    (and per index-array values) a pattern, a colouring and one compiled product kernel."""
+
+    kind = ""
+
+    def __init__(self, fun, argnums=0):
+        if not (isinstance(argnums, int) and not isinstance(argnums, bool)):
+            raise ArgumentError(f"sparse {self.kind}: argnums must be one int, got {argnums!r}")
+        self._inner = JitGrad(fun, argnums)
+        self.fun, self.argnums = fun, argnums
+        self.__name__ = self._inner.__name__
+        self._plans: dict = {}          # (id(variant), index digest) -> plan
+        self._variants: dict = {}       # id(variant) -> variant (keeps ids valid)
+
+    def __repr__(self) -> str:
+        return f"<jitad sparse {self.kind} of {self.__name__}, argnums={self.argnums}>"
+
+    def _resolve(self, args, kwargs):
+        inner = self._inner
+        args, key, runtime, names, values, candidates = inner._lookup(args, kwargs)
+        x = args[self.argnums]
+        if not isinstance(x, np.ndarray):
+            raise ArgumentError(f"sparse {self.kind} of {self.__name__}: the differentiated "
+                                f"argument must be a float64 array, got {type(x).__name__}")
+        return args, key, runtime, names, values, candidates, x
+
+    def __call__(self, *args, **kwargs):
+        """The sparse derivative at these arguments: a scipy.sparse CSR matrix."""
+        with self._inner._lock:
+            args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
+            for variant in candidates:
+                try:
+                    return self._evaluate(variant, values, x)
+                except GuardFailed:
+                    continue
+            variant = self._inner._trace(args, key, runtime, names, load=False)
+            return self._evaluate(variant, values, x)
+
+    def plan(self, *args, **kwargs):
+        """(rows, cols, colours) used for these arguments: the pattern and its colouring."""
+        args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
+        variant = candidates[0] if candidates else \
+            self._inner._trace(args, key, runtime, names, load=False)
+        p = self._plan(variant, values + variant.trace.consts, x)
+        return p["rows"], p["cols"], p["colours"]
+
+    def _plan(self, variant, runtime_args, x):
+        wengert = variant.trace.wengert
+        ints = [a for v, a in zip(wengert.inputs, runtime_args) if isinstance(a, np.ndarray)
+                and a.dtype.kind in "iub"]
+        digest = hash(tuple(hash(a.tobytes()) for a in ints)) if ints else None
+        key = (id(variant), digest)
+        plan = self._plans.get(key)
+        if plan is None:
+            with _collector_paused():
+                plan = self._make_plan(simplify(wengert), variant.wrt[0], runtime_args, x)
+            self._plans[key] = plan
+            self._variants[id(variant)] = variant
+        return plan
+
+    def _evaluate(self, variant, values, x):
+        runtime_args = values + variant.trace.consts
+        plan = self._plan(variant, runtime_args, x)
+        kernel = variant.kernels.get(self.mode)
+        if kernel is None:
+            kernel = variant.kernels[self.mode] = self._compile(variant, runtime_args, x)
+        columns = [np.ravel(compiler.call_compiling(kernel, runtime_args + [s]))
+                   for s in plan["seeds"]]
+        compressed = np.stack(columns, axis=1) if columns else np.zeros((plan["shape"][0], 0))
+        return decompress(compressed, plan["rows"], plan["cols"], plan["sources"],
+                          plan["shape"])
+
+    def _compile(self, variant, runtime_args, x):
+        with _collector_paused():
+            product = self._product_list(simplify(variant.trace.wengert), list(variant.wrt))
+            shape, runs = codegen.choose_shape(product)
+            if shape == "tape":
+                return compiler.tape_kernel(product)
+            name = f"{codegen.identifier(self.__name__)}_{self.mode}"
+            doc = f"{self.doc} of {variant.trace.wengert.name} ({product.loc}): one column of " \
+                  "the compressed product per seed."
+            source = codegen.generate(product, name, doc, shape, runs)
+        return compiler.compile_source(source, name, tuple(runtime_args) + (x * 0.0,),
+                                       variant.trace.wengert.loc)
+
+
+def _only(wengert, output, name):
+    """The list reduced to computing `output` alone (a zero array when it is a constant)."""
+    return eliminate_dead_code(WengertList(name, wengert.inputs, wengert.entries, [output],
+                                           loc=wengert.loc))
+
+
+class SparseJacobian(_Sparse):
+    """`sparse_jacobian(fun)(*args)`: d fun / d args[argnums] as a scipy.sparse CSR matrix of
+    shape (output size, input size), by one forward-mode product per column colour."""
+
+    kind, mode, doc = "jacobian", "sparse_jacobian", "Jacobian-vector product"
+
+    def __init__(self, fun, argnums=0):
+        super().__init__(fun, argnums)
+        self._inner._check_output = self._check_output
+
+    def _check_output(self, traced):
+        (out,) = traced.wengert.outputs
+        if not isinstance(out, (Var, Literal)) or out.dtype == "bool":
+            raise NonScalarOutputError(
+                f"{self.__name__} must return one float array (or scalar) for a Jacobian, "
+                f"got {type(out).__name__}")
+
+    def _make_plan(self, wengert, wrt, runtime_args, x):
+        (out,) = wengert.outputs
+        shape = (_size(out.shape), x.size)
+        rows, cols = jacobian_pattern(wengert, wrt, runtime_args)
+        colours = column_colouring(rows, cols, shape)
+        return {"rows": rows, "cols": cols, "colours": colours, "shape": shape,
+                "seeds": seeds(colours, x.shape),
+                "sources": jacobian_sources(rows, cols, colours)}
+
+    def _product_list(self, wengert, wrt):
+        forward = jvp(wengert, wrt)
+        tangent = forward.outputs[len(wengert.outputs)]
+        return simplify(_only(forward, tangent, f"{wengert.name}_sparse_jacobian"))
+
+
+class SparseHessian(_Sparse):
+    """`sparse_hessian(fun)(*args)`: the Hessian of a scalar `fun` wrt args[argnums] as a
+    symmetric scipy.sparse CSR matrix, by one Hessian-vector product per star colour."""
+
+    kind, mode, doc = "hessian", "sparse_hessian", "Hessian-vector product"
+
+    def _make_plan(self, wengert, wrt, runtime_args, x):
+        rows, cols = hessian_pattern(wengert, wrt, runtime_args)
+        colours = star_colouring(rows, cols, x.size)
+        try:
+            sources = hessian_sources(rows, cols, colours)
+        except ValueError:      # never expected; distance-2 colouring always decompresses
+            colours = column_colouring(rows, cols, (x.size, x.size))
+            sources = hessian_sources(rows, cols, colours)
+        return {"rows": rows, "cols": cols, "colours": colours, "shape": (x.size, x.size),
+                "seeds": seeds(colours, x.shape), "sources": sources}
+
+    def _product_list(self, wengert, wrt):
+        adjoint = simplify(value_and_grad(wengert, wrt))
+        forward = jvp(adjoint, wrt)
+        hv = forward.outputs[len(adjoint.outputs) + 1]
+        return simplify(_only(forward, hv, f"{wengert.name}_sparse_hessian"))
+
+
+def sparse_jacobian(fun, argnums=0) -> SparseJacobian:
+    """A callable returning d fun / d args[argnums] as a scipy.sparse CSR matrix.
+
+    The pattern (found on the traced list) and its column colouring are computed once per
+    argument signature; each call runs one compiled forward-mode product per colour.
+    """
+    return SparseJacobian(fun, argnums)
+
+
+def sparse_hessian(fun, argnums=0) -> SparseHessian:
+    """A callable returning the Hessian of scalar `fun` wrt args[argnums] as a symmetric
+    scipy.sparse CSR matrix, from one Hessian-vector product per star colour."""
+    return SparseHessian(fun, argnums)
