@@ -358,7 +358,14 @@ def hessian_sources(rows, cols, colours) -> tuple:
     if not np.all(direct | mirrored):
         bad = np.flatnonzero(~(direct | mirrored))[0]
         raise ValueError(f"colouring cannot recover H[{rows[bad]}, {cols[bad]}]")
-    return np.where(direct, rows, cols), np.where(direct, colours[cols], colours[rows])
+    source_row = np.where(direct, rows, cols)
+    source_colour = np.where(direct, colours[cols], colours[rows])
+    # Both triangles read the upper one's source: the result is exactly symmetric.
+    position = sp.csr_matrix((np.arange(1, len(rows) + 1), (rows, cols)),
+                             shape=(len(colours),) * 2)
+    upper = np.where(rows <= cols, np.arange(len(rows)),
+                     np.asarray(position[cols, rows]).ravel() - 1)
+    return source_row[upper], source_colour[upper]
 
 
 def decompress(compressed, rows, cols, sources, shape):
