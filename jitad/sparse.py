@@ -368,10 +368,22 @@ def hessian_sources(rows, cols, colours) -> tuple:
     return source_row[upper], source_colour[upper]
 
 
-def decompress(compressed, rows, cols, sources, shape):
-    """CSR matrix with entries compressed[source row, source colour] at (rows, cols)."""
-    data = compressed[sources[0], sources[1]] if len(rows) else np.zeros(0)
-    return sp.csr_matrix((data, (rows, cols)), shape=shape)
+def layout(rows, cols, sources, shape) -> dict:
+    """Where each nonzero (rows, cols) is read from the compressed products (an array with
+    one row per colour, raveled): a pattern sorted by row, then column, as the pattern
+    functions return it, becomes CSR index arrays and a gather index into the products."""
+    index_type = np.int32 if max(shape) < 2 ** 31 - 1 else np.int64
+    indptr = np.zeros(shape[0] + 1, dtype=index_type)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    return {"gather": sources[1] * shape[0] + sources[0], "indices": cols.astype(index_type),
+            "indptr": indptr, "shape": shape}
+
+
+def decompress(products, where: dict):
+    """The CSR matrix from `products` (colours x rows) and a `layout`."""
+    data = products.ravel().take(where["gather"])
+    return sp.csr_matrix((data, where["indices"].copy(), where["indptr"].copy()),
+                         shape=where["shape"], copy=False)
 
 
 # ---------------------------------------------------------------- the callable objects
@@ -443,11 +455,9 @@ class _Sparse:
         kernel = variant.kernels.get(self.mode)
         if kernel is None:
             kernel = variant.kernels[self.mode] = self._compile(variant, runtime_args, x)
-        columns = [np.ravel(compiler.call_compiling(kernel, runtime_args + [s]))
-                   for s in plan["seeds"]]
-        compressed = np.stack(columns, axis=1) if columns else np.zeros((plan["shape"][0], 0))
-        return decompress(compressed, plan["rows"], plan["cols"], plan["sources"],
-                          plan["shape"])
+        products = [np.ravel(compiler.call_compiling(kernel, runtime_args + [s]))
+                    for s in plan["seeds"]]
+        return decompress(np.stack(products) if products else np.zeros(0), plan["layout"])
 
     def _compile(self, variant, runtime_args, x):
         with _collector_paused():
@@ -491,9 +501,8 @@ class SparseJacobian(_Sparse):
         shape = (_size(out.shape), x.size)
         rows, cols = jacobian_pattern(wengert, wrt, runtime_args)
         colours = column_colouring(rows, cols, shape)
-        return {"rows": rows, "cols": cols, "colours": colours, "shape": shape,
-                "seeds": seeds(colours, x.shape),
-                "sources": jacobian_sources(rows, cols, colours)}
+        return {"rows": rows, "cols": cols, "colours": colours, "seeds": seeds(colours, x.shape),
+                "layout": layout(rows, cols, jacobian_sources(rows, cols, colours), shape)}
 
     def _product_list(self, wengert, wrt):
         forward = jvp(wengert, wrt)
@@ -515,8 +524,8 @@ class SparseHessian(_Sparse):
         except ValueError:      # never expected; distance-2 colouring always decompresses
             colours = column_colouring(rows, cols, (x.size, x.size))
             sources = hessian_sources(rows, cols, colours)
-        return {"rows": rows, "cols": cols, "colours": colours, "shape": (x.size, x.size),
-                "seeds": seeds(colours, x.shape), "sources": sources}
+        return {"rows": rows, "cols": cols, "colours": colours, "seeds": seeds(colours, x.shape),
+                "layout": layout(rows, cols, sources, (x.size, x.size))}
 
     def _product_list(self, wengert, wrt):
         adjoint = simplify(value_and_grad(wengert, wrt))

@@ -11,7 +11,7 @@ import pytest
 from jitad.api import JitGrad, build_source
 from jitad.compile import load_python
 from jitad.sparse import (column_colouring, hessian_pattern, hessian_sources, jacobian_pattern,
-                          jacobian_sources, decompress, sparse_hessian, sparse_jacobian,
+                          jacobian_sources, decompress, layout, sparse_hessian, sparse_jacobian,
                           star_colouring)
 
 N = 9
@@ -311,18 +311,20 @@ def test_a_wrong_pattern_or_decompression_gives_wrong_values():
     kernel = next(iter(h._variants.values())).kernels["sparse_hessian"]
     tri_rows, tri_cols = HAND_HESSIAN[rosen_vec]            # too narrow for pentadiagonal
     colours = star_colouring(tri_rows, tri_cols, N)
-    compressed = np.stack([kernel(*runtime, (colours == c).astype(float))
-                           for c in range(colours.max() + 1)], axis=1)
-    wrong = decompress(compressed, tri_rows, tri_cols,
-                       hessian_sources(tri_rows, tri_cols, colours), (N, N)).toarray()
+    products = np.stack([kernel(*runtime, (colours == c).astype(float))
+                         for c in range(colours.max() + 1)])
+    wrong = decompress(products, layout(tri_rows, tri_cols,
+                                        hessian_sources(tri_rows, tri_cols, colours),
+                                        (N, N))).toarray()
     assert not np.allclose(wrong, dense, rtol=1e-5, atol=1e-5)
     colours = star_colouring(rows, cols, N)
-    compressed = np.stack([kernel(*runtime, (colours == c).astype(float))
-                           for c in range(colours.max() + 1)], axis=1)
-    right = decompress(compressed, rows, cols, hessian_sources(rows, cols, colours), (N, N))
+    products = np.stack([kernel(*runtime, (colours == c).astype(float))
+                         for c in range(colours.max() + 1)])
+    right = decompress(products, layout(rows, cols, hessian_sources(rows, cols, colours), (N, N)))
     np.testing.assert_allclose(right.toarray(), dense, rtol=1e-5, atol=1e-5)
     shifted = (colours + 1) % (colours.max() + 1)       # reads another colour's column
-    misrouted = decompress(compressed, rows, cols, jacobian_sources(rows, cols, shifted), (N, N))
+    misrouted = decompress(products, layout(rows, cols, jacobian_sources(rows, cols, shifted),
+                                            (N, N)))
     assert not np.allclose(misrouted.toarray(), dense, rtol=1e-5, atol=1e-5)
 
 
