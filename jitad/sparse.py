@@ -39,6 +39,41 @@ _REDUCTIONS = {"sum", "mean", "max", "min", "prod"}
 _VIEWS = {"reshape", "reshape_like", "expand_dims"}     # same elements, same order
 
 
+# How scalar entries couple their operands: "square" (S x S), "bilinear" (S_a x S_b; div
+# also S_b x S_b), "all" ((S_a | S_b)^2) or "linear" (not at all).
+_SCALAR_RULES = {**{n: "linear" for n in ("add", "sub", "neg", *_PIECEWISE_LINEAR)},
+                 **{n: "square" for n in (*_UNARY_NONLINEAR, "integer_pow")},
+                 "mul": "bilinear", "div": "bilinear",
+                 **{n: "all" for n in _BINARY_NONLINEAR}}
+
+
+class _Union:
+    """The dependency set of a scalar as a lazy union of its operands' sets: sums of many
+    terms (`s += ...` in a loop) cost O(1) per term until a nonlinear entry reads them."""
+
+    __slots__ = ("parts", "value")
+
+    def __init__(self, parts):
+        self.parts, self.value = parts, None
+
+
+def _elements(d) -> frozenset:
+    """The set of a scalar's dependency (a frozenset or a `_Union`, evaluated once)."""
+    if isinstance(d, frozenset):
+        return d
+    if d.value is None:
+        found, stack, seen = set(), [d], set()
+        while stack:
+            node = stack.pop()
+            if isinstance(node, frozenset) or node.value is not None:
+                found.update(node if isinstance(node, frozenset) else node.value)
+            elif id(node) not in seen:
+                seen.add(id(node))
+                stack.extend(node.parts)
+        d.value = frozenset(found)
+    return d.value
+
+
 def _size(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
@@ -94,9 +129,19 @@ class _Analysis:
         self.values = values            # name -> concrete value (integer index operands)
         self.second = second_order
         self.pairs_rows, self.pairs_cols = [], []
+        self.scalar_pairs = []          # (i, j) coupled by scalar entries
         self.live = _differentiably_reaching(wengert) if second_order else None
 
     def of(self, a):
+        """The dependency matrix of operand `a` (None: depends on nothing)."""
+        d = self.deps.get(a.name) if isinstance(a, Var) else None
+        if d is None or sp.issparse(d):
+            return d
+        columns = sorted(_elements(d))
+        return sp.csr_matrix((np.ones(len(columns)), (np.zeros(len(columns), np.int64), columns)),
+                             shape=(1, self.n))
+
+    def scalar_of(self, a):
         return self.deps.get(a.name) if isinstance(a, Var) else None
 
     def couple(self, left, right):
@@ -108,13 +153,60 @@ class _Analysis:
         self.pairs_rows += [product.row, product.col]
         self.pairs_cols += [product.col, product.row]
 
+    def couple_elements(self, left, right):
+        """`couple` for two scalars' dependency sets."""
+        if left is None or right is None:
+            return
+        left, right = _elements(left), _elements(right)
+        self.scalar_pairs += [(i, j) for i in left for j in right]
+
     def run(self, entries):
         for e in entries:
             if e.prim.nondifferentiable:
                 continue
-            deps = self.entry(e)
+            scalar = e.out.shape == () and all(a.shape == () for a in e.ins)
+            if scalar and e.prim.name in _SCALAR_RULES:
+                deps = self.scalar_entry(e)
+            elif e.out.shape == () and e.prim.name == "getitem":
+                deps = self.element(e)
+            else:
+                deps = self.entry(e)
+                if deps is not None and e.out.shape == ():
+                    deps = frozenset(_binary(deps).indices.tolist())
             if deps is not None:
                 self.deps[e.out.name] = deps
+
+    def element(self, e):
+        """`x[i, j]` of an array: one row of its matrix, as a set."""
+        x = e.ins[0]
+        d = self.of(x)
+        if d is None:
+            return None
+        flat = int(np.ravel_multi_index(tuple(i % n for i, n in zip(e.params["index"], x.shape)),
+                                        x.shape)) if x.shape else 0
+        return frozenset(d.indices[d.indptr[flat]:d.indptr[flat + 1]].tolist())
+
+    def scalar_entry(self, e):
+        """The elementwise rules on scalars, with sets (linear ones build lazy unions)."""
+        name, ins = e.prim.name, e.ins
+        ds = [self.scalar_of(a) for a in ins]
+        if name == "select":
+            ds = ds[1:]
+        present = [d for d in ds if d is not None]
+        if not present:
+            return None
+        if self.second and e.out.name in self.live and _SCALAR_RULES[name] != "linear":
+            rule = _SCALAR_RULES[name]
+            if rule == "square" and (name != "integer_pow" or e.params["n"] not in (0, 1)):
+                self.couple_elements(present[0], present[0])
+            elif rule == "bilinear":
+                self.couple_elements(ds[0], ds[1])
+                if name == "div":
+                    self.couple_elements(ds[1], ds[1])
+            elif rule == "all":
+                both = _Union(present)
+                self.couple_elements(both, both)
+        return present[0] if len(present) == 1 else _Union(present)
 
     def entry(self, e):
         name, ins, out = e.prim.name, e.ins, e.out
@@ -210,6 +302,10 @@ class _Analysis:
         return _union(left, right)
 
     def hessian(self):
+        if self.scalar_pairs:
+            pairs = np.array(self.scalar_pairs, dtype=np.int64)
+            self.pairs_rows += [pairs[:, 0], pairs[:, 1]]
+            self.pairs_cols += [pairs[:, 1], pairs[:, 0]]
         if not self.pairs_rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         rows, cols = np.concatenate(self.pairs_rows), np.concatenate(self.pairs_cols)
