@@ -5,6 +5,8 @@ plain function) and Hessians (of the gradient, run as plain Python from the gene
 source) at random points, for functions whose structural and numerical zeros coincide
 there; and the values of those dense differences.
 """
+import math
+
 import numpy as np
 import pytest
 
@@ -340,3 +342,34 @@ def test_pairs_are_exhaustive_for_the_star_checker():
                                                                 for i in range(4)])
     assert star_violations(rows, cols, [0, 1, 0, 1])
     assert not star_violations(rows, cols, [0, 1, 2, 1])
+
+
+def scalar_mix(x):
+    return x[0] / x[1] + x[2] ** x[3] + np.maximum(x[4], x[5]) * x[6] + math.atan2(x[7], x[8])
+
+
+def test_scalar_rules_pattern():
+    """div couples a with b and b with itself; pow and atan2 couple everything; maximum is
+    piecewise linear and keeps both branches (a structural pattern holds for either)."""
+    wengert, wrt, runtime = _traced(scalar_mix, (X,))
+    want = _hand(N, [(0, 1), (1, 0), (1, 1), (2, 2), (2, 3), (3, 2), (3, 3), (4, 6), (6, 4),
+                     (5, 6), (6, 5), (7, 7), (7, 8), (8, 7), (8, 8)])
+    assert_pattern(hessian_pattern(wengert, wrt, runtime), want)
+    h = sparse_hessian(scalar_mix)(X).toarray()
+    np.testing.assert_allclose(h, fd_hessian(scalar_mix, (X,)), rtol=1e-5, atol=1e-5)
+
+
+def mixed_vector(x):    # scalars read from a vector, combined, and broadcast back
+    a = x[0] * x[1]
+    return np.sum(np.exp(x[2:5] * a)) + np.sum(np.outer(x[5:7], x[7:9]) ** 2)
+
+
+def test_scalars_and_arrays_mix():
+    wengert, wrt, runtime = _traced(mixed_vector, (X,))
+    block = [0, 1, 2, 3, 4]
+    want = [(i, j) for i in block for j in block if not (i >= 2 and j >= 2 and i != j)]
+    want += [(i, j) for i in (5, 6, 7, 8) for j in (5, 6, 7, 8)
+             if (i < 7) != (j < 7) or i == j]
+    assert_pattern(hessian_pattern(wengert, wrt, runtime), _hand(N, want))
+    assert_pattern(hessian_pattern(wengert, wrt, runtime),
+                   nonzeros(fd_hessian(mixed_vector, (X,)), 1e-4))
