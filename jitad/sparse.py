@@ -520,16 +520,19 @@ class _Sparse:
                     return self._evaluate(variant, values, x)
                 except GuardFailed:
                     continue
-            variant = self._inner._trace(args, key, runtime, names, load=False)
-            return self._evaluate(variant, values, x)
+            return self._evaluate(self._traced(args, key, runtime, names), values, x)
 
     def plan(self, *args, **kwargs):
         """(rows, cols, colours) used for these arguments: the pattern and its colouring."""
         args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
-        variant = candidates[0] if candidates else \
-            self._inner._trace(args, key, runtime, names, load=False)
+        variant = candidates[0] if candidates else self._traced(args, key, runtime, names)
         p = self._plan(variant, values + variant.trace.consts, x)
         return p["rows"], p["cols"], p["colours"]
+
+    def _traced(self, args, key, runtime, names):
+        """A new trace, kept for these exact shapes: a pattern is only valid at its sizes
+        (a size-generic list would otherwise be reused for other lengths)."""
+        return self._inner._trace(args, key, runtime, names, exact=True, load=False)
 
     def _plan(self, variant, runtime_args, x):
         wengert = variant.trace.wengert

@@ -373,3 +373,14 @@ def test_scalars_and_arrays_mix():
     assert_pattern(hessian_pattern(wengert, wrt, runtime), _hand(N, want))
     assert_pattern(hessian_pattern(wengert, wrt, runtime),
                    nonzeros(fd_hessian(mixed_vector, (X,)), 1e-4))
+
+
+def test_other_sizes_get_their_own_pattern():
+    h = sparse_hessian(rosen_vec)
+    for n in (5, 12, 5):
+        y = np.random.default_rng(n).uniform(-1, 1, n)
+        got = h(y)
+        assert got.shape == (n, n) and got.nnz == 3 * n - 2
+        np.testing.assert_allclose(got.toarray(), fd_hessian(rosen_vec, (y,)), rtol=1e-5,
+                                   atol=1e-5)
+    assert h._inner.trace_count == 2
