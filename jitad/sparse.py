@@ -551,36 +551,54 @@ class _Sparse:
     def _evaluate(self, variant, values, x):
         runtime_args = values + variant.trace.consts
         plan = self._plan(variant, runtime_args, x)
-        kernel = variant.kernels.get(self.mode)
+        count = len(plan["seeds"])
+        rows = plan["layout"]["shape"][0]
+        if count == 0:
+            return decompress(np.zeros(0), plan["layout"])
+        kernel = variant.kernels.get((self.mode, count))
         if kernel is None:
-            kernel = variant.kernels[self.mode] = self._compile(variant, runtime_args, x)
-        products = [np.ravel(compiler.call_compiling(kernel, runtime_args + [s]))
-                    for s in plan["seeds"]]
-        return decompress(np.stack(products) if products else np.zeros(0), plan["layout"])
+            kernel = variant.kernels[self.mode, count] = self._compile(variant, runtime_args,
+                                                                      plan["seeds"])
+        products = compiler.call_compiling(kernel, runtime_args + plan["seeds"])
+        products = (products,) if count == 1 else products
+        return decompress(np.stack([np.broadcast_to(np.ravel(p), (rows,)) for p in products]),
+                          plan["layout"])
 
-    def _compile(self, variant, runtime_args, x):
+    def _compile(self, variant, runtime_args, seeds):
         with _collector_paused():
-            product = self._product_list(simplify(variant.trace.wengert), list(variant.wrt))
+            wengert = simplify(variant.trace.wengert)
+            base, pick = self._base(wengert, list(variant.wrt))
+            product = products_list(base, list(variant.wrt), pick, len(seeds),
+                                    f"{wengert.name}_{self.mode}")
             shape, runs = codegen.choose_shape(product)
             if shape == "tape":
                 return compiler.tape_kernel(product)
-            name = f"{codegen.identifier(self.__name__)}_{self.mode}"
-            doc = f"{self.doc} of {variant.trace.wengert.name} ({product.loc}): one column of " \
-                  "the compressed product per seed."
+            name = f"{codegen.identifier(self.__name__)}_{self.mode}_{len(seeds)}"
+            doc = f"{self.doc}s of {wengert.name} ({product.loc}), one per seed, sharing " \
+                  "the evaluation: the compressed columns of a sparse derivative."
             source = codegen.generate(product, name, doc, shape, runs)
-        return compiler.compile_source(source, name, tuple(runtime_args) + (x * 0.0,),
+        return compiler.compile_source(source, name, tuple(runtime_args) + tuple(seeds),
                                        variant.trace.wengert.loc)
 
 
-def _only(wengert, output, name):
-    """The list reduced to computing `output` alone (a zero array when it is a constant)."""
-    return eliminate_dead_code(WengertList(name, wengert.inputs, wengert.entries, [output],
-                                           loc=wengert.loc))
+def products_list(base: WengertList, wrt: list, pick: int, count: int, name: str):
+    """The list `(inputs…, seed_1…, seed_count) -> (d output[pick] . seed_k for each k)`:
+    forward mode applied `count` times, each time to the list so far, so that the primal
+    (and any adjoint) entries are computed once; the derivatives of earlier tangents that
+    each application also makes are dead code and dropped."""
+    current, tangents = base, []
+    for _ in range(count):
+        forward = jvp(current, wrt)
+        tangents.append(forward.outputs[len(current.outputs) + pick])
+        current = eliminate_dead_code(WengertList(name, forward.inputs, forward.entries,
+                                                  list(base.outputs) + tangents, loc=base.loc))
+    return simplify(WengertList(name, current.inputs, current.entries, tangents, loc=base.loc))
 
 
 class SparseJacobian(_Sparse):
     """`sparse_jacobian(fun)(*args)`: d fun / d args[argnums] as a scipy.sparse CSR matrix of
-    shape (output size, input size), by one forward-mode product per column colour."""
+    shape (output size, input size), from one forward-mode product per column colour (all
+    in one compiled call)."""
 
     kind, mode, doc = "jacobian", "sparse_jacobian", "Jacobian-vector product"
 
@@ -603,15 +621,14 @@ class SparseJacobian(_Sparse):
         return {"rows": rows, "cols": cols, "colours": colours, "seeds": seeds(colours, x.shape),
                 "layout": layout(rows, cols, jacobian_sources(rows, cols, colours), shape)}
 
-    def _product_list(self, wengert, wrt):
-        forward = jvp(wengert, wrt)
-        tangent = forward.outputs[len(wengert.outputs)]
-        return simplify(_only(forward, tangent, f"{wengert.name}_sparse_jacobian"))
+    def _base(self, wengert, wrt):
+        return wengert, 0
 
 
 class SparseHessian(_Sparse):
     """`sparse_hessian(fun)(*args)`: the Hessian of a scalar `fun` wrt args[argnums] as a
-    symmetric scipy.sparse CSR matrix, by one Hessian-vector product per star colour."""
+    symmetric scipy.sparse CSR matrix, from one Hessian-vector product (forward over
+    reverse) per star colour, all in one compiled call."""
 
     kind, mode, doc = "hessian", "sparse_hessian", "Hessian-vector product"
 
@@ -626,11 +643,8 @@ class SparseHessian(_Sparse):
         return {"rows": rows, "cols": cols, "colours": colours, "seeds": seeds(colours, x.shape),
                 "layout": layout(rows, cols, sources, (x.size, x.size))}
 
-    def _product_list(self, wengert, wrt):
-        adjoint = simplify(value_and_grad(wengert, wrt))
-        forward = jvp(adjoint, wrt)
-        hv = forward.outputs[len(adjoint.outputs) + 1]
-        return simplify(_only(forward, hv, f"{wengert.name}_sparse_hessian"))
+    def _base(self, wengert, wrt):
+        return simplify(value_and_grad(wengert, wrt)), 1
 
 
 def sparse_jacobian(fun, argnums=0) -> SparseJacobian:

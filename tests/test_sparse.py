@@ -10,11 +10,13 @@ import math
 import numpy as np
 import pytest
 
+from jitad import codegen
 from jitad.api import JitGrad, build_source
 from jitad.compile import load_python
-from jitad.sparse import (column_colouring, hessian_pattern, hessian_sources, jacobian_pattern,
-                          jacobian_sources, decompress, layout, sparse_hessian, sparse_jacobian,
-                          star_colouring)
+from jitad.sparse import (column_colouring, decompress, hessian_pattern, hessian_sources,
+                          jacobian_pattern, jacobian_sources, layout, products_list,
+                          sparse_hessian, sparse_jacobian, star_colouring)
+from jitad.transforms import simplify, value_and_grad
 
 N = 9
 
@@ -146,7 +148,6 @@ JACOBIANS = {f: sparse_jacobian(f) for f, _ in JACOBIAN_CASES}
 def _traced(fun, args):
     f = JitGrad(fun)
     variant, runtime = f._variant(args, {})
-    from jitad.transforms import simplify
     return simplify(variant.trace.wengert), variant.wrt[0], runtime
 
 
@@ -181,7 +182,6 @@ def _traced_jacobian(fun, args):
     j = sparse_jacobian(fun)
     rows, cols, _ = j.plan(*args)
     variant = next(iter(j._variants.values()))
-    from jitad.transforms import simplify
     return simplify(variant.trace.wengert), variant.wrt[0], \
         [a for a in args if not isinstance(a, int)] + variant.trace.consts
 
@@ -303,25 +303,29 @@ def test_new_index_values_give_a_new_pattern():
                                atol=1e-5)
 
 
+def hvps(fun, args, colours):
+    """Hessian-vector products with each colour's seed, from the generated source run as
+    plain Python (the list the compiled sweep prints)."""
+    wengert, wrt, runtime = _traced(fun, args)
+    base = simplify(value_and_grad(wengert, [wrt]))
+    count = colours.max() + 1
+    product = products_list(base, [wrt], 1, count, "hvps")
+    kernel = load_python(codegen.generate(product, "hvps", "test"), "hvps")
+    return np.stack(kernel(*runtime, *[(colours == c).astype(float) for c in range(count)]))
+
+
 def test_a_wrong_pattern_or_decompression_gives_wrong_values():
     """The value tests catch a pattern that misses entries and a misrouted decompression."""
     rows, cols = HAND_HESSIAN[banded]
     dense = fd_hessian(banded, (X,))
-    h = HESSIANS[banded]
-    h(X)
-    wengert, wrt, runtime = _traced(banded, (X,))
-    kernel = next(iter(h._variants.values())).kernels["sparse_hessian"]
     tri_rows, tri_cols = HAND_HESSIAN[rosen_vec]            # too narrow for pentadiagonal
     colours = star_colouring(tri_rows, tri_cols, N)
-    products = np.stack([kernel(*runtime, (colours == c).astype(float))
-                         for c in range(colours.max() + 1)])
-    wrong = decompress(products, layout(tri_rows, tri_cols,
-                                        hessian_sources(tri_rows, tri_cols, colours),
-                                        (N, N))).toarray()
+    wrong = decompress(hvps(banded, (X,), colours),
+                       layout(tri_rows, tri_cols, hessian_sources(tri_rows, tri_cols, colours),
+                              (N, N))).toarray()
     assert not np.allclose(wrong, dense, rtol=1e-5, atol=1e-5)
     colours = star_colouring(rows, cols, N)
-    products = np.stack([kernel(*runtime, (colours == c).astype(float))
-                         for c in range(colours.max() + 1)])
+    products = hvps(banded, (X,), colours)
     right = decompress(products, layout(rows, cols, hessian_sources(rows, cols, colours), (N, N)))
     np.testing.assert_allclose(right.toarray(), dense, rtol=1e-5, atol=1e-5)
     shifted = (colours + 1) % (colours.max() + 1)       # reads another colour's column
