@@ -14,7 +14,7 @@ from jitad import codegen
 from jitad.api import JitGrad, build_source
 from jitad.compile import load_python
 from jitad.sparse import (column_colouring, decompress, hessian_pattern, hessian_sources,
-                          jacobian_pattern, jacobian_sources, layout, products_list,
+                          jacobian_pattern, jacobian_sources, layout, product_list,
                           sparse_hessian, sparse_jacobian, star_colouring)
 from jitad.transforms import simplify, value_and_grad
 
@@ -308,10 +308,10 @@ def hvps(fun, args, colours):
     plain Python (the list the compiled sweep prints)."""
     wengert, wrt, runtime = _traced(fun, args)
     base = simplify(value_and_grad(wengert, [wrt]))
-    count = colours.max() + 1
-    product = products_list(base, [wrt], 1, count, "hvps")
-    kernel = load_python(codegen.generate(product, "hvps", "test"), "hvps")
-    return np.stack(kernel(*runtime, *[(colours == c).astype(float) for c in range(count)]))
+    kernel = load_python(codegen.generate(product_list(base, [wrt], 1, "hvp"), "hvp", "test"),
+                         "hvp")
+    return np.stack([kernel(*runtime, (colours == c).astype(float))
+                     for c in range(colours.max() + 1)])
 
 
 def test_a_wrong_pattern_or_decompression_gives_wrong_values():
