@@ -7,8 +7,9 @@ on the column intersection graph; `star_colouring` for symmetric Hessians), comp
 forward-mode (Jacobian) or forward-over-reverse (Hessian-vector) kernel, runs it once per
 colour with the colour's seed vector, and decompresses the products into scipy.sparse CSR.
 
-Dependency sets are sparse boolean matrices `D[v]` (elements of value `v` x elements of the
-differentiated input). They are exact for elementwise primitives (with broadcasting), static
+Dependency sets are sparse 0/1 matrices `D[v]` (elements of value `v` x elements of the
+differentiated input); scalar values carry Python sets instead (lazy unions along sums), so
+loop-form code costs a few microseconds per entry. They are exact for elementwise primitives (with broadcasting), static
 indexing, gathers and scatters (the index values are read from the arguments), shape
 primitives, reductions and `matmul`/`outer` (per element triple); unknown primitives and
 `prod` are treated conservatively (every output element depends on every operand element,
@@ -125,7 +126,8 @@ class _Analysis:
     def __init__(self, wengert: WengertList, wrt: int, values: dict, second_order: bool):
         x = wengert.inputs[wrt]
         self.n = _size(x.shape)
-        self.deps = {x.name: sp.identity(self.n, format="csr")}
+        self.deps = {x.name: frozenset({0}) if x.shape == () else
+                     sp.identity(self.n, format="csr")}
         self.values = values            # name -> concrete value (integer index operands)
         self.second = second_order
         self.pairs_rows, self.pairs_cols = [], []
@@ -444,7 +446,9 @@ def hessian_sources(rows, cols, colours) -> tuple:
     """(row, colour) of H S holding each nonzero of a symmetric pattern: H[i, j] is
     (H S)[i, colour j] where j is the only column of its colour in row i, else
     (H S)[j, colour i]. Raises ValueError where neither holds (not a star colouring)."""
-    n_colours = int(colours.max()) + 1 if len(colours) else 1
+    if len(rows) == 0:
+        return rows, rows
+    n_colours = int(colours.max()) + 1
     counts = np.bincount(rows * n_colours + colours[cols], minlength=0)
     direct = counts[rows * n_colours + colours[cols]] == 1
     mirrored_key = cols * n_colours + colours[rows]

@@ -388,3 +388,12 @@ def test_other_sizes_get_their_own_pattern():
         np.testing.assert_allclose(got.toarray(), fd_hessian(rosen_vec, (y,)), rtol=1e-5,
                                    atol=1e-5)
     assert h._inner.trace_count == 2
+
+
+def test_zero_dimensional_argument_and_constant_output():
+    h = sparse_hessian(lambda x: np.sin(x) * x)
+    x = np.array(0.7)
+    want = 2 * np.cos(0.7) - 0.7 * np.sin(0.7)
+    np.testing.assert_allclose(h(x).toarray(), [[want]], rtol=1e-12)
+    zero = sparse_hessian(lambda x: np.sum(3.0 * x))(X)
+    assert zero.shape == (N, N) and zero.nnz == 0
