@@ -9,11 +9,11 @@ colour with the colour's seed vector, and decompresses the products into scipy.s
 
 Dependency sets are sparse 0/1 matrices `D[v]` (elements of value `v` x elements of the
 differentiated input); scalar values carry Python sets instead (lazy unions along sums), so
-loop-form code costs a few microseconds per entry. They are exact for elementwise primitives (with broadcasting), static
-indexing, gathers and scatters (the index values are read from the arguments), shape
-primitives, reductions and `matmul`/`outer` (per element triple); unknown primitives and
-`prod` are treated conservatively (every output element depends on every operand element,
-and nonlinear ones couple all of them). `select`, `maximum`, `minimum` and `abs` depend on
+loop-form code costs a few microseconds per entry. They are exact for elementwise
+primitives (with broadcasting), static indexing, gathers and scatters (the index values are
+read from the arguments), shape primitives, reductions and `matmul`/`outer` (per element
+triple); unknown primitives and `prod` are treated conservatively (every output element
+depends on every operand element, and nonlinear ones couple all of them). `select`, `maximum`, `minimum` and `abs` depend on
 both branches (the pattern holds for every branch taken).
 """
 from __future__ import annotations
