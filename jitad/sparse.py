@@ -13,8 +13,8 @@ loop-form code costs a few microseconds per entry. They are exact for elementwis
 primitives (with broadcasting), static indexing, gathers and scatters (the index values are
 read from the arguments), shape primitives, reductions and `matmul`/`outer` (per element
 triple); unknown primitives and `prod` are treated conservatively (every output element
-depends on every operand element, and nonlinear ones couple all of them). `select`, `maximum`, `minimum` and `abs` depend on
-both branches (the pattern holds for every branch taken).
+depends on every operand element, and nonlinear ones couple all of them). `select`,
+`maximum`, `minimum` and `abs` depend on both branches (the pattern holds for every branch).
 """
 from __future__ import annotations
 
