@@ -18,6 +18,8 @@ depends on every operand element, and nonlinear ones couple all of them). `selec
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -488,6 +490,9 @@ def decompress(products, where: dict):
 
 # ---------------------------------------------------------------- the callable objects
 
+_MAX_PLANS = 32        # patterns kept per object (index arrays with new values add one)
+
+
 class _Sparse:
     """Shared machinery: a `JitGrad` traces and caches specializations; per specialization
     (and per index-array values) a pattern, a colouring and one compiled product kernel."""
@@ -539,15 +544,20 @@ class _Sparse:
         return self._inner._trace(args, key, runtime, names, exact=True, load=False)
 
     def _plan(self, variant, runtime_args, x):
+        """The pattern, colouring and layout for this variant and these index values."""
         wengert = variant.trace.wengert
-        ints = [a for v, a in zip(wengert.inputs, runtime_args) if isinstance(a, np.ndarray)
-                and a.dtype.kind in "iub"]
-        digest = hash(tuple(hash(a.tobytes()) for a in ints)) if ints else None
-        key = (id(variant), digest)
+        digest = hashlib.sha256()
+        for a in runtime_args:      # gathers' patterns depend on the index arrays' values
+            if isinstance(a, np.ndarray) and a.dtype.kind in "iub":
+                digest.update(f"{a.dtype}{a.shape}".encode())
+                digest.update(np.ascontiguousarray(a).tobytes())
+        key = (id(variant), digest.digest())
         plan = self._plans.get(key)
         if plan is None:
             with _collector_paused():
                 plan = self._make_plan(simplify(wengert), variant.wrt[0], runtime_args, x)
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
             self._plans[key] = plan
             self._variants[id(variant)] = variant
         return plan
@@ -565,18 +575,31 @@ class _Sparse:
 
     def _compile(self, variant, runtime_args, x):
         with _collector_paused():
-            wengert = simplify(variant.trace.wengert)
-            base, pick = self._base(wengert, list(variant.wrt))
-            product = product_list(base, list(variant.wrt), pick, f"{wengert.name}_{self.mode}")
-            shape, runs = codegen.choose_shape(product)
-            if shape == "tape":
+            product, name, source = self._built(variant, for_reading=False)
+            if source is None:
                 return compiler.tape_kernel(product)
-            name = f"{codegen.identifier(self.__name__)}_{self.mode}"
-            doc = f"{self.doc} of {wengert.name} ({product.loc}): one compressed column of a " \
-                  "sparse derivative per seed."
-            source = codegen.generate(product, name, doc, shape, runs)
         return compiler.compile_source(source, name, tuple(runtime_args) + (x * 0.0,),
                                        variant.trace.wengert.loc)
+
+    def _built(self, variant, for_reading=True):
+        """(product list, function name, generated source; None for the tape interpreter
+        unless `for_reading`)."""
+        wengert = simplify(variant.trace.wengert)
+        base, pick = self._base(wengert, list(variant.wrt))
+        product = product_list(base, list(variant.wrt), pick, f"{wengert.name}_{self.mode}")
+        shape, runs = codegen.choose_shape(product)
+        name = f"{codegen.identifier(self.__name__)}_{self.mode}"
+        if shape == "tape" and not for_reading:
+            return product, name, None
+        doc = f"{self.doc} of {wengert.name} ({product.loc}): one compressed column of a " \
+              "sparse derivative per seed."
+        return product, name, codegen.generate(product, name, doc, shape, runs)
+
+    def source(self, *args, **kwargs) -> str:
+        """The generated source of the product run once per colour (seed: the last input)."""
+        args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
+        variant = candidates[0] if candidates else self._traced(args, key, runtime, names)
+        return self._built(variant)[2]
 
 
 def product_list(base: WengertList, wrt: list, pick: int, name: str) -> WengertList:

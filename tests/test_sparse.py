@@ -397,3 +397,8 @@ def test_zero_dimensional_argument_and_constant_output():
     np.testing.assert_allclose(h(x).toarray(), [[want]], rtol=1e-12)
     zero = sparse_hessian(lambda x: np.sum(3.0 * x))(X)
     assert zero.shape == (N, N) and zero.nnz == 0
+
+
+def test_source_is_the_product_per_seed():
+    text = HESSIANS[rosen_vec].source(X)
+    assert "def rosen_vec_sparse_hessian(x, x_dot)" in text and "Hessian-vector product" in text
