@@ -568,10 +568,10 @@ class _Sparse:
         kernel = variant.kernels.get(self.mode)
         if kernel is None:
             kernel = variant.kernels[self.mode] = self._compile(variant, runtime_args, x)
-        rows = plan["layout"]["shape"][0]
-        products = [np.broadcast_to(np.ravel(compiler.call_compiling(kernel, runtime_args + [s])),
-                                    (rows,)) for s in plan["seeds"]]
-        return decompress(np.stack(products) if products else np.zeros(0), plan["layout"])
+        products = np.empty((len(plan["seeds"]), plan["layout"]["shape"][0]))
+        for k, seed in enumerate(plan["seeds"]):    # a constant product is a float: broadcast
+            products[k] = np.ravel(compiler.call_compiling(kernel, runtime_args + [seed]))
+        return decompress(products, plan["layout"])
 
     def _compile(self, variant, runtime_args, x):
         with _collector_paused():
