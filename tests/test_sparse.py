@@ -402,3 +402,19 @@ def test_zero_dimensional_argument_and_constant_output():
 def test_source_is_the_product_per_seed():
     text = HESSIANS[rosen_vec].source(X)
     assert "def rosen_vec_sparse_hessian(x, x_dot)" in text and "Hessian-vector product" in text
+
+
+def branchy(x):
+    if x[0] > 0:
+        return np.sum(x[:-1] * x[1:])
+    return np.sum(x ** 3)
+
+
+def test_each_branch_gets_its_pattern():
+    h = sparse_hessian(branchy)
+    negative = -X
+    for point in (X, negative, X):
+        got = h(point)
+        np.testing.assert_allclose(got.toarray(), fd_hessian(branchy, (point,)), atol=1e-5)
+        assert got.nnz == (2 * N - 2 if point[0] > 0 else N)
+    assert h._inner.trace_count == 2
