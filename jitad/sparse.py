@@ -409,27 +409,43 @@ def column_colouring(rows, cols, shape) -> np.ndarray:
 def star_colouring(rows, cols, n) -> np.ndarray:
     """Greedy star colouring of the adjacency graph of a symmetric pattern (Gebremedhin,
     Manne and Pothen 2005, algorithm 4.1): adjacent vertices differ and every path on four
-    vertices has at least three colours, so each H[i, j] is read off H S directly."""
+    vertices has at least three colours, so each H[i, j] is read off H S directly.
+
+    Vertex v may not take the colour of a neighbour w, nor that of a coloured x two steps
+    away through an uncoloured w, nor through a coloured w when x has another neighbour of
+    w's colour (the path v-w-x-y would have two colours). The colours each w forbids are
+    kept up to date as vertices are coloured (`count[x][c]`: neighbours of x with colour c;
+    `through[w]`: colours of the x that w forbids), so a vertex costs its neighbours' colour
+    counts, not a walk over their neighbourhoods (an arrowhead's hub has n of them).
+    """
     adj = _adjacency(rows, cols, n)
     colours = [-1] * n
+    count = [{} for _ in range(n)]
+    through = [set() for _ in range(n)]
     for v in _largest_first(adj):
         forbidden = set()
         for w in adj[v]:
-            cw = colours[w]
-            if cw >= 0:
-                forbidden.add(cw)
-            for x in adj[w]:
-                cx = colours[x]
-                if x == v or cx < 0:
-                    continue
-                if cw < 0:
-                    forbidden.add(cx)
-                elif any(colours[y] == cw for y in adj[x] if y != w):
-                    forbidden.add(cx)
+            if colours[w] >= 0:
+                forbidden.add(colours[w])
+                forbidden |= through[w]
+            else:
+                forbidden.update(count[w])
         c = 0
         while c in forbidden:
             c += 1
         colours[v] = c
+        for z in adj[v]:
+            k = count[z][c] = count[z].get(c, 0) + 1
+            if colours[z] >= 0:
+                if k == 2:      # z now has two neighbours of colour c: each of them sees z
+                    for w in adj[z]:
+                        if colours[w] == c:
+                            through[w].add(colours[z])
+                elif k > 2:
+                    through[v].add(colours[z])
+        for w in adj[v]:        # v, now coloured, seen from its coloured neighbours
+            if colours[w] >= 0 and count[v].get(colours[w], 0) >= 2:
+                through[w].add(c)
     return np.array(colours, dtype=np.int64)
 
 
