@@ -1,0 +1,697 @@
+"""Sparse Jacobians and Hessians: patterns from the Wengert list, colourings, compressed sweeps.
+
+Step: a front door beside `api.JitGrad` (whose tracing and cache it reuses). For each traced
+specialization it finds the sparsity pattern by propagating dependency sets through the list
+(`jacobian_pattern`, `hessian_pattern`), colours the columns (`column_colouring`: distance-1
+on the column intersection graph; `star_colouring` for symmetric Hessians), compiles one
+forward-mode (Jacobian) or forward-over-reverse (Hessian-vector) kernel, runs it once per
+colour with the colour's seed vector, and decompresses the products into scipy.sparse CSR.
+
+Dependency sets are sparse 0/1 matrices `D[v]` (elements of value `v` x elements of the
+differentiated input); scalar values carry Python sets instead (lazy unions along sums), so
+loop-form code costs a few microseconds per entry. They are exact for elementwise
+primitives (with broadcasting), static indexing, gathers and scatters (the index values are
+read from the arguments), shape primitives, reductions and `matmul`/`outer` (per element
+triple); unknown primitives and `prod` are treated conservatively (every output element
+depends on every operand element, and nonlinear ones couple all of them). `select`,
+`maximum`, `minimum` and `abs` depend on both branches (the pattern holds for every branch).
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import codegen, compile as compiler
+from .api import JitGrad, _collector_paused
+from .errors import ArgumentError, GuardFailed, NonScalarOutputError
+from .primitives.shape import as_python_index
+from .transforms import jvp, simplify, value_and_grad
+from .transforms.simplify import eliminate_dead_code
+from .wengert import Literal, Var, WengertList
+
+# ---------------------------------------------------------------- dependency propagation
+
+# Second derivative zero almost everywhere: first-order dependencies only.
+_PIECEWISE_LINEAR = {"maximum", "minimum", "abs", "select"}
+_UNARY_NONLINEAR = {"exp", "log", "log1p", "expm1", "sqrt", "square", "reciprocal", "sin",
+                    "cos", "tan", "tanh", "sinh", "cosh", "arcsin", "arccos", "arctan"}
+_BINARY_NONLINEAR = {"pow", "arctan2", "hypot", "logaddexp"}
+_REDUCTIONS = {"sum", "mean", "max", "min", "prod"}
+_VIEWS = {"reshape", "reshape_like", "expand_dims"}     # same elements, same order
+
+
+# How scalar entries couple their operands: "square" (S x S), "bilinear" (S_a x S_b; div
+# also S_b x S_b), "all" ((S_a | S_b)^2) or "linear" (not at all).
+_SCALAR_RULES = {**{n: "linear" for n in ("add", "sub", "neg", *_PIECEWISE_LINEAR)},
+                 **{n: "square" for n in (*_UNARY_NONLINEAR, "integer_pow")},
+                 "mul": "bilinear", "div": "bilinear",
+                 **{n: "all" for n in _BINARY_NONLINEAR}}
+
+
+class _Union:
+    """The dependency set of a scalar as a lazy union of its operands' sets: sums of many
+    terms (`s += ...` in a loop) cost O(1) per term until a nonlinear entry reads them."""
+
+    __slots__ = ("parts", "value")
+
+    def __init__(self, parts):
+        self.parts, self.value = parts, None
+
+
+def _elements(d) -> frozenset:
+    """The set of a scalar's dependency (a frozenset or a `_Union`, evaluated once)."""
+    if isinstance(d, frozenset):
+        return d
+    if d.value is None:
+        found, stack, seen = set(), [d], set()
+        while stack:
+            node = stack.pop()
+            if isinstance(node, frozenset) or node.value is not None:
+                found.update(node if isinstance(node, frozenset) else node.value)
+            elif id(node) not in seen:
+                seen.add(id(node))
+                stack.extend(node.parts)
+        d.value = frozenset(found)
+    return d.value
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _grid(shape):
+    return np.arange(_size(shape)).reshape(shape)
+
+
+def _binary(m):
+    """The pattern of a sparse matrix: CSR with every stored entry 1."""
+    m = sp.csr_matrix(m)
+    m.sum_duplicates()
+    m.data = np.ones_like(m.data, dtype=np.float64)
+    return m
+
+
+def _select(matrix, index):
+    """Rows of `matrix` picked by the flat integer array `index` (None stays None)."""
+    return None if matrix is None else matrix[np.asarray(index, dtype=np.int64).ravel()]
+
+
+def _spread(matrix, shape, out_shape):
+    """Dependencies of an operand broadcast to `out_shape`."""
+    if matrix is None or tuple(shape) == tuple(out_shape):
+        return matrix
+    return _select(matrix, np.broadcast_to(_grid(shape), out_shape))
+
+
+def _union(*matrices):
+    present = [m for m in matrices if m is not None]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else _binary(sum(present[1:], present[0]))
+
+
+def _routed(out_index, in_index, out_size, in_size, matrix):
+    """Dependencies of an output built by routing input elements `in_index` to `out_index`."""
+    if matrix is None:
+        return None
+    route = sp.csr_matrix((np.ones(len(out_index)), (out_index, in_index)),
+                          shape=(out_size, in_size))
+    return _binary(route @ matrix)
+
+
+class _Analysis:
+    """One walk over a list: dependency matrices per value and, for Hessians, the coupled
+    input pairs recorded at each nonlinear entry."""
+
+    def __init__(self, wengert: WengertList, wrt: int, values: dict, second_order: bool):
+        x = wengert.inputs[wrt]
+        self.n = _size(x.shape)
+        self.deps = {x.name: frozenset({0}) if x.shape == () else
+                     sp.identity(self.n, format="csr")}
+        self.values = values            # name -> concrete value (integer index operands)
+        self.second = second_order
+        self.pairs_rows, self.pairs_cols = [], []
+        self.scalar_pairs = []          # (i, j) coupled by scalar entries
+        self.live = _differentiably_reaching(wengert) if second_order else None
+
+    def of(self, a):
+        """The dependency matrix of operand `a` (None: depends on nothing)."""
+        d = self.deps.get(a.name) if isinstance(a, Var) else None
+        if d is None or sp.issparse(d):
+            return d
+        columns = sorted(_elements(d))
+        return sp.csr_matrix((np.ones(len(columns)), (np.zeros(len(columns), np.int64), columns)),
+                             shape=(1, self.n))
+
+    def scalar_of(self, a):
+        return self.deps.get(a.name) if isinstance(a, Var) else None
+
+    def couple(self, left, right):
+        """Record that the input elements in each row of `left` interact with those in the
+        same row of `right` (both: (elements, n) pattern matrices)."""
+        if left is None or right is None:
+            return
+        product = (left.T @ right).tocoo()
+        self.pairs_rows += [product.row, product.col]
+        self.pairs_cols += [product.col, product.row]
+
+    def couple_elements(self, left, right):
+        """`couple` for two scalars' dependency sets."""
+        if left is None or right is None:
+            return
+        left, right = _elements(left), _elements(right)
+        self.scalar_pairs += [(i, j) for i in left for j in right]
+
+    def run(self, entries):
+        for e in entries:
+            if e.prim.nondifferentiable:
+                continue
+            scalar = e.out.shape == () and all(a.shape == () for a in e.ins)
+            if scalar and e.prim.name in _SCALAR_RULES:
+                deps = self.scalar_entry(e)
+            elif e.out.shape == () and e.prim.name == "getitem":
+                deps = self.element(e)
+            else:
+                deps = self.entry(e)
+                if deps is not None and e.out.shape == ():
+                    deps = frozenset(_binary(deps).indices.tolist())
+            if deps is not None:
+                self.deps[e.out.name] = deps
+
+    def element(self, e):
+        """`x[i, j]` of an array: one row of its matrix, as a set."""
+        x = e.ins[0]
+        d = self.of(x)
+        if d is None:
+            return None
+        flat = int(np.ravel_multi_index(tuple(i % n for i, n in zip(e.params["index"], x.shape)),
+                                        x.shape)) if x.shape else 0
+        return frozenset(d.indices[d.indptr[flat]:d.indptr[flat + 1]].tolist())
+
+    def scalar_entry(self, e):
+        """The elementwise rules on scalars, with sets (linear ones build lazy unions)."""
+        name, ins = e.prim.name, e.ins
+        ds = [self.scalar_of(a) for a in ins]
+        if name == "select":
+            ds = ds[1:]
+        present = [d for d in ds if d is not None]
+        if not present:
+            return None
+        if self.second and e.out.name in self.live and _SCALAR_RULES[name] != "linear":
+            rule = _SCALAR_RULES[name]
+            if rule == "square" and (name != "integer_pow" or e.params["n"] not in (0, 1)):
+                self.couple_elements(present[0], present[0])
+            elif rule == "bilinear":
+                self.couple_elements(ds[0], ds[1])
+                if name == "div":
+                    self.couple_elements(ds[1], ds[1])
+            elif rule == "all":
+                both = _Union(present)
+                self.couple_elements(both, both)
+        return present[0] if len(present) == 1 else _Union(present)
+
+    def entry(self, e):
+        name, ins, out = e.prim.name, e.ins, e.out
+        ds = [self.of(a) for a in ins]
+        if all(d is None for d in ds):
+            return None
+        nonlinear = self.second and e.out.name in self.live
+        if name in ("add", "sub", "neg") or name in _PIECEWISE_LINEAR:
+            operands = ins[1:] if name == "select" else ins
+            return _union(*(_spread(self.of(a), a.shape, out.shape) for a in operands))
+        if name in _UNARY_NONLINEAR or name == "integer_pow":
+            d = _spread(ds[0], ins[0].shape, out.shape)
+            if nonlinear and (name != "integer_pow" or e.params["n"] not in (0, 1)):
+                self.couple(d, d)
+            return d
+        if name in ("mul", "div") or name in _BINARY_NONLINEAR:
+            a, b = (_spread(d, x.shape, out.shape) for d, x in zip(ds, ins))
+            if nonlinear:
+                if name == "mul":
+                    self.couple(a, b)
+                elif name == "div":
+                    self.couple(a, b)
+                    self.couple(b, b)
+                else:
+                    both = _union(a, b)
+                    self.couple(both, both)
+            return _union(a, b)
+        if name in _REDUCTIONS:
+            x = ins[0]
+            kept = tuple(1 if i in e.params["axis"] else n for i, n in enumerate(x.shape))
+            out_index = np.broadcast_to(_grid(kept), x.shape).ravel()
+            d = _routed(out_index, np.arange(_size(x.shape)), _size(out.shape), _size(x.shape),
+                        ds[0])
+            if nonlinear and name == "prod":        # conservative: all factors coupled
+                self.couple(d, d)
+            return d
+        if name in _VIEWS:
+            return ds[0]
+        if name == "transpose":
+            return _select(ds[0], _grid(ins[0].shape).transpose(e.params["axes"]))
+        if name == "broadcast_like":
+            return _spread(ds[0], ins[0].shape, out.shape)
+        if name == "full_like":
+            return _spread(ds[1], ins[1].shape, out.shape)
+        if name == "getitem":
+            return _select(ds[0], _grid(ins[0].shape)[as_python_index(e.params["index"])])
+        if name == "gather":
+            return _select(ds[0], _grid(ins[0].shape)[self.values[ins[1].name]])
+        if name in ("index_add", "scatter_add"):
+            acc, update = ins[0], ins[1]
+            where = as_python_index(e.params["index"]) if name == "index_add" else \
+                self.values[ins[2].name]
+            positions = _grid(acc.shape)[where]
+            source = np.broadcast_to(_grid(update.shape), positions.shape)
+            routed = _routed(positions.ravel(), source.ravel(), _size(acc.shape),
+                             _size(update.shape), ds[1])
+            return _union(ds[0], routed)
+        if name == "concatenate":
+            axis, offset, grids = e.params["axis"], 0, []
+            for x in ins:
+                grids.append(_grid(x.shape) + offset)
+                offset += _size(x.shape)
+            stacked = sp.vstack([d if d is not None else sp.csr_matrix((_size(x.shape), self.n))
+                                 for d, x in zip(ds, ins)], format="csr")
+            return _select(stacked, np.concatenate(grids, axis=axis))
+        if name in ("matmul", "outer"):
+            return self.bilinear_product(e, ds, nonlinear)
+        # Any other primitive: every output element depends on every operand element.
+        everything = _union(*(_binary(d.sum(axis=0)) for d in ds if d is not None))
+        d = _select(everything, np.zeros(_size(out.shape), dtype=np.int64))
+        if nonlinear and not e.prim.linear:
+            self.couple(everything, everything)
+        return d
+
+    def bilinear_product(self, e, ds, nonlinear):
+        """`matmul` and `outer`, element triple by element triple."""
+        a, b = e.ins
+        if e.prim.name == "outer":
+            m, p, k = a.shape[0], b.shape[0], 1
+            i, j = np.meshgrid(np.arange(m), np.arange(p), indexing="ij")
+            ai, bi, oi = i.ravel(), j.ravel(), (i * p + j).ravel()
+        else:
+            m = a.shape[0] if a.ndim == 2 else 1
+            k = a.shape[-1]
+            p = b.shape[1] if b.ndim == 2 else 1
+            i, j, q = np.meshgrid(np.arange(m), np.arange(p), np.arange(k), indexing="ij")
+            ai, bi, oi = (i * k + q).ravel(), (q * p + j).ravel(), (i * p + j).ravel()
+        size = _size(e.out.shape)
+        left = _routed(oi, ai, size, _size(a.shape), ds[0])
+        right = _routed(oi, bi, size, _size(b.shape), ds[1])
+        if nonlinear and ds[0] is not None and ds[1] is not None:
+            self.couple(_select(ds[0], ai), _select(ds[1], bi))
+        return _union(left, right)
+
+    def hessian(self):
+        if self.scalar_pairs:
+            pairs = np.array(self.scalar_pairs, dtype=np.int64)
+            self.pairs_rows += [pairs[:, 0], pairs[:, 1]]
+            self.pairs_cols += [pairs[:, 1], pairs[:, 0]]
+        if not self.pairs_rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        rows, cols = np.concatenate(self.pairs_rows), np.concatenate(self.pairs_cols)
+        pattern = _binary(sp.coo_matrix((np.ones(len(rows)), (rows, cols)),
+                                        shape=(self.n, self.n)))
+        pattern.sort_indices()
+        coo = pattern.tocoo()
+        return coo.row.astype(np.int64), coo.col.astype(np.int64)
+
+
+def _differentiably_reaching(wengert: WengertList) -> set:
+    """Names of values whose change can change the output (not only through comparisons,
+    guards or a select's condition)."""
+    live = {a.name for a in wengert.outputs if isinstance(a, Var)}
+    for e in reversed(wengert.entries):
+        if e.out.name in live and not e.prim.nondifferentiable:
+            operands = e.ins[1:] if e.prim.name == "select" else e.ins
+            live.update(a.name for a in operands if isinstance(a, Var))
+    return live
+
+
+def index_values(wengert: WengertList, args: list) -> dict:
+    """Concrete values of the integer operands of gathers and scatters, computed from the
+    runtime arguments `args` (in the order of `wengert.inputs`) with NumPy."""
+    needed = {e.ins[-1].name for e in wengert.entries
+              if e.prim.name in ("gather", "scatter_add") and isinstance(e.ins[-1], Var)}
+    if not needed:
+        return {}
+    for e in reversed(wengert.entries):
+        if e.out.name in needed:
+            needed.update(a.name for a in e.ins if isinstance(a, Var))
+    values = {v.name: a for v, a in zip(wengert.inputs, args)}
+    for e in wengert.entries:
+        if e.out.name in needed:
+            operands = [values[a.name] if isinstance(a, Var) else a.value for a in e.ins]
+            values[e.out.name] = e.prim.impl(*operands, **e.params)
+    return values
+
+
+def jacobian_pattern(wengert: WengertList, wrt: int, args=()) -> tuple:
+    """(rows, cols): the structurally nonzero elements of d(output, raveled) / d(input `wrt`,
+    raveled); `args` are the runtime arguments (needed where gathers read index arrays)."""
+    analysis = _Analysis(wengert, wrt, index_values(wengert, list(args)), False)
+    analysis.run(wengert.entries)
+    (out,) = wengert.outputs
+    d = analysis.of(out)
+    if d is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    coo = _binary(d).tocoo()
+    order = np.lexsort((coo.col, coo.row))
+    return coo.row[order].astype(np.int64), coo.col[order].astype(np.int64)
+
+
+def hessian_pattern(wengert: WengertList, wrt: int, args=()) -> tuple:
+    """(rows, cols), symmetric: the input pairs coupled by some nonlinear entry that reaches
+    the scalar output (Walther's dependency-set propagation)."""
+    analysis = _Analysis(wengert, wrt, index_values(wengert, list(args)), True)
+    analysis.run(wengert.entries)
+    return analysis.hessian()
+
+
+# ---------------------------------------------------------------- colourings
+
+def _adjacency(rows, cols, n):
+    """Neighbour lists (no self loops) of the symmetric pattern (rows, cols) on n vertices."""
+    off = rows != cols
+    graph = _binary(sp.coo_matrix((np.ones(off.sum()), (rows[off], cols[off])), shape=(n, n)))
+    graph = _binary(graph + graph.T)
+    indptr, indices = graph.indptr.tolist(), graph.indices.tolist()
+    return [indices[indptr[v]:indptr[v + 1]] for v in range(n)]
+
+
+def _largest_first(adj):
+    return sorted(range(len(adj)), key=lambda v: -len(adj[v]))
+
+
+def _greedy(adj):
+    colours = [-1] * len(adj)
+    for v in _largest_first(adj):
+        taken = {colours[w] for w in adj[v]}
+        c = 0
+        while c in taken:
+            c += 1
+        colours[v] = c
+    return np.array(colours, dtype=np.int64)
+
+
+def column_colouring(rows, cols, shape) -> np.ndarray:
+    """Greedy distance-1 colouring of the column intersection graph: columns of one colour
+    share no row, so one JVP per colour gives all of them."""
+    m, n = shape
+    j = _binary(sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(m, n)))
+    inter = (j.T @ j).tocoo()
+    return _greedy(_adjacency(inter.row, inter.col, n))
+
+
+def star_colouring(rows, cols, n) -> np.ndarray:
+    """Greedy star colouring of the adjacency graph of a symmetric pattern (Gebremedhin,
+    Manne and Pothen 2005, algorithm 4.1): adjacent vertices differ and every path on four
+    vertices has at least three colours, so each H[i, j] is read off H S directly.
+
+    Vertex v may not take the colour of a neighbour w, nor that of a coloured x two steps
+    away through an uncoloured w, nor through a coloured w when x has another neighbour of
+    w's colour (the path v-w-x-y would have two colours). The colours each w forbids are
+    kept up to date as vertices are coloured (`count[x][c]`: neighbours of x with colour c;
+    `through[w]`: colours of the x that w forbids), so a vertex costs its neighbours' colour
+    counts, not a walk over their neighbourhoods (an arrowhead's hub has n of them).
+    """
+    adj = _adjacency(rows, cols, n)
+    colours = [-1] * n
+    count = [{} for _ in range(n)]
+    through = [set() for _ in range(n)]
+    for v in _largest_first(adj):
+        forbidden = set()
+        for w in adj[v]:
+            if colours[w] >= 0:
+                forbidden.add(colours[w])
+                forbidden |= through[w]
+            else:
+                forbidden.update(count[w])
+        c = 0
+        while c in forbidden:
+            c += 1
+        colours[v] = c
+        for z in adj[v]:
+            k = count[z][c] = count[z].get(c, 0) + 1
+            if colours[z] >= 0:
+                if k == 2:      # z now has two neighbours of colour c: each of them sees z
+                    for w in adj[z]:
+                        if colours[w] == c:
+                            through[w].add(colours[z])
+                elif k > 2:
+                    through[v].add(colours[z])
+        for w in adj[v]:        # v, now coloured, seen from its coloured neighbours
+            if colours[w] >= 0 and count[v].get(colours[w], 0) >= 2:
+                through[w].add(c)
+    return np.array(colours, dtype=np.int64)
+
+
+def seeds(colours, shape) -> list:
+    """One seed array per colour: 1.0 on that colour's (raveled) elements."""
+    count = int(colours.max()) + 1 if len(colours) else 0
+    return [(colours == c).astype(np.float64).reshape(shape) for c in range(count)]
+
+
+def jacobian_sources(rows, cols, colours) -> tuple:
+    """(row, colour) of the compressed product J S holding each nonzero (rows, cols)."""
+    return rows, colours[cols]
+
+
+def hessian_sources(rows, cols, colours) -> tuple:
+    """(row, colour) of H S holding each nonzero of a symmetric pattern: H[i, j] is
+    (H S)[i, colour j] where j is the only column of its colour in row i, else
+    (H S)[j, colour i]. Raises ValueError where neither holds (not a star colouring)."""
+    if len(rows) == 0:
+        return rows, rows
+    n_colours = int(colours.max()) + 1
+    counts = np.bincount(rows * n_colours + colours[cols], minlength=0)
+    direct = counts[rows * n_colours + colours[cols]] == 1
+    mirrored_key = cols * n_colours + colours[rows]
+    mirrored = np.zeros(len(rows), dtype=bool)
+    inside = mirrored_key < len(counts)
+    mirrored[inside] = counts[mirrored_key[inside]] == 1
+    if not np.all(direct | mirrored):
+        bad = np.flatnonzero(~(direct | mirrored))[0]
+        raise ValueError(f"colouring cannot recover H[{rows[bad]}, {cols[bad]}]")
+    source_row = np.where(direct, rows, cols)
+    source_colour = np.where(direct, colours[cols], colours[rows])
+    # Both triangles read the upper one's source: the result is exactly symmetric.
+    position = sp.csr_matrix((np.arange(1, len(rows) + 1), (rows, cols)),
+                             shape=(len(colours),) * 2)
+    upper = np.where(rows <= cols, np.arange(len(rows)),
+                     np.asarray(position[cols, rows]).ravel() - 1)
+    return source_row[upper], source_colour[upper]
+
+
+def layout(rows, cols, sources, shape) -> dict:
+    """Where each nonzero (rows, cols) is read from the compressed products (an array with
+    one row per colour, raveled): a pattern sorted by row, then column, as the pattern
+    functions return it, becomes CSR index arrays and a gather index into the products."""
+    index_type = np.int32 if max(shape) < 2 ** 31 - 1 else np.int64
+    indptr = np.zeros(shape[0] + 1, dtype=index_type)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    return {"gather": sources[1] * shape[0] + sources[0], "indices": cols.astype(index_type),
+            "indptr": indptr, "shape": shape}
+
+
+def decompress(products, where: dict):
+    """The CSR matrix from `products` (colours x rows) and a `layout`."""
+    data = products.ravel().take(where["gather"])
+    return sp.csr_matrix((data, where["indices"].copy(), where["indptr"].copy()),
+                         shape=where["shape"], copy=False)
+
+
+# ---------------------------------------------------------------- the callable objects
+
+_MAX_PLANS = 32        # patterns kept per object (index arrays with new values add one)
+
+
+class _Sparse:
+    """Shared machinery: a `JitGrad` traces and caches specializations; per specialization
+    (and per index-array values) a pattern, a colouring and one compiled product kernel."""
+
+    kind = ""
+
+    def __init__(self, fun, argnums=0):
+        if not (isinstance(argnums, int) and not isinstance(argnums, bool)):
+            raise ArgumentError(f"sparse {self.kind}: argnums must be one int, got {argnums!r}")
+        self._inner = JitGrad(fun, argnums)
+        self.fun, self.argnums = fun, argnums
+        self.__name__ = self._inner.__name__
+        self._plans: dict = {}          # (id(variant), index digest) -> plan
+        self._variants: dict = {}       # id(variant) -> variant (keeps ids valid)
+
+    def __repr__(self) -> str:
+        return f"<jitad sparse {self.kind} of {self.__name__}, argnums={self.argnums}>"
+
+    def _resolve(self, args, kwargs):
+        inner = self._inner
+        args, key, runtime, names, values, candidates = inner._lookup(args, kwargs)
+        x = args[self.argnums]
+        if not isinstance(x, np.ndarray):
+            raise ArgumentError(f"sparse {self.kind} of {self.__name__}: the differentiated "
+                                f"argument must be a float64 array, got {type(x).__name__}")
+        return args, key, runtime, names, values, candidates, x
+
+    def __call__(self, *args, **kwargs):
+        """The sparse derivative at these arguments: a scipy.sparse CSR matrix."""
+        with self._inner._lock:
+            args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
+            for variant in candidates:
+                try:
+                    return self._evaluate(variant, values, x)
+                except GuardFailed:
+                    continue
+            return self._evaluate(self._traced(args, key, runtime, names), values, x)
+
+    def plan(self, *args, **kwargs):
+        """(rows, cols, colours) used for these arguments: the pattern and its colouring."""
+        args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
+        variant = candidates[0] if candidates else self._traced(args, key, runtime, names)
+        p = self._plan(variant, values + variant.trace.consts, x)
+        return p["rows"], p["cols"], p["colours"]
+
+    def _traced(self, args, key, runtime, names):
+        """A new trace, kept for these exact shapes: a pattern is only valid at its sizes
+        (a size-generic list would otherwise be reused for other lengths)."""
+        return self._inner._trace(args, key, runtime, names, exact=True, load=False)
+
+    def _plan(self, variant, runtime_args, x):
+        """The pattern, colouring and layout for this variant and these index values."""
+        wengert = variant.trace.wengert
+        digest = hashlib.sha256()
+        for a in runtime_args:      # gathers' patterns depend on the index arrays' values
+            if isinstance(a, np.ndarray) and a.dtype.kind in "iub":
+                digest.update(f"{a.dtype}{a.shape}".encode())
+                digest.update(np.ascontiguousarray(a).tobytes())
+        key = (id(variant), digest.digest())
+        plan = self._plans.get(key)
+        if plan is None:
+            with _collector_paused():
+                plan = self._make_plan(simplify(wengert), variant.wrt[0], runtime_args, x)
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[key] = plan
+            self._variants[id(variant)] = variant
+        return plan
+
+    def _evaluate(self, variant, values, x):
+        runtime_args = values + variant.trace.consts
+        plan = self._plan(variant, runtime_args, x)
+        kernel = variant.kernels.get(self.mode)
+        if kernel is None:
+            kernel = variant.kernels[self.mode] = self._compile(variant, runtime_args, x)
+        products = np.empty((len(plan["seeds"]), plan["layout"]["shape"][0]))
+        for k, seed in enumerate(plan["seeds"]):    # a constant product is a float: broadcast
+            products[k] = np.ravel(compiler.call_compiling(kernel, runtime_args + [seed]))
+        return decompress(products, plan["layout"])
+
+    def _compile(self, variant, runtime_args, x):
+        with _collector_paused():
+            product, name, source = self._built(variant, for_reading=False)
+            if source is None:
+                return compiler.tape_kernel(product)
+        return compiler.compile_source(source, name, tuple(runtime_args) + (x * 0.0,),
+                                       variant.trace.wengert.loc)
+
+    def _built(self, variant, for_reading=True):
+        """(product list, function name, generated source; None for the tape interpreter
+        unless `for_reading`)."""
+        wengert = simplify(variant.trace.wengert)
+        base, pick = self._base(wengert, list(variant.wrt))
+        product = product_list(base, list(variant.wrt), pick, f"{wengert.name}_{self.mode}")
+        shape, runs = codegen.choose_shape(product)
+        name = f"{codegen.identifier(self.__name__)}_{self.mode}"
+        if shape == "tape" and not for_reading:
+            return product, name, None
+        doc = f"{self.doc} of {wengert.name} ({product.loc}): one compressed column of a " \
+              "sparse derivative per seed."
+        return product, name, codegen.generate(product, name, doc, shape, runs)
+
+    def source(self, *args, **kwargs) -> str:
+        """The generated source of the product run once per colour (seed: the last input)."""
+        args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
+        variant = candidates[0] if candidates else self._traced(args, key, runtime, names)
+        return self._built(variant)[2]
+
+
+def product_list(base: WengertList, wrt: list, pick: int, name: str) -> WengertList:
+    """The list `(inputs…, seed) -> d output[pick] . seed`: forward mode on `base`.
+
+    One seed per call: several tangents in one list share the primal, but their interleaved
+    entries defeat the loop re-roller (a 300-term loop-form Rosenbrock prints 12 kB of
+    source with one seed, 1.3 MB with three), and compile time dominates.
+    """
+    forward = jvp(base, wrt)
+    tangent = forward.outputs[len(base.outputs) + pick]
+    return simplify(eliminate_dead_code(WengertList(name, forward.inputs, forward.entries,
+                                                    [tangent], loc=base.loc)))
+
+
+class SparseJacobian(_Sparse):
+    """`sparse_jacobian(fun)(*args)`: d fun / d args[argnums] as a scipy.sparse CSR matrix of
+    shape (output size, input size), from one forward-mode product per column colour."""
+
+    kind, mode, doc = "jacobian", "sparse_jacobian", "Jacobian-vector product"
+
+    def __init__(self, fun, argnums=0):
+        super().__init__(fun, argnums)
+        self._inner._check_output = self._check_output
+
+    def _check_output(self, traced):
+        (out,) = traced.wengert.outputs
+        if not isinstance(out, (Var, Literal)) or out.dtype == "bool":
+            raise NonScalarOutputError(
+                f"{self.__name__} must return one float array (or scalar) for a Jacobian, "
+                f"got {type(out).__name__}")
+
+    def _make_plan(self, wengert, wrt, runtime_args, x):
+        (out,) = wengert.outputs
+        shape = (_size(out.shape), x.size)
+        rows, cols = jacobian_pattern(wengert, wrt, runtime_args)
+        colours = column_colouring(rows, cols, shape)
+        return {"rows": rows, "cols": cols, "colours": colours, "seeds": seeds(colours, x.shape),
+                "layout": layout(rows, cols, jacobian_sources(rows, cols, colours), shape)}
+
+    def _base(self, wengert, wrt):
+        return wengert, 0
+
+
+class SparseHessian(_Sparse):
+    """`sparse_hessian(fun)(*args)`: the Hessian of a scalar `fun` wrt args[argnums] as a
+    symmetric scipy.sparse CSR matrix, from one Hessian-vector product (forward over
+    reverse) per star colour."""
+
+    kind, mode, doc = "hessian", "sparse_hessian", "Hessian-vector product"
+
+    def _make_plan(self, wengert, wrt, runtime_args, x):
+        rows, cols = hessian_pattern(wengert, wrt, runtime_args)
+        colours = star_colouring(rows, cols, x.size)
+        try:
+            sources = hessian_sources(rows, cols, colours)
+        except ValueError:      # never expected; distance-2 colouring always decompresses
+            colours = column_colouring(rows, cols, (x.size, x.size))
+            sources = hessian_sources(rows, cols, colours)
+        return {"rows": rows, "cols": cols, "colours": colours, "seeds": seeds(colours, x.shape),
+                "layout": layout(rows, cols, sources, (x.size, x.size))}
+
+    def _base(self, wengert, wrt):
+        return simplify(value_and_grad(wengert, wrt)), 1
+
+
+def sparse_jacobian(fun, argnums=0) -> SparseJacobian:
+    """A callable returning d fun / d args[argnums] as a scipy.sparse CSR matrix.
+
+    The pattern (found on the traced list) and its column colouring are computed once per
+    argument signature; each call runs one compiled forward-mode product per colour.
+    """
+    return SparseJacobian(fun, argnums)
+
+
+def sparse_hessian(fun, argnums=0) -> SparseHessian:
+    """A callable returning the Hessian of scalar `fun` wrt args[argnums] as a symmetric
+    scipy.sparse CSR matrix, from one Hessian-vector product per star colour."""
+    return SparseHessian(fun, argnums)

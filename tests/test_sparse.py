@@ -1,0 +1,433 @@
+"""Sparse Jacobians and Hessians (jitad.sparse): patterns, colourings, decompression.
+
+Oracles: hand-known patterns; the nonzeros of dense central-difference Jacobians (of the
+plain function) and Hessians (of the gradient, run as plain Python from the generated
+source) at random points, for functions whose structural and numerical zeros coincide
+there; and the values of those dense differences.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from jitad import codegen
+from jitad.api import JitGrad, build_source
+from jitad.compile import load_python
+from jitad.sparse import (column_colouring, decompress, hessian_pattern, hessian_sources,
+                          jacobian_pattern, jacobian_sources, layout, product_list,
+                          sparse_hessian, sparse_jacobian, star_colouring)
+from jitad.transforms import simplify, value_and_grad
+
+N = 9
+
+
+# ---------------------------------------------------------------- test functions
+
+def rosen_loop(x):
+    s = 0.0
+    for i in range(len(x) - 1):
+        s += 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return s
+
+
+def rosen_vec(x):
+    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def banded(x):          # pentadiagonal: sin couples each triple
+    return np.sum(np.sin(x[:-2] * x[1:-1] * x[2:])) + np.sum(x ** 3)
+
+
+def arrowhead(x):
+    return np.sum(x ** 4) + x[0] * np.sum(x[1:] ** 2)
+
+
+def gathered(x, idx):   # couples x[i] with x[idx[i]]
+    return np.sum(np.exp(x * x[idx]))
+
+
+def linear_part(x):     # a linear term and a product of two disjoint halves
+    return np.sum(3.0 * x) + np.dot(x[:4], x[4:8])
+
+
+def _hand(n, pairs):
+    rows, cols = zip(*sorted({(i, j) for i, j in pairs if 0 <= i < n and 0 <= j < n}))
+    return np.array(rows), np.array(cols)
+
+
+HAND_HESSIAN = {
+    rosen_loop: _hand(N, [(i, j) for i in range(N) for j in range(N) if abs(i - j) <= 1]),
+    rosen_vec: _hand(N, [(i, j) for i in range(N) for j in range(N) if abs(i - j) <= 1]),
+    banded: _hand(N, [(i, j) for i in range(N) for j in range(N) if abs(i - j) <= 2]),
+    arrowhead: _hand(N, [(i, i) for i in range(N)] + [(0, j) for j in range(N)]
+                     + [(j, 0) for j in range(N)]),
+    linear_part: _hand(N, [(i, 4 + i) for i in range(4)] + [(4 + i, i) for i in range(4)]),
+}
+
+
+def bundle(params, cam_idx, pt_idx, obs, n_cams):
+    """Bundle-adjustment-like residuals: each observation touches one camera (3 parameters)
+    and one point (2 parameters)."""
+    cams = params[:3 * n_cams].reshape((n_cams, 3))
+    pts = params[3 * n_cams:].reshape((-1, 2))
+    c = cams[cam_idx]
+    p = pts[pt_idx]
+    u = c[:, 0] * p[:, 0] + c[:, 2] - obs[:, 0]
+    v = c[:, 1] * np.sin(p[:, 1]) - c[:, 0] - obs[:, 1]
+    return np.concatenate((u, v))
+
+
+def chain_residuals(x):
+    return np.concatenate((x[1:] * x[:-1] - 1.0, np.exp(x[:2])))
+
+
+def bundle_args(rng, n_cams=3, n_pts=5, n_obs=11):
+    cam_idx = rng.integers(0, n_cams, n_obs)
+    pt_idx = rng.integers(0, n_pts, n_obs)
+    cam_idx[:n_cams] = np.arange(n_cams)
+    pt_idx[:n_pts] = np.arange(n_pts)
+    params = rng.uniform(0.5, 1.5, 3 * n_cams + 2 * n_pts)
+    return params, cam_idx, pt_idx, rng.standard_normal((n_obs, 2)), n_cams
+
+
+# ---------------------------------------------------------------- dense references
+
+def fd_jacobian(fun, args, eps=1e-6):
+    x = args[0]
+    columns = []
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[j] = eps
+        columns.append((np.ravel(fun(x + e, *args[1:])) - np.ravel(fun(x - e, *args[1:])))
+                       / (2 * eps))
+    return np.stack(columns, axis=1)
+
+
+def fd_hessian(fun, args, eps=1e-5):
+    """Central differences of the gradient, run as plain Python from the generated source."""
+    f = JitGrad(fun)
+    variant, runtime = f._variant(args, {})
+    source, name, _ = build_source(variant, "value_and_grad", variant.wrt, f.__name__)
+    grad = load_python(source, name)
+    k = variant.wrt[0]
+
+    def g(y):
+        moved = list(runtime)
+        moved[k] = y
+        return np.ravel(grad(*moved)[1][0])
+    x = args[0]
+    columns = []
+    for j in range(x.size):
+        e = np.zeros_like(x)
+        e.flat[j] = eps
+        columns.append((g(x + e) - g(x - e)) / (2 * eps))
+    return np.stack(columns, axis=1)
+
+
+def nonzeros(dense, tol):
+    rows, cols = np.nonzero(np.abs(dense) > tol)
+    return rows, cols
+
+
+def assert_pattern(got, want):
+    got = sorted(zip(*map(list, got)))
+    want = sorted(zip(*map(list, want)))
+    assert got == want, f"pattern differs:\n  extra {sorted(set(got) - set(want))}" \
+                        f"\n  missing {sorted(set(want) - set(got))}"
+
+
+RNG = np.random.default_rng(7)
+X = RNG.uniform(0.5, 1.5, N)
+IDX = np.array([3, 0, 8, 1, 1, 6, 2, 7, 5])
+HESSIAN_CASES = [(f, (X,)) for f in HAND_HESSIAN] + [(gathered, (X, IDX))]
+JACOBIAN_CASES = [(bundle, bundle_args(np.random.default_rng(3))), (chain_residuals, (X,))]
+HESSIANS = {f: sparse_hessian(f) for f, _ in HESSIAN_CASES}
+JACOBIANS = {f: sparse_jacobian(f) for f, _ in JACOBIAN_CASES}
+
+
+def _traced(fun, args):
+    f = JitGrad(fun)
+    variant, runtime = f._variant(args, {})
+    return simplify(variant.trace.wengert), variant.wrt[0], runtime
+
+
+# ---------------------------------------------------------------- patterns
+
+@pytest.mark.parametrize("fun", list(HAND_HESSIAN), ids=lambda f: f.__name__)
+def test_hessian_pattern_is_the_hand_known_one(fun):
+    wengert, wrt, runtime = _traced(fun, (X,))
+    assert_pattern(hessian_pattern(wengert, wrt, runtime), HAND_HESSIAN[fun])
+
+
+@pytest.mark.parametrize("fun,args", HESSIAN_CASES, ids=lambda a: getattr(a, "__name__", ""))
+def test_hessian_pattern_is_the_nonzeros_of_differences(fun, args):
+    wengert, wrt, runtime = _traced(fun, args)
+    assert_pattern(hessian_pattern(wengert, wrt, runtime), nonzeros(fd_hessian(fun, args), 1e-4))
+
+
+def test_gather_hessian_pattern_reads_the_index_values():
+    wengert, wrt, runtime = _traced(gathered, (X, IDX))
+    want = _hand(N, [(i, i) for i in range(N)] + [(i, IDX[i]) for i in range(N)]
+                 + [(IDX[i], i) for i in range(N)])
+    assert_pattern(hessian_pattern(wengert, wrt, runtime), want)
+
+
+@pytest.mark.parametrize("fun,args", JACOBIAN_CASES, ids=lambda a: getattr(a, "__name__", ""))
+def test_jacobian_pattern_is_the_nonzeros_of_differences(fun, args):
+    wengert, wrt, runtime = _traced_jacobian(fun, args)
+    assert_pattern(jacobian_pattern(wengert, wrt, runtime), nonzeros(fd_jacobian(fun, args), 1e-7))
+
+
+def _traced_jacobian(fun, args):
+    j = sparse_jacobian(fun)
+    rows, cols, _ = j.plan(*args)
+    variant = next(iter(j._variants.values()))
+    return simplify(variant.trace.wengert), variant.wrt[0], \
+        [a for a in args if not isinstance(a, int)] + variant.trace.consts
+
+
+def test_bundle_jacobian_pattern_is_one_camera_and_one_point_per_residual():
+    params, cam_idx, pt_idx, obs, n_cams = args = JACOBIAN_CASES[0][1]
+    rows, cols, _ = JACOBIANS[bundle].plan(*args)
+    m = len(obs)
+    want = []
+    for k in range(m):
+        c, p = 3 * cam_idx[k], 3 * n_cams + 2 * pt_idx[k]
+        want += [(k, c), (k, p), (k, c + 2)]
+        want += [(m + k, c + 1), (m + k, p + 1), (m + k, c)]
+    assert_pattern((rows, cols), tuple(map(np.array, zip(*sorted(set(want))))))
+
+
+# ---------------------------------------------------------------- colourings
+
+def star_violations(rows, cols, colours):
+    """Adjacent vertices of one colour, and 4-vertex paths with two colours."""
+    adj = {v: set() for v in range(len(colours))}
+    for i, j in zip(rows, cols):
+        if i != j:
+            adj[i].add(j)
+            adj[j].add(i)
+    bad = [(v, w) for v in adj for w in adj[v] if colours[v] == colours[w]]
+    for v in adj:
+        for w in adj[v]:
+            for x in adj[w] - {v}:
+                for y in adj[x] - {w, v}:
+                    if colours[v] == colours[x] and colours[w] == colours[y]:
+                        bad.append((v, w, x, y))
+    return bad
+
+
+def column_violations(rows, cols, colours):
+    seen = {}
+    bad = []
+    for i, j in zip(rows, cols):
+        other = seen.setdefault((i, colours[j]), j)
+        if other != j:
+            bad.append((i, other, j))
+    return bad
+
+
+@pytest.mark.parametrize("fun", list(HAND_HESSIAN), ids=lambda f: f.__name__)
+def test_star_colouring_is_valid(fun):
+    rows, cols = HAND_HESSIAN[fun]
+    colours = star_colouring(rows, cols, N)
+    assert star_violations(rows, cols, colours) == []
+
+
+def test_colour_counts():
+    tri = HAND_HESSIAN[rosen_vec]
+    assert star_colouring(*tri, N).max() + 1 == 3
+    # The arrowhead's column intersection graph is complete (n colours for distance-2):
+    # a star colouring needs only two.
+    assert star_colouring(*HAND_HESSIAN[arrowhead], N).max() + 1 == 2
+    assert column_colouring(*HAND_HESSIAN[arrowhead], (N, N)).max() + 1 == N
+
+
+def test_star_checker_and_decompression_reject_a_distance_one_colouring():
+    rows, cols = _hand(4, [(i, j) for i in range(4) for j in range(4) if abs(i - j) <= 1])
+    alternating = np.array([0, 1, 0, 1])        # distance-1 valid, path 0-1-2-3 bichromatic
+    assert star_violations(rows, cols, alternating)
+    with pytest.raises(ValueError, match="cannot recover"):
+        hessian_sources(rows, cols, alternating)
+
+
+@pytest.mark.parametrize("fun,args", JACOBIAN_CASES, ids=lambda a: getattr(a, "__name__", ""))
+def test_column_colouring_is_valid(fun, args):
+    rows, cols, colours = JACOBIANS[fun].plan(*args)
+    assert column_violations(rows, cols, colours) == []
+    assert column_violations(rows, cols, np.zeros_like(colours))     # the checker bites
+
+
+def test_bundle_needs_few_colours():
+    rng = np.random.default_rng(5)
+    args = bundle_args(rng, n_cams=4, n_pts=30, n_obs=80)
+    wengert, wrt, runtime = _traced_jacobian(bundle, args)
+    rows, cols = jacobian_pattern(wengert, wrt, runtime)
+    colours = column_colouring(rows, cols, (160, args[0].size))
+    assert column_violations(rows, cols, colours) == []
+    assert colours.max() + 1 < args[0].size // 2
+
+
+# ---------------------------------------------------------------- values
+
+@pytest.mark.parametrize("fun,args", HESSIAN_CASES, ids=lambda a: getattr(a, "__name__", ""))
+def test_sparse_hessian_equals_dense_differences(fun, args):
+    h = HESSIANS[fun](*args)
+    assert h.format == "csr" and h.shape == (N, N)
+    dense = fd_hessian(fun, args)
+    np.testing.assert_allclose(h.toarray(), dense, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(h.toarray(), h.toarray().T)
+    assert_pattern(h.nonzero(), nonzeros(dense, 1e-4))
+
+
+@pytest.mark.parametrize("fun,args", JACOBIAN_CASES, ids=lambda a: getattr(a, "__name__", ""))
+def test_sparse_jacobian_equals_dense_differences(fun, args):
+    j = JACOBIANS[fun](*args)
+    dense = fd_jacobian(fun, args)
+    assert j.format == "csr" and j.shape == dense.shape
+    np.testing.assert_allclose(j.toarray(), dense, rtol=1e-6, atol=1e-7)
+
+
+def test_new_values_reuse_the_plan_and_kernel():
+    h = HESSIANS[rosen_vec]
+    y = np.random.default_rng(11).uniform(-1, 1, N)
+    first = h._inner.trace_count
+    np.testing.assert_allclose(h(y).toarray(), fd_hessian(rosen_vec, (y,)), rtol=1e-5, atol=1e-5)
+    assert h._inner.trace_count == first
+
+
+def test_new_index_values_give_a_new_pattern():
+    other = np.roll(IDX, 1)
+    h = HESSIANS[gathered](X, other)
+    np.testing.assert_allclose(h.toarray(), fd_hessian(gathered, (X, other)), rtol=1e-5,
+                               atol=1e-5)
+
+
+def hvps(fun, args, colours):
+    """Hessian-vector products with each colour's seed, from the generated source run as
+    plain Python (the list the compiled sweep prints)."""
+    wengert, wrt, runtime = _traced(fun, args)
+    base = simplify(value_and_grad(wengert, [wrt]))
+    kernel = load_python(codegen.generate(product_list(base, [wrt], 1, "hvp"), "hvp", "test"),
+                         "hvp")
+    return np.stack([kernel(*runtime, (colours == c).astype(float))
+                     for c in range(colours.max() + 1)])
+
+
+def test_a_wrong_pattern_or_decompression_gives_wrong_values():
+    """The value tests catch a pattern that misses entries and a misrouted decompression."""
+    rows, cols = HAND_HESSIAN[banded]
+    dense = fd_hessian(banded, (X,))
+    tri_rows, tri_cols = HAND_HESSIAN[rosen_vec]            # too narrow for pentadiagonal
+    colours = star_colouring(tri_rows, tri_cols, N)
+    wrong = decompress(hvps(banded, (X,), colours),
+                       layout(tri_rows, tri_cols, hessian_sources(tri_rows, tri_cols, colours),
+                              (N, N))).toarray()
+    assert not np.allclose(wrong, dense, rtol=1e-5, atol=1e-5)
+    colours = star_colouring(rows, cols, N)
+    products = hvps(banded, (X,), colours)
+    right = decompress(products, layout(rows, cols, hessian_sources(rows, cols, colours), (N, N)))
+    np.testing.assert_allclose(right.toarray(), dense, rtol=1e-5, atol=1e-5)
+    shifted = (colours + 1) % (colours.max() + 1)       # reads another colour's column
+    misrouted = decompress(products, layout(rows, cols, jacobian_sources(rows, cols, shifted),
+                                            (N, N)))
+    assert not np.allclose(misrouted.toarray(), dense, rtol=1e-5, atol=1e-5)
+
+
+def test_argnums_must_be_one_int():
+    from jitad.errors import ArgumentError
+    with pytest.raises(ArgumentError, match="one int"):
+        sparse_hessian(rosen_vec, argnums=(0,))
+
+
+def test_pairs_are_exhaustive_for_the_star_checker():
+    # A 4-cycle coloured 0,1,0,1 has a bichromatic path; 0,1,2,1 has none.
+    rows, cols = _hand(4, [(i, (i + 1) % 4) for i in range(4)] + [((i + 1) % 4, i)
+                                                                for i in range(4)])
+    assert star_violations(rows, cols, [0, 1, 0, 1])
+    assert not star_violations(rows, cols, [0, 1, 2, 1])
+
+
+def scalar_mix(x):
+    return x[0] / x[1] + x[2] ** x[3] + np.maximum(x[4], x[5]) * x[6] + math.atan2(x[7], x[8])
+
+
+def test_scalar_rules_pattern():
+    """div couples a with b and b with itself; pow and atan2 couple everything; maximum is
+    piecewise linear and keeps both branches (a structural pattern holds for either)."""
+    wengert, wrt, runtime = _traced(scalar_mix, (X,))
+    want = _hand(N, [(0, 1), (1, 0), (1, 1), (2, 2), (2, 3), (3, 2), (3, 3), (4, 6), (6, 4),
+                     (5, 6), (6, 5), (7, 7), (7, 8), (8, 7), (8, 8)])
+    assert_pattern(hessian_pattern(wengert, wrt, runtime), want)
+    h = sparse_hessian(scalar_mix)(X).toarray()
+    np.testing.assert_allclose(h, fd_hessian(scalar_mix, (X,)), rtol=1e-5, atol=1e-5)
+
+
+def mixed_vector(x):    # scalars read from a vector, combined, and broadcast back
+    a = x[0] * x[1]
+    return np.sum(np.exp(x[2:5] * a)) + np.sum(np.outer(x[5:7], x[7:9]) ** 2)
+
+
+def test_scalars_and_arrays_mix():
+    wengert, wrt, runtime = _traced(mixed_vector, (X,))
+    block = [0, 1, 2, 3, 4]
+    want = [(i, j) for i in block for j in block if not (i >= 2 and j >= 2 and i != j)]
+    want += [(i, j) for i in (5, 6, 7, 8) for j in (5, 6, 7, 8)
+             if (i < 7) != (j < 7) or i == j]
+    assert_pattern(hessian_pattern(wengert, wrt, runtime), _hand(N, want))
+    assert_pattern(hessian_pattern(wengert, wrt, runtime),
+                   nonzeros(fd_hessian(mixed_vector, (X,)), 1e-4))
+
+
+def test_other_sizes_get_their_own_pattern():
+    h = sparse_hessian(rosen_vec)
+    for n in (5, 12, 5):
+        y = np.random.default_rng(n).uniform(-1, 1, n)
+        got = h(y)
+        assert got.shape == (n, n) and got.nnz == 3 * n - 2
+        np.testing.assert_allclose(got.toarray(), fd_hessian(rosen_vec, (y,)), rtol=1e-5,
+                                   atol=1e-5)
+    assert h._inner.trace_count == 2
+
+
+def test_zero_dimensional_argument_and_constant_output():
+    h = sparse_hessian(lambda x: np.sin(x) * x)
+    x = np.array(0.7)
+    want = 2 * np.cos(0.7) - 0.7 * np.sin(0.7)
+    np.testing.assert_allclose(h(x).toarray(), [[want]], rtol=1e-12)
+    zero = sparse_hessian(lambda x: np.sum(3.0 * x))(X)
+    assert zero.shape == (N, N) and zero.nnz == 0
+
+
+def test_source_is_the_product_per_seed():
+    text = HESSIANS[rosen_vec].source(X)
+    assert "def rosen_vec_sparse_hessian(x, x_dot)" in text and "Hessian-vector product" in text
+
+
+def branchy(x):
+    if x[0] > 0:
+        return np.sum(x[:-1] * x[1:])
+    return np.sum(x ** 3)
+
+
+def test_each_branch_gets_its_pattern():
+    h = sparse_hessian(branchy)
+    negative = -X
+    for point in (X, negative, X):
+        got = h(point)
+        np.testing.assert_allclose(got.toarray(), fd_hessian(branchy, (point,)), atol=1e-5)
+        assert got.nnz == (2 * N - 2 if point[0] > 0 else N)
+    assert h._inner.trace_count == 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_star_colouring_of_random_graphs(seed):
+    rng = np.random.default_rng(seed)
+    n = 40
+    dense = rng.random((n, n)) < rng.choice([0.03, 0.08, 0.2])
+    dense[0, :] |= rng.random(n) < 0.5         # a partial hub
+    dense = dense | dense.T | np.eye(n, dtype=bool)
+    rows, cols = np.nonzero(dense)
+    colours = star_colouring(rows, cols, n)
+    assert star_violations(rows, cols, colours) == []
+    hessian_sources(rows, cols, colours)        # every entry recoverable
