@@ -70,7 +70,8 @@ class _Storage:
 
     def record(self, entry, in_place: bool) -> None:
         out, first = entry.out.name, entry.ins[0] if entry.ins else None
-        if (in_place or entry.prim.view) and isinstance(first, Var):
+        # (a 0-d "view", an element read, prints as a scalar copy)
+        if (in_place or (entry.prim.view and entry.out.ndim > 0)) and isinstance(first, Var):
             root = self.root[first.name]
             if not in_place:
                 self.views.add(out)
@@ -377,7 +378,7 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
     carried = {d[1] for ds in run.operands for d in ds if d[0] == "carried"}
     head = [f"# loop: {iterations} iterations of {period} entries, re-rolled from the trace"]
     for (j, p), init in sorted(run.inits.items()):
-        if entries[run.start + j].out.ndim == 0 or p != 0:
+        if entries[run.start + run.operands[j][p][1]].out.ndim == 0:     # arrays update in place
             head.append(f"{names[run.operands[j][p][1]]}_prev = {text(init)}")
     head += [f"{names[j]}_tape = np.empty({iterations})" for j in sorted(taped)]
     loop = [f"for {counter} in range({iterations}):"]
@@ -388,7 +389,7 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
             if d[0] == "local":
                 t = names[d[1]]
             elif d[0] == "carried":
-                t = names[d[1]] if e.out.ndim and p == 0 else f"{names[d[1]]}_prev"
+                t = names[d[1]] if entries[run.start + d[1]].out.ndim else f"{names[d[1]]}_prev"
             elif d[0] == "tape":
                 t = f"{label[entries[d[1] + d[2]].out.name]}_tape" \
                     f"[{affine_text(d[3], d[4], counter)}]"
