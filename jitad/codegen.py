@@ -433,7 +433,7 @@ def printable_runs(wengert: WengertList) -> tuple:
         inits_ok = all(
             isinstance(init, Var) and init.name in producer and not producer[init.name].view
             and storage.last_use.get(init.name, -1) <= r.start + j
-            for (j, p), init in r.inits.items() if entries[r.start + j].out.ndim > 0)
+            for (j, p), init in r.inits.items() if entries[r.start + j].out.ndim > 0 and p == 0)
         reads_dropped = any(d[0] == "tape" and d[1] not in {k.start for k in kept}
                             for ds in r.operands for d in ds)
         if not needs_tape[id(r)].intersection(arrays) and inits_ok and not reads_dropped:

@@ -721,9 +721,7 @@ def _setitem(target, index, value):
         if idx.var.dtype != "int64" or idx.ndim != 1:
             raise TraceError(located(f"in-place update with a {idx.var.dtype} index of shape "
                                      f"{idx.var.shape}: use a 1-D integer array (or ints/slices)"))
-        region = idx.var.shape + target.var.shape[1:]
-        if np.shape(_concrete(value)) != region:
-            value = bind(REGISTRY["full"], 0.0, shape=region) + value     # broadcast
+        value = _broadcast_into(value, idx.var.shape + target.var.shape[1:], exact=True)
         _write(target, "scatter", value, idx)
         return
     static = []
@@ -738,14 +736,27 @@ def _setitem(target, index, value):
                                      "static ints and slices, or one 1-D integer array"))
     _read_sizes()               # the updated positions are valid for these sizes only
     static = tuple(static)
-    region = _indexed_region(target, static)
-    if np.shape(_concrete(value)) not in ((), region):
-        value = bind(REGISTRY["full"], 0.0, shape=region) + value         # broadcast
+    value = _broadcast_into(value, _indexed_region(target, static), exact=False)
     if isinstance(value, Tracer) and type(value.base) is tuple and value.base[0] is target:
         view_index = value.base[1]
         if view_index is not None and tuple(view_index) == _canonical_index(target, static):
             return              # `r[a:b] += v`: the view's own update already wrote r[a:b]
     _write(target, "index_update", value, index=static)
+
+
+def _broadcast_into(value, region, exact):
+    """`value` broadcast to the updated region (a scalar stays one unless `exact`)."""
+    shape = np.shape(_concrete(value))
+    if shape == region or (shape == () and not exact):
+        return value
+    try:
+        fits = np.broadcast_shapes(shape, region) == region
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(located(f"could not broadcast input array from shape {shape} into "
+                                 f"shape {region}"))
+    return bind(REGISTRY["full"], 0.0, shape=region) + value
 
 
 def _indexed_region(target, static):
@@ -844,7 +855,9 @@ def _like(original, fill):
             extra = (fill_value,) if fill is None else ()
             return original(a, *extra, dtype=dtype, order=order, subok=subok, shape=shape,
                             **kwargs)
-        return _made(np.shape(_concrete(a)) if shape is None else shape, fill_value)
+        if isinstance(a, Tracer) and shape is None:
+            return _full_like(a, fill_value)        # as through NumPy's dispatch
+        return _made(np.shape(a) if shape is None else shape, fill_value)
     traced.__name__, traced.__wrapped__ = original.__name__, original
     return traced
 
