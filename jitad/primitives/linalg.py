@@ -106,7 +106,7 @@ def _solve_vjp(b, g, out, a, rhs):
 
 
 def _solve_jvp(b, out, operands, tangents):
-    (a, rhs), (da, drhs) = operands, tangents
+    a, (da, drhs) = operands[0], tangents
     total = drhs
     if da is not None:
         term = b.matmul(da, out)
@@ -149,7 +149,7 @@ def _solve_triangular_vjp(b, g, out, a, rhs, lower):
 
 
 def _solve_triangular_jvp(b, out, operands, tangents, lower):
-    (a, rhs), (da, drhs) = operands, tangents
+    a, (da, drhs) = operands[0], tangents
     total = drhs
     if da is not None:
         term = b.matmul(_triangle(b, da, lower), out)

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import ShapeError
 from .core import Primitive, sum_to_shape
 from .shape import _indexed_shape, index_text
+from ..wengert import Var
 
 
 # ---------------------------------------------------------------- full
@@ -96,7 +97,7 @@ def _scatter_jvp(b, out, operands, tangents):
 
 
 def _is_var(a) -> bool:
-    return hasattr(a, "name")
+    return isinstance(a, Var)
 
 
 def build():
