@@ -65,7 +65,9 @@ class _Storage:
                 self.last_use[a.name] = n
         self.root: dict = {v.name: v.name for v in wengert.inputs}
         self.owned: dict = {v.name: False for v in wengert.inputs}
-        self.members: dict = {v.name: [v.name] for v in wengert.inputs}
+        # per root: the last entry reading any value stored in it (a running maximum, so
+        # a chain of n updates of one buffer is checked in O(n), not O(n^2))
+        self.live_until: dict = {v.name: self.last_use.get(v.name, -1) for v in wengert.inputs}
         self.views: set = set()
 
     def record(self, entry, in_place: bool) -> None:
@@ -78,9 +80,9 @@ class _Storage:
         else:
             root = out
             self.owned[root] = entry.out.ndim > 0
-            self.members[root] = []
+            self.live_until[root] = -1
         self.root[out] = root
-        self.members[root].append(out)
+        self.live_until[root] = max(self.live_until[root], self.last_use.get(out, -1))
 
     def may_update_in_place(self, entry, index: int) -> bool:
         target = entry.ins[0] if entry.ins else None
@@ -92,7 +94,7 @@ class _Storage:
         if not self.owned.get(root) or target.name in self.views:
             return False
         others = [a for a in entry.ins[1:] if isinstance(a, Var) and self.root.get(a.name) == root]
-        return not others and all(self.last_use.get(m, -1) <= index for m in self.members[root])
+        return not others and self.live_until[root] <= index
 
     def owns(self, name: str) -> bool:
         return self.owned.get(self.root.get(name), False) and name not in self.views
