@@ -54,8 +54,15 @@ def _index_update_inplace(texts, operands, params):
 
 
 def _index_update_vjp(b, g, out, acc, value, index):
-    # The value's cotangent is read before the region of g is zeroed (then in place).
-    value_bar = sum_to_shape(b, b.getitem(g, index=index), value) if _is_var(value) else None
+    # The value's cotangent is read before the region of g is zeroed, so that the zeroing
+    # can happen in place; an array region is copied out (a view would keep g alive).
+    value_bar = None
+    if _is_var(value):
+        value_bar = sum_to_shape(b, b.getitem(g, index=index), value)
+        if value_bar.ndim:
+            everything = (("slice", None, None, None),) * value_bar.ndim
+            value_bar = b.index_update(b.full(0.0, shape=value_bar.shape), value_bar,
+                                       index=everything)
     return b.index_update(g, 0.0, index=index), value_bar
 
 
