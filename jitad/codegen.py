@@ -65,21 +65,24 @@ class _Storage:
                 self.last_use[a.name] = n
         self.root: dict = {v.name: v.name for v in wengert.inputs}
         self.owned: dict = {v.name: False for v in wengert.inputs}
-        self.members: dict = {v.name: [v.name] for v in wengert.inputs}
+        # per root: the last entry reading any value stored in it (a running maximum, so
+        # a chain of n updates of one buffer is checked in O(n), not O(n^2))
+        self.live_until: dict = {v.name: self.last_use.get(v.name, -1) for v in wengert.inputs}
         self.views: set = set()
 
     def record(self, entry, in_place: bool) -> None:
         out, first = entry.out.name, entry.ins[0] if entry.ins else None
-        if (in_place or entry.prim.view) and isinstance(first, Var):
+        # (a 0-d "view", an element read, prints as a scalar copy)
+        if (in_place or (entry.prim.view and entry.out.ndim > 0)) and isinstance(first, Var):
             root = self.root[first.name]
             if not in_place:
                 self.views.add(out)
         else:
             root = out
             self.owned[root] = entry.out.ndim > 0
-            self.members[root] = []
+            self.live_until[root] = -1
         self.root[out] = root
-        self.members[root].append(out)
+        self.live_until[root] = max(self.live_until[root], self.last_use.get(out, -1))
 
     def may_update_in_place(self, entry, index: int) -> bool:
         target = entry.ins[0] if entry.ins else None
@@ -91,7 +94,7 @@ class _Storage:
         if not self.owned.get(root) or target.name in self.views:
             return False
         others = [a for a in entry.ins[1:] if isinstance(a, Var) and self.root.get(a.name) == root]
-        return not others and all(self.last_use.get(m, -1) <= index for m in self.members[root])
+        return not others and self.live_until[root] <= index
 
     def owns(self, name: str) -> bool:
         return self.owned.get(self.root.get(name), False) and name not in self.views
@@ -377,7 +380,7 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
     carried = {d[1] for ds in run.operands for d in ds if d[0] == "carried"}
     head = [f"# loop: {iterations} iterations of {period} entries, re-rolled from the trace"]
     for (j, p), init in sorted(run.inits.items()):
-        if entries[run.start + j].out.ndim == 0 or p != 0:
+        if entries[run.start + run.operands[j][p][1]].out.ndim == 0:     # arrays update in place
             head.append(f"{names[run.operands[j][p][1]]}_prev = {text(init)}")
     head += [f"{names[j]}_tape = np.empty({iterations})" for j in sorted(taped)]
     loop = [f"for {counter} in range({iterations}):"]
@@ -388,7 +391,7 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
             if d[0] == "local":
                 t = names[d[1]]
             elif d[0] == "carried":
-                t = names[d[1]] if e.out.ndim and p == 0 else f"{names[d[1]]}_prev"
+                t = names[d[1]] if entries[run.start + d[1]].out.ndim else f"{names[d[1]]}_prev"
             elif d[0] == "tape":
                 t = f"{label[entries[d[1] + d[2]].out.name]}_tape" \
                     f"[{affine_text(d[3], d[4], counter)}]"
@@ -432,7 +435,7 @@ def printable_runs(wengert: WengertList) -> tuple:
         inits_ok = all(
             isinstance(init, Var) and init.name in producer and not producer[init.name].view
             and storage.last_use.get(init.name, -1) <= r.start + j
-            for (j, p), init in r.inits.items() if entries[r.start + j].out.ndim > 0)
+            for (j, p), init in r.inits.items() if entries[r.start + j].out.ndim > 0 and p == 0)
         reads_dropped = any(d[0] == "tape" and d[1] not in {k.start for k in kept}
                             for ds in r.operands for d in ds)
         if not needs_tape[id(r)].intersection(arrays) and inits_ok and not reads_dropped:

@@ -25,7 +25,7 @@ MIN_ITERATIONS = 4
 MIN_RUN_ENTRIES = 24
 CANDIDATE_PERIODS = 8
 MAX_PERIOD = 4000        # longer loop bodies stay straight (keeps the search linear)
-CHAIN_PRIMITIVES = ("index_add", "scatter_add")
+CHAIN_PRIMITIVES = ("index_add", "scatter_add", "index_update", "scatter")
 
 
 @dataclass
@@ -219,19 +219,26 @@ def _block_matches(entries, defined, runs, run, block, template, leaves0, stride
 
 def _arrays_chain(entries, run) -> bool:
     """Array values in the run form in-place update chains only (no per-block copies):
-    each is an index_add/scatter_add whose operand 0 is the previous link, read once."""
+    each is an index_add/scatter_add/index_update/scatter whose operand 0 is the previous
+    link, read by it once, and otherwise only by entries with scalar results (element
+    reads) that come before that link."""
     readers: dict = {}
     for j, descriptors in enumerate(run.operands):
         for p, d in enumerate(descriptors):
-            if d[0] in ("local", "carried"):
-                readers.setdefault(d[1], []).append((j, p))
+            if d[0] in ("local", "carried"):    # position in the order of execution
+                position = j if d[0] == "local" else j + run.period
+                readers.setdefault(d[1], []).append((position, p, entries[run.start + j]))
     for j in range(run.period):
         e = entries[run.start + j]
         if e.out.ndim == 0:
             continue
         if e.prim.name not in CHAIN_PRIMITIVES or run.operands[j][0][0] not in ("local", "carried"):
             return False
-        if len(readers.get(j, [])) > 1 or any(p != 0 for _, p in readers.get(j, [])):
+        links = [(position, p) for position, p, r in readers.get(j, []) if r.out.ndim]
+        reads = [position for position, p, r in readers.get(j, []) if not r.out.ndim]
+        if len(links) > 1 or any(p != 0 for _, p in links):
+            return False
+        if reads and links and max(reads) > links[0][0]:
             return False
     return True
 

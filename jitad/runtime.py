@@ -10,7 +10,8 @@ import numpy as np
 from .errors import GuardFailed
 
 __all__ = ["check_broadcast", "check_shape", "check_sizes", "check_slice", "checked_index",
-           "checked_indices", "max_rows", "min_rows", "prod_rows", "scatter_add"]
+           "checked_indices", "max_rows", "min_rows", "prod_rows", "scatter_add",
+           "scatter_set", "solve_triangular"]
 
 
 def _shape_text(shape) -> str:
@@ -136,6 +137,55 @@ def scatter_add(acc, index, values):
             raise IndexOutOfBounds(i, size)
         acc[i] += values[k]
     return acc
+
+
+class DuplicateIndex(ValueError):
+    """An in-place update `r[idx] = v` whose index array repeats an entry."""
+
+    def __init__(self, index):
+        super().__init__(f"an in-place update r[idx] = v repeats index {index}: jitad needs "
+                         "distinct indices there (NumPy keeps the last write); use "
+                         "np.add.at-style accumulation (r = r + ...) or distinct indices")
+
+
+def scatter_set(acc, index, values):
+    """`acc[index[k]] = values[k]` for every k (negative indices wrap); IndexError when one is
+    out of bounds, ValueError when one repeats. Returns `acc`."""
+    size = acc.shape[0]
+    seen = np.zeros(size, np.bool_)
+    for k in range(index.shape[0]):
+        i = index[k]
+        if i < -size or i >= size:
+            raise IndexOutOfBounds(i, size)
+        if i < 0:
+            i += size
+        if seen[i]:
+            raise DuplicateIndex(i)
+        seen[i] = True
+        acc[i] = values[k]
+    return acc
+
+
+def solve_triangular(a, b, lower):
+    """`x` with `a @ x = b` for the lower (or upper) triangle of a square `a`, by substitution;
+    `b` is 1-D or 2-D. The other triangle of `a` is not read."""
+    n = a.shape[0]
+    x = b.copy()
+    if n == 0:
+        return x
+    x2 = x.reshape((n, x.size // n))
+    for step in range(n):
+        i = step if lower else n - 1 - step
+        for c in range(x2.shape[1]):
+            s = x2[i, c]
+            if lower:
+                for j in range(i):
+                    s -= a[i, j] * x2[j, c]
+            else:
+                for j in range(i + 1, n):
+                    s -= a[i, j] * x2[j, c]
+            x2[i, c] = s / a[i, i]
+    return x
 
 
 # Opcodes of the tape interpreter (see jitad/tape.py, which encodes lists into them).

@@ -14,6 +14,7 @@ import builtins
 import functools
 import linecache
 import math
+import operator
 import os
 import site
 import sys
@@ -145,7 +146,10 @@ def bind(prim, *args, **params):
     except (IndexError, ValueError) as error:     # NumPy's, e.g. an index out of bounds
         kind = IndexError if isinstance(error, IndexError) else ValueError
         raise kind(located(f"{prim.name}: {error}", frame)) from None
-    return Tracer(var, value)
+    out = Tracer(var, value)
+    if prim.view and var.shape and isinstance(args[0], Tracer):
+        _note_view(args[0], out, entry.params.get("index") if prim.name == "getitem" else None)
+    return out
 
 
 def _constant_operand(state, value):
@@ -227,7 +231,7 @@ def _power(base, exponent):
             and float(exponent).is_integer() and abs(exponent) <= 64:
         n = int(exponent)
         if n == 1:
-            return base
+            return Tracer(base.var, base.value)
         if n == 0:
             return bind(REGISTRY["full_like"], base, 1.0) if np.ndim(base.value) else 1.0
         return bind(REGISTRY["integer_pow"], base, n=n)
@@ -252,12 +256,17 @@ def _reduction(name):
 class Tracer:
     """A traced value: a Wengert variable plus the concrete value computed while tracing."""
 
-    __slots__ = ("var", "value")
+    # base: None for an array the function made (writable in place), a description for an
+    # argument or constant, (root, index) for a view of a made array (see `_note_view`);
+    # views: the live views of a made array (marked stale when it is updated).
+    __slots__ = ("var", "value", "base", "views")
     __array_priority__ = 1000
 
-    def __init__(self, var: Var, value):
+    def __init__(self, var: Var, value, base=None):
         self.var = var
         self.value = value
+        self.base = base
+        self.views = None
 
     def __repr__(self) -> str:
         return f"Tracer({self.var.name}: {self.var.type_text()})"
@@ -300,7 +309,7 @@ class Tracer:
         return bind(REGISTRY["neg"], self)
 
     def __pos__(self):
-        return self
+        return Tracer(self.var, self.value)     # a new array, as NumPy's
 
     def __abs__(self):
         return bind(REGISTRY["abs"], self)
@@ -436,8 +445,7 @@ class Tracer:
         return _getitem(self, index)
 
     def __setitem__(self, index, value):
-        raise TraceError(located("in-place assignment to a traced array (x[...] = ...) is not "
-                                 "supported: build a new array instead (np.where, np.concatenate)"))
+        _setitem(self, index, value)       # (and `r += v`: `_augmented` below)
 
     # methods that mirror NumPy functions
     sum, mean, max, min, prod = (_reduction(name) for name in _REDUCTIONS)
@@ -465,13 +473,13 @@ class Tracer:
         return _clip(self, a_min, a_max)
 
     def copy(self):
-        return self
+        return Tracer(self.var, self.value)     # updates of the copy do not show in self
 
     def astype(self, dtype):
         if np.dtype(dtype).kind != "f" or self.var.dtype != "float64":
             raise TraceError(located(f"astype({np.dtype(dtype)}) of a traced {self.var.dtype} "
                                      "value is not supported (jitad computes in float64)"))
-        return self
+        return Tracer(self.var, self.value)
 
     # NumPy dispatch
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -501,7 +509,10 @@ class Tracer:
 
 def _as_tracer(value):
     operand, concrete = _constant_operand(_state(), value)
-    return Tracer(operand, concrete) if isinstance(operand, Var) else value
+    return Tracer(operand, concrete, _CONSTANT) if isinstance(operand, Var) else value
+
+
+_CONSTANT = "a constant array (captured from outside the function)"
 
 
 def _transpose(x, axes=None):
@@ -565,13 +576,6 @@ def _full_like(x, fill_value, dtype=None):
     return bind(REGISTRY["full_like"], x, fill_value)
 
 
-def _norm(x, ord=None, axis=None, keepdims=False):
-    if ord not in (None, 2) or axis is not None or keepdims:
-        raise TraceError(located("np.linalg.norm supports the vector 2-norm only "
-                                 "(ord=None, axis=None)"))
-    return bind(REGISTRY["sqrt"], bind(REGISTRY["sum"], bind(REGISTRY["mul"], x, x), axis=None))
-
-
 def _getitem(x, index):
     items = index if isinstance(index, tuple) else (index,)
     if numpy_functions.is_advanced(items):
@@ -611,7 +615,6 @@ _FUNCTIONS = {
     **{getattr(np, name): getattr(Tracer, name) for name in _REDUCTIONS},
     np.dot: lambda a, b: bind(REGISTRY["matmul"], a, b),
     np.outer: lambda a, b: bind(REGISTRY["outer"], a, b),
-    np.linalg.norm: _norm,
     np.transpose: lambda x, axes=None: _transpose(x, axes),
     np.reshape: _reshape,
     np.ravel: lambda x: _reshape(x, (-1,)),
@@ -624,7 +627,7 @@ _FUNCTIONS = {
     np.zeros_like: lambda x, dtype=None: _full_like(x, 0.0),
     np.ones_like: lambda x, dtype=None: _full_like(x, 1.0),
     np.full_like: _full_like,
-    np.copy: lambda x: x,
+    np.copy: lambda x: Tracer(x.var, x.value),
     np.shape: lambda x: x.shape,
     np.ndim: lambda x: x.ndim,
     np.size: lambda x: x.size,
@@ -645,6 +648,380 @@ def where(cond, x, y):
     if any(isinstance(v, Tracer) for v in (cond, x, y)):
         return _where(cond, x, y)
     return np.where(cond, x, y)
+
+
+# ---------------------------------------------------------------- arrays built in place
+#
+# `r = np.zeros(n)` inside traced code makes a traced array (a `full` entry): the cloned
+# code sees a copy of the `numpy` module whose array-creation functions trace (every
+# other attribute is NumPy's own object; nothing process-wide changes). `r[i] = v`,
+# `r[a:b] += v`, `r *= 2` then record functional updates (`index_update`, `scatter`) and
+# rebind the tracer to the new value, so every name bound to `r` sees the update.
+# Aliasing: a view of a made array (`v = r[1:]`) is recorded with its root; updating the
+# root marks live views stale (using one then raises), updating through a view is an error
+# except `v += ...` on a plain slice of the root (and `r[a:b] += ...`, which goes through
+# one). Arguments and captured constants are never updated (the caller's data).
+
+def _note_view(source, view, index):
+    """Record that `view` (an array) shares memory with `source` (made by `index` from it)."""
+    base = source.base
+    if base is None:
+        root = source
+    elif type(base) is tuple:
+        root, index = base[0], None
+    else:                       # a view of an argument or a constant: never writable
+        view.base = base
+        return
+    view.base = (root, index)
+    if root.views is None:
+        root.views = []
+    root.views.append(view)
+
+
+class _StaleTracer(Tracer):
+    """A view taken before its array was updated in place: NumPy would show the update
+    through it, the trace would not, so any use is an error (`base` says where)."""
+
+    __slots__ = ()
+
+    @property
+    def var(self):
+        raise TraceError(located(
+            "this array is a view (a slice, reshape or transpose) of an array that was "
+            f"updated in place after the view was taken (at {self.base}): NumPy would show the "
+            "update through the view, jitad does not; take the view after the update, or "
+            "copy it (v = r[1:].copy()) before"))
+
+    value = var
+
+    def __repr__(self) -> str:
+        return "Tracer(stale view)"
+
+
+def _write(target, prim_name, *operands, **params):
+    """`target` becomes `prim(target, *operands)`: its live views go stale."""
+    _rebind(target, bind(REGISTRY[prim_name], target, *operands, **params))
+
+
+def _rebind(target, new):
+    target.var, target.value = new.var, new.value
+    if target.views:
+        where = describe_frame(user_frame())[0]
+        for view in target.views:
+            view.__class__ = _StaleTracer
+            view.base = where
+        target.views = None
+
+
+def _check_writable(target, what):
+    base = target.base
+    if base is None:
+        return
+    if isinstance(base, str):
+        raise TraceError(located(
+            f"in-place assignment to {base} ({what}) is not supported: it would change the "
+            "caller's data. Copy it first (y = x.copy()) or build a new array (np.where, "
+            "np.concatenate); arrays the function makes (np.zeros, np.empty...) update freely"))
+    raise TraceError(located(
+        f"in-place assignment through a view of an array (a slice, reshape or transpose; "
+        f"{what}) is not supported: update the array itself (r[1:][0] = v is r[1] = v)"))
+
+
+def _setitem(target, index, value):
+    """`target[index] = value`, recorded as a functional update."""
+    _check_writable(target, "x[...] = ...")
+    if not isinstance(value, Tracer):
+        value = value if _is_operand(value) else np.asarray(value, dtype=float)
+    items = index if isinstance(index, tuple) else (index,)
+    if len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list)):
+        idx = items[0] if isinstance(items[0], Tracer) else _as_tracer(np.asarray(items[0]))
+        if idx.var.dtype != "int64" or idx.ndim != 1:
+            raise TraceError(located(f"in-place update with a {idx.var.dtype} index of shape "
+                                     f"{idx.var.shape}: use a 1-D integer array (or ints/slices)"))
+        value = _broadcast_into(value, idx.var.shape + target.var.shape[1:], exact=True)
+        _write(target, "scatter", value, idx)
+        return
+    static = []
+    for item in items:
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            static.append(int(item))
+        elif isinstance(item, slice) and all(v is None or isinstance(v, (int, np.integer))
+                                             for v in (item.start, item.stop, item.step)):
+            static.append(("slice", item.start, item.stop, item.step))
+        else:
+            raise TraceError(located(f"unsupported index {item!r} in an in-place update: use "
+                                     "static ints and slices, or one 1-D integer array"))
+    _read_sizes()               # the updated positions are valid for these sizes only
+    static = tuple(static)
+    value = _broadcast_into(value, _indexed_region(target, static), exact=False)
+    if isinstance(value, Tracer) and type(value.base) is tuple and value.base[0] is target:
+        view_index = value.base[1]
+        if view_index is not None and tuple(view_index) == _canonical_index(target, static):
+            return              # `r[a:b] += v`: the view's own update already wrote r[a:b]
+    _write(target, "index_update", value, index=static)
+
+
+def _broadcast_into(value, region, exact):
+    """`value` broadcast to the updated region (a scalar stays one unless `exact`)."""
+    shape = np.shape(_concrete(value))
+    if shape == region or (shape == () and not exact):
+        return value
+    try:
+        fits = np.broadcast_shapes(shape, region) == region
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(located(f"could not broadcast input array from shape {shape} into "
+                                 f"shape {region}"))
+    return bind(REGISTRY["full"], 0.0, shape=region) + value
+
+
+def _indexed_region(target, static):
+    try:
+        return np.broadcast_to(np.empty(()), target.var.shape)[
+            tuple(i if isinstance(i, int) else slice(*i[1:]) for i in static)].shape
+    except IndexError as error:
+        raise IndexError(located(f"in-place update: {error}")) from None
+
+
+def _canonical_index(target, static):
+    return REGISTRY["getitem"].canonical_params((target.var,), {"index": static})["index"]
+
+
+def _concrete(value):
+    return value.value if isinstance(value, Tracer) else value
+
+
+def _augmented(prim_name, symbol):
+    """`r += v`-style operators: arrays update in place (as NumPy's), scalars rebind."""
+    def method(self, other):
+        if self.var.shape == () or not _is_operand(other):
+            return NotImplemented           # a scalar rebinds, as Python numbers do
+        new = _power(self, other) if prim_name == "pow" else bind(REGISTRY[prim_name], self, other)
+        if new.var.shape != self.var.shape:
+            raise ValueError(located(f"non-broadcastable output operand with shape "
+                                     f"{self.var.shape} doesn't match the broadcast shape "
+                                     f"{new.var.shape} ({symbol})"))
+        base = self.base
+        if type(base) is tuple and base[1] is not None:     # a plain slice of a made array
+            root, index = base
+            _write(root, "index_update", new, index=index)
+            self.__class__ = Tracer          # still a view of root, now showing the update
+            self.var, self.value, self.base = new.var, new.value, base
+            root.views = [self]
+            return self
+        _check_writable(self, f"x {symbol} ...")
+        _rebind(self, new)
+        return self
+    return method
+
+
+Tracer.__iadd__, Tracer.__isub__ = _augmented("add", "+="), _augmented("sub", "-=")
+Tracer.__imul__, Tracer.__itruediv__ = _augmented("mul", "*="), _augmented("div", "/=")
+Tracer.__ipow__ = _augmented("pow", "**=")
+
+
+def _floating(dtype) -> bool:
+    return dtype is None or dtype is float or np.dtype(dtype).kind == "f"
+
+
+def _made(shape, fill):
+    """A float array of `shape` filled with `fill` (a number or a traced scalar)."""
+    shape = (operator.index(shape),) if np.ndim(shape) == 0 else \
+        tuple(operator.index(d) for d in shape)
+    if isinstance(fill, Tracer) and fill.ndim:
+        return bind(REGISTRY["full"], 0.0, shape=shape) + fill
+    if not isinstance(fill, Tracer) and np.ndim(fill):
+        return bind(REGISTRY["full"], 0.0, shape=shape) + np.asarray(fill, dtype=float)
+    return bind(REGISTRY["full"], fill, shape=shape)
+
+
+def _tracing() -> bool:
+    return getattr(_STATE, "current", None) is not None
+
+
+def _creation(original, fill):
+    """np.zeros / ones / empty while tracing: a traced float array (NumPy's else)."""
+    def traced(shape, dtype=float, order="C", **kwargs):
+        if not _tracing() or kwargs or order != "C" or not _floating(dtype):
+            return original(shape, dtype=dtype, order=order, **kwargs)
+        return _made(shape, fill)
+    traced.__name__, traced.__wrapped__ = original.__name__, original
+    return traced
+
+
+def _traced_full(shape, fill_value, dtype=None, order="C", **kwargs):
+    if not _tracing() or kwargs or order != "C" or not (
+            _floating(dtype) if dtype is not None else
+            isinstance(fill_value, Tracer) or np.asarray(fill_value).dtype.kind == "f"):
+        return np.full(shape, fill_value, dtype=dtype, order=order, **kwargs)
+    return _made(shape, fill_value)
+
+
+def _like(original, fill):
+    """np.zeros_like-style: a traced float array shaped like `a` (NumPy's else)."""
+    def traced(a, *args, dtype=None, order="K", subok=True, shape=None, **kwargs):
+        fill_value = args[0] if fill is None and args else kwargs.pop("fill_value", fill)
+        if fill is None and len(args) > 1:
+            dtype = args[1]
+        elif fill is not None and args:
+            dtype = args[0]
+        floating = _floating(dtype) if dtype is not None else (
+            isinstance(a, Tracer) or np.asarray(a).dtype.kind == "f")
+        if not _tracing() or kwargs or not floating:
+            extra = (fill_value,) if fill is None else ()
+            return original(a, *extra, dtype=dtype, order=order, subok=subok, shape=shape,
+                            **kwargs)
+        if isinstance(a, Tracer) and shape is None:
+            return _full_like(a, fill_value)        # as through NumPy's dispatch
+        return _made(np.shape(a) if shape is None else shape, fill_value)
+    traced.__name__, traced.__wrapped__ = original.__name__, original
+    return traced
+
+
+_DISPATCHER = type(np.zeros_like)
+_NUMPY_CREATION = {
+    np.zeros: _creation(np.zeros, 0.0), np.ones: _creation(np.ones, 1.0),
+    np.empty: _creation(np.empty, 0.0), np.full: _traced_full,
+    np.zeros_like: _like(np.zeros_like, 0.0), np.ones_like: _like(np.ones_like, 1.0),
+    np.empty_like: _like(np.empty_like, 0.0), np.full_like: _like(np.full_like, None),
+}
+_traced_full.__name__, _traced_full.__wrapped__ = "full", np.full
+
+
+
+
+# ---------------------------------------------------------------- linear algebra
+
+def _linalg(name):
+    def adapter(a):
+        return bind(REGISTRY[name], a)
+    adapter.__name__ = name
+    return adapter
+
+
+def _solve(a, b):
+    return bind(REGISTRY["solve"], a, b)
+
+
+def _solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False, overwrite_b=False,
+                      check_finite=True):
+    """scipy.linalg.solve_triangular on traced values (trans=0, no unit diagonal)."""
+    if trans not in (0, "N") or unit_diagonal:
+        raise TraceError(located("scipy.linalg.solve_triangular: only trans=0 and "
+                                 "unit_diagonal=False are supported on traced values"))
+    return bind(REGISTRY["solve_triangular"], a, b, lower=bool(lower))
+
+
+def _slogdet(a):
+    return bind(REGISTRY["slogdet_sign"], a), bind(REGISTRY["logabsdet"], a)
+
+
+def _check_uplo(name, UPLO):
+    if UPLO != "L":
+        raise TraceError(located(f"np.linalg.{name}: only UPLO='L' is supported on traced values"))
+
+
+def _eigh(a, UPLO="L"):
+    _check_uplo("eigh", UPLO)
+    return bind(REGISTRY["eigvalsh"], a), bind(REGISTRY["eigh_vectors"], a)
+
+
+def _eigvalsh(a, UPLO="L"):
+    _check_uplo("eigvalsh", UPLO)
+    return bind(REGISTRY["eigvalsh"], a)
+
+
+def _cholesky(a, upper=False):
+    if upper:
+        raise TraceError(located("np.linalg.cholesky(upper=True) is not supported on traced "
+                                 "values (use the lower factor's transpose, L.T)"))
+    return bind(REGISTRY["cholesky"], a)
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):
+    """np.linalg.norm: vector norms (ord None, 2, 1, inf, -inf, p > 0) along an axis or of a
+    1-D array; matrix norms ('fro', 1, inf, -1, -inf) of a 2-D array or along two axes."""
+    x = x if isinstance(x, Tracer) else _as_tracer(np.asarray(x, dtype=float))
+    ndim = x.ndim
+    if axis is None:
+        if ord is None or (ord == "fro" and ndim == 2):
+            return _root_sum_squares(x, None, keepdims)
+        if ndim == 1:
+            axis = 0
+        elif ndim != 2:
+            raise TraceError(located(f"np.linalg.norm: ord={ord!r} of a {ndim}-D array needs axis"))
+    axes = normalize_axes(axis, ndim)
+    if len(axes) == 1:
+        return _vector_norm(x, ord, axes[0], keepdims)
+    if len(axes) != 2:
+        raise TraceError(located(f"np.linalg.norm: axis={axis!r} names {len(axes)} axes (1 or 2)"))
+    if ord in (None, "fro"):
+        return _root_sum_squares(x, axes, keepdims)
+    rows, cols = (0, 1) if axis is None else (axis[0] % ndim, axis[1] % ndim)
+    sums = {1: rows, -1: rows, np.inf: cols, -np.inf: cols}
+    if ord not in sums:
+        raise TraceError(located(f"np.linalg.norm: the matrix norm ord={ord!r} is not supported "
+                                 "(spectral and nuclear norms have no rule here; 'fro', 1, inf, "
+                                 "-1 and -inf are)"))
+    total = bind(REGISTRY["sum"], bind(REGISTRY["abs"], x), axis=sums[ord], keepdims=True)
+    pick = "max" if ord > 0 else "min"
+    other = cols if sums[ord] == rows else rows
+    out = bind(REGISTRY[pick], total, axis=other, keepdims=True)
+    return out if keepdims else _reshape(out, tuple(d for i, d in enumerate(x.var.shape)
+                                                    if i not in axes))
+
+
+def _root_sum_squares(x, axis, keepdims):
+    return bind(REGISTRY["sqrt"], bind(REGISTRY["sum"], x * x, axis=axis, keepdims=keepdims))
+
+
+def _vector_norm(x, ord, axis, keepdims):
+    if ord is None or ord == 2:
+        return _root_sum_squares(x, axis, keepdims)
+    if isinstance(ord, str) or ord == 0:
+        raise TraceError(located(f"np.linalg.norm: the vector norm ord={ord!r} is not supported "
+                                 "(ord=0 counts nonzeros and has no derivative)"))
+    magnitude = bind(REGISTRY["abs"], x)
+    if ord == 1:
+        return bind(REGISTRY["sum"], magnitude, axis=axis, keepdims=keepdims)
+    if ord in (np.inf, -np.inf):
+        return bind(REGISTRY["max" if ord > 0 else "min"], magnitude, axis=axis, keepdims=keepdims)
+    return _power(bind(REGISTRY["sum"], _power(magnitude, float(ord)), axis=axis,
+                       keepdims=keepdims), 1.0 / float(ord))
+
+
+_FUNCTIONS.update({
+    np.linalg.solve: _solve, np.linalg.inv: _linalg("inv"), np.linalg.det: _linalg("det"),
+    np.linalg.slogdet: _slogdet, np.linalg.cholesky: _cholesky, np.linalg.eigh: _eigh,
+    np.linalg.eigvalsh: _eigvalsh, np.linalg.norm: _norm,
+})
+
+
+def _is_scipy_solve_triangular(value) -> bool:
+    return getattr(value, "__name__", None) == "solve_triangular" and \
+        (getattr(value, "__module__", None) or "").startswith("scipy.linalg")
+
+
+def _scipy_proxy(module):
+    """scipy or scipy.linalg as traced code sees it: solve_triangular traces (and, in
+    scipy, the special functions numpy_functions traces)."""
+    proxy = types.ModuleType(module.__name__, module.__doc__)
+    proxy.__dict__.update(vars(numpy_functions.traced_module(module) or module))
+    if module.__name__ == "scipy":
+        proxy.linalg = _scipy_proxy(sys.modules.get("scipy.linalg") or module.linalg)
+    else:
+        proxy.solve_triangular = _traced_scipy_solve_triangular(module.solve_triangular)
+    return proxy
+
+
+def _traced_scipy_solve_triangular(original):
+    def solve_triangular(a, b, *args, **kwargs):
+        if isinstance(a, Tracer) or isinstance(b, Tracer):
+            return _solve_triangular(a, b, *args, **kwargs)
+        return original(a, b, *args, **kwargs)
+    solve_triangular.__wrapped__ = original
+    return solve_triangular
 
 
 # ---------------------------------------------------------------- math and helper interception
@@ -708,7 +1085,8 @@ def _traced_math_module():
 
 _TRACED_MATH = _traced_math_module()
 _UNTRACED = {id(_TRACED_MATH): math, **{id(f): f.__wrapped__ for f in vars(_TRACED_MATH).values()
-                                        if hasattr(f, "__wrapped__")}}
+                                        if hasattr(f, "__wrapped__")},
+             **{id(f): f.__wrapped__ for f in _NUMPY_CREATION.values()}}
 
 # Code under these directories is library code: its functions are not cloned (user code is
 # everything else, and the traced function's own package wherever it is installed).
@@ -781,7 +1159,11 @@ class _Interceptor:
             if replaced is not None:        # np.array, scipy.special.logsumexp...
                 return replaced
         if kind is types.BuiltinFunctionType:
-            return getattr(_TRACED_MATH, value.__name__) if value.__self__ is math else value
+            if value.__self__ is math:
+                return getattr(_TRACED_MATH, value.__name__)
+            return _NUMPY_CREATION.get(value, value)
+        if kind is _DISPATCHER:                    # np.zeros_like-style NumPy functions
+            return _NUMPY_CREATION.get(value, value)
         if kind is types.FunctionType or kind is types.ModuleType:
             done = self.translated.get(id(value))
             return done[1] if done is not None else self._translate(value)
@@ -812,8 +1194,18 @@ class _Interceptor:
     def _translate(self, value):
         if value is math:
             return _TRACED_MATH
+        if value is np or value in _NUMPY_CREATION:     # np.array, arrays made in the function
+            translation = _TRACED_NUMPY if value is np else _NUMPY_CREATION[value]
+            self._remember(value, translation)
+            return translation
+        if getattr(value, "__name__", None) in ("scipy", "scipy.linalg") or \
+                _is_scipy_solve_triangular(value):
+            translation = _scipy_proxy(value) if type(value) is types.ModuleType \
+                else _traced_scipy_solve_triangular(value)
+            self._remember(value, translation)
+            return translation
         traced_module = numpy_functions.traced_module(value)
-        if traced_module is not None:        # numpy and scipy.special: np.array, logsumexp
+        if traced_module is not None:        # scipy.special: logsumexp, softmax...
             self._remember(value, traced_module)
             return traced_module
         if type(value) is types.ModuleType:
@@ -905,7 +1297,7 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
             if is_runtime:
                 var = Var(name, _dtype_name(np.asarray(value).dtype), np.shape(value))
                 inputs.append(var)
-                traced_args.append(Tracer(var, value))
+                traced_args.append(Tracer(var, value, f"the argument {name!r}"))
             else:
                 traced_args.append(value)
         previous, _STATE.current = getattr(_STATE, "current", None), state
@@ -932,6 +1324,13 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
 # ---------------------------------------------------------------- more NumPy (numpy_functions.py)
 
 from . import numpy_functions  # noqa: E402  (it builds on the tracer defined above)
+
+# The numpy module traced code sees: np.array/np.asarray of traced values stack them, and
+# arrays made with np.zeros/ones/empty/full(_like) are traced, so they can be updated in place.
+_TRACED_NUMPY = numpy_functions.traced_module(np)
+for _original, _traced in _NUMPY_CREATION.items():
+    setattr(_TRACED_NUMPY, _original.__name__, _traced)
+_UNTRACED[id(_TRACED_NUMPY)] = np
 
 _FUNCTIONS.update(numpy_functions.FUNCTIONS)
 for _name, _method in numpy_functions.METHODS.items():

@@ -42,6 +42,8 @@ REDUCTIONS = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "pro
 INTERNAL = {"index_add", "scatter_add", "broadcast_like", "reshape_like", "full_like", "count",
             "guard"}
 NONDIFFERENTIABLE = {"sign", "lt", "gt", "le", "ge", "eq", "ne", "count", "guard"}
+INTERNAL |= {"tril", "triu"}                            # linear algebra adjoints
+NONDIFFERENTIABLE |= {"slogdet_sign", "eye_like"}
 
 # jitad/primitives/numeric.py (more ufuncs, special functions, scans, sorting, batches)
 UNARY.update({
@@ -353,6 +355,42 @@ STRUCTURAL_CASES = [
     ("sqrt", "np.linalg.norm 2-D", lambda x: np.linalg.norm(x), ((2, 3),), 0),
 ]
 
+# Arrays built in place, and matrix functions (well-conditioned and SPD matrices).
+_WELL = np.array([[2.0, 0.3, -0.4], [0.1, 1.5, 0.2], [-0.3, 0.4, 1.8]])
+_SPD = _WELL @ _WELL.T + np.eye(3)
+STRUCTURAL_CASES += [
+    ("full", "np.full traced fill", lambda x: np.sum(np.full(3, x) * np.arange(3.0)) ** 2, ((),), 0),
+    ("full", "np.zeros filled", lambda x: np.sum(np.sin(_filled(x))), ((3,),), 0),
+    ("index_update", "r[i] = v", lambda x: np.sum(np.sin(_filled(x)) * _filled(x)), ((3,),), 0),
+    ("scatter", "r[idx] = v", lambda x, idx: np.sum(_scattered(x, idx) ** 3), ((2,), _ints(2, 0)),
+     0),
+    ("solve", "np.linalg.solve", lambda a, b: np.sum(np.sin(np.linalg.solve(a, b))),
+     (_WELL, (3,)), (0, 1)),
+    ("solve_triangular", "scipy solve_triangular",
+     lambda a, b: np.sum(np.sin(__import__("scipy.linalg").linalg.solve_triangular(a, b, lower=True))),
+     (_WELL, (3, 2)), (0, 1)),
+    ("inv", "np.linalg.inv", lambda a: np.sum(np.sin(np.linalg.inv(a))), (_WELL,), 0),
+    ("det", "np.linalg.det", lambda a: np.linalg.det(a) ** 2, (_WELL,), 0),
+    ("logabsdet", "np.linalg.slogdet", lambda a: np.linalg.slogdet(a)[0] * np.linalg.slogdet(a)[1] ** 2, (_WELL,), 0),
+    ("cholesky", "np.linalg.cholesky", lambda a: np.sum(np.sin(np.linalg.cholesky(a))), (_SPD,), 0),
+    ("eigvalsh", "np.linalg.eigvalsh", lambda a: np.sum(np.linalg.eigvalsh(a) ** 3), (_SPD,), 0),
+    ("eigh_vectors", "np.linalg.eigh vectors",
+     lambda a: np.sum(np.linalg.eigh(a)[1] ** 2 * _WELL), (_SPD,), 0),
+]
+
+
+def _filled(x):
+    r = np.zeros(4)
+    for i in range(3):
+        r[i + 1] = x[i] * (i + 1.0)
+    return r
+
+
+def _scattered(x, idx):
+    r = np.ones(3)
+    r[idx] = x
+    return r
+
 
 # jitad/primitives/numeric.py
 STRUCTURAL_CASES += [
@@ -416,6 +454,9 @@ INTERNAL_EMITTERS = [
     ("broadcast_like", lambda x: np.sum(np.sin(np.sum(x, axis=0)) * x), ((2, 3),)),
     ("reshape_like", lambda x, y: np.sum(np.sin(x * y)), ((1, 3), (2, 3))),
     ("count", lambda x: np.sum(np.mean(x, axis=1) ** 2), ((2, 3),)),
+    ("tril", lambda a: np.sum(np.sin(np.linalg.cholesky(a @ a.T + 3.0 * np.eye(3)))), ((3, 3),)),
+    ("triu", lambda a, b: np.sum(np.sin(__import__("scipy.linalg").linalg.solve_triangular(
+        a + 3.0 * np.eye(3), b))), ((3, 3), (3,))),
 ]
 
 

@@ -48,6 +48,194 @@ def _outer_vjp(b, g, out, x, y):
     return b.matmul(g, y), b.matmul(b.transpose(g, axes=(1, 0)), x)
 
 
+# ---------------------------------------------------------------- matrix functions
+#
+# Adjoints after Giles, "An extended collection of matrix derivative results for forward
+# and reverse mode AD" (2008), and Murray, "Differentiation of the Cholesky decomposition"
+# (2016). `cholesky`, `eigh` and `eigvalsh` read the lower triangle only (as NumPy's do):
+# their adjoints are the derivatives with respect to each element actually read.
+
+def _square(name):
+    def check(a):
+        if a.ndim != 2 or a.shape[0] != a.shape[1]:
+            raise ShapeError(f"{name} takes a square 2-D matrix, got shape {a.shape}")
+    return check
+
+
+def _T(b, x):
+    return b.transpose(x, axes=(1, 0))
+
+
+def _solve_rule(a, rhs, **params):
+    _square("solve")(a)
+    if rhs.ndim not in (1, 2) or rhs.shape[0] != a.shape[0]:
+        raise ShapeError(f"solve: right-hand side of shape {rhs.shape} does not match a "
+                         f"matrix of shape {a.shape}")
+    return "float64", rhs.shape
+
+
+def _matrix_rule(name):
+    def rule(a, **params):
+        _square(name)(a)
+        return "float64", a.shape
+    return rule
+
+
+def _scalar_rule(name):
+    def rule(a):
+        _square(name)(a)
+        return "float64", ()
+    return rule
+
+
+def _vector_rule(name):
+    def rule(a):
+        _square(name)(a)
+        return "float64", a.shape[:1]
+    return rule
+
+
+def _outer_or_matmul(b, x, y):
+    """x @ y.T for 2-D operands, outer(x, y) for 1-D ones."""
+    return b.outer(x, y) if x.ndim == 1 else b.matmul(x, _T(b, y))
+
+
+def _solve_vjp(b, g, out, a, rhs):
+    rhs_bar = b.solve(_T(b, a), g)
+    return b.neg(_outer_or_matmul(b, rhs_bar, out)), rhs_bar
+
+
+def _solve_jvp(b, out, operands, tangents):
+    a, (da, drhs) = operands[0], tangents
+    total = drhs
+    if da is not None:
+        term = b.matmul(da, out)
+        total = b.neg(term) if total is None else b.sub(total, term)
+    return b.solve(a, total)
+
+
+def _inv_vjp(b, g, out, a):
+    outT = _T(b, out)
+    return (b.neg(b.matmul(b.matmul(outT, g), outT)),)
+
+
+def _inv_jvp(b, out, operands, tangents):
+    return b.neg(b.matmul(b.matmul(out, tangents[0]), out))
+
+
+def _det_vjp(b, g, out, a):
+    return (b.mul(_T(b, b.inv(a)), b.mul(g, out)),)
+
+
+def _det_jvp(b, out, operands, tangents):
+    return b.mul(out, b.sum(b.mul(_T(b, b.inv(operands[0])), tangents[0]), axis=None))
+
+
+def _logabsdet_vjp(b, g, out, a):
+    return (b.mul(_T(b, b.inv(a)), g),)
+
+
+def _logabsdet_jvp(b, out, operands, tangents):
+    return b.sum(b.mul(_T(b, b.inv(operands[0])), tangents[0]), axis=None)
+
+
+def _triangle(b, x, lower, k=0):
+    return b.tril(x, k=k) if lower else b.triu(x, k=-k)
+
+
+def _solve_triangular_vjp(b, g, out, a, rhs, lower):
+    rhs_bar = b.solve_triangular(_T(b, a), g, lower=not lower)
+    return b.neg(_triangle(b, _outer_or_matmul(b, rhs_bar, out), lower)), rhs_bar
+
+
+def _solve_triangular_jvp(b, out, operands, tangents, lower):
+    a, (da, drhs) = operands[0], tangents
+    total = drhs
+    if da is not None:
+        term = b.matmul(_triangle(b, da, lower), out)
+        total = b.neg(term) if total is None else b.sub(total, term)
+    return b.solve_triangular(a, total, lower=lower)
+
+
+def _lower_read(b, s):
+    """The cotangent of a matrix of which only the lower triangle is read, given `s` with
+    `<s, dA>` the derivative for symmetric `dA`: tril(s + s.T) with the diagonal halved."""
+    eye = b.eye_like(s)
+    return b.mul(b.tril(b.add(s, _T(b, s)), k=0), b.sub(1.0, b.mul(eye, 0.5)))
+
+
+def _symmetric_tangent(b, da):
+    """The symmetric matrix a function reading the lower triangle of `a + da` sees."""
+    return b.add(b.tril(da, k=0), _T(b, b.tril(da, k=-1)))
+
+
+def _phi(b, x):
+    """The lower triangle of `x` with its diagonal halved."""
+    return b.sub(b.tril(x, k=0), b.mul(b.mul(b.eye_like(x), x), 0.5))
+
+
+def _cholesky_vjp(b, g, out, a):
+    # S = L^-T phi(L^T g) L^-1 (Murray 2016, eq. 10), then the lower-triangle read.
+    upper = _T(b, out)
+    m = b.solve_triangular(upper, _phi(b, b.matmul(upper, g)), lower=False)
+    s = _T(b, b.solve_triangular(upper, _T(b, m), lower=False))
+    return (_lower_read(b, s),)
+
+
+def _cholesky_jvp(b, out, operands, tangents):
+    # dL = L phi(L^-1 dA L^-T)
+    da = _symmetric_tangent(b, tangents[0])
+    y = b.solve_triangular(out, da, lower=True)
+    x = _T(b, b.solve_triangular(out, _T(b, y), lower=True))
+    return b.matmul(out, _phi(b, x))
+
+
+def _gaps(b, a):
+    """F[i, j] = 1 / (w[j] - w[i]) off the diagonal, 0 on it (w: eigenvalues of a)."""
+    w = b.eigvalsh(a)
+    eye = b.eye_like(a)
+    diff = b.sub(b.expand_dims(w, axis=0), b.expand_dims(w, axis=1))
+    return b.div(b.sub(1.0, eye), b.add(diff, eye))
+
+
+def _eigvalsh_vjp(b, g, out, a):
+    v = b.eigh_vectors(a)
+    return (_lower_read(b, b.matmul(b.mul(v, b.expand_dims(g, axis=0)), _T(b, v))),)
+
+
+def _eigvalsh_jvp(b, out, operands, tangents):
+    v = b.eigh_vectors(operands[0])
+    da = _symmetric_tangent(b, tangents[0])
+    return b.sum(b.mul(v, b.matmul(da, v)), axis=0)
+
+
+def _eigh_vectors_vjp(b, g, out, a):
+    inner = b.mul(_gaps(b, a), b.matmul(_T(b, out), g))
+    return (_lower_read(b, b.matmul(b.matmul(out, inner), _T(b, out))),)
+
+
+def _eigh_vectors_jvp(b, out, operands, tangents):
+    da = _symmetric_tangent(b, tangents[0])
+    inner = b.mul(_gaps(b, operands[0]), b.matmul(_T(b, out), b.matmul(da, out)))
+    return b.matmul(out, inner)
+
+
+def _triangle_rule(x, k):
+    if x.ndim != 2:
+        raise ShapeError(f"tril/triu take a 2-D matrix, got shape {x.shape}")
+    return x.dtype, x.shape
+
+
+def _linear_in_first(name):
+    def jvp(b, out, operands, tangents, **params):
+        return None if tangents[0] is None else b.bind(b.registry[name], tangents[0], **params)
+    return jvp
+
+
+# Matrices the registry-wide tests sample: shifted towards well-conditioned ones.
+_MATRIX = ((0.5, 1.5),)
+
+
 def build():
     """The linear-algebra records (called once by the registry)."""
     return [
@@ -55,4 +243,31 @@ def build():
                   traces=(np.matmul,), domain=((-2.0, 2.0), (-2.0, 2.0))),
         Primitive("outer", "np.outer({0}, {1})", _outer_rule, _outer_vjp, _bilinear_jvp("outer"),
                   domain=((-2.0, 2.0), (-2.0, 2.0))),
+        Primitive("solve", "np.linalg.solve({0}, {1})", _solve_rule, _solve_vjp, _solve_jvp,
+                  domain=_MATRIX + ((-2.0, 2.0),)),
+        Primitive("solve_triangular", "solve_triangular({0}, {1}, {lower})", _solve_rule,
+                  _solve_triangular_vjp, _solve_triangular_jvp, domain=_MATRIX + ((-2.0, 2.0),),
+                  test_params=({"lower": True}, {"lower": False})),
+        Primitive("inv", "np.linalg.inv({0})", _matrix_rule("inv"), _inv_vjp, _inv_jvp,
+                  domain=_MATRIX),
+        Primitive("det", "np.linalg.det({0})", _scalar_rule("det"), _det_vjp, _det_jvp,
+                  domain=_MATRIX),
+        Primitive("logabsdet", "np.linalg.slogdet({0})[1]", _scalar_rule("slogdet"),
+                  _logabsdet_vjp, _logabsdet_jvp, domain=_MATRIX),
+        Primitive("slogdet_sign", "np.linalg.slogdet({0})[0]", _scalar_rule("slogdet"),
+                  nondifferentiable=True, domain=_MATRIX),
+        Primitive("cholesky", "np.linalg.cholesky({0})", _matrix_rule("cholesky"),
+                  _cholesky_vjp, _cholesky_jvp, domain=_MATRIX),
+        Primitive("eigvalsh", "np.linalg.eigh({0})[0]", _vector_rule("eigh"), _eigvalsh_vjp,
+                  _eigvalsh_jvp, domain=_MATRIX),
+        Primitive("eigh_vectors", "np.linalg.eigh({0})[1]", _matrix_rule("eigh"),
+                  _eigh_vectors_vjp, _eigh_vectors_jvp, domain=_MATRIX),
+        Primitive("tril", "np.tril({0}, {k})", _triangle_rule,
+                  lambda b, g, out, x, k: (b.tril(g, k=k),), _linear_in_first("tril"),
+                  linear=True, domain=((-2.0, 2.0),), test_params=({"k": 0}, {"k": -1})),
+        Primitive("triu", "np.triu({0}, {k})", _triangle_rule,
+                  lambda b, g, out, x, k: (b.triu(g, k=k),), _linear_in_first("triu"),
+                  linear=True, domain=((-2.0, 2.0),), test_params=({"k": 0}, {"k": 1})),
+        Primitive("eye_like", "np.eye({0}.shape[0])", _matrix_rule("eye"),
+                  nondifferentiable=True, domain=((-2.0, 2.0),)),
     ]

@@ -1,0 +1,271 @@
+"""Arrays the traced function makes and fills in place (`r = np.zeros(n); r[i] = ...`).
+
+Each function is compared with itself run on plain NumPy (values) and with central
+differences (gradients, forward mode, Hessian-vector products), in the straight and the
+re-rolled (loop) code shapes. Updates of arguments are errors; views either behave as
+NumPy's or raise.
+"""
+import numpy as np
+import pytest
+from numpy import zeros as imported_zeros
+
+import jitad
+from conftest import adjoint_list, assert_close, check_grads_python, prim_names, \
+    python_value_and_grad
+
+HERE = "test_inplace.py"
+RNG = np.random.default_rng(11)
+T = np.linspace(0.0, 1.0, 8)
+Y = np.cos(3.0 * T)
+X = RNG.uniform(0.5, 1.5, 8)
+
+
+def residuals(p, t, y):
+    r = np.zeros(len(t))
+    for i in range(len(t)):
+        r[i] = p[0] * np.exp(-p[1] * t[i]) - y[i]
+    return 0.5 * np.sum(r ** 2)
+
+
+def recurrence(x):
+    r = np.empty(len(x))
+    r[0] = x[0]
+    for i in range(1, len(x)):
+        r[i] = 0.5 * r[i - 1] + np.sin(x[i])
+    return np.sum(r * x)
+
+
+def accumulate(x):
+    r = np.ones(len(x))
+    for i in range(1, len(x)):
+        r[i] += x[i] * x[i - 1]
+        r[i - 1] *= 1.5
+    r /= 2.0
+    r -= x
+    return np.sum(np.tanh(r))
+
+
+def slices(x):
+    r = np.zeros(len(x) + 2)
+    r[1:3] = x[:2] * 2.0
+    r[4:] = np.sin(x[2:])
+    r[::3] += 1.0
+    r[-1] = r[0] * x[1]
+    return np.sum(r ** 2) + r[4] * r[1]
+
+
+def rows(x):
+    M = np.zeros((4, len(x)))
+    for i in range(4):
+        M[i, :] = np.sin(x * (i + 1.0))
+    M[:, 0] = 2.0                  # a broadcast scalar
+    M[1:3] = x[:2, None] * x[None, :]     # a 2-D region
+    return np.sum(M @ M.T)
+
+
+def nested(x):
+    n = len(x)
+    M = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            M[i, j] = x[i] * x[j] + (i - j)
+    return np.sum(np.tanh(M))
+
+
+def branches(x):
+    r = np.zeros_like(x)
+    for i in range(len(x)):
+        if x[i] > 1.0:
+            r[i] = x[i] ** 2
+        else:
+            r[i] = -2.0 * x[i]
+    return np.sum(r * x)
+
+
+def index_arrays(x, idx):
+    r = np.zeros(len(x))
+    r[idx] = x[:3] ** 2
+    r[[1, 3]] += np.sin(x[4:6])
+    r[np.array([5, 7])] = 3.0
+    return np.sum(r * x)
+
+
+def made_by_many_spellings(x):
+    a = np.full(3, x[0])                   # a traced fill value
+    b = np.zeros_like(x)                   # like a traced array
+    c = np.ones((2, 3))
+    d = imported_zeros(3)                  # from numpy import zeros
+    e = np.full_like(x, 2.0)
+    k = np.zeros(2, dtype=int)             # integers stay NumPy's
+    a[1] = x[1]
+    b[2] = x[3] * a[0]
+    c[1, 2] = x[2]
+    d[k[0]] = x[4]
+    e[0] = 0.0
+    return np.sum(a) + np.sum(b * x) + np.sum(c) + np.sum(d) + np.sum(e * x)
+
+
+CASES = [
+    ("residuals", residuals, (np.array([1.0, 0.5]), T, Y), 0),
+    ("recurrence", recurrence, (X,), 0),
+    ("augmented", accumulate, (X,), 0),
+    ("slices", slices, (X,), 0),
+    ("rows", rows, (X,), 0),
+    ("nested loops", nested, (X[:5],), 0),
+    ("branches", branches, (X,), 0),
+    ("index arrays", index_arrays, (X, np.array([6, 0, 2])), 0),
+    ("spellings", made_by_many_spellings, (X,), 0),
+]
+
+
+@pytest.mark.parametrize("code_shape", ["straight", "loops"])
+@pytest.mark.parametrize("case, fun, args, argnums", CASES, ids=[c[0] for c in CASES])
+def test_values_and_gradients_match_numpy_and_central_differences(case, fun, args, argnums,
+                                                                  code_shape):
+    f = jitad.jit_grad(fun, argnums=argnums, code_shape=code_shape)
+    check_grads_python(f, args, order=2, context=f"{case} ({code_shape})")
+
+
+@pytest.mark.parametrize("fun, args", [(residuals, (np.array([1.0, 0.5]), T, Y)),
+                                       (recurrence, (X,)), (accumulate, (X,))])
+def test_fill_loops_re_roll_in_both_sweeps(fun, args):
+    f = jitad.jit_grad(fun, code_shape="loops")
+    source = f.source(*args)
+    assert source.count("for k") >= 2, source         # the forward and the reverse loop
+    assert ".copy()" not in source, "updates must happen in place"
+
+
+def test_compiled_residuals_match_numpy():
+    p = np.array([1.2, 0.7])
+    value, grad = jitad.jit_grad(residuals).value_and_grad(p, T, Y)
+    assert value == pytest.approx(residuals(p, T, Y), rel=1e-12)
+    e = np.exp(-p[1] * T)
+    r = p[0] * e - Y
+    assert_close(grad, np.array([np.sum(r * e), -np.sum(r * p[0] * T * e)]), 1e-12, 1e-12)
+
+
+def test_a_long_fill_loop_becomes_short_source():
+    t = np.linspace(0.0, 1.0, 400)
+    f = jitad.jit_grad(residuals)
+    source = f.source(np.array([1.0, 0.5]), t, np.cos(t))
+    assert len(source.splitlines()) < 120 and "for k" in source
+
+
+def test_the_adjoint_zeroes_the_overwritten_region():
+    def overwrite(x):
+        r = np.zeros(2)
+        r[0] = x * 3.0
+        r[0] = x * x            # the first value no longer reaches the output
+        return np.sum(r)
+    f = check_grads_python(overwrite, (1.5,), order=2)
+    assert python_value_and_grad(f, (1.5,))[1][0] == pytest.approx(3.0)
+    assert "index_update" in prim_names(adjoint_list(f, (1.5,)))
+
+
+# ---------------------------------------------------------------- aliasing
+
+def test_names_bound_to_the_same_array_see_the_update():
+    def alias(x):
+        r = np.zeros(3)
+        s = r
+        r[1] = x[0]
+        r += x
+        return np.sum(s * x)
+    check_grads_python(alias, (X[:3],))
+
+
+def test_copies_and_arguments_keep_their_values():
+    def copies(x):
+        r = x.copy()
+        r[0] = 0.0
+        q = +r
+        q[1] = 5.0
+        return np.sum(r * x) + np.sum(q)
+    check_grads_python(copies, (X[:3],))
+
+
+def test_a_slice_view_updated_with_an_augmented_operator_writes_through():
+    def through(x):
+        r = np.zeros(4)
+        v = r[1:]
+        v += x[1:]
+        v *= x[0]
+        return np.sum(r ** 2) + np.sum(v)
+    check_grads_python(through, (X[:4],), order=2)
+
+
+def test_using_a_view_taken_before_an_update_is_an_error():
+    def stale(x):
+        r = np.zeros(3)
+        v = r[1:]
+        r[2] = x[0]
+        return np.sum(v)
+    with pytest.raises(jitad.TraceError, match=rf"(?s)view.*updated in place.*{HERE}:\d+ \(stale\)"):
+        jitad.jit_grad(stale).wengert(X[:3])
+
+
+def test_item_assignment_through_a_view_is_an_error():
+    def through_view(x):
+        r = np.zeros(3)
+        v = r[1:]
+        v[0] = x[0]
+        return np.sum(r)
+    with pytest.raises(jitad.TraceError, match=rf"(?s)through a view.*{HERE}:\d+ \(through_view\)"):
+        jitad.jit_grad(through_view).wengert(X[:3])
+
+
+@pytest.mark.parametrize("body, pattern", [
+    ("x[0] = 1.0", r"in-place assignment to the argument 'x'.*caller's data"),
+    ("x += 1.0", r"in-place assignment to the argument 'x' \(x \+= \.\.\.\)"),
+    ("x[1:][0] = 1.0", r"in-place assignment to the argument 'x'"),
+])
+def test_updating_an_argument_is_an_error_naming_it_and_the_line(body, pattern):
+    namespace = {"np": np}
+    exec(f"def g(x):\n    {body}\n    return np.sum(x)\n", namespace)
+    with pytest.raises(jitad.TraceError, match=rf"(?s){pattern}.*\(g\)"):
+        jitad.jit_grad(namespace["g"]).wengert(X[:3])
+
+
+def test_repeated_indices_in_an_update_are_an_error():
+    def repeated(x, idx):
+        r = np.zeros(3)
+        r[idx] = x
+        return np.sum(r)
+    with pytest.raises(ValueError, match="repeats index 1"):
+        jitad.jit_grad(repeated).wengert(X[:2], np.array([1, 1]))
+
+
+def test_a_scalar_accumulator_still_rebinds():
+    def scalar(x):
+        s = x[0]
+        t = s
+        s += x[1]               # Python numbers rebind: t keeps x[0]
+        return s * t
+    check_grads_python(scalar, (X[:2],))
+
+
+def test_shape_mismatch_is_numpys_error():
+    def mismatch(x):
+        r = np.zeros(3)
+        r[:2] = x
+        return np.sum(r)
+    with pytest.raises(jitad.ShapeError, match=r"could not broadcast input array from shape \(3,\)"):
+        jitad.jit_grad(mismatch).wengert(X[:3])
+
+
+def test_a_wrong_update_rule_fails_the_check(monkeypatch):
+    from jitad.primitives import REGISTRY
+    prim = REGISTRY["index_update"]
+    right = prim.vjp
+
+    def forgets_to_zero(b, g, out, acc, value, index):       # the overwritten value leaks
+        return g, right(b, g, out, acc, value, index)[1]
+    monkeypatch.setattr(prim, "vjp", forgets_to_zero)
+
+    def overwrite(x):
+        r = np.zeros(2)
+        r[0] = x * 3.0
+        r[0] = x * x
+        return np.sum(r)
+    with pytest.raises(AssertionError, match="central differences"):
+        check_grads_python(overwrite, (1.5,))

@@ -1,0 +1,163 @@
+"""Linear algebra: solve, inv, det, slogdet, cholesky, triangular solves, eigh, norm.
+
+Each function is checked against central differences (and forward vs reverse mode, and
+Hessian-vector products) on well-conditioned random matrices (SPD where the function
+needs it), some against hand formulas; the Gaussian-process negative log marginal
+likelihood against its hand-derived gradient (autograd is not installed here).
+"""
+import numpy as np
+import pytest
+import scipy.linalg
+
+import jitad
+from jitad.primitives import REGISTRY
+from conftest import adjoint_list, assert_close, check_grads_python, prim_names, \
+    python_value_and_grad
+
+RNG = np.random.default_rng(7)
+A = RNG.standard_normal((4, 4)) + 4.0 * np.eye(4)          # well conditioned
+B = RNG.standard_normal((4, 2))
+V = RNG.standard_normal(4)
+_M = RNG.standard_normal((4, 4))
+SPD = _M @ _M.T + 4.0 * np.eye(4)
+C = RNG.standard_normal((4, 4))
+
+
+def sym(x):
+    return x + x.T
+
+
+@pytest.mark.parametrize("case, fun, args, argnums", [
+    ("solve vector", lambda a, v: np.sum(np.sin(np.linalg.solve(a, v))), (A, V), (0, 1)),
+    ("solve matrix", lambda a, b: np.sum(np.linalg.solve(a, b) ** 2), (A, B), (0, 1)),
+    ("inv", lambda a, c: np.sum(np.linalg.inv(a) * c), (A, C), 0),
+    ("det", lambda a: np.linalg.det(a), (A,), 0),
+    ("slogdet", lambda a: np.linalg.slogdet(a)[1] * np.linalg.slogdet(a)[0], (A,), 0),
+    ("cholesky", lambda s, c: np.sum(np.linalg.cholesky(s) * c), (SPD, C), 0),
+    ("cholesky of a symmetric product", lambda m: np.sum(np.tanh(np.linalg.cholesky(
+        m @ m.T + 4.0 * np.eye(4)))), (_M,), 0),
+    ("solve_triangular lower", lambda a, b: np.sum(np.cos(
+        scipy.linalg.solve_triangular(a, b, lower=True))), (A, B), (0, 1)),
+    ("solve_triangular upper", lambda a, v: np.sum(
+        scipy.linalg.solve_triangular(a, v) ** 2), (A, V), (0, 1)),
+    ("eigvalsh", lambda s, v: np.sum(np.linalg.eigvalsh(s) * v), (SPD, V), 0),
+    ("eigh values", lambda s, v: np.sum(np.linalg.eigh(s)[0] ** 2 * v), (SPD, V), 0),
+    ("eigh vectors (sign-free)", lambda s, c: np.sum((np.linalg.eigh(s)[1] ** 2) * c), (SPD, C), 0),
+    ("norm vector", lambda v: np.linalg.norm(v), (V,), 0),
+    ("norm ord=1 axis=0", lambda a: np.sum(np.linalg.norm(a, ord=1, axis=0) ** 2), (A,), 0),
+    ("norm ord=inf axis=1", lambda a: np.sum(np.linalg.norm(a, ord=np.inf, axis=1)), (A,), 0),
+    ("norm ord=3 axis=-1 keepdims", lambda a: np.sum(np.linalg.norm(a, 3, -1, True) * a), (A,), 0),
+    ("norm axis=1", lambda a: np.sum(np.linalg.norm(a, axis=1) ** 3), (A,), 0),
+    ("norm fro", lambda a: np.linalg.norm(a, "fro"), (A,), 0),
+    ("norm matrix ord=1", lambda a: np.linalg.norm(a, 1), (A,), 0),
+    ("norm matrix ord=-inf", lambda a: np.linalg.norm(a, -np.inf), (A,), 0),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_gradient_matches_central_differences(case, fun, args, argnums):
+    check_grads_python(fun, args, argnums=argnums, order=2, rtol=1e-5, atol=1e-7, context=case)
+
+
+def test_hand_formulas():
+    ainv = np.linalg.inv(A)
+    f = jitad.jit_grad(lambda a: np.linalg.det(a))
+    assert_close(python_value_and_grad(f, (A,))[1][0], np.linalg.det(A) * ainv.T, 1e-10, 1e-12)
+    f = jitad.jit_grad(lambda a: np.linalg.slogdet(a)[1])
+    assert_close(python_value_and_grad(f, (A,))[1][0], ainv.T, 1e-10, 1e-12)
+    f = jitad.jit_grad(lambda a, v, u: u @ np.linalg.solve(a, v), argnums=(0, 1))
+    u = np.arange(4.0)
+    x, lam = np.linalg.solve(A, V), np.linalg.solve(A.T, u)
+    _, (ga, gv) = python_value_and_grad(f, (A, V, u))
+    assert_close(ga, -np.outer(lam, x), 1e-10, 1e-12)
+    assert_close(gv, lam, 1e-10, 1e-12)
+    # d(sum of eigenvalues) = d trace: the identity, read from the lower triangle
+    f = jitad.jit_grad(lambda s: np.sum(np.linalg.eigvalsh(s)))
+    assert_close(python_value_and_grad(f, (SPD,))[1][0], np.eye(4), 1e-10, 1e-12)
+
+
+def test_symmetric_functions_read_the_lower_triangle_only():
+    # As NumPy's: the upper triangle of the argument gets a zero gradient.
+    for fun in (lambda s: np.sum(np.linalg.cholesky(s)), lambda s: np.sum(np.linalg.eigvalsh(s) ** 2)):
+        g = python_value_and_grad(jitad.jit_grad(fun), (SPD,))[1][0]
+        assert np.all(g[np.triu_indices(4, 1)] == 0.0)
+
+
+# ---------------------------------------------------------------- Gaussian process
+
+X_GP = np.linspace(0.0, 3.0, 7)
+Y_GP = np.sin(X_GP) + 0.1 * np.cos(5 * X_GP)
+
+
+def gp_nlml(theta, x, y):
+    """Negative log marginal likelihood of a GP with a squared-exponential kernel."""
+    amplitude, length, noise = np.exp(theta[0]), np.exp(theta[1]), np.exp(theta[2])
+    d = x[:, None] - x[None, :]
+    K = amplitude * np.exp(-0.5 * d ** 2 / length ** 2) + noise * np.eye(len(x))
+    L = np.linalg.cholesky(K)
+    alpha = scipy.linalg.solve_triangular(L.T, scipy.linalg.solve_triangular(L, y, lower=True))
+    log_det = 2.0 * sum(np.log(L[i, i]) for i in range(len(x)))
+    return 0.5 * y @ alpha + 0.5 * log_det + 0.5 * len(x) * np.log(2 * np.pi)
+
+
+def gp_nlml_hand_gradient(theta, x, y):
+    """d NLML / d theta = -1/2 tr((alpha alpha^T - K^-1) dK/dtheta) (Rasmussen & Williams 5.9)."""
+    amplitude, length, noise = np.exp(theta)
+    d = x[:, None] - x[None, :]
+    E = np.exp(-0.5 * d ** 2 / length ** 2)
+    K = amplitude * E + noise * np.eye(len(x))
+    Kinv = np.linalg.inv(K)
+    alpha = Kinv @ y
+    W = np.outer(alpha, alpha) - Kinv
+    dK = [amplitude * E, amplitude * E * d ** 2 / length ** 2, noise * np.eye(len(x))]
+    return np.array([-0.5 * np.sum(W * k) for k in dK])
+
+
+def test_gp_negative_log_marginal_likelihood_matches_the_hand_gradient():
+    theta = np.array([0.3, -0.2, np.log(0.1)])
+    f = jitad.jit_grad(gp_nlml)
+    value, grad = f.value_and_grad(theta, X_GP, Y_GP)          # compiled
+    assert value == pytest.approx(gp_nlml(theta, X_GP, Y_GP), rel=1e-12)
+    want = gp_nlml_hand_gradient(theta, X_GP, Y_GP)
+    assert_close(grad, want, 1e-8, 1e-12, "GP NLML gradient vs hand formula")
+    names = prim_names(adjoint_list(f, (theta, X_GP, Y_GP)))
+    assert "cholesky" in names and "solve_triangular" in names
+    check_grads_python(gp_nlml, (theta, X_GP, Y_GP), order=2, rtol=1e-5)
+    slogdet_version = jitad.jit_grad(
+        lambda t, x, y: gp_nlml(t, x, y) - 0.5 * gp_log_det(t, x) + 0.5 * np.linalg.slogdet(
+            gp_kernel(t, x))[1])
+    assert_close(slogdet_version.value_and_grad(theta, X_GP, Y_GP)[1], want, 1e-8, 1e-12,
+                 "GP NLML with slogdet")
+
+
+def gp_kernel(theta, x):
+    d = x[:, None] - x[None, :]
+    return np.exp(theta[0]) * np.exp(-0.5 * d ** 2 / np.exp(theta[1]) ** 2) \
+        + np.exp(theta[2]) * np.eye(len(x))
+
+
+def gp_log_det(theta, x):
+    L = np.linalg.cholesky(gp_kernel(theta, x))
+    return 2.0 * sum(np.log(L[i, i]) for i in range(len(x)))
+
+
+def test_a_wrong_adjoint_rule_fails_the_check(monkeypatch):
+    prim = REGISTRY["cholesky"]
+    right = prim.vjp
+    monkeypatch.setattr(prim, "vjp", lambda b, g, out, a: (b.mul(right(b, g, out, a)[0], 1.001),))
+    with pytest.raises(AssertionError, match="central differences"):
+        check_grads_python(lambda s, c: np.sum(np.linalg.cholesky(s) * c), (SPD, C), order=1)
+
+
+@pytest.mark.parametrize("fun, pattern", [
+    (lambda a: np.linalg.norm(a, 2), "spectral"),
+    (lambda a: np.linalg.norm(a, 0, axis=0)[0], "ord=0"),
+    (lambda a: np.sum(np.linalg.eigh(a, UPLO="U")[0]), "UPLO"),
+    (lambda a: np.sum(scipy.linalg.solve_triangular(a, a[0], unit_diagonal=True)), "unit_diagonal"),
+])
+def test_unsupported_variants_are_clear_errors(fun, pattern):
+    with pytest.raises(jitad.TraceError, match=pattern):
+        jitad.jit_grad(fun).wengert(A)
+
+
+def test_shape_errors_name_the_operation():
+    with pytest.raises(jitad.ShapeError, match="solve"):
+        jitad.jit_grad(lambda a, b: np.sum(np.linalg.solve(a, b)), argnums=(0, 1)).wengert(
+            A, np.ones(3))
