@@ -284,7 +284,8 @@ def test_pow_derivative_in_the_exponent_at_base_zero_is_zero():
 def test_pow_derivative_in_the_base_at_exponent_zero_is_zero():
     # (arrays: the plain-Python run of 0.0 ** -1.0 on Python floats raises; NumPy gives inf)
     g = jitad.jit_grad(lambda x, y: np.sum(x ** y), argnums=(0, 1))
-    _, (dx, dy) = python_value_and_grad(g, (np.zeros(2), np.zeros(2)))
+    with np.errstate(all="ignore"):                  # 0 * 0**-1 computed, then selected away
+        _, (dx, dy) = python_value_and_grad(g, (np.zeros(2), np.zeros(2)))
     assert_close(dx, [0.0, 0.0], 0, 0)              # x**0 = 1 for all x
 
 
@@ -293,5 +294,42 @@ def test_double_where_gives_zero_where_the_single_where_gives_nan():
     double = jitad.jit_grad(
         lambda x: np.sum(np.where(x > 0, np.sqrt(np.where(x > 0, x, 1.0)), 0.0)))
     x = np.array([-1.0, 4.0])
-    assert np.isnan(python_value_and_grad(single, (x,))[1][0][0])    # as JAX and PyTorch
+    with np.errstate(all="ignore"):
+        nan_grad = python_value_and_grad(single, (x,))[1][0][0]
+    assert np.isnan(nan_grad)                        # as JAX and PyTorch
     assert_close(python_value_and_grad(double, (x,))[1][0], [0.0, 0.25], 0, 0)
+
+
+# ---------------------------------------------------------------- has_aux
+
+@jitad.jit_grad(has_aux=True)
+def _least_squares_with_aux(w, A):
+    residual = A @ w - 1.0
+    return np.sum(residual ** 2), (residual, np.sum(w), "label")
+
+
+def test_has_aux_returns_aux_beside_the_value_and_the_gradient():
+    A = np.array([[1.0, 0.5], [0.0, 2.0], [1.0, 1.0]])
+    w = np.array([0.5, -0.25])
+    residual = A @ w - 1.0
+    (value, aux), grad = _least_squares_with_aux.value_and_grad(w, A)
+    assert_close(value, np.sum(residual ** 2), 1e-15, 0)
+    assert_close(grad, 2 * A.T @ residual, 1e-14, 0)
+    assert_close(aux[0], residual, 0, 0)
+    assert aux[1:] == (0.25, "label")
+    grad2, aux2 = _least_squares_with_aux(w, A)
+    assert_close(grad2, grad, 0, 0)
+    assert_close(aux2[0], residual, 0, 0)
+    value3, aux3 = _least_squares_with_aux.value(w, A)
+    assert value3 == value and aux3[1] == 0.25
+    w2 = np.array([1.0, 1.0])                       # new values: aux is recomputed
+    assert_close(_least_squares_with_aux(w2, A)[1][0], A @ w2 - 1.0, 0, 0)
+
+
+def test_has_aux_in_the_printed_source_and_its_output_checks():
+    f = jitad.jit_grad(lambda x: (x * x, (2.0 * x,)), has_aux=True)
+    assert "return (v1, (v2,)), (x_bar,)" in f.source(3.0).replace("x_bar_2", "x_bar")
+    with pytest.raises(jitad.NonScalarOutputError, match=r"pair \(loss, aux\)"):
+        jitad.jit_grad(lambda x: x * x, has_aux=True).wengert(1.0)
+    with pytest.raises(jitad.NonScalarOutputError, match="must return a scalar"):
+        jitad.jit_grad(lambda x: (x * np.ones(2), 1.0), has_aux=True).wengert(1.0)

@@ -24,13 +24,14 @@ def active_names(wengert: WengertList, wrt: list) -> set:
 
 
 def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
-    """The list computing `(value, grad_1, …)` for the scalar output and the inputs `wrt`."""
+    """The list computing `(value, grad_1, …)` for the scalar output and the inputs `wrt`
+    (outputs after the first are auxiliary: returned after the gradients, not differentiated)."""
     active = active_names(wengert, wrt)
     used = {v.name for v in wengert.inputs} | {e.out.name for e in wengert.entries}
     b = Builder(REGISTRY, used_names=used, prefix="t")
     b.entries = list(wengert.entries)
     b.sweep = "reverse"
-    (output,) = wengert.outputs
+    output, *aux = wengert.outputs          # aux outputs (has_aux) are not differentiated
     adjoint: dict = {}
     if isinstance(output, Var) and output.name in active:
         adjoint[output.name] = Literal(1.0)
@@ -56,7 +57,7 @@ def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
             g = Literal(0.0) if x.shape == () else b.full_like(x, 0.0, name=f"{x.name}_bar")
         grads.append(g)
     return WengertList(f"{wengert.name}_value_and_grad", list(wengert.inputs), b.entries,
-                       [output] + grads, loc=wengert.loc, out_tree=len(wrt))
+                       [output] + grads + aux, loc=wengert.loc, out_tree=len(wrt))
 
 
 def _accumulate(b, adjoint, var, contribution, via, created):
