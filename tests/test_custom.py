@@ -289,15 +289,29 @@ def test_pow_derivative_in_the_base_at_exponent_zero_is_zero():
     assert_close(dx, [0.0, 0.0], 0, 0)              # x**0 = 1 for all x
 
 
-def test_double_where_gives_zero_where_the_single_where_gives_nan():
-    single = jitad.jit_grad(lambda x: np.sum(np.where(x > 0, np.sqrt(x), 0.0)))
-    double = jitad.jit_grad(
-        lambda x: np.sum(np.where(x > 0, np.sqrt(np.where(x > 0, x, 1.0)), 0.0)))
-    x = np.array([-1.0, 4.0])
+def test_where_gives_zero_derivative_where_the_unselected_branch_is_nan():
+    # JAX's "double where" issue: jitad's adjoint keeps the zero a select gives the branch
+    # it does not take (0 * inf is not formed), in reverse and in forward mode.
+    f = jitad.jit_grad(lambda x: np.sum(np.where(x > 0, np.sqrt(x), 0.0) + x * 0.0))
+    x = np.array([-1.0, 4.0, 0.0])
     with np.errstate(all="ignore"):
-        nan_grad = python_value_and_grad(single, (x,))[1][0][0]
-    assert np.isnan(nan_grad)                        # as JAX and PyTorch
-    assert_close(python_value_and_grad(double, (x,))[1][0], [0.0, 0.25], 0, 0)
+        value, (grad,) = python_value_and_grad(f, (x,))
+        _, forward = python_jvp(f, (x,), (np.array([1.0, 0.0, 1.0]),))
+    assert_close(grad, [0.0, 0.25, 0.0], 0, 0)
+    assert forward == 0.0
+    with np.errstate(all="ignore"):
+        check_grads_python(lambda x: np.sum(np.where(x > 0, np.log(x) * x, 0.0)),
+                           (np.array([-1.0, 0.5, 2.0]),), order=2)
+
+
+def test_masked_zeros_follow_chains_and_leave_the_forward_values_alone():
+    f = jitad.jit_grad(lambda x: np.sum(np.where(x > -1, np.sqrt(np.log(x + 1)), 0.0)))
+    g = jitad.jit_grad(lambda x: np.sum(np.where(x > 0, 1.0, 0.0) * np.log(x)))
+    with np.errstate(all="ignore"):
+        grad = python_value_and_grad(f, (np.array([-2.0, 1.0]),))[1][0]
+        value = python_value_and_grad(g, (np.array([-2.0, 1.0]),))[0]
+    assert_close(grad, [0.0, 0.5 / (2.0 * np.sqrt(np.log(2.0)))], 1e-15, 0)
+    assert np.isnan(value)                          # NumPy's value: 0 * log(-2) = NaN
 
 
 # ---------------------------------------------------------------- has_aux
