@@ -82,6 +82,7 @@ def _subtrace(run, specs, what: str) -> RuleList:
     state = _state()
     outer = state.builder
     sub = Builder(REGISTRY, used_names=outer.used)
+    sub.counter = outer.counter         # (names are shared: start after the outer ones)
     inputs = [Var(sub.fresh("r"), dtype, shape) for dtype, shape, _ in specs]
     state.builder = sub
     try:
@@ -218,11 +219,13 @@ class custom_vjp:
         return f"<jitad.custom_vjp {self.__name__}>"
 
     def __call__(self, *args):
-        if not _traced(args) or self._busy:     # inside its own rules: the plain function
+        if not _traced(args):
             return self.fun(*args)
+        if self._busy:                          # inside its own rules: the plain function
+            return _call_user(self.fun, *args)
         if self.fwd is None:
             raise TraceError(located(f"{self.__name__} is a jitad.custom_vjp function without "
-                                     "a rule: call {name}.defvjp(fwd, bwd) first"))
+                                     f"a rule: call {self.__name__}.defvjp(fwd, bwd) first"))
         with _busy(self):
             return self._trace(args)
 
@@ -279,8 +282,10 @@ class custom_jvp:
         return f"<jitad.custom_jvp {self.__name__}>"
 
     def __call__(self, *args):
-        if not _traced(args) or self._busy:     # inside its own rule: the plain function
+        if not _traced(args):
             return self.fun(*args)
+        if self._busy:                          # inside its own rule: the plain function
+            return _call_user(self.fun, *args)
         if self.rule is None:
             raise TraceError(located(f"{self.__name__} is a jitad.custom_jvp function without "
                                      f"a rule: call {self.__name__}.defjvp(rule) first"))
@@ -324,6 +329,11 @@ class UserKernel:
             return self.dispatcher(*args)
         rule = CustomRule(self.printed, len(args), kernel=self)
         out = bind(REGISTRY["kernel_call"], *args, rule=rule)
+        if np.shape(out.value) != out.var.shape:
+            raise TraceError(located(
+                f"jitad.primitive {self.printed} returned shape {np.shape(out.value)}, but its "
+                f"shape rule gives {out.var.shape}: pass shape=lambda *shapes: ... to "
+                "jitad.primitive (the default is a scalar)"))
         specs = [_spec(a) if _is_value(a) else ("int64", (), a) for a in args]
         if self.vjp is not None:
             what = f"the vjp rule of jitad.primitive {self.printed}"

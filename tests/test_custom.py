@@ -246,6 +246,12 @@ def test_a_kernel_without_rules_cannot_be_differentiated_but_can_stop_gradient()
     assert_close(python_value_and_grad(f, (0.5,))[1][0], 0.125, 1e-15, 0)
 
 
+def test_a_kernel_returning_an_array_needs_a_shape_rule():
+    doubled = jitad.primitive(numba.njit(lambda v: 2.0 * v), name="doubled")
+    with pytest.raises(jitad.TraceError, match=r"returned shape \(3,\).*pass shape="):
+        jitad.jit_grad(lambda x: np.sum(doubled(x))).wengert(X)
+
+
 def test_kernels_are_named_apart_and_must_be_njit_functions():
     again = jitad.primitive(cube_kernel)
     assert again.printed != cube.printed
@@ -347,3 +353,21 @@ def test_has_aux_in_the_printed_source_and_its_output_checks():
         jitad.jit_grad(lambda x: x * x, has_aux=True).wengert(1.0)
     with pytest.raises(jitad.NonScalarOutputError, match="must return a scalar"):
         jitad.jit_grad(lambda x: (x * np.ones(2), 1.0), has_aux=True).wengert(1.0)
+
+
+def test_rules_may_use_math_functions_on_traced_scalars():
+    f = jitad.custom_jvp(lambda x: math.log1p(math.exp(x)))
+    f.defjvp(lambda p, t: (f(p[0]), t[0] / (1.0 + math.exp(-p[0]))))
+    check_grads_python(lambda x: f(x) * x, (0.3,), order=2)
+
+
+W = np.array([1.0, -2.0, 0.5])
+
+
+def test_rules_may_read_captured_arrays():
+    weighted = jitad.custom_jvp(lambda x: np.sum(W * np.sin(x)))
+    weighted.defjvp(lambda p, t: (weighted(p[0]), np.sum(W * np.cos(p[0]) * t[0])))
+    check_grads_python(lambda x: weighted(x) ** 2, (X,), order=2)
+    scaled_back = jitad.custom_vjp(lambda x: W * x)
+    scaled_back.defvjp(lambda x: (W * x, ()), lambda r, g: (W * g,))
+    check_grads_python(lambda x: np.sum(np.sin(scaled_back(x))), (X,))

@@ -84,10 +84,9 @@ def transpose_jvp(rule: CustomRule) -> RuleList:
     if total.shape != ():
         total = b.sum(total, axis=None)
     inputs = list(jvp.inputs)
-    constants = [a for e in jvp.entries for a in e.ins if isinstance(a, Var)
-                 and a.name not in used and a.name != g.name]
-    linear = WengertList(f"{rule.name}_linear", inputs + [g] + list({c.name: c for c in
-                                                                     constants}.values()),
+    constants = {a.name: a for e in jvp.entries for a in e.ins      # captured arrays
+                 if isinstance(a, Var) and a.name not in used}
+    linear = WengertList(f"{rule.name}_linear", inputs + [g] + list(constants.values()),
                          b.entries, [total])
     grads = value_and_grad(linear, list(range(n, 2 * n)))
     return RuleList(inputs + [g], grads.entries, grads.outputs[1:])
@@ -108,7 +107,7 @@ def _jvp_by_rule(b, out, rule, primals, tangents):
     return broadcast_to_shape_of(b, rule.jvp.replay(b, list(primals) + dots)[-1], out)
 
 
-# ---------------------------------------------------------------- custom_vjp: out, args…, residuals…
+# ---------------------------------------------------------------- custom_vjp: out, args…, residuals
 
 def _custom_vjp_vjp(b, g, out, value, *operands, rule):
     contributions = rule.vjp.replay(b, list(operands[rule.n_args:]) + [g])
