@@ -118,8 +118,7 @@ class JitGrad:
         # A class of its own, so that `__call__` can become a generated entry too (Python
         # looks special methods up on the type, not the instance).
         self.__class__ = type(JitGrad.__name__, (JitGrad,), {"__slots__": ()})
-        # (has_aux results are regrouped by `_shaped_result`: no generated entries)
-        self._own_methods = not self._varargs and not has_aux and \
+        self._own_methods = not self._varargs and \
             not any(n.startswith("_jitad") for n in self._names)
         self._defaults = [p.default for p in params if p.default is not p.empty]
         if self._own_methods:
@@ -414,7 +413,7 @@ class JitGrad:
         kernel = self._kernel(variant, mode, values + variant.trace.consts)
         result = _shaped_result(compiler.call_compiling(kernel, values + variant.trace.consts),
                                 mode, self._single, variant.trace.aux)
-        if not kwargs and not self.has_aux and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
+        if not kwargs and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
                 _fast_path_applies(args, variant):
             self._install_entry(kernel, mode, args, variant)
         return result
@@ -434,7 +433,8 @@ class JitGrad:
              f"    return _jitad_current['value_and_grad']({packed})\n"
              f"def value({signature}):\n    return _jitad_current['value']({packed})\n"
              f"def grad({signature}):\n"
-             f"    return _jitad_current['value_and_grad']({packed})[1]\n", _GENERATED, "exec"),
+             f"    value, grad = _jitad_current['value_and_grad']({packed})\n"
+             f"    return {'(grad, value[1])' if self.has_aux else 'grad'}\n", _GENERATED, "exec"),
              namespace)
         self._trampolines = {"value_and_grad": _as_method(namespace["value_and_grad"], self,
                                                           JitGrad.value_and_grad),
@@ -456,7 +456,8 @@ class JitGrad:
         defaults = self._defaults if self._own_methods else []
         entry, grad_entry = _entry(kernel, mode, args, params, defaults, variant.trace.consts,
                                    variant.reads.bindings, self._single,
-                                   functools.partial(self._entry_missed, mode))
+                                   functools.partial(self._entry_missed, mode),
+                                   variant.trace.aux)
         self._fast[mode][_fast_key(args)] = entry
         if self._own_methods:
             self._current[mode] = entry
@@ -518,7 +519,7 @@ def _filled(aux, values):
         return type(aux)(_filled(a, values) for a in aux)
     if isinstance(aux, AuxSlot):
         v = values[aux.index]
-        return float(v) if np.ndim(v) == 0 else v
+        return float(v) if v.__class__ is not float and np.ndim(v) == 0 else v
     return aux
 
 
@@ -542,7 +543,7 @@ def _parameters_source(params, n_defaults: int) -> tuple:
     return signature, ", ".join(params)
 
 
-def _entry(kernel, mode, args, params, defaults, consts, bindings, single, missed):
+def _entry(kernel, mode, args, params, defaults, consts, bindings, single, missed, aux=None):
     """`(entry, grad_entry)`: Python source generated for exactly this argument signature.
 
     `entry(*params)` checks float classes, array shapes and static values inline (dtypes,
@@ -587,7 +588,15 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
     packed = f"({packed},)"
     kernel_call = f"_jitad_kernel({call_args})"
     bodies = {"entry": f"return {kernel_call}"}
-    if mode == "value_and_grad":
+    if aux is not None:     # has_aux: `(value, aux)` as `_shaped_result` makes it (no grad_entry)
+        namespace["_jitad_fill"] = functools.partial(_filled, aux)
+        regroup = "(value[0], _jitad_fill(value[1:] if mode == 'value' else value[1])) " \
+            "if value.__class__ is tuple else (value, _jitad_fill(()))".replace(
+                "mode == 'value'", str(mode == "value"))
+        bodies = {"entry": f"value = {kernel_call}\n        return {regroup}" if mode == "value"
+                  else f"value, grads = {kernel_call}\n        "
+                       f"return {regroup}, grads{'[0]' if single else ''}"}
+    elif mode == "value_and_grad":
         grad = "[0]" if single else ""
         bodies = {"entry": f"value, grads = {kernel_call}\n        return value, grads{grad}"
                   if single else f"return {kernel_call}",

@@ -343,7 +343,11 @@ def test_has_aux_returns_aux_beside_the_value_and_the_gradient():
     value3, aux3 = _least_squares_with_aux.value(w, A)
     assert value3 == value and aux3[1] == 0.25
     w2 = np.array([1.0, 1.0])                       # new values: aux is recomputed
-    assert_close(_least_squares_with_aux(w2, A)[1][0], A @ w2 - 1.0, 0, 0)
+    for _ in range(2):                              # the full path, then the generated entries
+        assert_close(_least_squares_with_aux(w2, A)[1][0], A @ w2 - 1.0, 0, 0)
+        (value4, aux4), grad4 = _least_squares_with_aux.value_and_grad(w2, A)
+        assert_close(grad4, 2 * A.T @ (A @ w2 - 1.0), 1e-14, 0)
+        assert aux4[1:] == (2.0, "label") and _least_squares_with_aux.value(w2, A)[1][1] == 2.0
 
 
 def test_has_aux_in_the_printed_source_and_its_output_checks():
