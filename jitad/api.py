@@ -590,12 +590,13 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
     bodies = {"entry": f"return {kernel_call}"}
     if aux is not None:     # has_aux: `(value, aux)` as `_shaped_result` makes it (no grad_entry)
         namespace["_jitad_fill"] = functools.partial(_filled, aux)
-        regroup = "(value[0], _jitad_fill(value[1:] if mode == 'value' else value[1])) " \
-            "if value.__class__ is tuple else (value, _jitad_fill(()))".replace(
-                "mode == 'value'", str(mode == "value"))
-        bodies = {"entry": f"value = {kernel_call}\n        return {regroup}" if mode == "value"
-                  else f"value, grads = {kernel_call}\n        "
-                       f"return {regroup}, grads{'[0]' if single else ''}"}
+        outputs = "value[1:]" if mode == "value" else "value[1]"
+        regroup = f"((value[0], _jitad_fill({outputs})) if value.__class__ is tuple " \
+                  "else (value, _jitad_fill(())))"
+        body = f"value = {kernel_call}" if mode == "value" else \
+            f"value, grads = {kernel_call}\n        regrouped = {regroup}"
+        bodies = {"entry": f"{body}\n        return {regroup}" if mode == "value" else
+                  f"{body}\n        return regrouped, grads{'[0]' if single else ''}"}
     elif mode == "value_and_grad":
         grad = "[0]" if single else ""
         bodies = {"entry": f"value, grads = {kernel_call}\n        return value, grads{grad}"
