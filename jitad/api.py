@@ -23,7 +23,7 @@ from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, shapes_of, 
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
                      NonScalarOutputError, RetraceWarning, TraceError)
 from .reads import reads, underlying_function
-from .tracing import Tracer, located, trace
+from .tracing import AuxSlot, Tracer, located, trace
 from .transforms import simplify, value_and_grad
 from .wengert import Literal, Var
 
@@ -59,6 +59,8 @@ def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str
     if mode == "value_and_grad":
         wengert = simplify(value_and_grad(wengert, list(wrt)))
     shape, runs = codegen.choose_shape(wengert, code_shape)
+    if variant.trace.aux is not None and shape in ("llvm", "tape"):   # they return no aux
+        shape, runs = codegen.choose_shape(wengert, "loops")
     kind = "value and gradient" if mode == "value_and_grad" else "value"
     inputs = ", ".join(f"{v.name}: {v.type_text()}" for v in variant.trace.wengert.inputs)
     wrt_names = ", ".join(variant.trace.wengert.inputs[i].name for i in wrt)
@@ -75,7 +77,7 @@ def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str
 class JitGrad:
     """A function compiled together with its gradient. Create it with `jit_grad`."""
 
-    def __init__(self, fun, argnums=0, code_shape="auto"):
+    def __init__(self, fun, argnums=0, code_shape="auto", has_aux=False):
         if not callable(fun):
             raise ArgumentError(f"jit_grad needs a function, got {type(fun).__name__} {fun!r:.60}")
         functools.update_wrapper(self, fun)
@@ -84,6 +86,7 @@ class JitGrad:
             self.__qualname__ = self.__name__
         self.fun = fun
         self.argnums = argnums
+        self.has_aux = has_aux
         if code_shape not in CODE_SHAPES:
             raise ArgumentError(f"code_shape must be one of {', '.join(map(repr, CODE_SHAPES))}, "
                                 f"got {code_shape!r}")
@@ -143,9 +146,11 @@ class JitGrad:
         try:
             bound = self._bound.get(instance)
         except TypeError:                       # unhashable or not weak-referenceable
-            return JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape)
+            return JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape,
+                           self.has_aux)
         if bound is None:
-            bound = JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape)
+            bound = JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape,
+                            self.has_aux)
             self._bound[instance] = bound
         return bound
 
@@ -155,11 +160,14 @@ class JitGrad:
     # functions with the user's parameters (see `_install_trampolines` and `_entry`).
 
     def __call__(self, *args, **kwargs):
-        """The gradient: a float, an ndarray shaped like the argument, or a tuple of those."""
-        return self._call("value_and_grad", args, kwargs)[1]
+        """The gradient: a float, an ndarray shaped like the argument, or a tuple of those
+        (`(gradient, aux)` with has_aux)."""
+        value, grad = self._call("value_and_grad", args, kwargs)
+        return (grad, value[1]) if self.has_aux else grad
 
     def value_and_grad(self, *args, **kwargs):
-        """`(value, gradient)` from one compiled call (scipy's `jac=True` convention)."""
+        """`(value, gradient)` from one compiled call (scipy's `jac=True` convention);
+        `((value, aux), gradient)` with has_aux, as JAX returns."""
         return self._call("value_and_grad", args, kwargs)
 
     def value(self, *args, **kwargs):
@@ -284,7 +292,8 @@ class JitGrad:
         with _collector_paused():
             traced = store.load("traces", digest) if digest and load else None
             if traced is None:
-                traced = trace(self.fun, args, [v is not None for v in runtime], names)
+                traced = trace(self.fun, args, [v is not None for v in runtime], names,
+                               has_aux=self.has_aux)
                 traced.reads_sizes = traced.reads_sizes or exact
                 self._check_output(traced)
                 if digest and not traced.consts:
@@ -301,7 +310,7 @@ class JitGrad:
         return variant
 
     def _check_output(self, traced) -> None:
-        (out,) = traced.wengert.outputs
+        out = traced.wengert.outputs[0]     # (then the aux outputs, with has_aux)
         if isinstance(out, (Var, Literal)) and out.shape == () and out.dtype != "bool":
             return
         if isinstance(out, (Var, Literal)):
@@ -403,7 +412,7 @@ class JitGrad:
     def _finish(self, variant, mode, args, values, kwargs):
         kernel = self._kernel(variant, mode, values + variant.trace.consts)
         result = _shaped_result(compiler.call_compiling(kernel, values + variant.trace.consts),
-                                mode, self._single)
+                                mode, self._single, variant.trace.aux)
         if not kwargs and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
                 _fast_path_applies(args, variant):
             self._install_entry(kernel, mode, args, variant)
@@ -424,7 +433,8 @@ class JitGrad:
              f"    return _jitad_current['value_and_grad']({packed})\n"
              f"def value({signature}):\n    return _jitad_current['value']({packed})\n"
              f"def grad({signature}):\n"
-             f"    return _jitad_current['value_and_grad']({packed})[1]\n", _GENERATED, "exec"),
+             f"    value, grad = _jitad_current['value_and_grad']({packed})\n"
+             f"    return {'(grad, value[1])' if self.has_aux else 'grad'}\n", _GENERATED, "exec"),
              namespace)
         self._trampolines = {"value_and_grad": _as_method(namespace["value_and_grad"], self,
                                                           JitGrad.value_and_grad),
@@ -446,7 +456,8 @@ class JitGrad:
         defaults = self._defaults if self._own_methods else []
         entry, grad_entry = _entry(kernel, mode, args, params, defaults, variant.trace.consts,
                                    variant.reads.bindings, self._single,
-                                   functools.partial(self._entry_missed, mode))
+                                   functools.partial(self._entry_missed, mode),
+                                   variant.trace.aux)
         self._fast[mode][_fast_key(args)] = entry
         if self._own_methods:
             self._current[mode] = entry
@@ -484,13 +495,32 @@ def _fast_path_applies(args, variant) -> bool:
     return plain and output.dtype == "float64"
 
 
-def _shaped_result(result, mode, single):
-    """Python floats for scalars; the gradient alone for an int `argnums`."""
+def _shaped_result(result, mode, single, aux=None):
+    """Python floats for scalars; the gradient alone for an int `argnums`; with an aux
+    structure (has_aux), the value is `(value, aux)`."""
     if mode == "value":
-        return float(result)
+        if aux is None:
+            return float(result)
+        values = result if isinstance(result, tuple) else (result,)    # value, aux outputs…
+        return float(values[0]), _filled(aux, values[1:])
     value, grads = result
     grads = tuple(float(g) if np.ndim(g) == 0 else g for g in grads)
-    return float(value), (grads[0] if single else grads)
+    if aux is not None:         # `(value, (aux outputs…))`, or the value alone if none
+        value, outputs = value if isinstance(value, tuple) else (value, ())
+        value = (float(value), _filled(aux, outputs))
+    else:
+        value = float(value)
+    return value, (grads[0] if single else grads)
+
+
+def _filled(aux, values):
+    """The aux structure with each AuxSlot replaced by its output (floats for scalars)."""
+    if isinstance(aux, (tuple, list)):
+        return type(aux)(_filled(a, values) for a in aux)
+    if isinstance(aux, AuxSlot):
+        v = values[aux.index]
+        return float(v) if v.__class__ is not float and np.ndim(v) == 0 else v
+    return aux
 
 
 def _as_method(function, owner, method):
@@ -513,7 +543,7 @@ def _parameters_source(params, n_defaults: int) -> tuple:
     return signature, ", ".join(params)
 
 
-def _entry(kernel, mode, args, params, defaults, consts, bindings, single, missed):
+def _entry(kernel, mode, args, params, defaults, consts, bindings, single, missed, aux=None):
     """`(entry, grad_entry)`: Python source generated for exactly this argument signature.
 
     `entry(*params)` checks float classes, array shapes and static values inline (dtypes,
@@ -558,7 +588,16 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
     packed = f"({packed},)"
     kernel_call = f"_jitad_kernel({call_args})"
     bodies = {"entry": f"return {kernel_call}"}
-    if mode == "value_and_grad":
+    if aux is not None:     # has_aux: `(value, aux)` as `_shaped_result` makes it (no grad_entry)
+        namespace["_jitad_fill"] = functools.partial(_filled, aux)
+        outputs = "value[1:]" if mode == "value" else "value[1]"
+        regroup = f"((value[0], _jitad_fill({outputs})) if value.__class__ is tuple " \
+                  "else (value, _jitad_fill(())))"
+        body = f"value = {kernel_call}" if mode == "value" else \
+            f"value, grads = {kernel_call}\n        regrouped = {regroup}"
+        bodies = {"entry": f"{body}\n        return {regroup}" if mode == "value" else
+                  f"{body}\n        return regrouped, grads{'[0]' if single else ''}"}
+    elif mode == "value_and_grad":
         grad = "[0]" if single else ""
         bodies = {"entry": f"value, grads = {kernel_call}\n        return value, grads{grad}"
                   if single else f"return {kernel_call}",
@@ -580,7 +619,7 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
     return namespace["entry"], namespace.get("grad_entry")
 
 
-def jit_grad(fun=None, *, argnums=0, code_shape="auto"):
+def jit_grad(fun=None, *, argnums=0, code_shape="auto", has_aux=False):
     """Compile `fun` together with its gradient.
 
     Args:
@@ -589,6 +628,9 @@ def jit_grad(fun=None, *, argnums=0, code_shape="auto"):
             (the gradient is then a tuple).
         code_shape: "auto" (default), or force "straight" (one line per entry), "loops"
             (re-roll repeated segments) or "tape" (the interpreter, for huge scalar lists).
+        has_aux: `fun` returns `(loss, aux)`: only `loss` is differentiated; `aux` (floats,
+            arrays, nested tuples of them) is computed by the same compiled code and returned
+            as `((loss, aux), grad)` by `value_and_grad`, `(grad, aux)` by a call.
 
     Returns:
         A `JitGrad`: call it for the gradient; `.value_and_grad`, `.value`, `.wengert`,
@@ -602,6 +644,6 @@ def jit_grad(fun=None, *, argnums=0, code_shape="auto"):
         (5.5, 1.7163378145367738)
     """
     if fun is None:
-        return lambda f: JitGrad(f, argnums, code_shape)
-    return JitGrad(fun, argnums, code_shape)
+        return lambda f: JitGrad(f, argnums, code_shape, has_aux)
+    return JitGrad(fun, argnums, code_shape, has_aux)
 

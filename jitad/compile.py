@@ -113,7 +113,9 @@ class _VerifiedCache(caching.FunctionCache):
 def _njit(function, **options):
     """`numba.njit(**options)(function)`, cached on disk (verified) when the cache is usable."""
     dispatcher = numba.njit(**options)(function)
-    if disk.usable():
+    # Code calling a user's kernel is not cached on disk: its source names the kernel, not
+    # the kernel's code, so a cached copy could call an older version of it.
+    if disk.usable() and "user_kernel" not in function.__globals__:
         dispatcher._cache = _VerifiedCache(function)       # what cache=True would install
     return dispatcher
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ShapeError, TraceError
+from .errors import NonScalarOutputError, ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
 from .reads import underlying_function
@@ -98,6 +98,7 @@ class Trace:
     guards: list = field(default_factory=list)
     reads_sizes: bool = False
     consts: list = field(default_factory=list)
+    aux: object = None          # has_aux: the aux structure, AuxSlot(k) for output 1 + k
 
 
 class _TraceState:
@@ -1278,7 +1279,34 @@ def _cell_value(cell):
 
 # ---------------------------------------------------------------- entry point
 
-def trace(fun, args: list, runtime: list, names: list) -> Trace:
+@dataclass(frozen=True)
+class AuxSlot:
+    """Where an auxiliary output goes in the aux structure: output `1 + index`."""
+
+    index: int
+
+
+def split_aux(result, fun_name: str):
+    """`(loss, aux)` -> (loss, aux structure with AuxSlots, aux output operands). Traced
+    leaves of aux (in nested tuples/lists) become outputs; other leaves stay as they are."""
+    if not (isinstance(result, tuple) and len(result) == 2):
+        what = f"a {type(result).__name__} of {len(result)} values" \
+            if isinstance(result, (tuple, list)) else f"a {type(result).__name__}"
+        raise NonScalarOutputError(f"{fun_name} is differentiated with has_aux=True, so it must "
+                                   f"return a pair (loss, aux), but it returned {what}")
+    outputs = []
+
+    def walk(tree):
+        if isinstance(tree, (tuple, list)):
+            return type(tree)(walk(t) for t in tree)
+        if isinstance(tree, Tracer):
+            outputs.append(tree.var)
+            return AuxSlot(len(outputs) - 1)
+        return tree
+    return result[0], walk(result[1]), outputs
+
+
+def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) -> Trace:
     """Trace `fun(*args)`.
 
     Args:
@@ -1309,6 +1337,9 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
             interceptor.write_back()
         code = underlying_function(fun).__code__
         loc = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+        aux, aux_outputs = None, []
+        if has_aux:
+            result, aux, aux_outputs = split_aux(result, code.co_name)
         if isinstance(result, Tracer):
             outputs = [result.var]
         elif isinstance(result, (int, float, np.integer, np.floating)) and \
@@ -1316,9 +1347,11 @@ def trace(fun, args: list, runtime: list, names: list) -> Trace:
             outputs = [Literal(float(result))]    # a constant: its gradient is zero
         else:
             outputs = [result]
-        wengert = WengertList(getattr(fun, "__name__", code.co_name), inputs + [v for v, _ in state.consts],
-                              state.builder.entries, outputs, loc=loc)
-        return Trace(wengert, state.guards, state.reads_sizes, [c for _, c in state.consts])
+        wengert = WengertList(getattr(fun, "__name__", code.co_name),
+                              inputs + [v for v, _ in state.consts],
+                              state.builder.entries, outputs + aux_outputs, loc=loc)
+        return Trace(wengert, state.guards, state.reads_sizes, [c for _, c in state.consts],
+                     aux)
 
 
 # ---------------------------------------------------------------- more NumPy (numpy_functions.py)

@@ -100,12 +100,16 @@ class WengertList:
 
     def returned_text(self, output_texts: list) -> str:
         """What generated code returns, given each output's text: `value, (g1, g2)` for a
-        differentiated list (see `out_tree`), else the outputs."""
+        differentiated list (see `out_tree`; `(value, (aux, …)), (g1, g2)` with auxiliary
+        outputs after the gradients), else the outputs."""
         if self.out_tree is None:
             return ", ".join(output_texts)
         k = self.out_tree
         grads = ", ".join(output_texts[1:1 + k]) + ("," if k == 1 else "")
-        return f"{output_texts[0]}, ({grads})"
+        value = output_texts[0]
+        if len(output_texts) > 1 + k:       # auxiliary outputs: `(value, (aux, …)), (grads)`
+            value = f"({value}, ({', '.join(output_texts[1 + k:])},))"
+        return f"{value}, ({grads})"
 
     def __len__(self) -> int:
         return len(self.entries)

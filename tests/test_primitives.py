@@ -8,6 +8,7 @@ dispatch and the `math` interception are tested along with the rules.
 import math
 import operator
 
+import numba
 import numpy as np
 import pytest
 import scipy.special
@@ -55,7 +56,7 @@ UNARY.update({
 BINARY.update({"fmax": np.fmax, "fmin": np.fmin, "logaddexp2": np.logaddexp2,
                "remainder": operator.mod, "fmod": np.fmod})
 NONDIFFERENTIABLE |= {"floor", "ceil", "trunc", "rint", "sort_permutation", "checked_axis_index",
-                      "stop_gradient"}
+                      "stop_gradient"}   # (central differences see through it: test_custom.py)
 
 
 def weighted(op):
@@ -263,8 +264,30 @@ def _ints(*values):
 CONSTANT = np.array([[1.0, 2.0, -3.0], [0.5, -1.0, 2.0]])
 
 
+# The primitives whose rules a user gives (tests/test_custom.py has the rest).
+@jitad.custom_vjp
+def _tanh_vjp(x):
+    return np.tanh(x)
+
+
+_tanh_vjp.defvjp(lambda x: (np.tanh(x), np.tanh(x)), lambda t, g: (g * (1.0 - t * t),))
+_tanh_jvp = jitad.custom_jvp(np.tanh)
+_tanh_jvp.defjvp(lambda p, t: (np.tanh(p[0]), t[0] * (1.0 - np.tanh(p[0]) ** 2)))
+
+
+@numba.njit
+def _tanh_kernel(x):
+    return np.tanh(x)
+
+
+_tanh_primitive = jitad.primitive(_tanh_kernel, shape=lambda shape: shape,
+                                  jvp=lambda p, t: t[0] * (1.0 - np.tanh(p[0]) ** 2))
+
 # (primitive it exercises, id, function, args, argnums)
 STRUCTURAL_CASES = [
+    ("custom_vjp_call", "custom_vjp", lambda x: np.sum(_tanh_vjp(x) * x), ((2, 3),), 0),
+    ("custom_jvp_call", "custom_jvp", lambda x: np.sum(_tanh_jvp(x) * x), ((2, 3),), 0),
+    ("kernel_call", "jitad.primitive", lambda x: np.sum(_tanh_primitive(x) * x), ((3,),), 0),
     # static indexing: getitem (adjoint: index_add into zeros)
     ("getitem", "x[1:]", lambda x: np.sum(np.sin(x[1:]) * x[:-1]), ((5,),), 0),
     ("getitem", "x[:, 0]", lambda x: np.sum(x[:, 0] ** 3) + np.sum(x[:, 1] * x[:, 0]), ((3, 4),), 0),

@@ -58,9 +58,18 @@ def _div_chain(b, g, out, x, y):
 
 
 def _pow_chain(b, g, out, x, y):
-    # d(x**y)/dx = y * x**(y-1);  d(x**y)/dy = log(x) * x**y
-    return (b.mul(g, b.mul(y, b.pow(x, b.sub(y, 1.0)))),
-            b.mul(g, b.mul(b.log(x), out)))
+    # d(x**y)/dx = y * x**(y-1);  d(x**y)/dy = log(x) * x**y. Where the function is locally
+    # constant the derivative is 0, not 0 * inf = NaN (JAX's convention): x**0 = 1 for all
+    # x, so d/dx is 0 at y = 0 (also at x = 0); 0**y = 0 for all y > 0, so d/dy is 0 at
+    # x = 0 (log is taken of 1 there). Decided at trace time for literal operands.
+    dx = b.mul(y, b.pow(x, b.sub(y, 1.0)))
+    if not isinstance(y, Literal):
+        dx = b.select(b.eq(y, 0.0), 0.0, dx)
+    if isinstance(x, Literal):
+        log_x = b.log(x) if x.value != 0 else Literal(0.0)
+    else:
+        log_x = b.log(b.select(b.eq(x, 0.0), 1.0, x))
+    return b.mul(g, dx), b.mul(g, b.mul(log_x, out))
 
 
 def _integer_pow_chain(b, g, out, x, n):

@@ -212,6 +212,4 @@ def build():
         Primitive("checked_axis_index", _checked_axis_index_source,
                   lambda i, size: ("int64", i.shape), nondifferentiable=True,
                   domain=((0.0, 2.0),), test_params=({"size": 3},)),
-        Primitive("stop_gradient", "{0}", lambda x: (x.dtype, x.shape), nondifferentiable=True,
-                  view=True, domain=((-2.0, 2.0),)),
     ]

@@ -6,7 +6,7 @@ path, `v̄_i = Σ_j v̄_j ∂v_j/∂v_i`; only values that depend on a different
 input and reach the output get adjoints (activity analysis).
 """
 from ..primitives import REGISTRY
-from ..wengert import Builder, Literal, Var, WengertList
+from ..wengert import Builder, Entry, Literal, Var, WengertList
 
 
 def active_names(wengert: WengertList, wrt: list) -> set:
@@ -24,13 +24,14 @@ def active_names(wengert: WengertList, wrt: list) -> set:
 
 
 def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
-    """The list computing `(value, grad_1, …)` for the scalar output and the inputs `wrt`."""
+    """The list computing `(value, grad_1, …)` for the scalar output and the inputs `wrt`
+    (outputs after the first are auxiliary: returned after the gradients, not differentiated)."""
     active = active_names(wengert, wrt)
     used = {v.name for v in wengert.inputs} | {e.out.name for e in wengert.entries}
     b = Builder(REGISTRY, used_names=used, prefix="t")
     b.entries = list(wengert.entries)
     b.sweep = "reverse"
-    (output,) = wengert.outputs
+    output, *aux = wengert.outputs          # aux outputs (has_aux) are not differentiated
     adjoint: dict = {}
     if isinstance(output, Var) and output.name in active:
         adjoint[output.name] = Literal(1.0)
@@ -55,8 +56,9 @@ def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
         if g is None:
             g = Literal(0.0) if x.shape == () else b.full_like(x, 0.0, name=f"{x.name}_bar")
         grads.append(g)
-    return WengertList(f"{wengert.name}_value_and_grad", list(wengert.inputs), b.entries,
-                       [output] + grads, loc=wengert.loc, out_tree=len(wrt))
+    return WengertList(f"{wengert.name}_value_and_grad", list(wengert.inputs),
+                       keep_masked_zeros(b, b.entries), [output] + grads + aux,
+                       loc=wengert.loc, out_tree=len(wrt))
 
 
 def _accumulate(b, adjoint, var, contribution, via, created):
@@ -100,3 +102,39 @@ def _redirect_sparse_update(b, accumulator, contribution, name):
     total = b.bind(entry.prim, accumulator, *entry.ins[1:], name=name, **entry.params)
     b.entries[-1].accumulate = True
     return total
+
+
+def keep_masked_zeros(b, entries) -> list:
+    """The adjoint sweep with `mul(select(c, g, 0), d)` as `select(c, mul(g, d), 0)` (also
+    `mul(d, …)`, `div(…, d)` and `neg`), so that a cotangent a select zeroes stays 0 where
+    the other factor is inf or NaN: the gradient of `np.where(x > 0, np.sqrt(x), 0.0)` at
+    x < 0 is 0 (the function is locally constant there), not 0 * inf = NaN. Forward-sweep
+    entries are left alone (their values are the user's)."""
+    masked: dict = {}       # name -> (condition, cotangent, position of the zero)
+    out = []
+    for e in entries:
+        name = e.prim.name
+        if e.sweep != "reverse":
+            out.append(e)
+            continue
+        if name == "select":
+            for zero in (1, 2):
+                if isinstance(e.ins[zero], Literal) and e.ins[zero].value == 0:
+                    masked[e.out.name] = (e.ins[0], e.ins[3 - zero], zero)
+        positions = (0, 1) if name == "mul" else (0,) if name in ("div", "neg") else ()
+        k = next((k for k in positions if isinstance(e.ins[k], Var) and e.ins[k].name in
+                  masked and e.out.dtype == "float64"), None)
+        if k is None:
+            out.append(e)
+            continue
+        condition, cotangent, zero = masked[e.ins[k].name]
+        ins = e.ins[:k] + (cotangent,) + e.ins[k + 1:]
+        dtype, shape = e.prim.shape_rule(*ins, **e.params)
+        inner = Var(b.fresh(f"{e.out.name}_kept"), dtype, shape)
+        out.append(Entry(inner, e.prim, ins, e.params, e.loc, sweep=e.sweep))
+        select_ins = (condition, inner, Literal(0.0)) if zero == 2 else \
+            (condition, Literal(0.0), inner)
+        out.append(Entry(e.out, REGISTRY["select"], select_ins, {}, e.loc, e.accumulate,
+                         e.sweep))
+        masked[e.out.name] = (condition, inner, zero)
+    return out
