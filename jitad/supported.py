@@ -27,20 +27,27 @@ NOTES = {
     "np.cumprod": "gradient NaN where an element is exactly 0 (as np.prod)",
     "np.prod": "gradient NaN where an element is exactly 0",
     "np.einsum": "explicit subscripts without '...'; pairwise contractions as matrix products",
-    "np.linalg.norm": "vector 2-norm",
+    "np.linalg.norm": "vector norms (ord None, 1, 2, ±inf, p), matrix norms (fro, ±1, ±inf); axis, keepdims",
     "np.pad": "modes that copy elements (constant, edge, reflect, symmetric, wrap)",
     "np.gradient": "scalar spacings, edge_order=1",
     "np.linspace": "traced start/stop (scalars or arrays)",
     "np.var": "`ddof`, `axis`, `keepdims`", "np.std": "`ddof`, `axis`, `keepdims`",
     "np.matmul": "any ranks: 3-D and more as a loop of BLAS products over broadcast batches",
     "np.array": "of (nested) lists of traced values; also np.asarray",
+    "np.linalg.cholesky": "reads the lower triangle (as NumPy)",
+    "np.linalg.eigh": "reads the lower triangle; eigenvector gradients for distinct eigenvalues",
+    "np.linalg.eigvalsh": "reads the lower triangle",
+    "scipy.linalg.solve_triangular": "`lower`; trans=0, unit_diagonal=False",
     "scipy.special.logsumexp": "`axis`, `b`, `keepdims` (not `return_sign`)",
 }
 
 
-def _name(fn, module="np") -> str:
+def _name(fn) -> str:
     if isinstance(fn, types.BuiltinFunctionType) and getattr(math, fn.__name__, None) is fn:
         return f"math.{fn.__name__}"
+    module = getattr(fn, "__module__", None) or "numpy"
+    if module.startswith("numpy"):
+        module = "np" + module[len("numpy"):]
     return f"{module}.{fn.__name__}"
 
 
@@ -58,6 +65,9 @@ def rows() -> list:
             found[name] = "one gather (element moves)" if fn in moves else "composition"
     for name in numpy_functions._NUMPY_REPLACEMENTS:
         found[f"np.{name}"] = "composition (traced code's np.array)"
+    for fn in tracing._NUMPY_CREATION:
+        found[_name(fn)] = "a traced array (may be updated in place)"
+    found["scipy.linalg.solve_triangular"] = "primitive `solve_triangular`"
     for name, (prim, _) in numpy_functions.SCIPY_PRIMITIVES.items():
         found[f"scipy.special.{name}"] = f"primitive `{prim}`"
     for name in (*numpy_functions.SCIPY_COMPOSITIONS, *numpy_functions.SCIPY_FUNCTIONS):

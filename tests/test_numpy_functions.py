@@ -490,3 +490,13 @@ def test_a_traced_index_out_of_its_axis_raises_instead_of_reading_another_row():
     assert_close(f(A, _ints(1, -1), _ints(0, 2)), [[0, 0, 0], [1, 0, 1]], 0, 0)   # A[1, 0], A[1, 2]
     with pytest.raises(IndexError, match="out of bounds"):
         f(A, _ints(0), _ints(3))          # flat index 3 would be A[1, 0]
+
+
+def test_the_readme_table_is_the_generated_one():
+    """README.md's supported-functions table is `python -m jitad supported`, not a copy
+    kept by hand (regenerate it when the registry or the adapters change)."""
+    from pathlib import Path
+
+    from jitad.supported import table
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert table() in readme, "regenerate README.md's table: python -m jitad supported"
