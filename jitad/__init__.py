@@ -12,7 +12,8 @@ from .api import JitGrad, jit_grad  # noqa: E402
 from .errors import (ArgumentError, CacheWarning, GuardLimitError, JitadError,  # noqa: E402
                      NonScalarOutputError, RetraceWarning, ShapeError, TraceError)
 from .tracing import where  # noqa: E402
+from .derivatives import grad, hessian, hvp, jacobian, jvp  # noqa: E402
 
 __all__ = ["ArgumentError", "CacheWarning", "GuardLimitError", "JitGrad", "JitadError",
-           "NonScalarOutputError", "RetraceWarning", "ShapeError", "TraceError", "jit_grad",
-           "where"]
+           "NonScalarOutputError", "RetraceWarning", "ShapeError", "TraceError", "grad",
+           "hessian", "hvp", "jacobian", "jit_grad", "jvp", "where"]
