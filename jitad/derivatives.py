@@ -18,22 +18,30 @@ import numpy as np
 
 from . import codegen, tracing
 from .api import JitGrad, jit_grad
-from .errors import ArgumentError
+from .errors import ArgumentError, JitadError
 from .reads import underlying_function
 from .tracing import Tracer, trace
 from .transforms import simplify, value_and_grad
 from .transforms.derivatives import hvp as hvp_list, jvp_list, vjp
-from .wengert import Literal, Var
+from .wengert import Literal, Var, WengertList
 
+COMPILED_LOOP_ENTRIES = 2000     # longer kernels are looped over from Python
 DERIVATIVE_MODES = ("jvp", "hvp", "hessian", "jacobian_auto", "jacobian_fwd", "jacobian_rev")
 _WHAT = {"jvp": "Value and directional derivative (forward mode)",
          "hvp": "Hessian-vector product (forward over reverse)",
          "hessian": "Dense Hessian (one Hessian-vector product per column)",
+         "jvp_batch": "Value and directional derivatives along each row of the tangents",
          "jacobian_fwd": "Dense Jacobian (forward mode, one column per input)",
          "jacobian_rev": "Dense Jacobian (reverse mode, one row per output)"}
 
 
 # ---------------------------------------------------------------- lists
+
+def is_batch(wengert, wrt) -> bool:
+    """Does a jvp list get a batch of tangents (one per row) after its input?"""
+    return len(wrt) == 1 and \
+        wengert.inputs[wrt[0] + 1].ndim == wengert.inputs[wrt[0]].ndim + 1
+
 
 def jacobian_mode(wengert, wrt) -> str:
     """Forward mode when the input has no more entries than the output, else reverse."""
@@ -56,7 +64,7 @@ def kernel_list(wengert, mode: str, wrt: list):
         return simplify(hvp_list(wengert, wrt, [i + 1 for i in wrt]))
     if mode == "hessian":
         return simplify(hvp_list(wengert, wrt))
-    if mode == "jacobian_fwd":
+    if mode in ("jacobian_fwd", "jvp_batch"):
         return simplify(jvp_list(wengert, wrt))
     return simplify(vjp(wengert, wrt))
 
@@ -67,6 +75,8 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
     wrt = list(wrt)
     if mode == "jacobian_auto":
         mode = jacobian_mode(traced, wrt)
+    if mode == "jvp" and is_batch(traced, wrt):
+        mode = "jvp_batch"
     kernel = kernel_list(traced, mode, wrt)
     shape, runs = codegen.choose_shape(kernel, code_shape)
     if shape == "tape":             # loops call kernels compiled by Numba
@@ -79,7 +89,7 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
     if mode in ("jvp", "hvp"):
         name = f"{base}_{mode}"
         return codegen.generate(kernel, name, doc, shape, runs), name, kernel, shape
-    inner = f"{base}_{ {'hessian': 'hvp', 'jacobian_fwd': 'jvp'}.get(mode, 'vjp') }"
+    inner = f"{base}_{ {'hessian': 'hvp', 'jacobian_rev': 'vjp'}.get(mode, 'jvp') }"
     source = codegen.generate(kernel, inner, f"Called by {base}_{mode} per direction.",
                               shape, runs)
     name = f"{base}_{mode}"
@@ -89,36 +99,48 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
 
 def _loop_source(mode, name, inner, traced, kernel, i, doc) -> str:
     """A function looping over unit directions, calling `inner` (the kernel) once each."""
-    label = codegen.labels(kernel)
+    label = codegen.labels(WengertList(kernel.name, kernel.inputs, [], []))
     params = ", ".join(label[v.name] for v in traced.inputs)
     xs, ys = traced.inputs[i].shape, traced.outputs[0].shape
     n, m = int(np.prod(xs)), int(np.prod(ys))
-    head = f"import numpy as np\n\n\ndef {name}({params}):\n    \"\"\"{codegen.docstring_text(doc)}\"\"\"\n"
+    # Numba would inline a long kernel into its loop and optimize it again (seconds per
+    # thousand entries); such a kernel runs long enough for a Python loop to cost nothing.
+    python = len(kernel.entries) > COMPILED_LOOP_ENTRIES
+    head = ("_jitad_python_loop = True  # run as Python: calls the compiled kernel per "
+            "direction\n" if python else "") + f"import numpy as np\n\n\ndef {name}({params}):\n" \
+        f'    """{codegen.docstring_text(doc)}"""\n'
+    if mode == "jvp_batch":             # the tangents are the rows of the input after x
+        v = label[traced.inputs[i + 1].name]
+        rows = "np.empty(k)" if ys == () else "np.empty((k,) + t_out.shape)"
+        return head + (
+            f"    k = {v}.shape[0]\n    y_out, t_out = {inner}({params}, {v}[0])\n"
+            f"    T_out = {rows}\n    T_out[0] = t_out\n    for j in range(1, k):\n"
+            f"        T_out[j] = {inner}({params}, {v}[j])[1]\n    return y_out, T_out\n")
     if mode == "hessian":
         if xs == ():
             return head + f"    return {inner}({params}, 1.0)\n"
         return head + (
-            f"    e = np.zeros({n})\n    H = np.empty(({n}, {n}))\n"
-            f"    for k in range({n}):\n        e[k] = 1.0\n"
-            f"        H[k] = np.ravel({inner}({params}, e.reshape({xs!r})))\n"
-            f"        e[k] = 0.0\n    return H.reshape({xs + xs!r})\n")
+            f"    unit_out = np.zeros({n})\n    H_out = np.empty(({n}, {n}))\n"
+            f"    for k in range({n}):\n        unit_out[k] = 1.0\n"
+            f"        H_out[k] = np.ravel({inner}({params}, unit_out.reshape({xs!r})))\n"
+            f"        unit_out[k] = 0.0\n    return H_out.reshape({xs + xs!r})\n")
     if mode == "jacobian_fwd":
         if xs == ():
             return head + f"    return {inner}({params}, 1.0)[1]\n"
-        column = "J[0, k] = " if ys == () else "J[:, k] = np.ravel("
+        column = "J_out[0, k] = " if ys == () else "J_out[:, k] = np.ravel("
         return head + (
-            f"    e = np.zeros({n})\n    J = np.empty(({m}, {n}))\n"
-            f"    for k in range({n}):\n        e[k] = 1.0\n"
-            f"        {column}{inner}({params}, e.reshape({xs!r}))[1]"
-            f"{')' if ys else ''}\n        e[k] = 0.0\n    return J.reshape({ys + xs!r})\n")
+            f"    unit_out = np.zeros({n})\n    J_out = np.empty(({m}, {n}))\n"
+            f"    for k in range({n}):\n        unit_out[k] = 1.0\n"
+            f"        {column}{inner}({params}, unit_out.reshape({xs!r}))[1]"
+            f"{')' if ys else ''}\n        unit_out[k] = 0.0\n    return J_out.reshape({ys + xs!r})\n")
     if ys == ():
         return head + f"    return {inner}({params}, 1.0)[1][0]\n"
-    row = "J[j, 0] = " if xs == () else "J[j] = np.ravel("
+    row = "J_out[j, 0] = " if xs == () else "J_out[j] = np.ravel("
     return head + (
-        f"    c = np.zeros({m})\n    J = np.empty(({m}, {n}))\n"
-        f"    for j in range({m}):\n        c[j] = 1.0\n"
-        f"        {row}{inner}({params}, c.reshape({ys!r}))[1][0]{')' if xs else ''}\n"
-        f"        c[j] = 0.0\n    return J.reshape({ys + xs!r})\n")
+        f"    unit_out = np.zeros({m})\n    J_out = np.empty(({m}, {n}))\n"
+        f"    for j in range({m}):\n        unit_out[j] = 1.0\n"
+        f"        {row}{inner}({params}, unit_out.reshape({ys!r}))[1][0]{')' if xs else ''}\n"
+        f"        unit_out[j] = 0.0\n    return J_out.reshape({ys + xs!r})\n")
 
 
 # ---------------------------------------------------------------- objects
@@ -183,7 +205,12 @@ class Transformed(JitGrad):
         own `@numba.njit` code with the runtime arguments, in order."""
         from . import compile as compiler
         variant, runtime_args = self._variant(args, kwargs)
-        return compiler.standalone_dispatcher(self._kernel(variant, self._mode, runtime_args))
+        kernel = self._kernel(variant, self._mode, runtime_args)
+        if not hasattr(kernel, "py_func"):
+            raise JitadError(f"{self.__name__}: this {self._factory} loops from Python over a "
+                             "long compiled kernel; use jitad.hvp or jitad.jvp for a kernel "
+                             "to call from Numba code")
+        return compiler.standalone_dispatcher(kernel)
 
     def _build(self, variant):
         return build(variant, self._mode, variant.wrt, self.__name__, self.code_shape)
@@ -192,11 +219,15 @@ class Transformed(JitGrad):
         keys, runtime, names = super()._classify(args)
         for i in (self._wrt if self._tangents else ()):
             t = i % len(args) + 1
-            if runtime[t] is None or np.shape(args[t]) != np.shape(args[i]) or \
-                    keys[t] != keys[i]:
+            batch = self._mode == "jvp" and len(self._wrt) == 1 and \
+                np.ndim(args[t]) == np.ndim(args[i]) + 1 and np.shape(args[t])[0] > 0
+            shape = np.shape(args[t])[1:] if batch else np.shape(args[t])
+            if runtime[t] is None or shape != np.shape(args[i]) or \
+                    not (batch or keys[t] == keys[i]):
                 raise ArgumentError(
                     f"jitad.{self._factory} of {self.__name__}: the tangent '{names[t]}' must "
                     f"be a float or float64 array shaped like '{names[i]}' "
+                    f"(for jvp: or a batch of such rows) "
                     f"{np.shape(args[i])}, got {type(args[t]).__name__} of shape "
                     f"{np.shape(args[t])}")
         return keys, runtime, names
@@ -296,6 +327,8 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
     wengert = simplify(traced.wengert)
     if mode == "jacobian_auto":
         mode = jacobian_mode(wengert, wrt)
+    if mode == "jvp" and is_batch(wengert, wrt):
+        mode = "jvp_batch"
     kernel = kernel_list(wengert, mode, wrt)
     values = [a if isinstance(a, Tracer) else r for a, r in zip(args, runtime) if r is not None]
     values += traced.consts
@@ -309,6 +342,10 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
     if mode == "value_and_grad":
         out = run()
         return out[0], (out[1] if single else tuple(out[1:]))
+    if mode == "jvp_batch":
+        rows = values[wrt[0] + 1]
+        outs = [run(rows[j]) for j in range(np.shape(_value(rows))[0])]
+        return outs[0][0], np.stack([o[1] for o in outs])
     if mode == "jvp":
         return tuple(run())
     if mode == "hvp":
@@ -326,6 +363,10 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
     if mode == "jacobian_fwd" and ys != ():
         return np.reshape(np.stack(parts, axis=-1), ys + xs)
     return np.reshape(np.stack(parts), ys + xs if mode == "jacobian_rev" else xs + xs)
+
+
+def _value(a):
+    return a.value if isinstance(a, Tracer) else a
 
 
 def _units(shape):

@@ -205,3 +205,18 @@ def test_scipy_trust_ncg_with_hessp():
     result = optimize.minimize(rosen_jit.value_and_grad, np.full(8, -0.5), jac=True,
                                hessp=rosen_jit.hessp, method="trust-ncg")
     np.testing.assert_allclose(result.x, 1.0, atol=1e-5)
+
+
+def test_a_batch_of_tangents_is_one_call_and_matches_one_at_a_time():
+    Vs = np.stack([V, X, V - 2 * X])
+    value, tangents = rosen_jvp(X, Vs)
+    assert value == pytest.approx(rosen(X), rel=1e-14)
+    np.testing.assert_allclose(tangents, [rosen_jvp(X, v)[1] for v in Vs], rtol=1e-13)
+    assert "for j in range(1, k)" in rosen_jvp.source(X, Vs)
+    t = np.linspace(0.0, 1.0, 4)
+    p = np.array([2.0, 0.5, 1.5])
+    _, columns = jitad.jvp(residuals)(p, np.eye(3), t)
+    np.testing.assert_allclose(columns.T, jac_fwd(p, t), rtol=1e-14)
+    inlined = jitad.jit_grad(lambda x: np.sum(rosen_jvp(x, Vs)[1] ** 2))
+    want = 2 * sum(rosen_jvp(X, v)[1] * rosen_hvp(X, v) for v in Vs)
+    np.testing.assert_allclose(inlined(X), want, rtol=1e-12)
