@@ -26,7 +26,9 @@ from .transforms.derivatives import hvp as hvp_list, jvp_list, vjp
 from .wengert import Literal, Var, WengertList
 
 COMPILED_LOOP_ENTRIES = 2000     # longer kernels are looped over from Python
-DERIVATIVE_MODES = ("jvp", "hvp", "hessian", "jacobian_auto", "jacobian_fwd", "jacobian_rev")
+_JACOBIANS = ("jacobian_auto", "jacobian_fwd", "jacobian_rev")
+_ARRAY_OUTPUTS = ("jvp",) + _JACOBIANS            # modes whose function may return an array
+_DENSE = ("hessian",) + _JACOBIANS                 # modes looping over sizes fixed at build
 _WHAT = {"jvp": "Value and directional derivative (forward mode)",
          "hvp": "Hessian-vector product (forward over reverse)",
          "hessian": "Dense Hessian (one Hessian-vector product per column)",
@@ -227,21 +229,20 @@ class Transformed(JitGrad):
                 raise ArgumentError(
                     f"jitad.{self._factory} of {self.__name__}: the tangent '{names[t]}' must "
                     f"be a float or float64 array shaped like '{names[i]}' "
-                    f"(for jvp: or a batch of such rows) "
-                    f"{np.shape(args[i])}, got {type(args[t]).__name__} of shape "
-                    f"{np.shape(args[t])}")
+                    f"{np.shape(args[i])} (jvp also takes a batch of such rows), got "
+                    f"{type(args[t]).__name__} of shape {np.shape(args[t])}")
         return keys, runtime, names
 
     def _check_output(self, traced) -> None:
         (out,) = traced.wengert.outputs
-        if self._mode in ("jvp",) + DERIVATIVE_MODES[3:] and \
+        if self._mode in _ARRAY_OUTPUTS and \
                 isinstance(out, (Var, Literal)) and out.dtype == "float64":
             return
         super()._check_output(traced)
 
     def _trace(self, args, key, runtime, names, exact=False, load=True):
         # Dense Jacobians and Hessians loop over sizes known when they are built.
-        exact = exact or self._mode in ("hessian",) + DERIVATIVE_MODES[3:]
+        exact = exact or self._mode in _DENSE
         variant = super()._trace(args, key, runtime, names, exact, load)
         if self._tangents:          # traced through `_with_tangents`: name the user's function
             code = underlying_function(_user_function(self._origin)).__code__

@@ -220,3 +220,29 @@ def test_a_batch_of_tangents_is_one_call_and_matches_one_at_a_time():
     inlined = jitad.jit_grad(lambda x: np.sum(rosen_jvp(x, Vs)[1] ** 2))
     want = 2 * sum(rosen_jvp(X, v)[1] * rosen_hvp(X, v) for v in Vs)
     np.testing.assert_allclose(inlined(X), want, rtol=1e-12)
+
+
+def test_long_kernels_are_looped_from_python(monkeypatch):
+    import jitad.derivatives
+    monkeypatch.setattr(jitad.derivatives, "COMPILED_LOOP_ENTRIES", 0)
+
+    def cubic(x):
+        return np.sum(x ** 3) + x[0] * x[1]
+    hessian = jitad.hessian(cubic)
+    x = np.array([0.5, -1.0, 2.0])
+    want = np.diag(6 * x)
+    want[0, 1] = want[1, 0] = 1.0
+    np.testing.assert_allclose(hessian(x), want, rtol=1e-15)
+    assert hessian.source(x).startswith('"""Generated') and "_jitad_python_loop" in \
+        hessian.source(x)
+    with pytest.raises(jitad.JitadError, match="loops from Python"):
+        hessian.njit_kernel(x)
+
+
+def test_jacobian_edge_shapes_scalar_input_and_scalar_output():
+    t = np.linspace(0.0, 1.0, 3)
+    J = jitad.jacobian(lambda a, t: np.exp(a * t))(0.5, t)
+    np.testing.assert_allclose(J, t * np.exp(0.5 * t), rtol=1e-15)
+    g = jitad.jacobian(lambda x: np.sum(x * x), mode="rev")(X)
+    np.testing.assert_allclose(g, 2 * X, rtol=1e-15)
+    assert jitad.hessian(lambda a: a ** 4)(1.5) == pytest.approx(12 * 1.5 ** 2)
