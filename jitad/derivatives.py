@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from . import codegen, tracing
-from .api import JitGrad, jit_grad
+from .api import JitGrad, _fast_key, jit_grad
 from .errors import ArgumentError, JitadError
 from .reads import underlying_function
 from .tracing import Tracer, trace
@@ -190,6 +190,21 @@ class Transformed(JitGrad):
 
     def __call__(self, *args, **kwargs):
         return self._call(self._mode, args, kwargs)
+
+    def _install_entry(self, kernel, mode, args, variant) -> None:
+        """Also make calls with this many positional arguments go straight to the entry."""
+        super()._install_entry(kernel, mode, args, variant)
+        entry, count, slow = self._fast[mode][_fast_key(args)], len(args), self._call
+
+        def call(*args, **kwargs):
+            if len(args) == count and not kwargs:
+                return entry(*args)
+            return slow(mode, args, kwargs)
+        type(self).__call__ = staticmethod(call)
+
+    def _forget_entries(self, stale: set) -> None:
+        type(self).__call__ = Transformed.__call__
+        super()._forget_entries(stale)
 
     def wengert(self, *args, **kwargs):
         """The transformed list for these argument kinds (for Jacobians and Hessians: the
