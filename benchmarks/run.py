@@ -383,8 +383,11 @@ def table(rows, peers):
             cells += [f"**{ref.error}**", "—", "—"]
         else:
             fd = f"{row.fd_error:.1e}"
-            cells += [format_seconds(ref.first_call), format_seconds(ref.per_call),
-                      fd if row.fd_error <= FD_TOLERANCE else f"**FAIL {fd}**"]
+            if math.isnan(row.fd_error):    # hvp and Hessian rows: tested in test_derivatives
+                fd = "—"
+            elif row.fd_error > FD_TOLERANCE:
+                fd = f"**FAIL {fd}**"
+            cells += [format_seconds(ref.first_call), format_seconds(ref.per_call), fd]
         for tool in ["jitad", *peers]:
             outcome = row.tools.get(tool)
             if outcome is None:
