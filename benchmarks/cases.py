@@ -29,6 +29,7 @@ class Case:
     reference: Callable | None = None   # its hand-written value-and-grad
     generate: Callable | None = None    # size -> (fun, reference) instead
     size_label: Callable[[Any], str] = str
+    derivative: str = "value_and_grad"  # or "hvp" / "hessian": the jitad object measured
 
     def functions(self, size):
         """``(user function, hand-written value-and-grad)`` for ``size``."""
@@ -92,6 +93,18 @@ def rosen_args(n, rng):
     return (rng.uniform(-1.2, 1.2, n),)
 
 
+def rosen_hvp_args(n, rng):
+    return rng.uniform(-1.2, 1.2, n), rng.standard_normal(n)
+
+
+def seed_vec(x):
+    return math.log(x[0]) + x[0] * x[1] - math.sin(x[1])
+
+
+def seed_vec_args(size, rng):
+    return (np.array([2.0, 5.0]),)
+
+
 def logreg_args(shape, rng):
     n, d = shape
     X = rng.standard_normal((n, d))
@@ -148,4 +161,13 @@ CASES = {case.name: case for case in [
     Case("synthetic", 0, (1000, 10_000, 100_000), (1000,),
          synthetic_args, generate=synthetic_functions,
          size_label=lambda n: f"{n} ops"),
+    # second derivatives: Hessian-vector products and dense Hessians
+    Case("rosen_loop_hvp", 0, (100, 1000), (1000,), rosen_hvp_args, rosen_loop,
+         reference.rosen_hvp, size_label=lambda n: f"n={n:,}", derivative="hvp"),
+    Case("rosen_vec_hvp", 0, (10_000, 1_000_000), (10_000,), rosen_hvp_args, rosen_vec,
+         reference.rosen_hvp, size_label=lambda n: f"n={n:,}", derivative="hvp"),
+    Case("seed_hessian", 0, (None,), (None,), seed_vec_args, seed_vec,
+         reference.seed_hessian, size_label=lambda size: "x=(2.0, 5.0)", derivative="hessian"),
+    Case("rosen_loop_hessian", 0, (100, 1000), (1000,), rosen_args, rosen_loop,
+         reference.rosen_hessian, size_label=lambda n: f"n={n:,}", derivative="hessian"),
 ]}

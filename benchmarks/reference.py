@@ -160,3 +160,40 @@ def lotka_volterra_rk4(p, state0, dt, target):
         x_bar += u_bar_x
         y_bar += u_bar_y
     return value, p_bar
+
+
+# --- second derivatives (the hvp and hessian cases) ---------------------------
+
+@numba.njit
+def rosen_hvp(x, v):
+    """Hessian of Rosenbrock times v, in one fused loop (the Hessian is tridiagonal)."""
+    n = x.shape[0]
+    hv = np.zeros(n)
+    for i in range(n - 1):
+        r = x[i + 1] - x[i] * x[i]
+        hv[i] += (1200.0 * x[i] * x[i] - 400.0 * x[i + 1] + 2.0) * v[i] - 400.0 * x[i] * v[i + 1]
+        hv[i + 1] += -400.0 * x[i] * v[i] + 200.0 * v[i + 1]
+    return hv
+
+
+@numba.njit
+def rosen_hessian(x):
+    """The dense Rosenbrock Hessian."""
+    n = x.shape[0]
+    h = np.zeros((n, n))
+    for i in range(n - 1):
+        h[i, i] += 1200.0 * x[i] * x[i] - 400.0 * x[i + 1] + 2.0
+        h[i, i + 1] -= 400.0 * x[i]
+        h[i + 1, i] -= 400.0 * x[i]
+        h[i + 1, i + 1] += 200.0
+    return h
+
+
+@numba.njit
+def seed_hessian(x):
+    """Hessian of log(x1) + x1*x2 - sin(x2) at x = (x1, x2)."""
+    h = np.empty((2, 2))
+    h[0, 0] = -1.0 / (x[0] * x[0])
+    h[0, 1] = h[1, 0] = 1.0
+    h[1, 1] = math.sin(x[1])
+    return h

@@ -11,7 +11,6 @@ import numpy as np
 from scipy.optimize import NonlinearConstraint, minimize
 
 import jitad
-import jitad.sparse
 
 
 def rosen(x):
@@ -27,9 +26,9 @@ def weighted_constraints(x, v):
 
 
 objective = jitad.jit_grad(rosen)
-hessian = jitad.sparse.sparse_hessian(rosen)
-constraints_jacobian = jitad.sparse.sparse_jacobian(constraints)
-constraints_hessian = jitad.sparse.sparse_hessian(weighted_constraints)
+hessian = jitad.hessian(rosen, sparse=True)
+constraints_jacobian = jitad.jacobian(constraints, sparse=True)
+constraints_hessian = jitad.hessian(weighted_constraints, sparse=True)
 
 
 def main(n=200):

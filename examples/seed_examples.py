@@ -66,6 +66,40 @@ def main():
     print("=== Rosenbrock as a Python loop over x[i], n = 3")
     print("gradient", rosenbrock(x))
     print(rosenbrock.source(x))
+    derivatives_beyond_the_gradient()
+
+
+@jitad.jit_grad(argnums=(0, 1))
+def df_dx1(x1, x2):
+    """Seed 000's "gradient of the gradient": ∂f/∂x1 is itself a traced function."""
+    return jitad.grad(f, argnums=0)(x1, x2)
+
+
+def dual_example(x, y):
+    """Seed 003's dual-number example: f = 2y + x², at (2, 3) the dual number 10 + 4ε."""
+    return 2 * y + x ** 2
+
+
+def derivatives_beyond_the_gradient():
+    x1, x2 = 2.0, 5.0
+    print("=== seed 000: the gradient of ∂f/∂x1 (differentiating the differentiated list)")
+    print("d(∂f/∂x1)", df_dx1(x1, x2), " by hand", (-1 / x1 ** 2, 1.0))
+    print("Hessian", jitad.hessian(lambda x: f.value(x[0], x[1]))(np.array([x1, x2])),
+          " by hand", [[-1 / x1 ** 2, 1.0], [1.0, math.sin(x2)]])
+    print(df_dx1.wengert(x1, x2))
+
+    print("=== seed 002: the forward sweep, tangent (1, 0), of x1 * exp(-(x1² + x2²)/2)")
+    bump_jvp = jitad.jvp(gaussian_bump, argnums=(0, 1))
+    x1, x2 = 2.0, 0.5
+    value, tangent = bump_jvp(x1, 1.0, x2, 0.0)
+    print(f"value {value!r}, ∂f/∂x1 {tangent!r}, by hand "
+          f"{(1 - x1 ** 2) * math.exp(-(x1 ** 2 + x2 ** 2) / 2)!r}")
+    print(bump_jvp.wengert(x1, 1.0, x2, 0.0))
+
+    print("=== seed 003: dual numbers a + bε are the value and tangent lists run together")
+    dual = jitad.jvp(dual_example)
+    print("f(2 + ε, 3) =", "%r + %rε" % dual(2.0, 1.0, 3.0))
+    print(dual.wengert(2.0, 1.0, 3.0))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import time
 import numpy as np
 from scipy.optimize import least_squares
 
-import jitad.sparse
+import jitad
 
 
 def residuals(params, cam_idx, pt_idx, observed, n_cams):
@@ -24,7 +24,7 @@ def residuals(params, cam_idx, pt_idx, observed, n_cams):
     return np.concatenate((u, v))
 
 
-jacobian = jitad.sparse.sparse_jacobian(residuals)
+jacobian = jitad.jacobian(residuals, sparse=True)
 
 
 def problem(n_cams=20, n_points=300, n_obs=2000, seed=0):

@@ -13,7 +13,9 @@ from .errors import (ArgumentError, CacheWarning, GuardLimitError, JitadError,  
                      NonScalarOutputError, RetraceWarning, ShapeError, TraceError)
 from .tracing import where  # noqa: E402
 from .custom import custom_jvp, custom_vjp, primitive, stop_gradient  # noqa: E402
+from .derivatives import grad, hessian, hvp, jacobian, jvp  # noqa: E402
 
 __all__ = ["ArgumentError", "CacheWarning", "GuardLimitError", "JitGrad", "JitadError",
            "NonScalarOutputError", "RetraceWarning", "ShapeError", "TraceError", "custom_jvp",
-           "custom_vjp", "jit_grad", "primitive", "stop_gradient", "where"]
+           "custom_vjp", "grad", "hessian", "hvp", "jacobian", "jit_grad", "jvp", "primitive",
+           "stop_gradient", "where"]

@@ -21,9 +21,9 @@ import numpy as np
 from . import codegen, compile as compiler, disk, store
 from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, shapes_of, static_key
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
-                     NonScalarOutputError, RetraceWarning, TraceError)
+                     NonScalarOutputError, RetraceWarning)
 from .reads import reads, underlying_function
-from .tracing import AuxSlot, Tracer, located, trace
+from .tracing import AuxSlot, Tracer, trace
 from .transforms import simplify, value_and_grad
 from .wengert import Literal, Var
 
@@ -54,7 +54,11 @@ def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str
           for_reading: bool = True):
     """The pipeline after tracing: simplify, differentiate, simplify, choose a code shape,
     print. Returns (source, function name, final list, code shape); the source is None for
-    the tape shape unless `for_reading`."""
+    the tape shape unless `for_reading`. Other modes (Jacobians, Hessians...): see
+    `derivatives.build`."""
+    if mode not in MODES:
+        from .derivatives import build as build_derivative
+        return build_derivative(variant, mode, wrt, fn_name, code_shape, for_reading)
     wengert = simplify(variant.trace.wengert)
     if mode == "value_and_grad":
         wengert = simplify(value_and_grad(wengert, list(wrt)))
@@ -76,6 +80,8 @@ def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str
 
 class JitGrad:
     """A function compiled together with its gradient. Create it with `jit_grad`."""
+
+    _trampolines_ok = True      # subclasses with other call modes keep the plain methods
 
     def __init__(self, fun, argnums=0, code_shape="auto", has_aux=False):
         if not callable(fun):
@@ -117,8 +123,8 @@ class JitGrad:
         self._single = isinstance(argnums, int)
         # A class of its own, so that `__call__` can become a generated entry too (Python
         # looks special methods up on the type, not the instance).
-        self.__class__ = type(JitGrad.__name__, (JitGrad,), {"__slots__": ()})
-        self._own_methods = not self._varargs and \
+        self.__class__ = type(type(self).__name__, (type(self),), {"__slots__": ()})
+        self._own_methods = self._trampolines_ok and not self._varargs and \
             not any(n.startswith("_jitad") for n in self._names)
         self._defaults = [p.default for p in params if p.default is not p.empty]
         if self._own_methods:
@@ -201,6 +207,23 @@ class JitGrad:
                              "jit_grad for a Numba dispatcher")
         return compiler.standalone_dispatcher(kernel)
 
+    @property
+    def hessp(self):
+        """`(x, p, *args) -> H p` (Hessian-vector product, H never formed), ready for
+        `scipy.optimize.minimize(hessp=...)`: `jitad.hvp` of this function."""
+        from .derivatives import hvp
+        if "_hessp" not in self.__dict__:
+            self.__dict__["_hessp"] = hvp(self, argnums=self.argnums)
+        return self.__dict__["_hessp"]
+
+    @property
+    def hess(self):
+        """`(x, *args) -> H`, the dense Hessian (for `scipy.optimize.minimize(hess=...)`)."""
+        from .derivatives import hessian
+        if "_hess" not in self.__dict__:
+            self.__dict__["_hess"] = hessian(self, argnums=self.argnums)
+        return self.__dict__["_hess"]
+
     # ------------------------------------------------------------ machinery
 
     def _arguments(self, args, kwargs) -> list:
@@ -221,11 +244,6 @@ class JitGrad:
         return [codegen.identifier(n) for n in names]
 
     def _classify(self, args):
-        if any(isinstance(a, Tracer) for a in args):
-            raise TraceError(located(
-                f"{self.__name__}, a jit_grad object, was called on traced values inside "
-                "another traced function: jit_grad objects cannot be nested yet; call the "
-                f"plain function ({self.__name__}.fun) there instead"))
         names = self._names_for(len(args))
         keys, runtime = [], []
         for value, name in zip(args, names):
@@ -325,7 +343,7 @@ class JitGrad:
         raise NonScalarOutputError(
             f"{self.__name__} must return a scalar (a float or 0-d array) to be differentiated "
             f"by jit_grad, but it returned {what}.\n  Reduce it (e.g. np.sum(...)) or "
-            "differentiate each component separately; a Jacobian API is not available yet."
+            "use jitad.jacobian(...) for the Jacobian of a vector-valued function."
             f"\n  at {where or f'{traced.wengert.loc} (the function {self.__name__})'}")
 
     def _guard_limit_message(self, entry) -> str:
@@ -384,6 +402,10 @@ class JitGrad:
     def _run(self, mode: str, args, kwargs):
         """The full path: classify, find or trace a variant, run it, and remember a fast path.
         Under the object's lock: threads first-calling together trace and compile once."""
+        if any(isinstance(a, Tracer) for a in args) or \
+                any(isinstance(a, Tracer) for a in kwargs.values()):
+            from .derivatives import inline     # called inside another trace: replay the list
+            return inline(self, mode, args, kwargs)
         with self._lock:
             return self._run_locked(mode, args, kwargs)
 
@@ -503,6 +525,8 @@ def _shaped_result(result, mode, single, aux=None):
             return float(result)
         values = result if isinstance(result, tuple) else (result,)    # value, aux outputs…
         return float(values[0]), _filled(aux, values[1:])
+    if mode not in MODES:       # derivative kernels return the user's structure already
+        return result
     value, grads = result
     grads = tuple(float(g) if np.ndim(g) == 0 else g for g in grads)
     if aux is not None:         # `(value, (aux outputs…))`, or the value alone if none

@@ -209,6 +209,12 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
     for name in runtime.__all__:
         if name in function.__globals__:
             function.__globals__[name] = _runtime_kernel(name, disk.cache_dir())
+    for name in function.__code__.co_names:     # kernels a generated loop calls (Hessians)
+        helper = function.__globals__.get(name)
+        if isinstance(helper, types.FunctionType) and helper.__globals__ is function.__globals__:
+            function.__globals__[name] = _njit(helper, error_model="numpy")
+    if function.__globals__.get("_jitad_python_loop"):
+        return function         # a Python loop over a long kernel's directions (see derivatives)
     signature = tuple(numba.typeof(a) for a in example_args)
     compiled = _COMPILED.get((function, signature))
     if compiled is not None:    # another object with the same source (a lambda per call)

@@ -1243,6 +1243,8 @@ class _Interceptor:
         return clone
 
     def _namespace(self, real):
+        if isinstance(real, _Globals):      # a clone made by an outer trace (nested calls)
+            real = real.real
         namespace = self.namespaces.get(id(real))
         if namespace is None:
             namespace = self.namespaces[id(real)] = _Globals(__builtins__=self.builtins)

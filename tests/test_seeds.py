@@ -190,3 +190,30 @@ def make_scaled(fn):
 def test_math_function_held_in_a_closure_variable():
     f = jitad.jit_grad(make_scaled(math.sin))
     assert f(0.5) == pytest.approx(2 * math.cos(0.5), rel=1e-12)
+
+
+# ---------------------------------------------------------------- beyond the gradient
+# Seed 000 extends the graph with gradient nodes and differentiates again; seed 002 shows
+# the forward sweep; seed 003 the dual number f(2 + ε, 3) = 10 + 4ε of f = 2y + x².
+
+def test_seed_000_gradient_of_a_gradient_by_hand():
+    d_dx1 = jitad.jit_grad(lambda x1, x2: jitad.grad(evaluation_trace_math)(x1, x2),
+                           argnums=(0, 1))
+    assert d_dx1(2.0, 5.0) == (pytest.approx(-1 / 4.0, rel=1e-15), pytest.approx(1.0))
+    H = jitad.hessian(lambda x: evaluation_trace_math(x[0], x[1]))(np.array([2.0, 5.0]))
+    assert_close(H, [[-0.25, 1.0], [1.0, sin(5.0)]], rtol=1e-14)
+
+
+def test_seed_002_forward_sweep_of_the_bump():
+    x1, x2 = 2.0, 0.5
+    e = exp(-(x1 ** 2 + x2 ** 2) / 2)
+    bump = jitad.jvp(bump_math, argnums=(0, 1))
+    assert bump(x1, 1.0, x2, 0.0) == (pytest.approx(x1 * e), pytest.approx((1 - x1 ** 2) * e))
+    assert bump(x1, 0.0, x2, 1.0)[1] == pytest.approx(-x1 * x2 * e)
+
+
+def test_seed_003_dual_number_is_the_tangent_list():
+    dual = jitad.jvp(lambda x, y: 2 * y + x ** 2)
+    assert dual(2.0, 1.0, 3.0) == (10.0, 4.0)
+    text = str(dual.wengert(2.0, 1.0, 3.0))
+    assert "x_dot" in text and "in (v3, v2_dot)" in text

@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 
+import jitad
+import jitad.sparse
 from jitad import codegen
 from jitad.api import JitGrad, build_source
 from jitad.compile import load_python
@@ -431,3 +433,17 @@ def test_star_colouring_of_random_graphs(seed):
     colours = star_colouring(rows, cols, n)
     assert star_violations(rows, cols, colours) == []
     hessian_sources(rows, cols, colours)        # every entry recoverable
+
+
+def test_the_public_api_gives_the_sparse_objects():
+    x = np.linspace(-1.0, 1.0, 12)
+
+    def chained(v):
+        return np.sum(100.0 * (v[1:] - v[:-1] ** 2) ** 2 + (1.0 - v[:-1]) ** 2)
+    direct = jitad.sparse.sparse_hessian(chained)(x)
+    public = jitad.hessian(chained, sparse=True)(x)
+    decorated = jitad.hessian(sparse=True)(chained)(x)
+    for h in (public, decorated):
+        assert (h != direct).nnz == 0 and h.nnz == direct.nnz
+    jac = jitad.jacobian(lambda v: v[1:] * v[:-1], sparse=True)(x)
+    assert jac.shape == (11, 12) and jac.nnz == 22

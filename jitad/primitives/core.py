@@ -137,7 +137,8 @@ class Primitive:
         if fn is None:
             names = [f"a{i}" for i in range(len(values))]
             operands = [Var(n, "float64", (0,) * nd) for n, nd in zip(names, ndims)]
-            body = "\n    ".join(self.lines("out", operands, params))
+            body = "\n    ".join(line.replace("\n", "\n    ")    # multi-line statements
+                                   for line in self.lines("out", operands, params))
             namespace = dict(SOURCE_NAMESPACE)
             exec(f"def impl({', '.join(names)}):\n    {body}\n    return out", namespace)
             fn = namespace["impl"]

@@ -7,17 +7,22 @@ from ..primitives import REGISTRY
 from ..wengert import Builder, Literal, Var, WengertList
 
 
-def jvp(wengert: WengertList, wrt: list) -> WengertList:
+def jvp(wengert: WengertList, wrt: list, tangent_inputs: list | None = None) -> WengertList:
     """The list `(inputs…, tangents of wrt…) -> (outputs…, tangents of the outputs…)`.
 
-    Applied to a differentiated list it gives Hessian-vector products (forward over reverse).
+    With `tangent_inputs` (one input index per `wrt`), those inputs of the list already are
+    the tangents (no inputs are added). Applied to a differentiated list it gives
+    Hessian-vector products (forward over reverse).
     """
     used = {v.name for v in wengert.inputs} | {e.out.name for e in wengert.entries}
     b = Builder(REGISTRY, used_names=used, prefix="t")
-    tangent_inputs = []
+    given, tangent_inputs = tangent_inputs, []
     tangent: dict = {}
-    for i in wrt:
+    for k, i in enumerate(wrt):
         x = wengert.inputs[i]
+        if given is not None:
+            tangent[x.name] = wengert.inputs[given[k]]
+            continue
         dot = Var(b.fresh(f"{x.name}_dot"), x.dtype, x.shape)
         tangent_inputs.append(dot)
         tangent[x.name] = dot

@@ -1,0 +1,473 @@
+"""Every derivative as a compiled object: forward mode, HVPs, dense Jacobians and Hessians.
+
+Step: the API objects beside `jit_grad`. Each is a `JitGrad` (same keys, variants,
+generated entries, staleness checks, disk store) whose call mode `build` dispatches on:
+the traced list is transformed (transforms/derivatives.py) and printed; dense Jacobians
+and Hessians add a generated loop that calls the transformed kernel once per direction,
+all in one compiled call. Called on traced values, any of these objects (and `jit_grad`
+objects) replay their transformed list into the outer trace, so derivatives nest.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+
+import numpy as np
+
+from . import codegen, tracing
+from .api import JitGrad, _fast_key, jit_grad
+from .errors import ArgumentError, JitadError
+from .reads import underlying_function
+from .tracing import Tracer, trace
+from .transforms import simplify, value_and_grad
+from .transforms.derivatives import hvp as hvp_list, jvp_list, vjp
+from .wengert import Literal, Var, WengertList
+
+COMPILED_LOOP_ENTRIES = 2000     # longer kernels are looped over from Python
+_JACOBIANS = ("jacobian_auto", "jacobian_fwd", "jacobian_rev")
+_ARRAY_OUTPUTS = ("jvp",) + _JACOBIANS            # modes whose function may return an array
+_DENSE = ("hessian",) + _JACOBIANS                 # modes looping over sizes fixed at build
+_WHAT = {"jvp": "Value and directional derivative (forward mode)",
+         "hvp": "Hessian-vector product (forward over reverse)",
+         "hessian": "Dense Hessian (one Hessian-vector product per column)",
+         "jvp_batch": "Value and directional derivatives along each row of the tangents",
+         "jacobian_fwd": "Dense Jacobian (forward mode, one column per input)",
+         "jacobian_rev": "Dense Jacobian (reverse mode, one row per output)"}
+
+
+# ---------------------------------------------------------------- lists
+
+def is_batch(wengert, wrt) -> bool:
+    """Does a jvp list get a batch of tangents (one per row) after its input?"""
+    return len(wrt) == 1 and \
+        wengert.inputs[wrt[0] + 1].ndim == wengert.inputs[wrt[0]].ndim + 1
+
+
+def jacobian_mode(wengert, wrt) -> str:
+    """Forward mode when the input has no more entries than the output, else reverse."""
+    n = int(np.prod(wengert.inputs[wrt[0]].shape))
+    m = int(np.prod(wengert.outputs[0].shape))
+    return "jacobian_fwd" if n <= m else "jacobian_rev"
+
+
+def kernel_list(wengert, mode: str, wrt: list):
+    """The list a mode's kernel computes (for Jacobians and Hessians: per direction, the
+    tangent or cotangent being the last input). `wengert` is the simplified traced list;
+    for "jvp" and "hvp" each differentiated input is followed by its tangent input."""
+    if mode == "value":
+        return wengert
+    if mode == "value_and_grad":
+        return simplify(value_and_grad(wengert, wrt))
+    if mode == "jvp":
+        return simplify(jvp_list(wengert, wrt, [i + 1 for i in wrt]))
+    if mode == "hvp":
+        return simplify(hvp_list(wengert, wrt, [i + 1 for i in wrt]))
+    if mode == "hessian":
+        return simplify(hvp_list(wengert, wrt))
+    if mode in ("jacobian_fwd", "jvp_batch"):
+        return simplify(jvp_list(wengert, wrt))
+    return simplify(vjp(wengert, wrt))
+
+
+def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
+    """`api.build` for the derivative modes: (source, function name, kernel list, shape)."""
+    traced = simplify(variant.trace.wengert)
+    wrt = list(wrt)
+    if mode == "jacobian_auto":
+        mode = jacobian_mode(traced, wrt)
+    if mode == "jvp" and is_batch(traced, wrt):
+        mode = "jvp_batch"
+    kernel = kernel_list(traced, mode, wrt)
+    shape, runs = codegen.choose_shape(kernel, code_shape)
+    if shape == "tape":             # loops call kernels compiled by Numba
+        shape, runs = codegen.choose_shape(kernel, "loops")
+    inputs = ", ".join(f"{v.name}: {v.type_text()}" for v in variant.trace.wengert.inputs)
+    wrt_names = ", ".join(variant.trace.wengert.inputs[i].name for i in wrt)
+    doc = f"{_WHAT[mode]} of {traced.name} ({traced.loc}), specialized for {inputs}; " \
+          f"d/d({wrt_names})."
+    base = codegen.identifier(fn_name)
+    if mode in ("jvp", "hvp"):
+        name = f"{base}_{mode}"
+        return codegen.generate(kernel, name, doc, shape, runs), name, kernel, shape
+    inner = f"{base}_{ {'hessian': 'hvp', 'jacobian_rev': 'vjp'}.get(mode, 'jvp') }"
+    source = codegen.generate(kernel, inner, f"Called by {base}_{mode} per direction.",
+                              shape, runs)
+    name = f"{base}_{mode}"
+    return source + "\n\n" + _loop_source(mode, name, inner, traced, kernel, wrt[0], doc), \
+        name, kernel, shape
+
+
+def _loop_source(mode, name, inner, traced, kernel, i, doc) -> str:
+    """A function looping over unit directions, calling `inner` (the kernel) once each."""
+    label = codegen.labels(WengertList(kernel.name, kernel.inputs, [], []))
+    params = ", ".join(label[v.name] for v in traced.inputs)
+    xs, ys = traced.inputs[i].shape, traced.outputs[0].shape
+    n, m = int(np.prod(xs)), int(np.prod(ys))
+    # Numba would inline a long kernel into its loop and optimize it again (seconds per
+    # thousand entries); such a kernel runs long enough for a Python loop to cost nothing.
+    python = len(kernel.entries) > COMPILED_LOOP_ENTRIES
+    head = ("_jitad_python_loop = True  # run as Python: calls the compiled kernel per "
+            "direction\n" if python else "") + f"import numpy as np\n\n\ndef {name}({params}):\n" \
+        f'    """{codegen.docstring_text(doc)}"""\n'
+    if mode == "jvp_batch":             # the tangents are the rows of the input after x
+        v = label[traced.inputs[i + 1].name]
+        rows = "np.empty(k)" if ys == () else "np.empty((k,) + t_out.shape)"
+        return head + (
+            f"    k = {v}.shape[0]\n    y_out, t_out = {inner}({params}, {v}[0])\n"
+            f"    T_out = {rows}\n    T_out[0] = t_out\n    for j in range(1, k):\n"
+            f"        T_out[j] = {inner}({params}, {v}[j])[1]\n    return y_out, T_out\n")
+    if mode == "hessian":
+        if xs == ():
+            return head + f"    return {inner}({params}, 1.0)\n"
+        return head + (
+            f"    unit_out = np.zeros({n})\n    H_out = np.empty(({n}, {n}))\n"
+            f"    for k in range({n}):\n        unit_out[k] = 1.0\n"
+            f"        H_out[k] = np.ravel({inner}({params}, unit_out.reshape({xs!r})))\n"
+            f"        unit_out[k] = 0.0\n    return H_out.reshape({xs + xs!r})\n")
+    if mode == "jacobian_fwd":
+        if xs == ():
+            return head + f"    return {inner}({params}, 1.0)[1]\n"
+        column = "J_out[0, k] = " if ys == () else "J_out[:, k] = np.ravel("
+        return head + (
+            f"    unit_out = np.zeros({n})\n    J_out = np.empty(({m}, {n}))\n"
+            f"    for k in range({n}):\n        unit_out[k] = 1.0\n"
+            f"        {column}{inner}({params}, unit_out.reshape({xs!r}))[1]"
+            f"{')' if ys else ''}\n        unit_out[k] = 0.0\n    return J_out.reshape({ys + xs!r})\n")
+    if ys == ():
+        return head + f"    return {inner}({params}, 1.0)[1][0]\n"
+    row = "J_out[j, 0] = " if xs == () else "J_out[j] = np.ravel("
+    return head + (
+        f"    unit_out = np.zeros({m})\n    J_out = np.empty(({m}, {n}))\n"
+        f"    for j in range({m}):\n        unit_out[j] = 1.0\n"
+        f"        {row}{inner}({params}, unit_out.reshape({ys!r}))[1][0]{')' if xs else ''}\n"
+        f"        unit_out[j] = 0.0\n    return J_out.reshape({ys + xs!r})\n")
+
+
+# ---------------------------------------------------------------- objects
+
+class Grad(JitGrad):
+    """`jitad.grad(f)`: the gradient function of `f` (a `jit_grad` object: compiled when
+    called on values, inlined when called on traced values)."""
+
+    def __repr__(self) -> str:
+        return f"<jitad.grad of {self.__qualname__}, argnums={self.argnums!r}>"
+
+    def __reduce__(self):
+        return _rebuild, ("grad", self._origin, {"argnums": self.argnums})
+
+
+class Transformed(JitGrad):
+    """A derivative of a function other than its gradient (see `jvp`, `hvp`, `hessian`,
+    `jacobian`): a `JitGrad` whose calls run the `mode` kernel."""
+
+    _trampolines_ok = False
+
+    def __init__(self, fun, argnums, mode, factory, code_shape="auto", tangents=False,
+                 options=None):
+        self._origin, self._factory, self._mode = fun, factory, mode
+        self._options = dict(options or {}, argnums=argnums, code_shape=code_shape)
+        fun = _as_function(fun)
+        if tangents:
+            fun, argnums = _with_tangents(fun, argnums, factory)
+        elif not isinstance(argnums, int) or isinstance(argnums, bool):
+            raise ArgumentError(f"jitad.{factory}: argnums must be one int (the argument the "
+                                f"{factory} is taken with respect to), got {argnums!r}")
+        super().__init__(fun, argnums, code_shape)
+        self._tangents = tangents
+        self._fast[mode] = {}
+
+    def __repr__(self) -> str:
+        return f"<jitad.{self._factory} of {self.__qualname__}, argnums=" \
+               f"{self._options['argnums']!r}>"
+
+    def __reduce__(self):
+        module = sys.modules.get(self.__module__)
+        if module is not None and getattr(module, self.__qualname__, None) is self:
+            return self.__qualname__            # decorated at module level
+        return _rebuild, (self._factory, self._origin, self._options)
+
+    def __call__(self, *args, **kwargs):
+        return self._call(self._mode, args, kwargs)
+
+    def _install_entry(self, kernel, mode, args, variant) -> None:
+        """Also make calls with this many positional arguments go straight to the entry."""
+        super()._install_entry(kernel, mode, args, variant)
+        entry, count, slow = self._fast[mode][_fast_key(args)], len(args), self._call
+
+        def call(*args, **kwargs):
+            if len(args) == count and not kwargs:
+                return entry(*args)
+            return slow(mode, args, kwargs)
+        type(self).__call__ = staticmethod(call)
+
+    def _forget_entries(self, stale: set) -> None:
+        type(self).__call__ = Transformed.__call__
+        super()._forget_entries(stale)
+
+    def wengert(self, *args, **kwargs):
+        """The transformed list for these argument kinds (for Jacobians and Hessians: the
+        list the generated loop calls once per direction)."""
+        variant, _ = self._variant(args, kwargs)
+        return self._build(variant)[2]
+
+    def source(self, *args, **kwargs) -> str:
+        """The generated Python source for these argument kinds."""
+        variant, _ = self._variant(args, kwargs)
+        return self._build(variant)[0]
+
+    def njit_kernel(self, *args, **kwargs):
+        """The compiled Numba dispatcher for these argument kinds, callable from a user's
+        own `@numba.njit` code with the runtime arguments, in order."""
+        from . import compile as compiler
+        variant, runtime_args = self._variant(args, kwargs)
+        kernel = self._kernel(variant, self._mode, runtime_args)
+        if not hasattr(kernel, "py_func"):
+            raise JitadError(f"{self.__name__}: this {self._factory} loops from Python over a "
+                             "long compiled kernel; use jitad.hvp or jitad.jvp for a kernel "
+                             "to call from Numba code")
+        return compiler.standalone_dispatcher(kernel)
+
+    def _build(self, variant):
+        return build(variant, self._mode, variant.wrt, self.__name__, self.code_shape)
+
+    def _classify(self, args):
+        keys, runtime, names = super()._classify(args)
+        for i in (self._wrt if self._tangents else ()):
+            t = i % len(args) + 1
+            batch = self._mode == "jvp" and len(self._wrt) == 1 and \
+                np.ndim(args[t]) == np.ndim(args[i]) + 1 and np.shape(args[t])[0] > 0
+            shape = np.shape(args[t])[1:] if batch else np.shape(args[t])
+            if runtime[t] is None or shape != np.shape(args[i]) or \
+                    not (batch or keys[t] == keys[i]):
+                raise ArgumentError(
+                    f"jitad.{self._factory} of {self.__name__}: the tangent '{names[t]}' must "
+                    f"be a float or float64 array shaped like '{names[i]}' "
+                    f"{np.shape(args[i])} (jvp also takes a batch of such rows), got "
+                    f"{type(args[t]).__name__} of shape {np.shape(args[t])}")
+        return keys, runtime, names
+
+    def _check_output(self, traced) -> None:
+        (out,) = traced.wengert.outputs
+        if self._mode in _ARRAY_OUTPUTS and \
+                isinstance(out, (Var, Literal)) and out.dtype == "float64":
+            return
+        super()._check_output(traced)
+
+    def _trace(self, args, key, runtime, names, exact=False, load=True):
+        # Dense Jacobians and Hessians loop over sizes known when they are built.
+        exact = exact or self._mode in _DENSE
+        variant = super()._trace(args, key, runtime, names, exact, load)
+        if self._tangents:          # traced through `_with_tangents`: name the user's function
+            code = underlying_function(_user_function(self._origin)).__code__
+            variant.trace.wengert.name = code.co_name
+            variant.trace.wengert.loc = f"{os.path.basename(code.co_filename)}:" \
+                                        f"{code.co_firstlineno}"
+        return variant
+
+
+def _user_function(fun):
+    """The user's function behind (nested) jitad objects."""
+    while isinstance(fun, JitGrad):
+        fun = getattr(fun, "_origin", fun.fun)
+    return fun
+
+
+def _rebuild(factory, origin, options):
+    return globals()[factory](origin, **options)
+
+
+def _as_function(fun):
+    """The function to trace: a `jit_grad` object stands for its function; gradient and
+    derivative objects stand for what they compute (called, so inlined in the trace)."""
+    if isinstance(fun, (Grad, Transformed)):
+        obj = fun
+
+        def call(*args):
+            return obj(*args)
+        functools.update_wrapper(call, obj)
+        call.__signature__ = obj._signature if not getattr(obj, "_tangents", False) else \
+            inspect.signature(obj.fun)
+        return call
+    if isinstance(fun, JitGrad):
+        return fun.fun
+    return fun
+
+
+def _with_tangents(fun, argnums, factory):
+    """`fun` taking each differentiated argument's tangent right after it (scipy's
+    `hessp(x, p, *args)` order), and the new positions of the differentiated arguments."""
+    wrt = (argnums,) if isinstance(argnums, int) else argnums
+    params = list(inspect.signature(fun).parameters.values())
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params) or \
+            not all(isinstance(i, int) and 0 <= i < len(params) for i in wrt):
+        raise ArgumentError(f"jitad.{factory}: needs a function with named positional "
+                            f"parameters and argnums among them, got argnums={argnums!r}")
+    params = [p for p in params if p.kind != p.KEYWORD_ONLY]
+    new, positions = [], []
+    last = max(wrt)
+    for i, p in enumerate(params):
+        if i <= last:
+            p = p.replace(default=p.empty, kind=p.POSITIONAL_OR_KEYWORD)
+        if i in wrt:
+            positions.append(len(new))
+        new.append(p)
+        if i in wrt:
+            new.append(inspect.Parameter(f"{p.name}_dot", p.POSITIONAL_OR_KEYWORD))
+    drop = frozenset(k + 1 for k in positions)
+
+    def with_tangents(*args):
+        return fun(*[a for k, a in enumerate(args) if k not in drop])
+    functools.update_wrapper(with_tangents, fun)
+    del with_tangents.__wrapped__
+    with_tangents.__signature__ = inspect.Signature(new)
+    return with_tangents, positions[0] if isinstance(argnums, int) else tuple(positions)
+
+
+# ---------------------------------------------------------------- nesting
+
+def inline(obj: JitGrad, mode: str, args, kwargs):
+    """`obj` called on traced values inside another trace: trace its function at the
+    tracers' values, transform the list like `mode` does, and replay the entries into the
+    outer trace (the inner guards become guards of the outer trace)."""
+    args = obj._arguments(args, kwargs)
+    concrete = [a.value if isinstance(a, Tracer) else a for a in args]
+    _, runtime, names = obj._classify(concrete)
+    traced = trace(obj.fun, concrete, [r is not None for r in runtime], names)
+    obj._check_output(traced)
+    if traced.reads_sizes:
+        tracing._read_sizes()
+    index = {p: k for k, p in enumerate(i for i, r in enumerate(runtime) if r is not None)}
+    wrt = [index[i % len(args)] for i in obj._wrt]
+    wengert = simplify(traced.wengert)
+    if mode == "jacobian_auto":
+        mode = jacobian_mode(wengert, wrt)
+    if mode == "jvp" and is_batch(wengert, wrt):
+        mode = "jvp_batch"
+    kernel = kernel_list(wengert, mode, wrt)
+    values = [a if isinstance(a, Tracer) else r for a, r in zip(args, runtime) if r is not None]
+    values += traced.consts
+
+    def run(*extra):
+        env = {v.name: value for v, value in zip(kernel.inputs, values + list(extra))}
+        return _replay(kernel, env)
+    single = obj._single
+    if mode == "value":
+        return run()[0]
+    if mode == "value_and_grad":
+        out = run()
+        return out[0], (out[1] if single else tuple(out[1:]))
+    if mode == "jvp_batch":
+        rows = values[wrt[0] + 1]
+        outs = [run(rows[j]) for j in range(np.shape(_value(rows))[0])]
+        return outs[0][0], np.stack([o[1] for o in outs])
+    if mode == "jvp":
+        return tuple(run())
+    if mode == "hvp":
+        out = run()
+        return out[0] if single else tuple(out)
+    xs, ys = wengert.inputs[wrt[0]].shape, wengert.outputs[0].shape
+    if mode == "hessian":
+        parts, stacked = [run(u)[0] for u in _units(xs)], xs
+    elif mode == "jacobian_fwd":
+        parts, stacked = [run(u)[1] for u in _units(xs)], xs
+    else:
+        parts, stacked = [run(u)[1] for u in _units(ys)], ys
+    if stacked == ():
+        return parts[0]
+    if mode == "jacobian_fwd" and ys != ():
+        return np.reshape(np.stack(parts, axis=-1), ys + xs)
+    return np.reshape(np.stack(parts), ys + xs if mode == "jacobian_rev" else xs + xs)
+
+
+def _value(a):
+    return a.value if isinstance(a, Tracer) else a
+
+
+def _units(shape):
+    if shape == ():
+        return [1.0]
+    units = np.eye(int(np.prod(shape)))
+    return [u.reshape(shape) for u in units]
+
+
+def _replay(wengert, env):
+    """Run a list's entries on tracers (recording them in the current trace) and constants."""
+    for e in wengert.entries:
+        ins = [env[a.name] if isinstance(a, Var) else a.value for a in e.ins]
+        if e.prim.name == "guard":
+            if isinstance(ins[0], Tracer) and bool(ins[0]) != e.params["expected"]:
+                raise AssertionError("an inlined guard changed outcome at the same values")
+            continue
+        if any(isinstance(a, Tracer) for a in ins):
+            env[e.out.name] = tracing.bind(e.prim, *ins, **e.params)
+        else:
+            env[e.out.name] = e.prim.impl(*ins, **e.params)
+    return [env[o.name] if isinstance(o, Var) else o.value for o in wengert.outputs]
+
+
+# ---------------------------------------------------------------- public factories
+
+def _make(factory, fun, argnums, call_mode, code_shape, tangents=False, **options):
+    if fun is None:                 # used as @jitad.hessian(argnums=1)
+        return lambda f: _make(factory, f, argnums, call_mode, code_shape, tangents, **options)
+    return Transformed(fun, argnums, call_mode, factory, code_shape, tangents, options)
+
+
+def grad(fun=None, *, argnums=0, code_shape="auto"):
+    """The gradient of a scalar function, as a function: called on values it computes like
+    a `jit_grad` object; called inside traced code it is part of the trace, so
+    `jitad.jit_grad(lambda x: jitad.grad(f)(x) ** 2)` differentiates a gradient."""
+    if fun is None:
+        return lambda f: grad(f, argnums=argnums, code_shape=code_shape)
+    g = Grad(_as_function(fun), argnums, code_shape)
+    g._origin = fun
+    return g
+
+
+def jvp(fun=None, *, argnums=0, code_shape="auto"):
+    """Forward mode: `jitad.jvp(f)(x, v, *rest)` returns `(f(x, *rest), J v)`, compiled.
+
+    Each differentiated argument is followed by its tangent (an int `argnums` = one tangent).
+    The output may be a scalar or an array; J v has its shape.
+    """
+    return _make("jvp", fun, argnums, "jvp", code_shape, tangents=True)
+
+
+def hvp(fun=None, *, argnums=0, code_shape="auto"):
+    """Hessian-vector product of a scalar function, forward over reverse (H never formed):
+    `jitad.hvp(f)(x, v, *rest)` -> H v, the order of scipy's `hessp(x, p, *args)`."""
+    return _make("hvp", fun, argnums, "hvp", code_shape, tangents=True)
+
+
+def hessian(fun=None, *, argnums=0, code_shape="auto", sparse=False):
+    """Dense Hessian of a scalar function: `jitad.hessian(f)(x, *rest)`, shape
+    `x.shape + x.shape`, from one compiled loop of Hessian-vector products."""
+    if sparse:
+        return _sparse("sparse_hessian", fun, argnums)
+    return _make("hessian", fun, argnums, "hessian", code_shape)
+
+
+def jacobian(fun=None, *, argnums=0, mode="auto", code_shape="auto", sparse=False):
+    """Dense Jacobian of a (vector-valued) function: shape `out.shape + x.shape`.
+
+    `mode="auto"` uses forward mode (one column per input entry) when the input has no more
+    entries than the output, else reverse mode (one row per output entry); "fwd" or "rev"
+    force one.
+    """
+    if sparse:
+        return _sparse("sparse_jacobian", fun, argnums)
+    if mode not in ("auto", "fwd", "rev"):
+        raise ArgumentError(f"jitad.jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
+    return _make("jacobian", fun, argnums, f"jacobian_{mode}", code_shape, mode=mode)
+
+
+def _sparse(name, fun, argnums):
+    """jitad.sparse's object for `fun` (or a decorator, when `fun` is None)."""
+    from . import sparse        # it builds on JitGrad: imported when first asked for
+    make = getattr(sparse, name)
+    return (lambda f: make(f, argnums)) if fun is None else make(fun, argnums)
+
+
+__all__ = ["grad", "hessian", "hvp", "jacobian", "jit_grad", "jvp"]

@@ -1,0 +1,248 @@
+"""Forward mode, HVPs, dense Jacobians and Hessians, and nesting (jitad/derivatives.py).
+
+Oracles: central differences of the plain function (or of a hand-written gradient) and
+hand formulas; objects are module level so that they pickle by reference and compile once.
+"""
+import math
+import pickle
+
+import numpy as np
+import numba
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import jitad
+from jitad.errors import ArgumentError, NonScalarOutputError
+
+
+def rosen(x):
+    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+def rosen_grad_by_hand(x):
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2 * (1 - x[:-1])
+    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return g
+
+
+def seed_001(x):        # ln(x1) + x1*x2 - sin(x2), on a 2-float array
+    return np.log(x[0]) + x[0] * x[1] - np.sin(x[1])
+
+
+def residuals(p, t):
+    return p[0] * np.exp(-p[1] * t) - np.cos(p[2] * t)
+
+
+rosen_jvp = jitad.jvp(rosen)
+rosen_hvp = jitad.hvp(rosen)
+rosen_hessian = jitad.hessian(rosen)
+seed_hessian = jitad.hessian(seed_001)
+jac_auto = jitad.jacobian(residuals)
+jac_fwd = jitad.jacobian(residuals, mode="fwd")
+jac_rev = jitad.jacobian(residuals, mode="rev")
+rosen_jit = jitad.jit_grad(rosen)
+
+
+@jitad.jit_grad
+def rosen_decorated(x):
+    return rosen(x)
+
+X = np.array([1.2, 0.7, -0.3, 2.0, 0.1])
+V = np.array([0.3, -1.0, 0.5, 2.0, -0.7])
+EPS = 1e-6
+
+
+def fd_of(fun, x, v):
+    return (fun(x + EPS * v) - fun(x - EPS * v)) / (2 * EPS)
+
+
+def test_jvp_is_value_and_central_difference():
+    value, tangent = rosen_jvp(X, V)
+    assert value == pytest.approx(rosen(X), rel=1e-14)
+    assert tangent == pytest.approx(fd_of(rosen, X, V), rel=1e-7)
+
+
+def test_jvp_of_a_vector_function_and_of_two_float_arguments():
+    t = np.linspace(0.0, 1.0, 7)
+    p, dp = np.array([2.0, 0.5, 1.5]), np.array([0.1, -0.2, 0.3])
+    value, tangent = jitad.jvp(residuals)(p, dp, t)
+    np.testing.assert_allclose(value, residuals(p, t), rtol=1e-14)
+    np.testing.assert_allclose(tangent, fd_of(lambda q: residuals(q, t), p, dp), rtol=1e-6)
+    f = jitad.jvp(lambda x1, x2: math.log(x1) + x1 * x2 - math.sin(x2), argnums=(0, 1))
+    # d f = (1/x1 + x2) dx1 + (x1 - cos x2) dx2 at (2, 5): the seed's forward sweep
+    assert f(2.0, 1.0, 5.0, 0.0)[1] == pytest.approx(5.5)
+    assert f(2.0, 0.0, 5.0, 1.0)[1] == pytest.approx(2.0 - math.cos(5.0))
+
+
+def test_hvp_matches_differences_of_the_hand_gradient():
+    want = fd_of(rosen_grad_by_hand, X, V)
+    np.testing.assert_allclose(rosen_hvp(X, V), want, rtol=1e-6)
+    np.testing.assert_allclose(rosen_jit.hessp(X, V), want, rtol=1e-6)
+
+
+def test_hessian_matches_differences_of_the_gradient_and_is_symmetric():
+    H = rosen_hessian(X)
+    assert H.shape == (5, 5)
+    fd = np.column_stack([fd_of(rosen_grad_by_hand, X, e) for e in np.eye(5)])
+    np.testing.assert_allclose(H, fd, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(H, H.T)
+    np.testing.assert_allclose(rosen_jit.hess(X), H)
+
+
+def test_hessian_of_seed_001_by_hand():
+    x1, x2 = 2.0, 5.0
+    want = [[-1 / x1 ** 2, 1.0], [1.0, math.sin(x2)]]
+    np.testing.assert_allclose(seed_hessian(np.array([x1, x2])), want, rtol=1e-14)
+
+
+def test_hessian_of_a_matrix_argument_has_shape_x_shape_twice():
+    A = np.arange(6.0).reshape(2, 3) / 7
+    H = jitad.hessian(lambda a: np.sum(np.sin(a) * a))(A)
+    assert H.shape == (2, 3, 2, 3)
+    want = np.diag((2 * np.cos(A) - A * np.sin(A)).ravel()).reshape(2, 3, 2, 3)
+    np.testing.assert_allclose(H, want, atol=1e-14)
+
+
+def test_jacobian_forward_reverse_and_differences_agree():
+    t = np.linspace(0.0, 1.0, 6)
+    p = np.array([2.0, 0.5, 1.5])
+    fd = np.column_stack([fd_of(lambda q: residuals(q, t), p, e) for e in np.eye(3)])
+    for jac in (jac_auto, jac_fwd, jac_rev):
+        J = jac(p, t)
+        assert J.shape == (6, 3)
+        np.testing.assert_allclose(J, fd, rtol=1e-6, atol=1e-8)
+    assert "jvp" in jac_auto.source(p, t)      # 3 inputs <= 6 outputs: forward mode
+    assert "jacobian_rev" in jitad.jacobian(residuals).source(p, t[:2])
+
+
+def test_jacobian_of_a_gradient_is_the_hessian():
+    np.testing.assert_allclose(jitad.jacobian(jitad.grad(rosen))(X), rosen_hessian(X),
+                               rtol=1e-12)
+
+
+def test_grad_of_grad_seed_000_to_third_order():
+    def f(x):
+        return x ** 3 * math.sin(x)
+    x = 0.7
+    d2 = jitad.jit_grad(lambda x: jitad.grad(f)(x))
+    d3 = jitad.grad(jitad.grad(jitad.grad(f)))
+    s, c = math.sin(x), math.cos(x)
+    assert d2(x) == pytest.approx(6 * x * s + 6 * x ** 2 * c - x ** 3 * s, rel=1e-13)
+    assert d3(x) == pytest.approx(6 * s + 18 * x * c - 9 * x ** 2 * s - x ** 3 * c, rel=1e-13)
+    assert jitad.grad(f)(x) == pytest.approx(3 * x ** 2 * s + x ** 3 * c, rel=1e-14)
+
+
+def test_a_jit_grad_object_called_in_traced_code_is_inlined():
+    g = jitad.jit_grad(lambda x: rosen_jit(x) @ rosen_jit(x))
+    np.testing.assert_allclose(g(X), 2 * rosen_hessian(X) @ rosen_grad_by_hand(X),
+                               rtol=1e-12)
+    assert "call" not in str(g.wengert(X))
+
+
+def test_inlined_guards_become_guards_of_the_outer_trace():
+    def relu_sq(x):
+        return x * x if x > 0 else 0.0 * x
+    outer = jitad.jit_grad(lambda x: jitad.grad(relu_sq)(x) * x)
+    assert outer(1.5) == pytest.approx(4 * 1.5)
+    assert outer(-1.5) == 0.0
+    assert outer.trace_count == 2
+
+
+_UNARY = [np.sin, np.cos, np.exp, np.tanh, lambda x: x * x, lambda x: 1.0 / (2.0 + x * x)]
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.integers(0, len(_UNARY) - 1), min_size=1, max_size=3),
+       st.floats(-1.5, 1.5))
+def test_nested_derivatives_to_third_order_on_random_expressions(ops, x):
+    def f(x):
+        for k in ops:
+            x = _UNARY[k](x) + 0.5 * x
+        return x
+    d1, d2 = jitad.grad(f), jitad.grad(jitad.grad(f))
+    d3 = jitad.grad(d2)
+    h = 1e-4
+    assert d2(x) == pytest.approx((d1(x + h) - d1(x - h)) / (2 * h), rel=1e-5, abs=1e-6)
+    assert d3(x) == pytest.approx((d2(x + h) - d2(x - h)) / (2 * h), rel=1e-5, abs=1e-6)
+
+
+def test_objects_pickle_by_reference_and_by_recipe():
+    for obj in (rosen_hvp, rosen_hessian, jac_rev, rosen_decorated.hessp):
+        again = pickle.loads(pickle.dumps(obj))
+        args = (X, V) if "hvp" in repr(obj) else (X,) if obj is rosen_hessian else None
+        if args is not None:
+            np.testing.assert_allclose(again(*args), obj(*args))
+
+
+def test_njit_hvp_kernel_in_a_users_numba_loop():
+    kernel = rosen_hvp.njit_kernel(X, V)
+
+    @numba.njit
+    def conjugate_direction_norms(x, vs):
+        out = np.empty(vs.shape[0])
+        for i in range(vs.shape[0]):
+            out[i] = np.dot(vs[i], kernel(x, vs[i]))
+        return out
+    vs = np.stack([V, X, V - X])
+    want = [v @ rosen_hvp(X, v) for v in vs]
+    np.testing.assert_allclose(conjugate_direction_norms(X, vs), want, rtol=1e-13)
+
+
+def test_errors_name_the_jacobian_and_the_tangent():
+    with pytest.raises(NonScalarOutputError, match="jitad.jacobian"):
+        jitad.jit_grad(lambda x: x * 2.0)(X)
+    with pytest.raises(ArgumentError, match="tangent"):
+        rosen_hvp(X, V[:3])
+    with pytest.raises(ArgumentError, match="argnums"):
+        jitad.hessian(rosen, argnums=(0,))
+    with pytest.raises(ArgumentError, match="mode"):
+        jitad.jacobian(residuals, mode="sideways")
+
+
+def test_scipy_trust_ncg_with_hessp():
+    optimize = pytest.importorskip("scipy.optimize")
+    result = optimize.minimize(rosen_jit.value_and_grad, np.full(8, -0.5), jac=True,
+                               hessp=rosen_jit.hessp, method="trust-ncg")
+    np.testing.assert_allclose(result.x, 1.0, atol=1e-5)
+
+
+def test_a_batch_of_tangents_is_one_call_and_matches_one_at_a_time():
+    Vs = np.stack([V, X, V - 2 * X])
+    value, tangents = rosen_jvp(X, Vs)
+    assert value == pytest.approx(rosen(X), rel=1e-14)
+    np.testing.assert_allclose(tangents, [rosen_jvp(X, v)[1] for v in Vs], rtol=1e-13)
+    assert "for j in range(1, k)" in rosen_jvp.source(X, Vs)
+    t = np.linspace(0.0, 1.0, 4)
+    p = np.array([2.0, 0.5, 1.5])
+    _, columns = jitad.jvp(residuals)(p, np.eye(3), t)
+    np.testing.assert_allclose(columns.T, jac_fwd(p, t), rtol=1e-14)
+    inlined = jitad.jit_grad(lambda x: np.sum(rosen_jvp(x, Vs)[1] ** 2))
+    want = 2 * sum(rosen_jvp(X, v)[1] * rosen_hvp(X, v) for v in Vs)
+    np.testing.assert_allclose(inlined(X), want, rtol=1e-12)
+
+
+def test_long_kernels_are_looped_from_python(monkeypatch):
+    import jitad.derivatives
+    monkeypatch.setattr(jitad.derivatives, "COMPILED_LOOP_ENTRIES", 0)
+
+    def cubic(x):
+        return np.sum(x ** 3) + x[0] * x[1]
+    hessian = jitad.hessian(cubic)
+    x = np.array([0.5, -1.0, 2.0])
+    want = np.diag(6 * x)
+    want[0, 1] = want[1, 0] = 1.0
+    np.testing.assert_allclose(hessian(x), want, rtol=1e-15)
+    assert hessian.source(x).startswith('"""Generated') and "_jitad_python_loop" in \
+        hessian.source(x)
+    with pytest.raises(jitad.JitadError, match="loops from Python"):
+        hessian.njit_kernel(x)
+
+
+def test_jacobian_edge_shapes_scalar_input_and_scalar_output():
+    t = np.linspace(0.0, 1.0, 3)
+    J = jitad.jacobian(lambda a, t: np.exp(a * t))(0.5, t)
+    np.testing.assert_allclose(J, t * np.exp(0.5 * t), rtol=1e-15)
+    g = jitad.jacobian(lambda x: np.sum(x * x), mode="rev")(X)
+    np.testing.assert_allclose(g, 2 * X, rtol=1e-15)
+    assert jitad.hessian(lambda a: a ** 4)(1.5) == pytest.approx(12 * 1.5 ** 2)
