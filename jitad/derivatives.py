@@ -121,28 +121,29 @@ def _loop_source(mode, name, inner, traced, kernel, i, doc) -> str:
     if mode == "hessian":
         if xs == ():
             return head + f"    return {inner}({params}, 1.0)\n"
-        return head + (
-            f"    unit_out = np.zeros({n})\n    H_out = np.empty(({n}, {n}))\n"
-            f"    for k in range({n}):\n        unit_out[k] = 1.0\n"
-            f"        H_out[k] = np.ravel({inner}({params}, unit_out.reshape({xs!r})))\n"
-            f"        unit_out[k] = 0.0\n    return H_out.reshape({xs + xs!r})\n")
+        return head + _unit_loop(inner, params, n, xs, "H_out[k]", "", True, (n, n), xs + xs)
     if mode == "jacobian_fwd":
         if xs == ():
             return head + f"    return {inner}({params}, 1.0)[1]\n"
-        column = "J_out[0, k] = " if ys == () else "J_out[:, k] = np.ravel("
-        return head + (
-            f"    unit_out = np.zeros({n})\n    J_out = np.empty(({m}, {n}))\n"
-            f"    for k in range({n}):\n        unit_out[k] = 1.0\n"
-            f"        {column}{inner}({params}, unit_out.reshape({xs!r}))[1]"
-            f"{')' if ys else ''}\n        unit_out[k] = 0.0\n    return J_out.reshape({ys + xs!r})\n")
+        return head + _unit_loop(inner, params, n, xs, "J_out[:, k]" if ys else "J_out[0, k]",
+                                 "[1]", ys != (), (m, n), ys + xs)
     if ys == ():
         return head + f"    return {inner}({params}, 1.0)[1][0]\n"
-    row = "J_out[j, 0] = " if xs == () else "J_out[j] = np.ravel("
-    return head + (
-        f"    unit_out = np.zeros({m})\n    J_out = np.empty(({m}, {n}))\n"
-        f"    for j in range({m}):\n        unit_out[j] = 1.0\n"
-        f"        {row}{inner}({params}, unit_out.reshape({ys!r}))[1][0]{')' if xs else ''}\n"
-        f"        unit_out[j] = 0.0\n    return J_out.reshape({ys + xs!r})\n")
+    return head + _unit_loop(inner, params, m, ys, "J_out[k]" if xs else "J_out[k, 0]",
+                             "[1][0]", xs != (), (m, n), ys + xs)
+
+
+def _unit_loop(inner, params, count, unit_shape, target, pick, ravel, dims, shape) -> str:
+    """The body of a loop over the `count` unit vectors of shape `unit_shape`: `inner`'s
+    result for each (`pick` of it, raveled if `ravel`) goes to `target` (row or column k of
+    an array of `dims`), which is returned reshaped to `shape`."""
+    out = target.partition("[")[0]
+    value = f"{inner}({params}, unit_out.reshape({unit_shape!r})){pick}"
+    value = f"np.ravel({value})" if ravel else value
+    return (f"    unit_out = np.zeros({count})\n    {out} = np.empty({dims!r})\n"
+            f"    for k in range({count}):\n        unit_out[k] = 1.0\n"
+            f"        {target} = {value}\n        unit_out[k] = 0.0\n"
+            f"    return {out}.reshape({shape!r})\n")
 
 
 # ---------------------------------------------------------------- objects
