@@ -12,13 +12,14 @@ import gc
 import inspect
 import os
 import threading
+import time
 import types
 import warnings
 import weakref
 
 import numpy as np
 
-from . import codegen, compile as compiler, disk, store
+from . import codegen, compile as compiler, disk, stats, store, tape
 from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, shapes_of, static_key
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
                      NonScalarOutputError, RetraceWarning)
@@ -59,12 +60,26 @@ def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str
     if mode not in MODES:
         from .derivatives import build as build_derivative
         return build_derivative(variant, mode, wrt, fn_name, code_shape, for_reading)
+    with stats.stage("analysis"):
+        wengert = differentiated(variant, mode, wrt)
+    return build_from(variant, mode, wrt, fn_name, code_shape, for_reading, wengert)
+
+
+def differentiated(variant: Variant, mode: str, wrt: tuple):
+    """The simplified (and, for "value_and_grad", differentiated and simplified again) list."""
     wengert = simplify(variant.trace.wengert)
     if mode == "value_and_grad":
         wengert = simplify(value_and_grad(wengert, list(wrt)))
-    shape, runs = codegen.choose_shape(wengert, code_shape)
-    if variant.trace.aux is not None and shape in ("llvm", "tape"):   # they return no aux
-        shape, runs = codegen.choose_shape(wengert, "loops")
+    return wengert
+
+
+def build_from(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str,
+               for_reading: bool, wengert):
+    """`build` for the `differentiated` list `wengert`: choose a code shape, print."""
+    with stats.stage("analysis"):
+        shape, runs = codegen.choose_shape(wengert, code_shape)
+        if variant.trace.aux is not None and shape in ("llvm", "tape"):   # they return no aux
+            shape, runs = codegen.choose_shape(wengert, "loops")
     kind = "value and gradient" if mode == "value_and_grad" else "value"
     inputs = ", ".join(f"{v.name}: {v.type_text()}" for v in variant.trace.wengert.inputs)
     wrt_names = ", ".join(variant.trace.wengert.inputs[i].name for i in wrt)
@@ -75,7 +90,22 @@ def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str
     name = f"{codegen.identifier(fn_name)}_{mode}"
     if shape == "tape" and not for_reading:
         return None, name, wengert, shape
-    return codegen.generate(wengert, name, doc, shape, runs), name, wengert, shape
+    with stats.stage("codegen"):
+        source = codegen.generate(wengert, name, doc, shape, runs)
+    return source, name, wengert, shape
+
+
+# Tiered execution: a first call whose differentiated list has at least this many entries
+# (and that the tape can run) is answered by the tape interpreter while the specialized
+# code compiles in a background thread. Shorter lists compile in about a second or less
+# (straight-line source at ~1-3 ms a line is chosen below 200 entries; loops and LLVM
+# take ~0.1-1 ms an entry), which is not worth a second tier.
+TIERS_FROM_ENTRIES = 1000
+
+
+def tiers_enabled() -> bool:
+    """False when the JITAD_TIERS environment variable turns tiers off (0, false, no, off)."""
+    return os.environ.get("JITAD_TIERS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class JitGrad:
@@ -83,7 +113,7 @@ class JitGrad:
 
     _trampolines_ok = True      # subclasses with other call modes keep the plain methods
 
-    def __init__(self, fun, argnums=0, code_shape="auto", has_aux=False):
+    def __init__(self, fun, argnums=0, code_shape="auto", has_aux=False, tiers=True):
         if not callable(fun):
             raise ArgumentError(f"jit_grad needs a function, got {type(fun).__name__} {fun!r:.60}")
         functools.update_wrapper(self, fun)
@@ -93,6 +123,9 @@ class JitGrad:
         self.fun = fun
         self.argnums = argnums
         self.has_aux = has_aux
+        self.tiers = tiers
+        self._records: list = []            # (stats.Record, its tape kernel or None)
+        self._jobs: list = []               # background compiles (_Background)
         if code_shape not in CODE_SHAPES:
             raise ArgumentError(f"code_shape must be one of {', '.join(map(repr, CODE_SHAPES))}, "
                                 f"got {code_shape!r}")
@@ -153,10 +186,10 @@ class JitGrad:
             bound = self._bound.get(instance)
         except TypeError:                       # unhashable or not weak-referenceable
             return JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape,
-                           self.has_aux)
+                           self.has_aux, self.tiers)
         if bound is None:
             bound = JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape,
-                            self.has_aux)
+                            self.has_aux, self.tiers)
             self._bound[instance] = bound
         return bound
 
@@ -201,11 +234,30 @@ class JitGrad:
         """
         variant, runtime_args = self._variant(args, kwargs)
         kernel = self._kernel(variant, "value_and_grad", runtime_args)
+        if isinstance(kernel, tape.TapeKernel):         # the specialized code may be compiling
+            self.wait()
+            kernel = variant.kernels["value_and_grad"]
         if not hasattr(kernel, "py_func"):
             raise JitadError(f"{self.__name__}: this specialization runs on the tape interpreter "
                              "(its list is too long to compile); pass code_shape='loops' to "
                              "jit_grad for a Numba dispatcher")
         return compiler.standalone_dispatcher(kernel)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every specialized compile running in the background for this function
+        is in (or has failed; calls then stay on the tape). False if `timeout` seconds
+        passed first."""
+        return _Background.wait_all(self._jobs, timeout)
+
+    def stats(self) -> list:
+        """Per compiled specialization, a dict: function, signature, mode, code shape, tier
+        ("specialized" or "tape"), seconds of trace/analysis/codegen/compile, calls the
+        tape served, and the background compile's state (None, "compiling", "done",
+        "failed"). The same figures go to the `jitad` logger (INFO)."""
+        for record, kernel in self._records:
+            if kernel is not None:
+                record.tape_calls = kernel.calls
+        return [record.as_dict() for record, _ in self._records]
 
     @property
     def hessp(self):
@@ -307,11 +359,13 @@ class JitGrad:
         values = [v for v in runtime if v is not None]
         read = reads(self.fun, (key, exact, shapes_of(values)))
         digest = read.digest
+        timer = stats.Timer()
         with _collector_paused():
             traced = store.load("traces", digest) if digest and load else None
             if traced is None:
-                traced = trace(self.fun, args, [v is not None for v in runtime], names,
-                               has_aux=self.has_aux)
+                with stats.stage("trace") as timer:
+                    traced = trace(self.fun, args, [v is not None for v in runtime], names,
+                                   has_aux=self.has_aux)
                 traced.reads_sizes = traced.reads_sizes or exact
                 self._check_output(traced)
                 if digest and not traced.consts:
@@ -324,6 +378,7 @@ class JitGrad:
                             if e.prim.name == "guard"])
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
                           digest=digest, reads=read)
+        variant.trace_s = timer.seconds                 # for its records (stats)
         entry.add(variant, values)
         return variant
 
@@ -358,30 +413,107 @@ class JitGrad:
     def _kernel(self, variant: Variant, mode: str, runtime_args):
         kernel = variant.kernels.get(mode)
         if kernel is None:
-            kernel = variant.kernels[mode] = self._compiled(variant, mode, runtime_args)
+            inputs = variant.trace.wengert.inputs
+            record = stats.Record(self.__name__, ", ".join(f"{v.name}: {v.type_text()}"
+                                                           for v in inputs), mode,
+                                  trace_s=getattr(variant, "trace_s", 0.0))
+            with stats.recording(record):
+                kernel = variant.kernels[mode] = self._compiled(variant, mode, runtime_args)
+            tiered = isinstance(kernel, tape.TapeKernel)
+            record.tier = "tape" if tiered else "specialized"
+            self._records.append((record, kernel if tiered else None))
             self.compile_count += 1
+            stats.finished(record)
         return kernel
 
     def _compiled(self, variant: Variant, mode: str, runtime_args):
-        """A kernel from the stored build of this variant, else from building (and storing)
-        one; Numba's own cache then skips compiling source it has seen."""
+        """The specialized kernel (see `_specialized`), or, for long lists the tape can run,
+        the tape kernel while the specialized one compiles in the background."""
         key = f"{variant.digest}-{mode}-{variant.wrt}-{self.code_shape}-{self.__name__}"
+        if not (mode in MODES and self.tiers and self.code_shape != "tape" and tiers_enabled()
+                and variant.trace.aux is None) or \
+                (variant.digest and store.load("builds", key) is not None):
+            return self._specialized(variant, mode, runtime_args, key)
+        with _collector_paused(), stats.stage("analysis"):
+            wengert = differentiated(variant, mode, variant.wrt)
+        if len(wengert.entries) < TIERS_FROM_ENTRIES or not tape.encodable(wengert, True):
+            return self._specialized(variant, mode, runtime_args, key, wengert)
+        first = compiler.tape_kernel(wengert)
+        record = stats.current()
+        job = _Background(functools.partial(self._compile_later, variant, mode, runtime_args,
+                                            key, wengert, first, record))
+        self._jobs.append(job)
+        job.start()
+        return first
+
+    def _compile_later(self, variant, mode, runtime_args, key, wengert, first, record):
+        """(In a background thread) compile the specialized kernel and make calls use it
+        instead of the tape kernel `first`; on failure, log it and keep the tape."""
+        record.background = "compiling"
+        try:
+            with stats.recording(record):
+                kernel = self._specialized(variant, mode, runtime_args, key, wengert,
+                                           background=True)
+        except Exception as error:      # noqa: BLE001 -- the tape keeps serving calls
+            record.background = "failed"
+            stats.failed(record, error)
+            return
+        record.background = "done"
+        if isinstance(kernel, tape.TapeKernel):     # too long for anything but the tape
+            return
+        self._switch(variant, mode, first, kernel)
+        record.tier, record.tape_calls = "specialized", first.calls
+        stats.switched(record)
+
+    def _switch(self, variant, mode, first, kernel) -> None:
+        """Serve calls with `kernel` instead of the tape kernel `first`: in the variant, and by
+        dropping the generated entries that call `first` (calls reinstall them). Without the
+        object's lock (a fork must never find it held): an entry a racing first call still
+        installs with `first` forwards to `kernel` (`TapeKernel.successor`)."""
+        first.successor = kernel
+        variant.kernels[mode] = kernel
+        stale = False
+        for entries in self._fast.values():
+            for fast_key, entry in list(entries.items()):
+                if entry.__globals__.get("_jitad_kernel") is first:
+                    stale = True
+                    if entries.get(fast_key) is entry:
+                        entries.pop(fast_key, None)
+        if stale and self._own_methods:
+            self._reset_trampolines()
+
+    def _specialized(self, variant: Variant, mode: str, runtime_args, key: str, wengert=None,
+                     background: bool = False):
+        """A kernel from the stored build of this variant, else from building (and storing)
+        one (from its `differentiated` list `wengert` when given); Numba's own cache then
+        skips compiling source it has seen."""
+        record = stats.current()
         # Processes first-calling the same function build it once: the others wait, then load.
-        with disk.lock(f"build\n{key}") if variant.digest else contextlib.nullcontext():
+        # (Not in the background, where a fork could leave the lock to a child.)
+        with disk.lock(f"build\n{key}") if variant.digest and not background \
+                else contextlib.nullcontext():
             built = store.load("builds", key) if variant.digest else None
             if built is None:
                 with _collector_paused():
-                    source, name, wengert, shape = build(variant, mode, variant.wrt,
-                                                         self.__name__, self.code_shape,
-                                                         for_reading=False)
+                    if wengert is None:
+                        source, name, wengert, shape = build(
+                            variant, mode, variant.wrt, self.__name__, self.code_shape,
+                            for_reading=False)
+                    else:
+                        source, name, wengert, shape = build_from(
+                            variant, mode, variant.wrt, self.__name__, self.code_shape,
+                            False, wengert)
+                    if record is not None:
+                        record.shape = shape
                     if shape == "tape":
                         return compiler.tape_kernel(wengert)
                 built = source, name
                 if variant.digest:
                     store.save("builds", key, built)
-        source, name = built
-        return compiler.compile_source(source, name, tuple(runtime_args),
-                                       variant.trace.wengert.loc)
+        source, name = built          # (a stored build leaves the record's shape None)
+        with stats.stage("compile"):
+            return compiler.compile_source(source, name, tuple(runtime_args),
+                                           variant.trace.wengert.loc, background=background)
 
     def _call(self, mode: str, args, kwargs):
         """An exact-key lookup of the signature's generated entry, else the full path."""
@@ -406,7 +538,7 @@ class JitGrad:
                 any(isinstance(a, Tracer) for a in kwargs.values()):
             from .derivatives import inline     # called inside another trace: replay the list
             return inline(self, mode, args, kwargs)
-        with self._lock:
+        with self._lock, stats.progress(self.__name__):
             return self._run_locked(mode, args, kwargs)
 
     def _run_locked(self, mode: str, args, kwargs):
@@ -488,6 +620,49 @@ class JitGrad:
                 type(self).__call__ = staticmethod(_as_method(grad_entry, self,
                                                               JitGrad.__call__))
 
+
+class _Background:
+    """A specialized compile running in a daemon thread. A forked child has no such thread:
+    it starts its own for the compiles that had not finished (see `_after_fork_in_child`)."""
+
+    running: set = set()        # jobs not finished, of every JitGrad
+
+    def __init__(self, work):
+        self.work = work
+        self.done = threading.Event()
+
+    def start(self) -> None:
+        _Background.running.add(self)
+        threading.Thread(target=self._run, name="jitad-compile", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.work()
+        finally:
+            _Background.running.discard(self)
+            self.done.set()
+
+    @staticmethod
+    def wait_all(jobs, timeout=None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in list(jobs):
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not job.done.wait(left):
+                return False
+        return True
+
+
+def _after_fork_in_child() -> None:
+    """Restart the background compiles the parent was running (their threads are gone);
+    re-enable the collector a background analysis may have paused."""
+    jobs = list(_Background.running)
+    if jobs:
+        gc.enable()
+    for job in jobs:
+        job.start()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _FAST_PATH_ENTRIES = 64
 # The file name of generated entries: inside jitad's package, so that error locations skip them.
@@ -643,7 +818,7 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
     return namespace["entry"], namespace.get("grad_entry")
 
 
-def jit_grad(fun=None, *, argnums=0, code_shape="auto", has_aux=False):
+def jit_grad(fun=None, *, argnums=0, code_shape="auto", has_aux=False, tiers=True):
     """Compile `fun` together with its gradient.
 
     Args:
@@ -655,10 +830,14 @@ def jit_grad(fun=None, *, argnums=0, code_shape="auto", has_aux=False):
         has_aux: `fun` returns `(loss, aux)`: only `loss` is differentiated; `aux` (floats,
             arrays, nested tuples of them) is computed by the same compiled code and returned
             as `((loss, aux), grad)` by `value_and_grad`, `(grad, aux)` by a call.
+        tiers: long lists (TIERS_FROM_ENTRIES entries or more, differentiated) that the tape
+            interpreter can run answer their first calls on it while the specialized code
+            compiles in a background thread (`.wait()` blocks until it is in); False compiles
+            before the first call returns. JITAD_TIERS=0 turns tiers off everywhere.
 
     Returns:
         A `JitGrad`: call it for the gradient; `.value_and_grad`, `.value`, `.wengert`,
-        `.source` and `.njit_value_and_grad` give the rest.
+        `.source`, `.njit_value_and_grad`, `.wait` and `.stats` give the rest.
 
     Example:
         >>> @jitad.jit_grad(argnums=(0, 1))
@@ -668,6 +847,6 @@ def jit_grad(fun=None, *, argnums=0, code_shape="auto", has_aux=False):
         (5.5, 1.7163378145367738)
     """
     if fun is None:
-        return lambda f: JitGrad(f, argnums, code_shape, has_aux)
-    return JitGrad(fun, argnums, code_shape, has_aux)
+        return lambda f: JitGrad(f, argnums, code_shape, has_aux, tiers)
+    return JitGrad(fun, argnums, code_shape, has_aux, tiers)
 

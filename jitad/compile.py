@@ -9,12 +9,14 @@ translated into a JitadError that points at the user's function.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import linecache
 import os
 import pickle
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -197,10 +199,12 @@ def _compiled(function, signature):
     return dispatcher
 
 
-def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str):
+def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str,
+                   background: bool = False):
     """A Numba dispatcher for the generated function, compiled for `example_args`' types.
     Processes compiling the same source take turns (`disk.lock`): the first compiles and
-    saves, the others load its verified cache files.
+    saves, the others load its verified cache files. `background` compiles (in a thread of
+    jitad's tiers) hold `BACKGROUND_COMPILE`, which a fork waits for.
 
     Raises:
         JitadError: Numba rejected the generated code (its message is kept as __cause__).
@@ -220,7 +224,8 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
     if compiled is not None:    # another object with the same source (a lambda per call)
         return compiled
     try:
-        with disk.lock(f"compile\n{function.__code__.co_filename}\n{signature}"):
+        with BACKGROUND_COMPILE if background else contextlib.nullcontext(), \
+                disk.lock(f"compile\n{function.__code__.co_filename}\n{signature}"):
             dispatcher = _compiled(function, signature)
     except numba.core.errors.NumbaError as error:
         first_line = str(error).strip().splitlines()[0]
@@ -236,3 +241,12 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
 # (generated function, signature) -> its dispatcher, for this process. Generated functions
 # are kept once per source (load_python), so this grows with distinct sources only.
 _COMPILED: dict = {}
+
+
+# Held by background compiles, and by a fork while it happens: a child never inherits
+# Numba's compiler (its locks, LLVM's state) or a file lock in the middle of a compile.
+# (A fork thus waits for the background compile of one function to finish.)
+BACKGROUND_COMPILE = threading.Lock()
+os.register_at_fork(before=BACKGROUND_COMPILE.acquire,
+                    after_in_parent=BACKGROUND_COMPILE.release,
+                    after_in_child=BACKGROUND_COMPILE.release)

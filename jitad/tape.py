@@ -10,32 +10,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime import TAPE_OPCODES, check_shape
+from .runtime import TAPE_OPCODES, ShapeChanged
 from .wengert import Literal, Var
 
 OPCODE = {name: i for i, name in enumerate(TAPE_OPCODES)}
 ELEMENTWISE = set(TAPE_OPCODES[:OPCODE["select"] + 1])
 
 
-def encodable(wengert) -> bool:
-    """Can the tape run this list? Scalars, element reads of 1-D float inputs, and
-    element updates of adjoint arrays that start as zeros shaped like such an input."""
-    arrays = {v.name for v in wengert.inputs if v.ndim == 1 and v.dtype == "float64"}
-    if any(v.ndim > 1 or (v.ndim == 1 and v.name not in arrays) for v in wengert.inputs):
+def encodable(wengert, any_rank: bool = False) -> bool:
+    """Can the tape run this list? Scalars, element reads of float64 input arrays, and
+    element updates of adjoint arrays that start as zeros shaped like such an input.
+    Input arrays are 1-D only unless `any_rank` (the LLVM shape reuses this test and
+    lays out 1-D arrays only)."""
+    arrays = {v.name: v.ndim for v in wengert.inputs if v.ndim >= 1 and v.dtype == "float64"
+              and (any_rank or v.ndim == 1)}
+    if any(v.ndim >= 1 and v.name not in arrays for v in wengert.inputs):
         return False
-    adjoints = set()
+    adjoints: dict = {}                   # adjoint array -> its rank
     for e in wengert.entries:
         name = e.prim.name
         if name == "getitem":
-            ok = e.ins[0].name in arrays and len(e.params["index"]) == 1 \
-                and isinstance(e.params["index"][0], int)
+            ok = e.ins[0].name in arrays and _element(e.params["index"], arrays[e.ins[0].name])
         elif name == "full_like":
             ok = isinstance(e.ins[0], Var) and e.ins[0].name in arrays and e.ins[1] == Literal(0.0)
-            adjoints.add(e.out.name)
+            adjoints[e.out.name] = e.ins[0].ndim
         elif name == "index_add":
             ok = isinstance(e.ins[0], Var) and e.ins[0].name in adjoints and e.ins[1].ndim == 0 \
-                and len(e.params["index"]) == 1 and isinstance(e.params["index"][0], int)
-            adjoints.add(e.out.name)
+                and _element(e.params["index"], adjoints[e.ins[0].name])
+            adjoints[e.out.name] = e.ins[0].ndim
         else:
             ok = (name in ELEMENTWISE or name == "guard") and e.out.ndim == 0
         if not ok:
@@ -44,12 +46,29 @@ def encodable(wengert) -> bool:
                for a in wengert.outputs)
 
 
+def _element(index, ndim: int) -> bool:
+    """Is `index` one element of an array of rank `ndim` (an int per axis)?"""
+    return len(index) == ndim and all(type(i) is int for i in index)
+
+
+def _flat(index, shape) -> int:
+    """The C-order flat position of element `index` (NumPy's negative indices wrap)."""
+    position = 0
+    for i, size in zip(index, shape):
+        position = position * size + i % size
+    return position
+
+
 class TapeKernel:
     """A callable like a compiled kernel: `kernel(*runtime_args) -> results`.
 
     Element reads make a variant keyed by exact shapes, so the offsets of the input
-    arrays in the flat input buffer are fixed when the list is encoded.
+    arrays in the flat input buffer (their C-order elements, one after another) are fixed
+    when the list is encoded. `calls` counts the calls it served; once `successor` (the
+    specialized kernel of the same list) is set, calls go to it.
     """
+
+    successor = None
 
     def __init__(self, wengert, interpreter):
         self.interpreter = interpreter
@@ -65,12 +84,12 @@ class TapeKernel:
             return slot_of[key]
 
         self.scalar_slots = [(p, slot(v)) for p, v in enumerate(wengert.inputs) if v.ndim == 0]
-        self.array_positions = [p for p, v in enumerate(wengert.inputs) if v.ndim == 1]
-        offset, start = {}, 0
+        self.array_positions = [p for p, v in enumerate(wengert.inputs) if v.ndim >= 1]
+        offset, start = {}, 0                       # name -> (first, shape)
         for p in self.array_positions:
             v = wengert.inputs[p]
-            offset[v.name] = (start, v.shape[0])
-            start += v.shape[0]
+            offset[v.name] = (start, v.shape)
+            start += int(np.prod(v.shape))
         self.buffer_size = start
         region: dict = {}                 # adjoint array -> the input array it is shaped like
         rows = []
@@ -80,14 +99,14 @@ class TapeKernel:
                 region[e.out.name] = e.ins[0].name
                 continue
             if name == "getitem":
-                first, length = offset[e.ins[0].name]
+                first, shape = offset[e.ins[0].name]
                 rows.append((OPCODE["load"], slot(e.out), 0, 0,
-                             first + e.params["index"][0] % length))
+                             first + _flat(e.params["index"], shape)))
             elif name == "index_add":
                 region[e.out.name] = region[e.ins[0].name]
-                first, length = offset[region[e.out.name]]
+                first, shape = offset[region[e.out.name]]
                 rows.append((OPCODE["store_add"], 0, slot(e.ins[1]), 0,
-                             first + e.params["index"][0] % length))
+                             first + _flat(e.params["index"], shape)))
             elif name == "guard":
                 rows.append((OPCODE["guard"], 0, slot(e.ins[0]),
                              slot(Literal(1.0 if e.params["expected"] else 0.0)), e.params["id"]))
@@ -97,23 +116,30 @@ class TapeKernel:
                 rows.append((OPCODE[name], slot(e.out), ops[0], ops[1], c))
         self.outputs = [("slot", slot(a)) if a.ndim == 0 else ("array", offset[region[a.name]])
                         for a in wengert.outputs]         # literal outputs take slots too
+        self.calls = 0
         self.code = np.array(rows, dtype=np.int64).reshape(-1, 5)
         self.constants = np.array(constants, dtype=np.float64)
         self.shapes = [(p, wengert.inputs[p].name, wengert.inputs[p].shape)
                        for p in self.array_positions]
 
     def __call__(self, *args):
+        if self.successor is not None:
+            return self.successor(*args)
+        self.calls += 1
         for position, name, shape in self.shapes:     # the offsets above assume them
-            check_shape(name, args[position].shape, shape)
+            if args[position].shape != shape:
+                raise ShapeChanged(name, args[position].shape, shape)
         slots = self.constants.copy()
         for position, s in self.scalar_slots:
             slots[s] = args[position]
         arrays = [args[p] for p in self.array_positions]
-        inputs = np.concatenate(arrays) if arrays else np.empty(0)
+        # (ravel: C-order values of any layout, copied only where not C-contiguous)
+        inputs = np.concatenate([a.ravel() for a in arrays]) if arrays else np.empty(0)
         outputs = np.zeros(self.buffer_size)
         self.interpreter(self.code, slots, inputs, outputs)
         results = [float(slots[where]) if kind == "slot" else
-                   outputs[where[0]:where[0] + where[1]].copy() for kind, where in self.outputs]
+                   outputs[where[0]:where[0] + int(np.prod(where[1]))].reshape(where[1]).copy()
+                   for kind, where in self.outputs]
         if self.out_tree is None:
             return results[0] if len(results) == 1 else tuple(results)
         return results[0], tuple(results[1:1 + self.out_tree])

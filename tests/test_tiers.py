@@ -1,0 +1,266 @@
+"""Tiered execution: the tape answers first calls of long lists while the specialized code
+compiles in a background thread; `wait`, `tiers=False`, JITAD_TIERS, failures, threads,
+forks; the N-D tape; the `jitad` logger, `stats()` and the progress line.
+
+Which tier served a call is counted (`TapeKernel.calls`), never timed. The background
+compile is held at a gate (a wrapped `compile_source`) so that the order is fixed.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import jitad
+from jitad import api, stats
+from jitad import compile as compiler
+from jitad.api import build
+from jitad.tape import TapeKernel, encodable
+
+from conftest import numeric_grad
+
+
+def make_chain(scale):
+    """A scalar graph over a 2-D input (a list the tape runs, a few hundred entries); each
+    test its own `scale`, so that no test finds another's build in the disk store."""
+    def chain(x):
+        total = 0.0
+        a = x[0, 0]
+        for i in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                a = math.log1p(math.exp(a * scale)) + np.maximum(x[i, j], 0.1 * a) * \
+                    math.sin(x[i, j])
+                total = total + a
+        return total
+    return chain
+
+
+chain = make_chain(0.5)
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(3).uniform(-1.0, 1.0, (3, 4))
+
+
+@pytest.fixture
+def tiered(monkeypatch):
+    """Tiers from 20 entries on, and a gate that holds background compiles until opened."""
+    monkeypatch.setattr(api, "TIERS_FROM_ENTRIES", 20)
+    monkeypatch.delenv("JITAD_TIERS", raising=False)
+    gate = threading.Event()
+    real = compiler.compile_source
+
+    def gated(*args, **kwargs):
+        if kwargs.get("background"):
+            gate.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compiler, "compile_source", gated)
+    return gate
+
+
+def tape_of(f):
+    return next(k for _, k in f._records if k is not None)
+
+
+def test_the_tape_answers_until_the_specialized_kernel_is_in(tiered, x):
+    f = jitad.jit_grad(chain, tiers=True)
+    first = f.value_and_grad(x)
+    second = f.value_and_grad(x)
+    tape = tape_of(f)
+    assert tape.calls == 2 and f.stats()[0]["tier"] == "tape"
+    tiered.set()
+    assert f.wait()
+    third = f.value_and_grad(x)
+    assert tape.calls == 2                      # served by the specialized kernel
+    assert not isinstance(f._cache and next(iter(f._cache.values())).candidates(
+        [x])[0].kernels["value_and_grad"], TapeKernel)
+    # Same operations in the same order (no integer powers, no re-rolled sums): bitwise.
+    assert first[0] == second[0] == third[0]
+    assert np.array_equal(first[1], third[1])
+    np.testing.assert_allclose(first[1], numeric_grad(chain, [x])[0], rtol=1e-6, atol=1e-8)
+    row = f.stats()[0]
+    assert row["tier"] == "specialized" and row["background"] == "done"
+    assert row["tape_calls"] == 2 and row["shape"] in ("straight", "loops", "llvm")
+
+
+def test_entries_taken_before_the_switch_follow_it(tiered, x):
+    f = jitad.jit_grad(make_chain(0.51))
+    f(x)
+    grad_method = f.value_and_grad             # a reference kept by a user (an optimizer)
+    tape = tape_of(f)
+    tiered.set()
+    f.wait()
+    value, grad = grad_method(x)
+    assert tape.calls == 1 and tape.successor is not None
+    assert np.array_equal(grad, f(x))
+
+
+def test_tiers_false_and_jitad_tiers_0_compile_before_returning(tiered, x, monkeypatch):
+    tiered.set()
+    f = jitad.jit_grad(make_chain(0.52), tiers=False)
+    f(x)
+    assert not f._jobs and f.stats()[0]["tier"] == "specialized"
+    monkeypatch.setenv("JITAD_TIERS", "0")
+    g = jitad.jit_grad(make_chain(0.52))
+    g(x)
+    assert not g._jobs and g.stats()[0]["background"] is None
+    assert np.array_equal(f(x), g(x))
+    assert g.stats()[0]["tier"] == "specialized"
+
+
+def test_short_lists_compile_synchronously(x):
+    f = jitad.jit_grad(lambda x: np.sin(x[0, 0]) * x[1, 1])
+    f(x)
+    assert not f._jobs and f.stats()[0]["tier"] == "specialized" and f.wait()
+
+
+def test_a_failed_background_compile_keeps_the_tape(tiered, x, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated Numba failure")
+
+    monkeypatch.setattr(compiler, "compile_source", broken)
+    f = jitad.jit_grad(make_chain(0.53))
+    with caplog.at_level(logging.WARNING, logger="jitad"):
+        expected = f(x)
+        assert f.wait()
+    assert "simulated Numba failure" in caplog.text and "stay on the tape" in caplog.text
+    assert np.array_equal(f(x), expected) and tape_of(f).calls == 2
+    assert f.stats()[0]["background"] == "failed" and f.stats()[0]["tier"] == "tape"
+
+
+def test_threads_calling_during_the_switch_get_the_same_results(tiered, x):
+    f = jitad.jit_grad(make_chain(0.54))
+    expected = f.value_and_grad(x)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(30):
+                results.append(f.value_and_grad(x))
+        except Exception as error:      # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    tiered.set()
+    for t in threads:
+        t.join()
+    f.wait()
+    results.append(f.value_and_grad(x))
+    assert not errors and len(results) == 121
+    assert all(v == expected[0] and np.array_equal(g, expected[1]) for v, g in results)
+
+
+def test_logger_and_stats(tiered, x, caplog):
+    f = jitad.jit_grad(make_chain(0.55))
+    with caplog.at_level(logging.INFO, logger="jitad"):
+        f(x)
+        tiered.set()
+        f.wait()
+    messages = [r.getMessage() for r in caplog.records if r.name == "jitad"]
+    assert any("tape tier while the specialized code compiles" in m for m in messages)
+    assert any("took over from the tape after 1 call" in m for m in messages)
+    (row,) = f.stats()
+    assert row["function"] == "chain" and row["signature"] == "x: f64[3,4]"
+    assert row["mode"] == "value_and_grad"
+    for stage in stats.STAGES:
+        assert row[f"{stage}_s"] > 0.0 or stage == "compile" and row["shape"] == "tape"
+
+
+def test_stage_records_into_the_current_record():
+    record = stats.Record("f", "x: f64[]", "value")
+    with stats.recording(record):
+        with stats.stage("codegen"):
+            assert record.stage == "codegen"
+    assert record.codegen_s > 0.0 and record.stage is None
+    with stats.stage("trace") as timer:         # no current record: only timed
+        pass
+    assert timer.seconds >= 0.0 and stats.current() is None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_line_only_on_a_terminal(monkeypatch):
+    monkeypatch.delenv("JITAD_PROGRESS", raising=False)
+    assert not stats.progress_enabled(io.StringIO())
+    assert stats.progress_enabled(_Terminal())
+    monkeypatch.setenv("JITAD_PROGRESS", "0")
+    assert not stats.progress_enabled(_Terminal())
+    monkeypatch.delenv("JITAD_PROGRESS")
+    quiet = io.StringIO()
+    with stats.progress("f", quiet):
+        pass
+    assert quiet.getvalue() == ""
+
+
+def test_progress_line_on_a_terminal(monkeypatch):
+    monkeypatch.delenv("JITAD_PROGRESS", raising=False)
+    monkeypatch.setattr(stats, "PROGRESS_AFTER_S", 0.0)
+    terminal = _Terminal()
+    record = stats.Record("f", "x: f64[]", "value")
+    with stats.progress("f", terminal), stats.recording(record), stats.stage("compile"):
+        while "compile" not in terminal.getvalue():     # the ticker shows it within 0.5 s
+            time.sleep(0.05)
+    assert re.search(r"\rjitad: f: done \(\d+ s\)\x1b\[K\n$", terminal.getvalue())
+
+
+# ---------------------------------------------------------------- the N-D tape
+
+def test_tape_runs_2d_inputs_with_any_layout(x):
+    f = jitad.jit_grad(chain, code_shape="tape")
+    variant, _ = f._variant((x,), {})
+    _, _, wengert, shape = build(variant, "value_and_grad", variant.wrt, "chain", "tape",
+                                 for_reading=False)
+    assert encodable(wengert, any_rank=True) and not encodable(wengert)
+    kernel = compiler.tape_kernel(wengert)
+    value, (grad,) = kernel(x)
+    assert value == pytest.approx(chain(x), rel=1e-12)
+    np.testing.assert_allclose(grad, numeric_grad(chain, [x])[0], rtol=1e-6, atol=1e-8)
+    assert grad.shape == x.shape
+    strided = np.asfortranarray(x)              # same values, another layout
+    assert np.array_equal(kernel(strided)[1][0], grad)
+    view = np.zeros((6, 4))[::2]                # a non-contiguous view
+    view[:] = x
+    assert np.array_equal(kernel(view)[1][0], grad)
+    with pytest.raises(ValueError, match="shape"):
+        kernel(np.zeros((4, 3)))
+
+
+# ---------------------------------------------------------------- processes
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_during_a_background_compile_does_not_deadlock_the_child(tiered, x):
+    f = jitad.jit_grad(make_chain(0.56))
+    expected = f(x)
+    pid = os.fork()
+    if pid == 0:        # the child: its compile restarts; open its gate and wait for it
+        code = 1
+        try:
+            tiered.set()
+            ok = f.wait(timeout=300) and f.stats()[0]["tier"] == "specialized"
+            code = 0 if ok and np.array_equal(f(x), expected) else 1
+        finally:
+            os._exit(code)
+    tiered.set()
+    deadline = time.monotonic() + 300           # a deadlock shows as a child that never ends
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        assert time.monotonic() < deadline, "the forked child deadlocked"
+        time.sleep(0.1)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert f.wait() and np.array_equal(f(x), expected)
