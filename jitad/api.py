@@ -430,19 +430,27 @@ class JitGrad:
         """The specialized kernel (see `_specialized`), or, for long lists the tape can run,
         the tape kernel while the specialized one compiles in the background."""
         key = f"{variant.digest}-{mode}-{variant.wrt}-{self.code_shape}-{self.__name__}"
-        if not (mode in MODES and self.tiers and self.code_shape != "tape" and tiers_enabled()
-                and variant.trace.aux is None) or \
-                (variant.digest and store.load("builds", key) is not None):
+        plain = mode in MODES and variant.trace.aux is None     # what the tape can return
+        forced_tape = plain and self.code_shape == "tape"
+        tiered = plain and self.tiers and tiers_enabled() and \
+            not (variant.digest and store.load("builds", key) is not None)
+        if not (forced_tape or tiered):
             return self._specialized(variant, mode, runtime_args, key)
         with _collector_paused(), stats.stage("analysis"):
             wengert = differentiated(variant, mode, variant.wrt)
-        if len(wengert.entries) < TIERS_FROM_ENTRIES or not tape.encodable(wengert, True):
+        if forced_tape and tape.encodable(wengert, True):     # (inputs of any rank)
+            stats.current().shape = "tape"
+            with stats.stage("codegen"):
+                return compiler.tape_kernel(wengert)
+        if forced_tape or len(wengert.entries) < TIERS_FROM_ENTRIES or \
+                not tape.encodable(wengert, True):
             return self._specialized(variant, mode, runtime_args, key, wengert)
-        first = compiler.tape_kernel(wengert)
+        with stats.stage("codegen"):            # (the tape's encoding)
+            first = compiler.tape_kernel(wengert)
         record = stats.current()
         job = _Background(functools.partial(self._compile_later, variant, mode, runtime_args,
                                             key, wengert, first, record))
-        self._jobs.append(job)
+        self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]
         job.start()
         return first
 

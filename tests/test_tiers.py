@@ -237,6 +237,8 @@ def test_tape_runs_2d_inputs_with_any_layout(x):
     assert np.array_equal(kernel(view)[1][0], grad)
     with pytest.raises(ValueError, match="shape"):
         kernel(np.zeros((4, 3)))
+    assert np.array_equal(f(x), grad) and f.stats()[0]["shape"] == "tape"   # through the API
+    assert isinstance(variant.kernels["value_and_grad"], TapeKernel)
 
 
 # ---------------------------------------------------------------- processes
