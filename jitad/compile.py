@@ -9,6 +9,7 @@ translated into a JitadError that points at the user's function.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -245,8 +246,10 @@ _COMPILED: dict = {}
 
 # Held by background compiles, and by a fork while it happens: a child never inherits
 # Numba's compiler (its locks, LLVM's state) or a file lock in the middle of a compile.
-# (A fork thus waits for the background compile of one function to finish.)
+# (A fork thus waits for the background compile of one function to finish.) At exit it
+# is taken for good: no background compile runs in LLVM while the process tears down.
 BACKGROUND_COMPILE = threading.Lock()
 os.register_at_fork(before=BACKGROUND_COMPILE.acquire,
                     after_in_parent=BACKGROUND_COMPILE.release,
                     after_in_child=BACKGROUND_COMPILE.release)
+atexit.register(BACKGROUND_COMPILE.acquire)      # (never released: the process ends)

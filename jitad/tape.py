@@ -78,10 +78,11 @@ class TapeKernel:
 
         def slot(a):
             key = a.name if isinstance(a, Var) else ("literal", repr(a.value))
-            if key not in slot_of:
-                slot_of[key] = len(constants)
+            number = slot_of.get(key)
+            if number is None:
+                number = slot_of[key] = len(constants)
                 constants.append(float(a.value) if isinstance(a, Literal) else 0.0)
-            return slot_of[key]
+            return number
 
         self.scalar_slots = [(p, slot(v)) for p, v in enumerate(wengert.inputs) if v.ndim == 0]
         self.array_positions = [p for p, v in enumerate(wengert.inputs) if v.ndim >= 1]
@@ -111,9 +112,12 @@ class TapeKernel:
                 rows.append((OPCODE["guard"], 0, slot(e.ins[0]),
                              slot(Literal(1.0 if e.params["expected"] else 0.0)), e.params["id"]))
             else:
-                ops = [slot(a) for a in e.ins] + [0, 0, 0]
-                c = e.params["n"] if name == "integer_pow" else ops[2]
-                rows.append((OPCODE[name], slot(e.out), ops[0], ops[1], c))
+                ins = e.ins
+                arity = len(ins)
+                a = slot(ins[0]) if arity else 0
+                b = slot(ins[1]) if arity > 1 else 0
+                c = e.params["n"] if name == "integer_pow" else slot(ins[2]) if arity > 2 else 0
+                rows.append((OPCODE[name], slot(e.out), a, b, c))
         self.outputs = [("slot", slot(a)) if a.ndim == 0 else ("array", offset[region[a.name]])
                         for a in wengert.outputs]         # literal outputs take slots too
         self.calls = 0
