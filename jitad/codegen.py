@@ -12,7 +12,7 @@ import itertools
 import keyword
 import re
 
-from . import llvm, reroll, runtime
+from . import llvm, reroll, runtime, tape
 from .primitives.core import operand_text
 from .primitives.custom import KERNELS, user_kernels
 from .wengert import Literal, Var, WengertList
@@ -463,12 +463,15 @@ def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
                                    len(wengert.entries) < LOOPS_FROM_ENTRIES):
         return "straight", None
     if requested in ("tape", "llvm"):
-        return (requested if llvm.encodable(wengert) else "loops"), None
+        encodable = tape.encodable if requested == "tape" else llvm.encodable
+        return (requested if encodable(wengert) else "loops"), None
     runs = printable_runs(wengert)
     covered = sum(r.stop - r.start for r in runs[0])
-    if requested == "auto" and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT \
-            and llvm.encodable(wengert):
-        return ("llvm" if len(wengert.entries) <= LLVM_ENTRIES_LIMIT else "tape"), None
+    if requested == "auto" and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT:
+        if len(wengert.entries) <= LLVM_ENTRIES_LIMIT and llvm.encodable(wengert):
+            return "llvm", None
+        if len(wengert.entries) > LLVM_ENTRIES_LIMIT and tape.encodable(wengert):
+            return "tape", None
     return "loops", runs
 
 
