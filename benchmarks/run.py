@@ -292,9 +292,9 @@ def long_graph_section(sizes, timing, timeout):
     lines = ["## Long traces: the graph of benchmarks/long_graph.py", "",
              "Each tool runs in a fresh process: *first* from `jit_grad(...)` (or building the "
              "interpreter) to the first value and gradient, with the interpreter's Numba cache "
-             "warm and jitad's cache empty; *total*: "
-             f"{LONG_GRAPH_CALLS:,} calls including the first; *per call*: {timing.describe()}. "
-             "Targets: jitad per call ≤ ⅓ of the interpreter's, total ≤ the interpreter's.", "",
+             f"warm and jitad's cache empty; *total*: {LONG_GRAPH_CALLS:,} calls including "
+             f"the first; *per call*: {timing.describe()}. Targets: jitad per call ≤ ⅓ of "
+             "the interpreter's, total ≤ the interpreter's.", "",
              "| ops | interpreter first | jitad first | interpreter per call | jitad per call | "
              "per-call ratio | interpreter total | jitad total | total ratio | check |",
              "|---|---|---|---|---|---|---|---|---|---|"]
