@@ -19,10 +19,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) benchmarks/run.py --call-overhead --new-process
+	$(PY) benchmarks/run.py --call-overhead --new-process --long-graph
 
 bench-quick: $(VENV)/.installed
-	$(PY) benchmarks/run.py --quick
+	$(PY) benchmarks/run.py --quick --long-graph
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,7 +1,7 @@
 """Benchmark harness: hand-written Numba gradients vs jitad (and JAX, autograd).
 
     python benchmarks/run.py [--quick] [--only NAME] [--out DIR]
-                             [--call-overhead] [--timeout SECONDS]
+                             [--call-overhead] [--long-graph] [--timeout SECONDS]
 
 Every measurement runs in a fresh process with a time limit, so first-call
 times include compilation, and a failing or hanging case becomes an error row
@@ -253,6 +253,78 @@ def new_process_section(timeout):
             label = CASES[name].size_label(size)
             lines.append(f"| {name} | {label} | {cells[0]} | {cells[1]} | {compiles} |")
     lines += ["", f"Numba alone, cached one-line function in a new process: {probe_text}."]
+    return "\n".join(lines)
+
+
+# --- the long-trace graph (issue 12) -----------------------------------------
+
+LONG_GRAPH_SIZES = (1_000, 10_000, 100_000)
+LONG_GRAPH_QUICK_SIZES = (1_000,)
+LONG_GRAPH_CALLS = 10_000
+
+
+def long_graph_run(tool, n_ops, cache_dir, timing):
+    """In a fresh process: (first result, total for LONG_GRAPH_CALLS calls including the
+    first, per call, value, gradient) of ``tool`` ("interpreter" or "jitad") on the
+    long graph of ``n_ops`` operations."""
+    import long_graph
+
+    os.environ["JITAD_CACHE_DIR"] = cache_dir
+    x, = long_graph.make_args(n_ops, np.random.default_rng(ARGS_SEED))
+    fun = long_graph.loss(n_ops)
+    if tool == "jitad":
+        import jitad
+
+    start = time.perf_counter()
+    call = long_graph.interpreter(n_ops) if tool == "interpreter" else \
+        jitad.jit_grad(fun).value_and_grad
+    value, grad = call(x)
+    first = time.perf_counter() - start
+    for _ in range(LONG_GRAPH_CALLS - 1):
+        call(x)
+    total = time.perf_counter() - start
+    return first, total, time_per_call(lambda: call(x), timing), value, grad
+
+
+def long_graph_section(sizes, timing, timeout):
+    """Markdown: jitad vs the generic interpreter on the long graph, each tool in a fresh
+    process (the interpreter's Numba cache warmed first, jitad's cache empty)."""
+    lines = ["## Long traces: the graph of benchmarks/long_graph.py", "",
+             "Each tool runs in a fresh process: *first* from `jit_grad(...)` (or building the "
+             "interpreter) to the first value and gradient, with the interpreter's Numba cache "
+             f"warm and jitad's cache empty; *total*: {LONG_GRAPH_CALLS:,} calls including "
+             f"the first; *per call*: {timing.describe()}. Targets: jitad per call ≤ ⅓ of "
+             "the interpreter's, total ≤ the interpreter's.", "",
+             "| ops | interpreter first | jitad first | interpreter per call | jitad per call | "
+             "per-call ratio | interpreter total | jitad total | total ratio | check |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory(prefix="jitad-bench-long-graph-") as directory:
+        run_isolated(long_graph_run, "interpreter", 10, directory, QUICK,
+                     timeout=REFERENCE_TIMEOUT)             # warms Numba's cache of the kernel
+        for n_ops in sizes:
+            print(f"... long graph {n_ops:,} ops", file=sys.stderr, flush=True)
+            results = {tool: run_isolated(long_graph_run, tool, n_ops,
+                                          tempfile.mkdtemp(dir=directory), timing,
+                                          timeout=REFERENCE_TIMEOUT if tool == "interpreter"
+                                          else timeout)
+                       for tool in ("interpreter", "jitad")}
+            cells = [f"{n_ops:,}"]
+            (status_i, ref), (status_j, got) = results["interpreter"], results["jitad"]
+            for k in (0, 2):
+                cells += [format_seconds(ref[k]) if status_i == "ok" else f"**{ref}**",
+                          format_seconds(got[k]) if status_j == "ok" else f"**{got}**"]
+                if k == 2:
+                    cells.append(format_ratio(got[2] / ref[2]) if status_i == status_j == "ok"
+                                 else "—")
+            cells += [format_seconds(ref[1]) if status_i == "ok" else "—",
+                      format_seconds(got[1]) if status_j == "ok" else "—",
+                      format_ratio(got[1] / ref[1]) if status_i == status_j == "ok" else "—"]
+            if status_i == status_j == "ok":
+                error = max(relative_error(got[3], ref[3]), relative_error(got[4], ref[4]))
+                cells.append("ok" if error <= CHECK_RTOL else f"**FAIL: rel. error {error:.1e}**")
+            else:
+                cells.append("—")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -508,6 +580,9 @@ def parse_args():
                         help="also time calling the seed gradient from Python")
     parser.add_argument("--new-process", action="store_true",
                         help="also time a new process's first result with a warm disk cache")
+    parser.add_argument("--long-graph", action="store_true",
+                        help="also run the long-trace graph (1k, 10k, 100k ops; 1k with "
+                             "--quick) against its generic interpreter")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds allowed per jitad measurement (default 600)")
     return parser.parse_args()
@@ -541,6 +616,12 @@ def run(options):
     if options.call_overhead:
         status, overhead = run_isolated(measure_call_overhead, timing, timeout=options.timeout)
         section = overhead_section(overhead) if status == "ok" else f"Call overhead: {overhead}"
+        report += ["", section]
+        print("\n" + section)
+
+    if options.long_graph:
+        sizes = LONG_GRAPH_QUICK_SIZES if options.quick else LONG_GRAPH_SIZES
+        section = long_graph_section(sizes, timing, options.timeout)
         report += ["", section]
         print("\n" + section)
 

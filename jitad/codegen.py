@@ -12,7 +12,7 @@ import itertools
 import keyword
 import re
 
-from . import llvm, reroll, runtime
+from . import llvm, reroll, runtime, tape
 from .primitives.core import operand_text
 from .primitives.custom import KERNELS, user_kernels
 from .wengert import Literal, Var, WengertList
@@ -446,9 +446,11 @@ def printable_runs(wengert: WengertList) -> tuple:
 
 LOOPS_FROM_ENTRIES = 200
 # Numba compiles straight-line source at ~1-3 ms per line; LLVM takes ~0.1 ms per entry,
-# the tape only the encoding (measured with benchmarks/run.py --only synthetic).
+# the tape only the encoding (measured with benchmarks/run.py --only synthetic). On the
+# long-traces graph at 10,000 ops (208,000 entries) llvm runs twice as fast as the tape
+# (393 vs 806 µs per call), compiling in ~20 s, linear in the entries.
 STRAIGHT_LINES_LIMIT = 300
-LLVM_ENTRIES_LIMIT = 200_000
+LLVM_ENTRIES_LIMIT = 500_000
 
 
 def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
@@ -463,12 +465,15 @@ def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
                                    len(wengert.entries) < LOOPS_FROM_ENTRIES):
         return "straight", None
     if requested in ("tape", "llvm"):
-        return (requested if llvm.encodable(wengert) else "loops"), None
+        encodable = tape.encodable if requested == "tape" else llvm.encodable
+        return (requested if encodable(wengert) else "loops"), None
     runs = printable_runs(wengert)
     covered = sum(r.stop - r.start for r in runs[0])
-    if requested == "auto" and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT \
-            and llvm.encodable(wengert):
-        return ("llvm" if len(wengert.entries) <= LLVM_ENTRIES_LIMIT else "tape"), None
+    if requested == "auto" and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT:
+        if len(wengert.entries) <= LLVM_ENTRIES_LIMIT and llvm.encodable(wengert):
+            return "llvm", None
+        if len(wengert.entries) > LLVM_ENTRIES_LIMIT and tape.encodable(wengert):
+            return "tape", None
     return "loops", runs
 
 

@@ -9,8 +9,12 @@ allocates the arrays and calls the IR through a Numba intrinsic, so the kernel i
 an ordinary (disk-cached, njit-callable) Numba dispatcher.
 
 Each primitive's instruction is its registry record's `ir` template; values are
-doubles (comparisons give 0.0/1.0, as on the tape, whose `encodable` lists these
-are). Input arrays are read through their strides; adjoint arrays are fresh zeros.
+doubles (comparisons give 0.0/1.0, as on the tape). Input arrays of float64, of any
+rank, are read through their strides; adjoint arrays are fresh C-contiguous zeros.
+
+Chunks are compiled without optimization (`optnone`): on the long-traces graph
+(benchmarks/long_graph.py) optimizing them made compilation 2-4x slower and calls no
+faster, as calls are bound by the libm calls and by fetching the straight-line code.
 """
 from __future__ import annotations
 
@@ -23,7 +27,6 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import tape
 from .primitives.core import operand_text
 from .wengert import Literal, Var, WengertList
 
@@ -118,6 +121,8 @@ nan:
 def register(name: str) -> str:
     """A value's IR register (prefixed: user names never clash with the IR's own; a
     non-ASCII letter, valid in Python names but not in bare IR names, is written `$hex`)."""
+    if name.isascii():
+        return "%v." + name
     return "%v." + "".join(c if c.isascii() else f"${ord(c):x}" for c in name)
 
 
@@ -131,7 +136,7 @@ class _Layout:
     later chunk and for scalar outputs; input/adjoint array numbers for the arrays."""
 
     def __init__(self, wengert: WengertList):
-        self.arrays = [v for v in wengert.inputs if v.ndim == 1]
+        self.arrays = [v for v in wengert.inputs if v.ndim > 0]
         self.array_number = {v.name: j for j, v in enumerate(self.arrays)}
         self.region: dict = {}          # adjoint array name -> input array it is shaped like
         self.slot: dict = {}
@@ -157,15 +162,19 @@ class _Layout:
     def _add_slot(self, name: str) -> None:
         self.slot.setdefault(name, len(self.slot))
 
+    def strides(self, j: int) -> str:
+        """Array j's byte strides, one parameter (or argument) per axis."""
+        return "".join(f", i64 %s{j}.{d}" for d in range(self.arrays[j].ndim))
+
     def parameters(self) -> str:
-        arrays = "".join(f", i8* noalias nocapture readonly %a{j}, i64 %s{j}"
+        arrays = "".join(f", i8* noalias nocapture readonly %a{j}{self.strides(j)}"
                          for j in range(len(self.arrays)))
         adjoints = "".join(f", double* noalias nocapture %o{k}"
                            for k in range(len(self.adjoint_inputs)))
         return f"double* noalias nocapture %slots{arrays}{adjoints}"
 
     def arguments(self) -> str:
-        arrays = "".join(f", i8* %a{j}, i64 %s{j}" for j in range(len(self.arrays)))
+        arrays = "".join(f", i8* %a{j}{self.strides(j)}" for j in range(len(self.arrays)))
         adjoints = "".join(f", double* %o{k}" for k in range(len(self.adjoint_inputs)))
         return f"double* %slots{arrays}{adjoints}"
 
@@ -195,15 +204,18 @@ def _chunk(entries, layout: _Layout, symbol: str) -> list:
             continue
         if name == "getitem":
             j = layout.array_number[e.ins[0].name]
-            index = e.params["index"][0] % e.ins[0].shape[0]
-            body += [f"  {out}.o = mul i64 %s{j}, {index}",
-                     f"  {out}.b = getelementptr i8, i8* %a{j}, i64 {out}.o",
+            offset = "0"
+            for d, (i, n) in enumerate(zip(e.params["index"], e.ins[0].shape)):
+                body += [f"  {out}.o{d} = mul i64 %s{j}.{d}, {i % n}",
+                         f"  {out}.t{d} = add i64 {offset}, {out}.o{d}"]
+                offset = f"{out}.t{d}"
+            body += [f"  {out}.b = getelementptr i8, i8* %a{j}, i64 {offset}",
                      f"  {out}.p = bitcast i8* {out}.b to double*",
                      f"  {out} = load double, double* {out}.p"]
         elif name == "index_add":
             array = layout.array_number[layout.region[e.out.name]]
             k = layout.adjoint_number[array]
-            index = e.params["index"][0] % layout.arrays[array].shape[0]
+            index = _flat_index(e.params["index"], layout.arrays[array].shape)
             update = operand(e.ins[1])
             t = next(counter)
             body += [f"  %acc{t}.p = getelementptr double, double* %o{k}, i64 {index}",
@@ -235,11 +247,46 @@ def _chunk(entries, layout: _Layout, symbol: str) -> list:
             "entry:", *body, "  ret i64 0", "}", ""]
 
 
+def _flat_index(index: tuple, shape: tuple) -> int:
+    """The position of element `index` (negative entries count from the end) in a
+    C-contiguous array of `shape`."""
+    flat = 0
+    for i, n in zip(index, shape):
+        flat = flat * n + i % n
+    return flat
+
+
+def _element(index: tuple, shape: tuple) -> bool:
+    """Does `index` pick one element of an array of `shape` (an int per axis)?"""
+    return len(index) == len(shape) and all(type(i) is int for i in index)
+
+
 def encodable(wengert: WengertList) -> bool:
-    """Lists the tape can run, whose elementwise primitives all have an `ir` template."""
-    return tape.encodable(wengert) and all(
-        e.prim.ir is not None for e in wengert.entries
-        if e.prim.name not in ("getitem", "full_like", "index_add", "guard"))
+    """Lists this shape can print: scalars, element reads of float64 input arrays of any
+    rank, element updates of adjoint arrays that start as zeros shaped like such an
+    input, and scalar primitives with an `ir` template (and guards)."""
+    arrays = {v.name for v in wengert.inputs if v.ndim > 0 and v.dtype == "float64"}
+    if any(v.ndim > 0 and v.name not in arrays for v in wengert.inputs):
+        return False
+    adjoints = set()
+    for e in wengert.entries:
+        name = e.prim.name
+        if name == "getitem":
+            ok = e.ins[0].name in arrays and _element(e.params["index"], e.ins[0].shape)
+        elif name == "full_like":
+            ok = isinstance(e.ins[0], Var) and e.ins[0].name in arrays and e.ins[1] == Literal(0.0)
+            adjoints.add(e.out.name)
+        elif name == "index_add":
+            ok = isinstance(e.ins[0], Var) and e.ins[0].name in adjoints and e.ins[1].ndim == 0 \
+                and _element(e.params["index"], e.ins[0].shape)
+            adjoints.add(e.out.name)
+        else:
+            ok = (name == "guard" or e.prim.ir is not None) and e.out.ndim == 0 \
+                and all(a.ndim == 0 for a in e.ins)
+        if not ok:
+            return False
+    return all(not isinstance(a, Var) or a.ndim == 0 or a.name in adjoints
+               for a in wengert.outputs)
 
 
 def print_ir(wengert: WengertList, symbol: str) -> tuple:
@@ -281,7 +328,7 @@ def print_module(wengert: WengertList, fn_name: str, docstring: str, label: dict
     adjoint_of = {layout.array_number[layout.region[a.name]]: label[a.name]
                   for a in wengert.outputs if isinstance(a, Var) and a.ndim == 1}
     adjoints = [adjoint_of.get(j, f"adjoint{j}") for j in layout.adjoint_inputs]
-    body += [f"{a} = np.zeros({arrays[j]}.shape[0])"
+    body += [f"{a} = np.zeros({arrays[j]}.shape)"
              for a, j in zip(adjoints, layout.adjoint_inputs)]
     body += [f"status = run_ir({', '.join(['slots'] + arrays + adjoints)})",
              "if status != 0:", "    raise GuardFailed(status - 1)"]
@@ -331,9 +378,9 @@ def ir_function(text: str, symbol: str, n_arrays: int):
                      for t, v in zip(sig.args[0].types, values)]
             byte_pointer = ir.IntType(8).as_pointer()
             call_args = [views[0].data]
-            for view in views[1:1 + n_arrays]:
-                call_args += [builder.bitcast(view.data, byte_pointer),
-                              builder.extract_value(view.strides, 0)]
+            for t, view in zip(sig.args[0].types[1:1 + n_arrays], views[1:1 + n_arrays]):
+                call_args += [builder.bitcast(view.data, byte_pointer)]
+                call_args += [builder.extract_value(view.strides, d) for d in range(t.ndim)]
             call_args += [view.data for view in views[1 + n_arrays:]]
             function_type = ir.FunctionType(ir.IntType(64), [a.type for a in call_args])
             function = cgutils.get_or_insert_function(builder.module, function_type, symbol)

@@ -183,3 +183,66 @@ def test_parameter_names_of_the_wrapper_are_renamed():
     got = f(x, 0.5)
     assert_close(got[0], [math.cos(0.3) * 2.0, math.sin(0.3)], 1e-12, 1e-14, "array gradient")
     assert got[1] == 1.0
+
+
+def grid_energy(X):
+    """A scalar walk over a 2-D array's elements (neighbours across both axes)."""
+    total = 0.0
+    for i in range(X.shape[0] - 1):
+        for j in range(X.shape[1] - 1):
+            total = total + math.sin(X[i, j]) * X[i + 1, j] + X[i, j + 1] ** 2 * X[-1, -1]
+    return total
+
+
+def grid_energy_gradient(X):
+    """By hand: d/dX of grid_energy."""
+    g = np.zeros_like(X)
+    for i in range(X.shape[0] - 1):
+        for j in range(X.shape[1] - 1):
+            g[i, j] += math.cos(X[i, j]) * X[i + 1, j]
+            g[i + 1, j] += math.sin(X[i, j])
+            g[i, j + 1] += 2.0 * X[i, j + 1] * X[-1, -1]
+            g[-1, -1] += X[i, j + 1] ** 2
+    return g
+
+
+@pytest.mark.parametrize("view", ["contiguous", "transposed", "every_second_reversed"])
+def test_multidimensional_inputs_are_read_through_their_strides(view):
+    base = rng_for("llvm", "grid").uniform(-1.5, 1.5, (8, 10))
+    X = {"contiguous": base[:4, :5], "transposed": base[:5, :4].T,
+         "every_second_reversed": base[::2, ::-2]}[view]
+    f = jitad.jit_grad(grid_energy, code_shape="llvm")
+    assert "define i64 @jitad_" in f.source(X)
+    value, grad = f.value_and_grad(X)
+    assert value == pytest.approx(grid_energy(X), rel=1e-12)
+    assert grad.shape == X.shape
+    assert_close(grad, grid_energy_gradient(X), 1e-12, 1e-12, f"{view} gradient")
+
+
+def test_a_multidimensional_input_of_another_shape_never_gives_a_wrong_answer():
+    f = jitad.jit_grad(grid_energy, code_shape="llvm")
+    rng = rng_for("llvm", "reshape")
+    for shape in [(4, 5), (5, 4), (3, 6), (4, 5)]:
+        X = rng.uniform(-1.0, 1.0, shape)
+        assert_close(f(X), grid_energy_gradient(X), 1e-12, 1e-12, f"gradient for {shape}")
+    variant, _ = traced(f, (X,))
+    source = build(variant, "value_and_grad", variant.wrt, "grid")[0]
+    assert "check_shape('X', X.shape, (4, 5))" in source
+
+
+def test_three_dimensional_and_integer_arrays():
+    def f(T, x):
+        return T[1, 0, 2] * T[-1, -1, -1] + math.exp(T[0, 1, 0]) * x[0]
+    T = rng_for("llvm", "cube").uniform(-1.0, 1.0, (2, 3, 4))[:, :, ::-1]
+    g = jitad.jit_grad(f, argnums=(0, 1), code_shape="llvm")
+    gT, gx = g(T, np.array([0.5]))
+    want = np.zeros_like(T)
+    want[1, 0, 2], want[-1, -1, -1] = T[-1, -1, -1], T[1, 0, 2]
+    want[0, 1, 0] = math.exp(T[0, 1, 0]) * 0.5
+    assert_close(gT, want, 1e-14, 1e-14, "3-D gradient")
+    assert_close(gx, [math.exp(T[0, 1, 0])], 1e-14, 1e-14, "1-D gradient")
+    with_integers = jitad.jit_grad(lambda x, n: x[0] * n[0, 1], code_shape="llvm")
+    args = (np.array([1.5]), np.arange(4).reshape(2, 2))
+    variant, _ = traced(with_integers, args)
+    assert not llvm.encodable(variant.trace.wengert)        # printed as loops instead
+    assert with_integers(*args)[0] == 1.0
