@@ -18,7 +18,7 @@ import types
 import numpy as np
 
 from . import codegen, tracing
-from .api import JitGrad, _fast_key, jit_grad
+from .api import JitGrad, _as_method, _entry, _fast_key, jit_grad
 from .errors import ArgumentError, JitadError
 from .reads import underlying_function
 from .tracing import Tracer, trace
@@ -153,15 +153,15 @@ def _dense_body(mode, inner, params, traced, wrt, blocks) -> str:
     lines = [f"    d{j}_out = {'0.0' if s == () else f'np.zeros({size(s)})'}"
              for j, s in enumerate(seeds)]
     lines += [f"    {a} = np.empty({dims!r})" for a, (dims, _) in arrays.items()]
-    directions = ", ".join(f"d{j}_out" if s == () else f"d{j}_out.reshape({s!r})"
+    directions = ", ".join(f"d{j}_out" if len(s) <= 1 else f"d{j}_out.reshape({s!r})"
                            for j, s in enumerate(seeds))
     for j, s in enumerate(seeds):
         unit = f"d{j}_out" if s == () else f"d{j}_out[k_out]"
         lines += [f"    for k_out in range({size(s)}):", f"        {unit} = 1.0",
                   f"        r_out = {inner}({params}, {directions})",
                   *(f"        {fill}" for fill in fills[j]), f"        {unit} = 0.0"]
-    final = {a: f"{a}[0, 0]" if shape == () else f"{a}.reshape({shape!r})"
-             for a, (_, shape) in arrays.items()}
+    final = {a: f"{a}[0, 0]" if shape == () else a if shape == dims else
+             f"{a}.reshape({shape!r})" for a, (dims, shape) in arrays.items()}
     if mode == "hessian":
         rows = [_tuple_text([final[f"B{j}_{i}_out"] for i in range(k)]) for j in range(k)]
         result = _tuple_text(rows) if blocks else final["B0_0_out"]
@@ -231,7 +231,16 @@ class Transformed(JitGrad):
         return self._call(self._mode, args, kwargs)
 
     def _install_entry(self, kernel, mode, args, variant) -> None:
-        """Also make calls with this many positional arguments go straight to the entry."""
+        """Make this signature's entry the object's `__call__`: generated with the function's
+        own parameters where it has no *args (keywords and defaults work, and other calls
+        fall through to `_call`), else behind a check of the argument count."""
+        if not self._varargs and not any(n.startswith("_jitad") for n in self._names):
+            entry, _ = _entry(kernel, mode, args, self._names, self._defaults,
+                              variant.trace.consts, variant.reads.bindings, self._single,
+                              functools.partial(self._entry_missed, mode), variant.trace.aux)
+            self._fast[mode][_fast_key(args)] = entry
+            type(self).__call__ = staticmethod(_as_method(entry, self, Transformed.__call__))
+            return
         super()._install_entry(kernel, mode, args, variant)
         entry, count, slow = self._fast[mode][_fast_key(args)], len(args), self._call
 

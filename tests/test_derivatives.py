@@ -379,3 +379,17 @@ def test_derivative_objects_bound_to_an_instance_are_that_derivative():
     np.testing.assert_allclose(js, 2.0 * x ** 3, rtol=1e-14)
     assert q.hessian is q.hessian and "jitad.hessian" in repr(q.hessian)
     assert Quartic.hessian is Quartic.__dict__["hessian"]
+
+
+def test_the_installed_entry_takes_keywords_defaults_and_other_signatures():
+    def cubic(x, s=2.0):
+        return s * np.sum(x ** 3)
+    h = jitad.hessian(cubic)
+    x = X[:3]
+    np.testing.assert_allclose(h(x), np.diag(12.0 * x), rtol=1e-15)      # installs the entry
+    np.testing.assert_allclose(h(x, s=3.0), np.diag(18.0 * x), rtol=1e-15)
+    np.testing.assert_allclose(h(x=x), np.diag(12.0 * x), rtol=1e-15)
+    np.testing.assert_allclose(h(X), np.diag(12.0 * X), rtol=1e-15)     # another shape
+    np.testing.assert_allclose(h(x, 3.0), np.diag(18.0 * x), rtol=1e-15)
+    with pytest.raises(TypeError):
+        h(x, 1.0, 2.0)
