@@ -55,6 +55,9 @@ def jvp(wengert: WengertList, wrt: list, tangent_inputs: list | None = None) -> 
 def _keep_reaching(entries: list, start: int, result) -> None:
     """Drop the entries a rule appended after `start` that do not reach its `result` (rules
     written with a chain rule per operand compute every operand's term for each tangent)."""
+    added = len(entries) - start
+    if added == 0 or added == 1 and entries[-1].out is result:
+        return
     needed = {result.name} if isinstance(result, Var) else set()
     kept = []
     for e in reversed(entries[start:]):
