@@ -29,7 +29,7 @@ class Case:
     reference: Callable | None = None   # its hand-written value-and-grad
     generate: Callable | None = None    # size -> (fun, reference) instead
     size_label: Callable[[Any], str] = str
-    derivative: str = "value_and_grad"  # or "hvp" / "hessian": the jitad object measured
+    derivative: str = "value_and_grad"  # or "jvp" / "hvp" / "hessian": the object measured
 
     def functions(self, size):
         """``(user function, hand-written value-and-grad)`` for ``size``."""
@@ -161,7 +161,9 @@ CASES = {case.name: case for case in [
     Case("synthetic", 0, (1000, 10_000, 100_000), (1000,),
          synthetic_args, generate=synthetic_functions,
          size_label=lambda n: f"{n} ops"),
-    # second derivatives: Hessian-vector products and dense Hessians
+    # forward mode; second derivatives: Hessian-vector products and dense Hessians
+    Case("rosen_vec_jvp", 0, (10_000, 1_000_000), (10_000,), rosen_hvp_args, rosen_vec,
+         reference.rosen_jvp, size_label=lambda n: f"n={n:,}", derivative="jvp"),
     Case("rosen_loop_hvp", 0, (100, 1000), (1000,), rosen_hvp_args, rosen_loop,
          reference.rosen_hvp, size_label=lambda n: f"n={n:,}", derivative="hvp"),
     Case("rosen_vec_hvp", 0, (10_000, 1_000_000), (10_000,), rosen_hvp_args, rosen_vec,

@@ -12,7 +12,7 @@ def peer_function(case, size, xp):
     """``case``'s user function written against the NumPy-like module ``xp``."""
     if case.name == "seed":
         return lambda x1, x2: xp.log(x1) + x1 * x2 - xp.sin(x2)
-    if case.name == "rosen_vec":
+    if case.name in ("rosen_vec", "rosen_vec_hvp", "rosen_vec_jvp"):
         return lambda x: xp.sum(
             100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
     if case.name == "logreg":
@@ -27,7 +27,10 @@ def peer_function(case, size, xp):
         return mlp
     if case.name == "synthetic":
         return synthetic.user_function(size, math_module=xp)
-    if case.name in ("rosen_loop", "lotka_volterra_rk4"):
+    if case.name == "seed_hessian":
+        return lambda x: xp.log(x[0]) + x[0] * x[1] - xp.sin(x[1])
+    if case.name in ("rosen_loop", "lotka_volterra_rk4", "rosen_loop_hvp",
+                     "rosen_loop_hessian"):
         return case.fun
     raise KeyError(f"no peer version of case {case.name!r}")
 
@@ -40,6 +43,24 @@ def jax_value_and_grad(case, size):
     jax.config.update("jax_enable_x64", True)
     return jax.jit(jax.value_and_grad(peer_function(case, size, jnp),
                                       argnums=case.argnums))
+
+
+def jax_derivative(case, size):
+    """``jax.jit`` of JAX's counterpart of a derivative row, in float64: ``jax.hessian``;
+    ``jax.jvp`` (value and directional derivative); an HVP as ``jax.jvp`` of ``jax.grad``
+    (forward over reverse, as JAX's documentation recommends)."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    fun = peer_function(case, size, jnp)
+    if case.derivative == "hessian":
+        return jax.jit(jax.hessian(fun, argnums=case.argnums))
+    if case.derivative == "jvp":
+        return jax.jit(lambda x, v: jax.jvp(fun, (x,), (v,)))
+    if case.derivative == "hvp":
+        return jax.jit(lambda x, v: jax.jvp(jax.grad(fun), (x,), (v,))[1])
+    raise KeyError(f"no JAX version of the {case.derivative} of {case.name!r}")
 
 
 def autograd_value_and_grad(case, size):

@@ -162,7 +162,20 @@ def lotka_volterra_rk4(p, state0, dt, target):
     return value, p_bar
 
 
-# --- second derivatives (the hvp and hessian cases) ---------------------------
+# --- forward mode and second derivatives (the jvp, hvp and hessian cases) -----
+
+@numba.njit
+def rosen_jvp(x, v):
+    """Rosenbrock's value and directional derivative along v, in one fused loop."""
+    value = 0.0
+    tangent = 0.0
+    for i in range(x.shape[0] - 1):
+        r = x[i + 1] - x[i] * x[i]
+        s = 1.0 - x[i]
+        value += 100.0 * r * r + s * s
+        tangent += (-400.0 * r * x[i] - 2.0 * s) * v[i] + 200.0 * r * v[i + 1]
+    return value, tangent
+
 
 @numba.njit
 def rosen_hvp(x, v):

@@ -134,7 +134,7 @@ def _build_jitad(case, size, args):
     import jitad
 
     fun = case.functions(size)[0]
-    if case.derivative != "value_and_grad":         # jitad.hvp, jitad.hessian
+    if case.derivative != "value_and_grad":         # jitad.jvp, .hvp, .hessian
         return getattr(jitad, case.derivative)(fun, argnums=case.argnums), args
     return jitad.jit_grad(fun, argnums=case.argnums).value_and_grad, args
 
@@ -142,7 +142,8 @@ def _build_jitad(case, size, args):
 def _build_jax(case, size, args):
     import jax
 
-    value_and_grad = peers.jax_value_and_grad(case, size)
+    value_and_grad = peers.jax_value_and_grad(case, size) \
+        if case.derivative == "value_and_grad" else peers.jax_derivative(case, size)
     device_args = tuple(jax.device_put(arg) for arg in args)
     return (lambda *a: jax.block_until_ready(value_and_grad(*a))), device_args
 
@@ -409,7 +410,7 @@ def benchmark(case, size, tools, timing, timeout):
     row = Row(case.name, case.size_label(size), reference)
     if reference.error is None and case.derivative == "value_and_grad":
         row.fd_error = reference_fd_error(case, size, reference)
-    for tool in [t for t in tools if case.derivative == "value_and_grad" or t == "jitad"]:
+    for tool in [t for t in tools if case.derivative == "value_and_grad" or t != "autograd"]:
         limit = PEER_TIMEOUTS.get(tool, timeout)
         outcome = measure_isolated(tool, case, size, timing, limit)
         if outcome.error is None:

@@ -185,13 +185,15 @@ class JitGrad:
         try:
             bound = self._bound.get(instance)
         except TypeError:                       # unhashable or not weak-referenceable
-            return JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape,
-                           self.has_aux, self.tiers)
+            return self._bind(instance)
         if bound is None:
-            bound = JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape,
-                            self.has_aux, self.tiers)
-            self._bound[instance] = bound
+            bound = self._bound[instance] = self._bind(instance)
         return bound
+
+    def _bind(self, instance):
+        """A new object like this one for the method bound to `instance`."""
+        return JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape,
+                       self.has_aux, self.tiers)
 
     # ------------------------------------------------------------ public calls
 

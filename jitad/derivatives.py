@@ -13,11 +13,12 @@ import functools
 import inspect
 import os
 import sys
+import types
 
 import numpy as np
 
 from . import codegen, tracing
-from .api import JitGrad, _fast_key, jit_grad
+from .api import JitGrad, _as_method, _entry, _fast_key, jit_grad
 from .errors import ArgumentError, JitadError
 from .reads import underlying_function
 from .tracing import Tracer, trace
@@ -46,8 +47,8 @@ def is_batch(wengert, wrt) -> bool:
 
 
 def jacobian_mode(wengert, wrt) -> str:
-    """Forward mode when the input has no more entries than the output, else reverse."""
-    n = int(np.prod(wengert.inputs[wrt[0]].shape))
+    """Forward mode when the inputs have no more entries than the output, else reverse."""
+    n = sum(int(np.prod(wengert.inputs[i].shape)) for i in wrt)
     m = int(np.prod(wengert.outputs[0].shape))
     return "jacobian_fwd" if n <= m else "jacobian_rev"
 
@@ -71,10 +72,17 @@ def kernel_list(wengert, mode: str, wrt: list):
     return simplify(vjp(wengert, wrt))
 
 
+def split_mode(mode: str) -> tuple:
+    """("hessian", True) for "hessian_blocks": a tuple `argnums` asks for a tuple of blocks."""
+    base = mode.removesuffix("_blocks")
+    return base, base != mode
+
+
 def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
     """`api.build` for the derivative modes: (source, function name, kernel list, shape)."""
     traced = simplify(variant.trace.wengert)
     wrt = list(wrt)
+    mode, blocks = split_mode(mode)
     if mode == "jacobian_auto":
         mode = jacobian_mode(traced, wrt)
     if mode == "jvp" and is_batch(traced, wrt):
@@ -95,16 +103,14 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
     source = codegen.generate(kernel, inner, f"Called by {base}_{mode} per direction.",
                               shape, runs)
     name = f"{base}_{mode}"
-    return source + "\n\n" + _loop_source(mode, name, inner, traced, kernel, wrt[0], doc), \
+    return source + "\n\n" + _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc), \
         name, kernel, shape
 
 
-def _loop_source(mode, name, inner, traced, kernel, i, doc) -> str:
+def _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc) -> str:
     """A function looping over unit directions, calling `inner` (the kernel) once each."""
     label = codegen.labels(WengertList(kernel.name, kernel.inputs, [], []))
     params = ", ".join(label[v.name] for v in traced.inputs)
-    xs, ys = traced.inputs[i].shape, traced.outputs[0].shape
-    n, m = int(np.prod(xs)), int(np.prod(ys))
     # Numba would inline a long kernel into its loop and optimize it again (seconds per
     # thousand entries); such a kernel runs long enough for a Python loop to cost nothing.
     python = len(kernel.entries) > COMPILED_LOOP_ENTRIES
@@ -112,38 +118,61 @@ def _loop_source(mode, name, inner, traced, kernel, i, doc) -> str:
             "direction\n" if python else "") + f"import numpy as np\n\n\ndef {name}({params}):\n" \
         f'    """{codegen.docstring_text(doc)}"""\n'
     if mode == "jvp_batch":             # the tangents are the rows of the input after x
-        v = label[traced.inputs[i + 1].name]
-        rows = "np.empty(k)" if ys == () else "np.empty((k,) + t_out.shape)"
+        v = label[traced.inputs[wrt[0] + 1].name]
+        rows = "np.empty(k)" if traced.outputs[0].shape == () else \
+            "np.empty((k,) + t_out.shape)"
         return head + (
             f"    k = {v}.shape[0]\n    y_out, t_out = {inner}({params}, {v}[0])\n"
             f"    T_out = {rows}\n    T_out[0] = t_out\n    for j in range(1, k):\n"
             f"        T_out[j] = {inner}({params}, {v}[j])[1]\n    return y_out, T_out\n")
+    return head + _dense_body(mode, inner, params, traced, wrt, blocks)
+
+
+def _dense_body(mode, inner, params, traced, wrt, blocks) -> str:
+    """Fill a dense Jacobian or Hessian: per unit direction of each seed (the tangent of a
+    differentiated input; in reverse mode the output's cotangent) one call of `inner`, whose
+    results are one row (column, in forward mode) of each block `B…_out` (the raveled
+    derivative). Returns the block, or with `blocks` a tuple of them (a Hessian: of rows)."""
+    xs, ys, k = [traced.inputs[i].shape for i in wrt], traced.outputs[0].shape, len(wrt)
+    seeds = [ys] if mode == "jacobian_rev" else xs
+    size = lambda shape: int(np.prod(shape))       # noqa: E731
+    ravel = lambda text, shape: f"np.ravel({text})" if len(shape) > 1 else text  # noqa: E731
+    arrays, fills = {}, [[] for _ in seeds]          # block -> (2-d shape, final shape)
+    for j in range(k):
+        for i in range(k):
+            if mode == "hessian":           # seed j's product, part i: row of block (j, i)
+                arrays[f"B{j}_{i}_out"] = (size(xs[j]), size(xs[i])), xs[j] + xs[i]
+                picked = "r_out" if k == 1 else f"r_out[{i}]"
+                fills[j].append(f"B{j}_{i}_out[k_out] = {ravel(picked, xs[i])}")
+        if mode == "jacobian_fwd":
+            arrays[f"B{j}_out"] = (size(ys), size(xs[j])), ys + xs[j]
+            fills[j].append(f"B{j}_out[:, k_out] = {ravel('r_out[1]', ys)}")
+        elif mode == "jacobian_rev":
+            arrays[f"B{j}_out"] = (size(ys), size(xs[j])), ys + xs[j]
+            fills[0].append(f"B{j}_out[k_out] = {ravel(f'r_out[1][{j}]', xs[j])}")
+    lines = [f"    d{j}_out = {'0.0' if s == () else f'np.zeros({size(s)})'}"
+             for j, s in enumerate(seeds)]
+    lines += [f"    {a} = np.empty({dims!r})" for a, (dims, _) in arrays.items()]
+    directions = ", ".join(f"d{j}_out" if len(s) <= 1 else f"d{j}_out.reshape({s!r})"
+                           for j, s in enumerate(seeds))
+    for j, s in enumerate(seeds):
+        unit = f"d{j}_out" if s == () else f"d{j}_out[k_out]"
+        lines += [f"    for k_out in range({size(s)}):", f"        {unit} = 1.0",
+                  f"        r_out = {inner}({params}, {directions})",
+                  *(f"        {fill}" for fill in fills[j]), f"        {unit} = 0.0"]
+    final = {a: f"{a}[0, 0]" if shape == () else a if shape == dims else
+             f"{a}.reshape({shape!r})" for a, (dims, shape) in arrays.items()}
     if mode == "hessian":
-        if xs == ():
-            return head + f"    return {inner}({params}, 1.0)\n"
-        return head + _unit_loop(inner, params, n, xs, "H_out[k]", "", True, (n, n), xs + xs)
-    if mode == "jacobian_fwd":
-        if xs == ():
-            return head + f"    return {inner}({params}, 1.0)[1]\n"
-        return head + _unit_loop(inner, params, n, xs, "J_out[:, k]" if ys else "J_out[0, k]",
-                                 "[1]", ys != (), (m, n), ys + xs)
-    if ys == ():
-        return head + f"    return {inner}({params}, 1.0)[1][0]\n"
-    return head + _unit_loop(inner, params, m, ys, "J_out[k]" if xs else "J_out[k, 0]",
-                             "[1][0]", xs != (), (m, n), ys + xs)
+        rows = [_tuple_text([final[f"B{j}_{i}_out"] for i in range(k)]) for j in range(k)]
+        result = _tuple_text(rows) if blocks else final["B0_0_out"]
+    else:
+        result = _tuple_text([final[f"B{j}_out"] for j in range(k)]) if blocks \
+            else final["B0_out"]
+    return "\n".join(lines) + f"\n    return {result}\n"
 
 
-def _unit_loop(inner, params, count, unit_shape, target, pick, ravel, dims, shape) -> str:
-    """The body of a loop over the `count` unit vectors of shape `unit_shape`: `inner`'s
-    result for each (`pick` of it, raveled if `ravel`) goes to `target` (row or column k of
-    an array of `dims`), which is returned reshaped to `shape`."""
-    out = target.partition("[")[0]
-    value = f"{inner}({params}, unit_out.reshape({unit_shape!r})){pick}"
-    value = f"np.ravel({value})" if ravel else value
-    return (f"    unit_out = np.zeros({count})\n    {out} = np.empty({dims!r})\n"
-            f"    for k in range({count}):\n        unit_out[k] = 1.0\n"
-            f"        {target} = {value}\n        unit_out[k] = 0.0\n"
-            f"    return {out}.reshape({shape!r})\n")
+def _tuple_text(items) -> str:
+    return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
 
 
 # ---------------------------------------------------------------- objects
@@ -156,7 +185,14 @@ class Grad(JitGrad):
         return f"<jitad.grad of {self.__qualname__}, argnums={self.argnums!r}>"
 
     def __reduce__(self):
-        return _rebuild, ("grad", self._origin, {"argnums": self.argnums})
+        return _rebuild, ("grad", self._origin, self._recipe())
+
+    def _recipe(self):
+        return {"argnums": self.argnums, "code_shape": self.code_shape}
+
+    def _bind(self, instance):
+        """The gradient of the method bound to `instance` (see `JitGrad.__get__`)."""
+        return _rebuild("grad", _method(self._origin, instance), self._recipe())
 
 
 class Transformed(JitGrad):
@@ -167,16 +203,18 @@ class Transformed(JitGrad):
 
     def __init__(self, fun, argnums, mode, factory, code_shape="auto", tangents=False,
                  options=None):
-        self._origin, self._factory, self._mode = fun, factory, mode
+        self._origin, self._factory = fun, factory
         self._options = dict(options or {}, argnums=argnums, code_shape=code_shape)
         fun = _as_function(fun)
         if tangents:
             fun, argnums = _with_tangents(fun, argnums, factory)
-        elif not isinstance(argnums, int) or isinstance(argnums, bool):
-            raise ArgumentError(f"jitad.{factory}: argnums must be one int (the argument the "
-                                f"{factory} is taken with respect to), got {argnums!r}")
+        elif isinstance(argnums, tuple):    # JAX's convention: a tuple of blocks
+            if len(set(argnums)) != len(argnums):
+                raise ArgumentError(f"jitad.{factory}: argnums has a repeated index: "
+                                    f"{argnums!r}")
+            mode += "_blocks"
         super().__init__(fun, argnums, code_shape)
-        self._tangents = tangents
+        self._tangents, self._mode = tangents, mode
         self._fast[mode] = {}
 
     def __repr__(self) -> str:
@@ -193,7 +231,16 @@ class Transformed(JitGrad):
         return self._call(self._mode, args, kwargs)
 
     def _install_entry(self, kernel, mode, args, variant) -> None:
-        """Also make calls with this many positional arguments go straight to the entry."""
+        """Make this signature's entry the object's `__call__`: generated with the function's
+        own parameters where it has no *args (keywords and defaults work, and other calls
+        fall through to `_call`), else behind a check of the argument count."""
+        if not self._varargs and not any(n.startswith("_jitad") for n in self._names):
+            entry, _ = _entry(kernel, mode, args, self._names, self._defaults,
+                              variant.trace.consts, variant.reads.bindings, self._single,
+                              functools.partial(self._entry_missed, mode), variant.trace.aux)
+            self._fast[mode][_fast_key(args)] = entry
+            type(self).__call__ = staticmethod(_as_method(entry, self, Transformed.__call__))
+            return
         super()._install_entry(kernel, mode, args, variant)
         entry, count, slow = self._fast[mode][_fast_key(args)], len(args), self._call
 
@@ -249,16 +296,20 @@ class Transformed(JitGrad):
                     f"{type(args[t]).__name__} of shape {np.shape(args[t])}")
         return keys, runtime, names
 
+    def _bind(self, instance):
+        """This derivative of the method bound to `instance` (see `JitGrad.__get__`)."""
+        return _rebuild(self._factory, _method(self._origin, instance), self._options)
+
     def _check_output(self, traced) -> None:
         (out,) = traced.wengert.outputs
-        if self._mode in _ARRAY_OUTPUTS and \
+        if split_mode(self._mode)[0] in _ARRAY_OUTPUTS and \
                 isinstance(out, (Var, Literal)) and out.dtype == "float64":
             return
         super()._check_output(traced)
 
     def _trace(self, args, key, runtime, names, exact=False, load=True):
         # Dense Jacobians and Hessians loop over sizes known when they are built.
-        exact = exact or self._mode in _DENSE
+        exact = exact or split_mode(self._mode)[0] in _DENSE
         variant = super()._trace(args, key, runtime, names, exact, load)
         if self._tangents:          # traced through `_with_tangents`: name the user's function
             code = underlying_function(_user_function(self._origin)).__code__
@@ -277,6 +328,11 @@ def _user_function(fun):
 
 def _rebuild(factory, origin, options):
     return globals()[factory](origin, **options)
+
+
+def _method(fun, instance):
+    """`fun` bound to `instance` (a jitad object binds itself, see `JitGrad.__get__`)."""
+    return fun.__get__(instance) if isinstance(fun, JitGrad) else types.MethodType(fun, instance)
 
 
 def _as_function(fun):
@@ -342,6 +398,7 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
     index = {p: k for k, p in enumerate(i for i, r in enumerate(runtime) if r is not None)}
     wrt = [index[i % len(args)] for i in obj._wrt]
     wengert = simplify(traced.wengert)
+    mode, blocks = split_mode(mode)
     if mode == "jacobian_auto":
         mode = jacobian_mode(wengert, wrt)
     if mode == "jvp" and is_batch(wengert, wrt):
@@ -368,18 +425,35 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
     if mode == "hvp":
         out = run()
         return out[0] if single else tuple(out)
-    xs, ys = wengert.inputs[wrt[0]].shape, wengert.outputs[0].shape
-    if mode == "hessian":
-        parts, stacked = [run(u)[0] for u in _units(xs)], xs
-    elif mode == "jacobian_fwd":
-        parts, stacked = [run(u)[1] for u in _units(xs)], xs
-    else:
-        parts, stacked = [run(u)[1] for u in _units(ys)], ys
+    result = _dense_blocks(mode, wengert, wrt, run)
+    if blocks:
+        return result
+    return result[0][0] if mode == "hessian" else result[0]
+
+
+def _dense_blocks(mode, wengert, wrt, run):
+    """The blocks of a dense Jacobian (a tuple) or Hessian (a tuple of rows of blocks) from
+    `run(*directions)` per unit direction, on traced values (see `_dense_body`)."""
+    xs, ys, k = [wengert.inputs[i].shape for i in wrt], wengert.outputs[0].shape, len(wrt)
+    if mode == "jacobian_rev":      # run -> [value, cotangent^T J_1, ...]
+        outs = [run(u) for u in _units(ys)]
+        return tuple(_stacked([o[1 + i] for o in outs], ys, xs[i]) for i in range(k))
+    zeros = [0.0 if s == () else np.zeros(s) for s in xs]
+    along = [[run(*zeros[:j], u, *zeros[j + 1:]) for u in _units(xs[j])] for j in range(k)]
+    if mode == "jacobian_fwd":      # run -> [value, J v]
+        return tuple(_stacked([o[1] for o in along[j]], xs[j], ys, last=True)
+                     for j in range(k))
+    return tuple(tuple(_stacked([o[i] for o in along[j]], xs[j], xs[i]) for i in range(k))
+                 for j in range(k))   # run -> [(H v)_1, ...]
+
+
+def _stacked(parts, stacked, part_shape, last=False):
+    """One part per unit direction of `stacked`, stacked in front (`last`: behind)."""
     if stacked == ():
         return parts[0]
-    if mode == "jacobian_fwd" and ys != ():
-        return np.reshape(np.stack(parts, axis=-1), ys + xs)
-    return np.reshape(np.stack(parts), ys + xs if mode == "jacobian_rev" else xs + xs)
+    if last and part_shape != ():
+        return np.reshape(np.stack(parts, axis=-1), part_shape + stacked)
+    return np.reshape(np.stack(parts), stacked + part_shape)
 
 
 def _value(a):

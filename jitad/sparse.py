@@ -125,11 +125,16 @@ class _Analysis:
     """One walk over a list: dependency matrices per value and, for Hessians, the coupled
     input pairs recorded at each nonlinear entry."""
 
-    def __init__(self, wengert: WengertList, wrt: int, values: dict, second_order: bool):
-        x = wengert.inputs[wrt]
-        self.n = _size(x.shape)
-        self.deps = {x.name: frozenset({0}) if x.shape == () else
-                     sp.identity(self.n, format="csr")}
+    def __init__(self, wengert: WengertList, wrt, values: dict, second_order: bool):
+        xs = [wengert.inputs[i] for i in ([wrt] if isinstance(wrt, int) else wrt)]
+        self.n = sum(_size(x.shape) for x in xs)      # the inputs' elements, one after another
+        self.deps, offset = {}, 0
+        for x in xs:
+            size = _size(x.shape)
+            self.deps[x.name] = frozenset({offset}) if x.shape == () else sp.csr_matrix(
+                (np.ones(size), (np.arange(size), np.arange(offset, offset + size))),
+                shape=(size, self.n))
+            offset += size
         self.values = values            # name -> concrete value (integer index operands)
         self.second = second_order
         self.pairs_rows, self.pairs_cols = [], []
@@ -349,9 +354,10 @@ def index_values(wengert: WengertList, args: list) -> dict:
     return values
 
 
-def jacobian_pattern(wengert: WengertList, wrt: int, args=()) -> tuple:
+def jacobian_pattern(wengert: WengertList, wrt, args=()) -> tuple:
     """(rows, cols): the structurally nonzero elements of d(output, raveled) / d(input `wrt`,
-    raveled); `args` are the runtime arguments (needed where gathers read index arrays)."""
+    raveled; for a list of inputs, their raveled elements one after another); `args` are the
+    runtime arguments (needed where gathers read index arrays)."""
     analysis = _Analysis(wengert, wrt, index_values(wengert, list(args)), False)
     analysis.run(wengert.entries)
     (out,) = wengert.outputs
@@ -363,7 +369,7 @@ def jacobian_pattern(wengert: WengertList, wrt: int, args=()) -> tuple:
     return coo.row[order].astype(np.int64), coo.col[order].astype(np.int64)
 
 
-def hessian_pattern(wengert: WengertList, wrt: int, args=()) -> tuple:
+def hessian_pattern(wengert: WengertList, wrt, args=()) -> tuple:
     """(rows, cols), symmetric: the input pairs coupled by some nonlinear entry that reaches
     the scalar output (Walther's dependency-set propagation)."""
     analysis = _Analysis(wengert, wrt, index_values(wengert, list(args)), True)
@@ -449,10 +455,13 @@ def star_colouring(rows, cols, n) -> np.ndarray:
     return np.array(colours, dtype=np.int64)
 
 
-def seeds(colours, shape) -> list:
-    """One seed array per colour: 1.0 on that colour's (raveled) elements."""
+def seeds(colours, shapes) -> list:
+    """Per colour, one seed array per differentiated input (of these `shapes`): 1.0 on that
+    colour's elements (the inputs' raveled elements one after another)."""
     count = int(colours.max()) + 1 if len(colours) else 0
-    return [(colours == c).astype(np.float64).reshape(shape) for c in range(count)]
+    ends = np.cumsum([0] + [_size(s) for s in shapes])
+    return [[(colours[a:b] == c).astype(np.float64).reshape(s)
+             for a, b, s in zip(ends, ends[1:], shapes)] for c in range(count)]
 
 
 def jacobian_sources(rows, cols, colours) -> tuple:
@@ -516,9 +525,10 @@ class _Sparse:
     kind = ""
 
     def __init__(self, fun, argnums=0):
-        if not (isinstance(argnums, int) and not isinstance(argnums, bool)):
-            raise ArgumentError(f"sparse {self.kind}: argnums must be one int, got {argnums!r}")
+        if isinstance(argnums, tuple) and len(set(argnums)) != len(argnums):
+            raise ArgumentError(f"sparse {self.kind}: argnums has a repeated index: {argnums!r}")
         self._inner = JitGrad(fun, argnums)
+        self._single = isinstance(argnums, int)
         self.fun, self.argnums = fun, argnums
         self.__name__ = self._inner.__name__
         self._plans: dict = {}          # (id(variant), index digest) -> plan
@@ -530,14 +540,16 @@ class _Sparse:
     def _resolve(self, args, kwargs):
         inner = self._inner
         args, key, runtime, names, values, candidates = inner._lookup(args, kwargs)
-        x = args[self.argnums]
-        if not isinstance(x, np.ndarray):
-            raise ArgumentError(f"sparse {self.kind} of {self.__name__}: the differentiated "
-                                f"argument must be a float64 array, got {type(x).__name__}")
-        return args, key, runtime, names, values, candidates, x
+        xs = [args[i] for i in inner._wrt]
+        for x in xs:
+            if not isinstance(x, np.ndarray):
+                raise ArgumentError(f"sparse {self.kind} of {self.__name__}: a differentiated "
+                                    f"argument must be a float64 array, got {type(x).__name__}")
+        return args, key, runtime, names, values, candidates, xs
 
     def __call__(self, *args, **kwargs):
-        """The sparse derivative at these arguments: a scipy.sparse CSR matrix."""
+        """The sparse derivative at these arguments: a scipy.sparse CSR matrix (for a tuple
+        `argnums`, a tuple of blocks; for a Hessian, a tuple of rows of blocks)."""
         with self._inner._lock:
             args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
             for variant in candidates:
@@ -548,7 +560,8 @@ class _Sparse:
             return self._evaluate(self._traced(args, key, runtime, names), values, x)
 
     def plan(self, *args, **kwargs):
-        """(rows, cols, colours) used for these arguments: the pattern and its colouring."""
+        """(rows, cols, colours) used for these arguments: the pattern and its colouring
+        (for a tuple `argnums`, of all differentiated elements one after another)."""
         args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
         variant = candidates[0] if candidates else self._traced(args, key, runtime, names)
         p = self._plan(variant, values + variant.trace.consts, x)
@@ -571,7 +584,7 @@ class _Sparse:
         plan = self._plans.get(key)
         if plan is None:
             with _collector_paused():
-                plan = self._make_plan(simplify(wengert), variant.wrt[0], runtime_args, x)
+                plan = self._make_plan(simplify(wengert), list(variant.wrt), runtime_args, x)
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             self._plans[key] = plan
@@ -586,23 +599,37 @@ class _Sparse:
             kernel = variant.kernels[self.mode] = self._compile(variant, runtime_args, x)
         products = np.empty((len(plan["seeds"]), plan["layout"]["shape"][0]))
         for k, seed in enumerate(plan["seeds"]):    # a constant product is a float: broadcast
-            products[k] = np.ravel(compiler.call_compiling(kernel, runtime_args + [seed]))
-        return decompress(products, plan["layout"])
+            product = compiler.call_compiling(kernel, runtime_args + seed)
+            products[k] = np.concatenate([np.ravel(p) for p in product]) \
+                if isinstance(product, tuple) else np.ravel(product)
+        return self._split(decompress(products, plan["layout"]), x)
+
+    def _split(self, matrix, xs):
+        """The matrix, or for a tuple `argnums` its blocks (column blocks of a Jacobian,
+        rows of blocks of a Hessian)."""
+        if self._single:
+            return matrix
+        ends = np.cumsum([0] + [x.size for x in xs])
+        columns = [matrix[:, a:b] for a, b in zip(ends, ends[1:])]
+        if self.kind == "jacobian":
+            return tuple(columns)
+        return tuple(tuple(c[a:b] for c in columns) for a, b in zip(ends, ends[1:]))
 
     def _compile(self, variant, runtime_args, x):
         with _collector_paused():
             product, name, source = self._built(variant, for_reading=False)
             if source is None:
                 return compiler.tape_kernel(product)
-        return compiler.compile_source(source, name, tuple(runtime_args) + (x * 0.0,),
+        return compiler.compile_source(source, name,
+                                       tuple(runtime_args) + tuple(a * 0.0 for a in x),
                                        variant.trace.wengert.loc)
 
     def _built(self, variant, for_reading=True):
         """(product list, function name, generated source; None for the tape interpreter
         unless `for_reading`)."""
         wengert = simplify(variant.trace.wengert)
-        base, pick = self._base(wengert, list(variant.wrt))
-        product = product_list(base, list(variant.wrt), pick, f"{wengert.name}_{self.mode}")
+        base, picks = self._base(wengert, list(variant.wrt))
+        product = product_list(base, list(variant.wrt), picks, f"{wengert.name}_{self.mode}")
         shape, runs = codegen.choose_shape(product)
         name = f"{codegen.identifier(self.__name__)}_{self.mode}"
         if shape == "tape" and not for_reading:
@@ -618,17 +645,18 @@ class _Sparse:
         return self._built(variant)[2]
 
 
-def product_list(base: WengertList, wrt: list, pick: int, name: str) -> WengertList:
-    """The list `(inputs…, seed) -> d output[pick] . seed`: forward mode on `base`.
+def product_list(base: WengertList, wrt: list, picks: list, name: str) -> WengertList:
+    """The list `(inputs…, seeds…) -> (d output[pick] . seeds for each pick)`: forward mode
+    on `base` (one seed per differentiated input).
 
     One seed per call: several tangents in one list share the primal, but their interleaved
     entries defeat the loop re-roller (a 300-term loop-form Rosenbrock prints 12 kB of
     source with one seed, 1.3 MB with three), and compile time dominates.
     """
     forward = jvp(base, wrt)
-    tangent = forward.outputs[len(base.outputs) + pick]
+    tangents = [forward.outputs[len(base.outputs) + pick] for pick in picks]
     return simplify(eliminate_dead_code(WengertList(name, forward.inputs, forward.entries,
-                                                    [tangent], loc=base.loc)))
+                                                    tangents, loc=base.loc)))
 
 
 class SparseJacobian(_Sparse):
@@ -648,16 +676,17 @@ class SparseJacobian(_Sparse):
                 f"{self.__name__} must return one float array (or scalar) for a Jacobian, "
                 f"got {type(out).__name__}")
 
-    def _make_plan(self, wengert, wrt, runtime_args, x):
+    def _make_plan(self, wengert, wrt, runtime_args, xs):
         (out,) = wengert.outputs
-        shape = (_size(out.shape), x.size)
+        shape = (_size(out.shape), sum(x.size for x in xs))
         rows, cols = jacobian_pattern(wengert, wrt, runtime_args)
         colours = column_colouring(rows, cols, shape)
-        return {"rows": rows, "cols": cols, "colours": colours, "seeds": seeds(colours, x.shape),
+        return {"rows": rows, "cols": cols, "colours": colours,
+                "seeds": seeds(colours, [x.shape for x in xs]),
                 "layout": layout(rows, cols, jacobian_sources(rows, cols, colours), shape)}
 
     def _base(self, wengert, wrt):
-        return wengert, 0
+        return wengert, [0]
 
 
 class SparseHessian(_Sparse):
@@ -667,23 +696,26 @@ class SparseHessian(_Sparse):
 
     kind, mode, doc = "hessian", "sparse_hessian", "Hessian-vector product"
 
-    def _make_plan(self, wengert, wrt, runtime_args, x):
+    def _make_plan(self, wengert, wrt, runtime_args, xs):
+        n = sum(x.size for x in xs)
         rows, cols = hessian_pattern(wengert, wrt, runtime_args)
-        colours = star_colouring(rows, cols, x.size)
+        colours = star_colouring(rows, cols, n)
         try:
             sources = hessian_sources(rows, cols, colours)
         except ValueError:      # never expected; distance-2 colouring always decompresses
-            colours = column_colouring(rows, cols, (x.size, x.size))
+            colours = column_colouring(rows, cols, (n, n))
             sources = hessian_sources(rows, cols, colours)
-        return {"rows": rows, "cols": cols, "colours": colours, "seeds": seeds(colours, x.shape),
-                "layout": layout(rows, cols, sources, (x.size, x.size))}
+        return {"rows": rows, "cols": cols, "colours": colours,
+                "seeds": seeds(colours, [x.shape for x in xs]),
+                "layout": layout(rows, cols, sources, (n, n))}
 
     def _base(self, wengert, wrt):
-        return simplify(value_and_grad(wengert, wrt)), 1
+        return simplify(value_and_grad(wengert, wrt)), list(range(1, 1 + len(wrt)))
 
 
 def sparse_jacobian(fun, argnums=0) -> SparseJacobian:
-    """A callable returning d fun / d args[argnums] as a scipy.sparse CSR matrix.
+    """A callable returning d fun / d args[argnums] as a scipy.sparse CSR matrix (for a
+    tuple `argnums`, a tuple of them: one block of columns per argument).
 
     The pattern (found on the traced list) and its column colouring are computed once per
     argument signature; each call runs one compiled forward-mode product per colour.
@@ -693,5 +725,7 @@ def sparse_jacobian(fun, argnums=0) -> SparseJacobian:
 
 def sparse_hessian(fun, argnums=0) -> SparseHessian:
     """A callable returning the Hessian of scalar `fun` wrt args[argnums] as a symmetric
-    scipy.sparse CSR matrix, from one Hessian-vector product per star colour."""
+    scipy.sparse CSR matrix, from one Hessian-vector product per star colour (for a tuple
+    `argnums`, the blocks `H[i][j]` of shape (args[i].size, args[j].size) as a tuple of
+    tuples; one colouring covers all the arguments)."""
     return SparseHessian(fun, argnums)

@@ -194,8 +194,8 @@ def test_errors_name_the_jacobian_and_the_tangent():
         jitad.jit_grad(lambda x: x * 2.0)(X)
     with pytest.raises(ArgumentError, match="tangent"):
         rosen_hvp(X, V[:3])
-    with pytest.raises(ArgumentError, match="argnums"):
-        jitad.hessian(rosen, argnums=(0,))
+    with pytest.raises(ArgumentError, match="repeated"):
+        jitad.hessian(rosen, argnums=(0, 0))
     with pytest.raises(ArgumentError, match="mode"):
         jitad.jacobian(residuals, mode="sideways")
 
@@ -246,3 +246,150 @@ def test_jacobian_edge_shapes_scalar_input_and_scalar_output():
     g = jitad.jacobian(lambda x: np.sum(x * x), mode="rev")(X)
     np.testing.assert_allclose(g, 2 * X, rtol=1e-15)
     assert jitad.hessian(lambda a: a ** 4)(1.5) == pytest.approx(12 * 1.5 ** 2)
+
+
+# ---------------------------------------------------------------- tuple argnums: blocks
+
+A2 = np.array([[0.5, 1.5], [2.5, 0.1]])
+
+
+def three_args(x, a, y):       # a vector, a matrix and a float, coupled in every pair
+    return np.sum(x ** 2) * np.sum(a ** 3) * y + math.sin(y) * x[0] * a[1, 0]
+
+
+def three_args_grad_by_hand(x, a, y):
+    sx, sa = np.sum(x ** 2), np.sum(a ** 3)
+    gx = 2 * x * sa * y
+    gx[0] += math.sin(y) * a[1, 0]
+    ga = 3 * a ** 2 * sx * y
+    ga[1, 0] += math.sin(y) * x[0]
+    return gx, ga, sx * sa + math.cos(y) * x[0] * a[1, 0]
+
+
+def fd_blocks(grads, args):
+    """d grads[i] / d args[j] by central differences, shaped args[i].shape + args[j].shape."""
+    blocks = [[None] * len(args) for _ in args]
+    for j, a in enumerate(args):
+        columns = []
+        for e in np.eye(np.size(a)):
+            e = e.reshape(np.shape(a)) if np.ndim(a) else float(e[0])
+            up = grads(*(b + EPS * e if k == j else b for k, b in enumerate(args)))
+            down = grads(*(b - EPS * e if k == j else b for k, b in enumerate(args)))
+            columns.append([(u - d) / (2 * EPS) for u, d in zip(up, down)])
+        for i, a_i in enumerate(args):
+            stacked = np.stack([np.asarray(c[i]) for c in columns], axis=-1)
+            blocks[i][j] = stacked.reshape(np.shape(a_i) + np.shape(a))
+    return blocks
+
+
+three_hessian = jitad.hessian(three_args, argnums=(0, 1, 2))
+
+
+def test_hessian_with_tuple_argnums_is_nested_blocks_of_differences():
+    args = (X[:3], A2, 0.7)
+    H = three_hessian(*args)
+    want = fd_blocks(three_args_grad_by_hand, args)
+    assert len(H) == 3 and all(len(row) == 3 for row in H)
+    for i in range(3):
+        for j in range(3):
+            assert np.shape(H[i][j]) == np.shape(args[i]) + np.shape(args[j])
+            np.testing.assert_allclose(H[i][j], want[i][j], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(H[i][j], np.transpose(
+                H[j][i], list(range(np.ndim(args[j]), np.ndim(args[j]) + np.ndim(args[i]))) +
+                list(range(np.ndim(args[j])))))
+    assert isinstance(H[2][2], float)
+
+
+def test_hessian_of_seed_001_with_two_float_arguments_by_hand():
+    H = jitad.hessian(lambda x1, x2: math.log(x1) + x1 * x2 - math.sin(x2), argnums=(0, 1))
+    x1, x2 = 2.0, 5.0
+    blocks = H(x1, x2)
+    assert all(isinstance(h, float) for row in blocks for h in row)
+    np.testing.assert_allclose(blocks, [[-1 / x1 ** 2, 1.0], [1.0, math.sin(x2)]], rtol=1e-14)
+    single = jitad.hessian(seed_001, argnums=(0,))(np.array([x1, x2]))
+    assert len(single) == 1 and len(single[0]) == 1
+    np.testing.assert_allclose(single[0][0], [[-1 / x1 ** 2, 1.0], [1.0, math.sin(x2)]])
+
+
+def scaled_residuals(p, t, c):
+    return c * p[0] * np.exp(-p[1] * t) - np.cos(c * t)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "rev", "auto"])
+def test_jacobian_with_tuple_argnums_is_a_tuple_of_blocks(mode):
+    p, t, c = np.array([2.0, 0.5]), np.linspace(0.0, 1.0, 4), 1.3
+    J = jitad.jacobian(scaled_residuals, argnums=(0, 2), mode=mode)(p, t, c)
+    assert len(J) == 2 and J[0].shape == (4, 2) and J[1].shape == (4,)
+    want_p = np.column_stack([fd_of(lambda q: scaled_residuals(q, t, c), p, e) for e in np.eye(2)])
+    np.testing.assert_allclose(J[0], want_p, rtol=1e-7, atol=1e-9)
+    # d/dc by hand: p0 exp(-p1 t) + t sin(c t)
+    np.testing.assert_allclose(J[1], p[0] * np.exp(-p[1] * t) + t * np.sin(c * t), rtol=1e-14)
+
+
+def test_blocks_inlined_in_traced_code_differentiate_by_hand():
+    """d/dx sum(H[0][1] ** 2) where H[0][1] = d2f/dx dy = 2 x sum(a^3) + e0 cos(y) a10."""
+    a, y = A2, 0.7
+    hxy = jitad.hessian(three_args, argnums=(0, 2))
+    outer = jitad.jit_grad(lambda x: np.sum(hxy(x, a, y)[0][1] ** 2))
+    x = X[:3]
+    h01 = 2 * x * np.sum(a ** 3)
+    h01[0] += math.cos(y) * a[1, 0]
+    np.testing.assert_allclose(hxy(x, a, y)[0][1], h01, rtol=1e-13)
+    np.testing.assert_allclose(outer(x), 2 * h01 * 2 * np.sum(a ** 3), rtol=1e-13)
+    jac = jitad.jit_grad(lambda p: np.sum(jitad.jacobian(scaled_residuals, argnums=(0, 2))(
+        p, np.linspace(0.0, 1.0, 4), 1.3)[1]))
+    t = np.linspace(0.0, 1.0, 4)
+    p = np.array([2.0, 0.5])
+    np.testing.assert_allclose(jac(p), [np.sum(np.exp(-p[1] * t)),
+                                        -np.sum(p[0] * t * np.exp(-p[1] * t))], rtol=1e-13)
+
+
+# ---------------------------------------------------------------- derivatives as methods
+
+class Quartic:
+    def __init__(self, scale):
+        self.scale = scale
+
+    @jitad.hessian
+    def hessian(self, x):
+        return self.scale * np.sum(x ** 4)
+
+    @jitad.hvp
+    def hvp(self, x):
+        return self.scale * np.sum(x ** 4)
+
+    @jitad.grad
+    def grad(self, x):
+        return self.scale * np.sum(x ** 4)
+
+    @jitad.jacobian(argnums=(0, 1))
+    def jac(self, x, s):
+        return self.scale * s * x ** 3
+
+
+def test_derivative_objects_bound_to_an_instance_are_that_derivative():
+    q, other = Quartic(2.0), Quartic(3.0)
+    x = X[:3]
+    np.testing.assert_allclose(q.hessian(x), np.diag(24.0 * x ** 2), rtol=1e-14)
+    np.testing.assert_allclose(other.hessian(x), np.diag(36.0 * x ** 2), rtol=1e-14)
+    np.testing.assert_allclose(q.hvp(x, V[:3]), 24.0 * x ** 2 * V[:3], rtol=1e-14)
+    np.testing.assert_allclose(q.grad(x), 8.0 * x ** 3, rtol=1e-14)
+    jx, js = q.jac(x, 0.5)
+    np.testing.assert_allclose(jx, np.diag(3.0 * x ** 2), rtol=1e-14)
+    np.testing.assert_allclose(js, 2.0 * x ** 3, rtol=1e-14)
+    assert q.hessian is q.hessian and "jitad.hessian" in repr(q.hessian)
+    assert Quartic.hessian is Quartic.__dict__["hessian"]
+
+
+def test_the_installed_entry_takes_keywords_defaults_and_other_signatures():
+    def cubic(x, s=2.0):
+        return s * np.sum(x ** 3)
+    h = jitad.hessian(cubic)
+    x = X[:3]
+    np.testing.assert_allclose(h(x), np.diag(12.0 * x), rtol=1e-15)      # installs the entry
+    np.testing.assert_allclose(h(x, s=3.0), np.diag(18.0 * x), rtol=1e-15)
+    np.testing.assert_allclose(h(x=x), np.diag(12.0 * x), rtol=1e-15)
+    np.testing.assert_allclose(h(X), np.diag(12.0 * X), rtol=1e-15)     # another shape
+    np.testing.assert_allclose(h(x, 3.0), np.diag(18.0 * x), rtol=1e-15)
+    with pytest.raises(TypeError):
+        h(x, 1.0, 2.0)

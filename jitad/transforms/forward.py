@@ -35,7 +35,9 @@ def jvp(wengert: WengertList, wrt: list, tangent_inputs: list | None = None) -> 
             continue
         b.loc = entry.loc
         b.hint = f"{entry.out.name}_dot_t"
+        start = len(b.entries)
         result = entry.prim.jvp(b, entry.out, entry.ins, dots, **entry.params)
+        _keep_reaching(b.entries, start, result)
         if result is not None:
             if isinstance(result, Var) and result.name.startswith(b.hint):
                 b.rename(result, f"{entry.out.name}_dot")
@@ -48,3 +50,19 @@ def jvp(wengert: WengertList, wrt: list, tangent_inputs: list | None = None) -> 
         out_dots.append(out_dot)
     return WengertList(f"{wengert.name}_jvp", list(wengert.inputs) + tangent_inputs, b.entries,
                        list(wengert.outputs) + out_dots, loc=wengert.loc)
+
+
+def _keep_reaching(entries: list, start: int, result) -> None:
+    """Drop the entries a rule appended after `start` that do not reach its `result` (rules
+    written with a chain rule per operand compute every operand's term for each tangent)."""
+    added = len(entries) - start
+    if added == 0 or added == 1 and entries[-1].out is result:
+        return
+    needed = {result.name} if isinstance(result, Var) else set()
+    kept = []
+    for e in reversed(entries[start:]):
+        if e.out.name in needed:
+            kept.append(e)
+            needed.update(a.name for a in e.ins if isinstance(a, Var))
+    if len(kept) < len(entries) - start:
+        entries[start:] = kept[::-1]
