@@ -429,7 +429,7 @@ def printable_runs(wengert: WengertList) -> tuple:
     needs_tape = reroll.escaping(entries, wengert.outputs, runs)
     storage = _Storage(wengert)
     producer = {e.out.name: e.prim for e in entries}
-    kept = []
+    kept, kept_starts = [], set()
     for r in runs:
         arrays = [j for j in range(r.period) if entries[r.start + j].out.ndim > 0]
         # An array chain starts from a buffer it may update in place: owned and read only here.
@@ -437,10 +437,11 @@ def printable_runs(wengert: WengertList) -> tuple:
             isinstance(init, Var) and init.name in producer and not producer[init.name].view
             and storage.last_use.get(init.name, -1) <= r.start + j
             for (j, p), init in r.inits.items() if entries[r.start + j].out.ndim > 0 and p == 0)
-        reads_dropped = any(d[0] == "tape" and d[1] not in {k.start for k in kept}
+        reads_dropped = any(d[0] == "tape" and d[1] not in kept_starts
                             for ds in r.operands for d in ds)
         if not needs_tape[id(r)].intersection(arrays) and inits_ok and not reads_dropped:
             kept.append(r)
+            kept_starts.add(r.start)
     return kept, reroll.escaping(entries, wengert.outputs, kept)
 
 
