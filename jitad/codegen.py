@@ -426,6 +426,8 @@ def printable_runs(wengert: WengertList) -> tuple:
     and `reroll.escaping` for them."""
     entries = wengert.entries
     runs = reroll.find_runs(entries)
+    if not runs:
+        return [], {}
     needs_tape = reroll.escaping(entries, wengert.outputs, runs)
     storage = _Storage(wengert)
     producer = {e.out.name: e.prim for e in entries}
@@ -442,6 +444,8 @@ def printable_runs(wengert: WengertList) -> tuple:
         if not needs_tape[id(r)].intersection(arrays) and inits_ok and not reads_dropped:
             kept.append(r)
             kept_starts.add(r.start)
+    if len(kept) == len(runs):
+        return kept, needs_tape
     return kept, reroll.escaping(entries, wengert.outputs, kept)
 
 

@@ -34,6 +34,7 @@ MIN_RUN_ENTRIES = 24
 CANDIDATE_PERIODS = 8
 MAX_PERIOD = 4000        # longer loop bodies stay straight (keeps the search linear)
 CHAIN_PRIMITIVES = ("index_add", "scatter_add", "index_update", "scatter")
+BEFORE = ("outside", "tape")    # descriptors of values defined before a run
 WORK: collections.Counter = collections.Counter()
 
 
@@ -121,6 +122,7 @@ class _Search:
         self.starts: list = []          # of `found`, for bisection
         self.agree: dict = {}           # period -> [lo, hi]: tokens repeat on [lo, hi)
         self.witness: dict = {}         # period -> index of the entry that broke a verification
+        self.dead: dict = {}            # period -> last start known to fail (see `_failed`)
 
     def runs(self) -> list:
         n = len(self.entries)
@@ -174,12 +176,16 @@ class _Search:
         offset that fails (whose entry becomes the period's witness); later blocks one by one
         until one fails."""
         period = run.period
+        if self.dead.get(period, -1) >= run.start:
+            return None
         witness = self.witness.get(period)
         if witness is not None and run.start <= witness < run.stop:
             block, j = run.block_of(witness)
-            bad = _Column(self, run, j).first_mismatch(sorted({0, 1, block}))
+            column = _Column(self, run, j)
+            bad = column.first_mismatch(sorted({0, 1, block}))
             if bad is not None:
                 if bad < need:
+                    self._failed(column, bad)
                     return None
                 run.iterations = bad
         columns = []
@@ -187,7 +193,7 @@ class _Search:
             column = _Column(self, run, j)
             bad = column.first_mismatch(range(need))
             if bad is not None:
-                self.witness[period] = run.start + max(bad, 1) * period + j
+                self._failed(column, bad)
                 return None
             columns.append(column)
         run.operands = [column.template for column in columns]
@@ -206,6 +212,16 @@ class _Search:
                     first, second = column.tape[p][0], column.tape[p][1]
                     run.operands[j][p] = ("tape", d[1], d[2], first, second - first)
         return run
+
+    def _failed(self, column, block) -> None:
+        """Keep the entry that failed as the period's witness. Where block 0 read another
+        value from before the run than block 1 (outside, or another tape), every start up to
+        that block-0 entry fails too (both values stay before the run, with the same
+        descriptors): the period is skipped until then."""
+        run = column.run
+        self.witness[run.period] = run.start + max(block, 1) * run.period + column.j
+        if column.reads_other_before:
+            self.dead[run.period] = run.start + column.j
 
     def describe(self, operand, run, block):
         """The descriptor of an operand read by entry (block, offset) of `run`."""
@@ -239,6 +255,8 @@ class _Column:
         self.leaves0 = search.leaves[run.start + j]
         self.strides = [b - a for a, b in zip(self.leaves0, search.leaves[start1])]
         self.tape: dict = {}            # operand position -> iteration read, per block
+        self.reads_other_before = False     # block 0 failed reading another value from
+        #                                     before the run than block 1 (see `_failed`)
 
     def first_mismatch(self, blocks):
         """The first of `blocks` (increasing; blocks 0 and 1 first) whose entry at this
@@ -269,12 +287,14 @@ class _Column:
                     return False
             elif want[0] == "tape":
                 if got[0] != "tape" or got[1:3] != want[1:3]:
+                    self.reads_other_before = block == 0 and got[0] in BEFORE
                     return False
                 iterations = self.tape.setdefault(p, [])
                 if block >= 2 and got[3] != iterations[0] + (iterations[1] - iterations[0]) * block:
                     return False
                 iterations.append(got[3])
             elif got != want:
+                self.reads_other_before = block == 0 and got[0] in BEFORE and want[0] in BEFORE
                 return False
         return True
 
@@ -308,16 +328,17 @@ def _arrays_chain(entries, run) -> bool:
 def escaping(entries, outputs, runs) -> dict:
     """Per run (by id): the offsets read outside the run at a block other than the last,
     which need a tape (after the loop, the loop variables hold the last block's values)."""
+    needs_tape: dict = {id(r): set() for r in runs}
+    if not runs:
+        return needs_tape
     owner = {}
     for r in runs:
         for i in range(r.start, r.stop):
             owner[entries[i].out.name] = (r, i)
     ordered = sorted(runs, key=lambda r: r.start)
     starts = [r.start for r in ordered]
-    needs_tape: dict = {id(r): set() for r in runs}
-    reads = [(index, a) for index, e in enumerate(entries) for a in e.ins]
-    reads += [(len(entries), a) for a in outputs]
-    for index, a in reads:
+    reads = ((index, a) for index, e in enumerate(entries) for a in e.ins)
+    for index, a in itertools.chain(reads, ((len(entries), a) for a in outputs)):
         if isinstance(a, Var) and a.name in owner:
             r, site = owner[a.name]
             if r.start <= index < r.stop:
