@@ -421,11 +421,11 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
     return head + loop
 
 
-def printable_runs(wengert: WengertList) -> tuple:
-    """The runs reroll finds, less those that cannot run in place or need array tapes,
-    and `reroll.escaping` for them."""
+def printable_runs(wengert: WengertList, runs=None) -> tuple:
+    """The runs reroll finds (or `runs` it found), less those that cannot run in place or
+    need array tapes, and `reroll.escaping` for them."""
     entries = wengert.entries
-    runs = reroll.find_runs(entries)
+    runs = reroll.find_runs(entries) if runs is None else runs
     if not runs:
         return [], {}
     needs_tape = reroll.escaping(entries, wengert.outputs, runs)
@@ -469,11 +469,17 @@ def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
         return "straight", None
     if requested in ("tape", "llvm"):
         return (requested if llvm.encodable(wengert) else "loops"), None
-    runs = printable_runs(wengert)
+    compiled = "llvm" if len(wengert.entries) <= LLVM_ENTRIES_LIMIT else "tape"
+    found = None
+    if requested == "auto" and llvm.encodable(wengert):
+        # the search stops as soon as more lines than that would stay straight
+        found = reroll.find_runs(wengert.entries, max_straight=STRAIGHT_LINES_LIMIT)
+        if found is None:
+            return compiled, None
+    runs = printable_runs(wengert, found)
     covered = sum(r.stop - r.start for r in runs[0])
-    if requested == "auto" and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT \
-            and llvm.encodable(wengert):
-        return ("llvm" if len(wengert.entries) <= LLVM_ENTRIES_LIMIT else "tape"), None
+    if found is not None and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT:
+        return compiled, None
     return "loops", runs
 
 

@@ -96,9 +96,10 @@ def _token(entry) -> tuple:
     return entry.prim.name, params, operands, entry.out.dtype, entry.out.shape
 
 
-def find_runs(entries: list) -> list:
-    """Maximal runs of repeated blocks, left to right, non-overlapping."""
-    return _Search(entries).runs()
+def find_runs(entries: list, max_straight: int | None = None) -> list | None:
+    """Maximal runs of repeated blocks, left to right, non-overlapping; None as soon as more
+    than `max_straight` entries (if given) are left outside runs."""
+    return _Search(entries).runs(max_straight)
 
 
 class _Search:
@@ -124,8 +125,8 @@ class _Search:
         self.witness: dict = {}         # period -> index of the entry that broke a verification
         self.dead: dict = {}            # period -> last start known to fail (see `_failed`)
 
-    def runs(self) -> list:
-        n = len(self.entries)
+    def runs(self, max_straight) -> list | None:
+        n, straight = len(self.entries), 0
         positions: dict = {}
         for i, t in enumerate(self.tokens):
             positions.setdefault(t, []).append(i)
@@ -153,6 +154,9 @@ class _Search:
                 i = best.stop
             else:
                 i += 1
+                straight += 1
+                if max_straight is not None and straight > max_straight:
+                    return None
         return self.found
 
     def _repeat_until(self, period, index, limit) -> int:

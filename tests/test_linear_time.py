@@ -153,3 +153,17 @@ def test_the_guard_catches_a_quadratic_search(monkeypatch):
         stage_work("nearly periodic", n)[0] for n in (480, 480 * SCALE))
     work = [counted(lambda: reroll.find_runs(w.entries))[1] for w in (small, large)]
     assert work[1] / work[0] > growth_bound(len(small.entries), len(large.entries))
+
+
+def test_shape_choice_stops_searching_once_too_much_stays_straight():
+    """On a list without repeats the automatic choice (LLVM) is made after about
+    STRAIGHT_LINES_LIMIT positions: its work does not grow with the list at all."""
+    work = []
+    for n_ops in (960, 960 * SCALE):
+        fun, x = random_program(n_ops)
+        adjoint = simplify(value_and_grad(simplify(trace(fun, [x], [True], ["x"]).wengert), [0]))
+        assert reroll.find_runs(adjoint.entries, max_straight=codegen.STRAIGHT_LINES_LIMIT) is None
+        reroll.WORK.clear()
+        assert codegen.choose_shape(adjoint)[0] == "llvm"
+        work.append(sum(reroll.WORK.values()))
+    assert work[1] <= 1.5 * work[0]
