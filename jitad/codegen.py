@@ -421,15 +421,17 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
     return head + loop
 
 
-def printable_runs(wengert: WengertList) -> tuple:
-    """The runs reroll finds, less those that cannot run in place or need array tapes,
-    and `reroll.escaping` for them."""
+def printable_runs(wengert: WengertList, runs=None) -> tuple:
+    """The runs reroll finds (or `runs` it found), less those that cannot run in place or
+    need array tapes, and `reroll.escaping` for them."""
     entries = wengert.entries
-    runs = reroll.find_runs(entries)
+    runs = reroll.find_runs(entries) if runs is None else runs
+    if not runs:
+        return [], {}
     needs_tape = reroll.escaping(entries, wengert.outputs, runs)
     storage = _Storage(wengert)
     producer = {e.out.name: e.prim for e in entries}
-    kept = []
+    kept, kept_starts = [], set()
     for r in runs:
         arrays = [j for j in range(r.period) if entries[r.start + j].out.ndim > 0]
         # An array chain starts from a buffer it may update in place: owned and read only here.
@@ -437,10 +439,13 @@ def printable_runs(wengert: WengertList) -> tuple:
             isinstance(init, Var) and init.name in producer and not producer[init.name].view
             and storage.last_use.get(init.name, -1) <= r.start + j
             for (j, p), init in r.inits.items() if entries[r.start + j].out.ndim > 0 and p == 0)
-        reads_dropped = any(d[0] == "tape" and d[1] not in {k.start for k in kept}
+        reads_dropped = any(d[0] == "tape" and d[1] not in kept_starts
                             for ds in r.operands for d in ds)
         if not needs_tape[id(r)].intersection(arrays) and inits_ok and not reads_dropped:
             kept.append(r)
+            kept_starts.add(r.start)
+    if len(kept) == len(runs):
+        return kept, needs_tape
     return kept, reroll.escaping(entries, wengert.outputs, kept)
 
 
@@ -467,13 +472,17 @@ def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
     if requested in ("tape", "llvm"):
         encodable = tape.encodable if requested == "tape" else llvm.encodable
         return (requested if encodable(wengert) else "loops"), None
-    runs = printable_runs(wengert)
+    compiled = "llvm" if len(wengert.entries) <= LLVM_ENTRIES_LIMIT else "tape"
+    found = None
+    if requested == "auto" and (llvm.encodable if compiled == "llvm" else tape.encodable)(wengert):
+        # the search stops as soon as more lines than that would stay straight
+        found = reroll.find_runs(wengert.entries, max_straight=STRAIGHT_LINES_LIMIT)
+        if found is None:
+            return compiled, None
+    runs = printable_runs(wengert, found)
     covered = sum(r.stop - r.start for r in runs[0])
-    if requested == "auto" and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT:
-        if len(wengert.entries) <= LLVM_ENTRIES_LIMIT and llvm.encodable(wengert):
-            return "llvm", None
-        if len(wengert.entries) > LLVM_ENTRIES_LIMIT and tape.encodable(wengert):
-            return "tape", None
+    if found is not None and len(wengert.entries) - covered > STRAIGHT_LINES_LIMIT:
+        return compiled, None
     return "loops", runs
 
 

@@ -13,10 +13,18 @@ parameters (indices) are affine in the block number `b`, and whose operands are:
              sweep reading forward values).
 
 Array values in a run must form in-place update chains (`x_bar[k+1] += …`).
+
+The search takes time linear in the list's length on any list — periodic, nearly periodic
+with shifting offsets, random (see `_Search`). `WORK` counts its steps, by kind: candidate
+periods tried, positions compared, entries checked; tests/test_linear_time.py reads it to
+check the growth without timing anything (reset it before measuring; under threads the
+counts are approximate).
 """
 from __future__ import annotations
 
 import bisect
+import collections
+import itertools
 from dataclasses import dataclass, field
 
 from .wengert import Literal, Var
@@ -26,6 +34,8 @@ MIN_RUN_ENTRIES = 24
 CANDIDATE_PERIODS = 8
 MAX_PERIOD = 4000        # longer loop bodies stay straight (keeps the search linear)
 CHAIN_PRIMITIVES = ("index_add", "scatter_add", "index_update", "scatter")
+BEFORE = ("outside", "tape")    # descriptors of values defined before a run
+WORK: collections.Counter = collections.Counter()
 
 
 @dataclass
@@ -86,123 +96,194 @@ def _token(entry) -> tuple:
     return entry.prim.name, params, operands, entry.out.dtype, entry.out.shape
 
 
-def find_runs(entries: list) -> list:
-    """Maximal runs of repeated blocks, left to right, non-overlapping."""
-    tokens = [_token(e) for e in entries]
-    positions: dict = {}
-    for i, t in enumerate(tokens):
-        positions.setdefault(t, []).append(i)
-    defined = {e.out.name: i for i, e in enumerate(entries)}
-    runs: list = []
-    i = 0
-    while i < len(entries):
-        best = None
-        where = positions[tokens[i]]
-        first = bisect.bisect_right(where, i)
-        for j in where[first:first + CANDIDATE_PERIODS]:
-            period = j - i
-            if period > MAX_PERIOD or period * MIN_ITERATIONS > len(entries) - i:
-                break
-            count = 1
-            while i + (count + 1) * period <= len(entries) and _repeats(tokens, i, period, count):
-                count += 1
-            if count < MIN_ITERATIONS or count * period < MIN_RUN_ENTRIES:
-                continue
-            best = _verified(entries, defined, runs, Run(i, period, count))
-            if best is not None:        # the shortest period that repeats: take it
-                break
-        if best is not None:
-            runs.append(best)
-            i = best.stop
-        else:
-            i += 1
-    return runs
+def find_runs(entries: list, max_straight: int | None = None) -> list | None:
+    """Maximal runs of repeated blocks, left to right, non-overlapping; None as soon as more
+    than `max_straight` entries (if given) are left outside runs."""
+    return _Search(entries).runs(max_straight)
 
 
-def _repeats(tokens, start, period, block) -> bool:
-    """Do the tokens of `block` equal those of block 0? (Stops at the first difference.)"""
-    base = start + block * period
-    for k in range(period):
-        if tokens[base + k] != tokens[start + k]:
-            return False
-    return True
+class _Search:
+    """The left-to-right search of `find_runs`, with what keeps it linear: per candidate
+    period, a memo of how far the tokens of consecutive blocks agree (each position is
+    compared once per period, however often the search restarts near it); verification
+    offset by offset, failing as soon as an offset fails; and per period the witness of the
+    last failed verification, rechecked in O(1) at the next start before verifying again."""
 
+    def __init__(self, entries):
+        self.entries = entries
+        ids: dict = {}
+        self.tokens = [ids.setdefault(_token(e), len(ids)) for e in entries]
+        self.defined = {e.out.name: i for i, e in enumerate(entries)}
+        self.leaves = [int_leaves(e.params) for e in entries]
+        # how many entries before each position are arrays outside update chains (a run
+        # holding one fails `_arrays_chain`: counted here, it is skipped in O(1))
+        self.unchained = list(itertools.accumulate(
+            (e.out.ndim > 0 and e.prim.name not in CHAIN_PRIMITIVES for e in entries), initial=0))
+        self.found: list = []
+        self.starts: list = []          # of `found`, for bisection
+        self.agree: dict = {}           # period -> [lo, hi]: tokens repeat on [lo, hi)
+        self.witness: dict = {}         # period -> index of the entry that broke a verification
+        self.dead: dict = {}            # period -> last start known to fail (see `_failed`)
 
-def _describe(operand, run, block, defined, runs):
-    """The descriptor of an operand read by entry (block, offset) of `run`."""
-    if isinstance(operand, Literal):
-        return ("literal", repr(operand.value))
-    site = defined.get(operand.name)
-    base = run.start + block * run.period
-    if site is None or site < run.start:
-        for earlier in runs:
-            if site is not None and earlier.start <= site < earlier.stop:
-                it, offset = earlier.block_of(site)
-                return ("tape", earlier.start, offset, it)
-        return ("outside", operand.name)
-    if base <= site < base + run.period:
-        return ("local", site - base)
-    if block >= 1 and base - run.period <= site < base:
-        return ("carried", site - (base - run.period))
-    return None
+    def runs(self, max_straight) -> list | None:
+        n, straight = len(self.entries), 0
+        positions: dict = {}
+        for i, t in enumerate(self.tokens):
+            positions.setdefault(t, []).append(i)
+        i = 0
+        while i < n:
+            best = None
+            where = positions[self.tokens[i]]
+            first = bisect.bisect_right(where, i)
+            for j in where[first:first + CANDIDATE_PERIODS]:
+                period = j - i
+                if period > MAX_PERIOD or period * MIN_ITERATIONS > n - i:
+                    break
+                WORK["candidates"] += 1
+                need = max(MIN_ITERATIONS, -(-MIN_RUN_ENTRIES // period))
+                if self.unchained[j] > self.unchained[i]:
+                    continue
+                if self._repeat_until(period, i + period, i + need * period) < i + need * period:
+                    continue
+                best = self._verified(Run(i, period, (n - i) // period), need)
+                if best is not None:        # the shortest period that repeats: take it
+                    break
+            if best is not None:
+                self.found.append(best)
+                self.starts.append(best.start)
+                i = best.stop
+            else:
+                i += 1
+                straight += 1
+                if max_straight is not None and straight > max_straight:
+                    return None
+        return self.found
 
+    def _repeat_until(self, period, index, limit) -> int:
+        """The first position from `index` on whose token differs from the one `period`
+        before, or `limit` if none before it. Memoized: a search restarting inside a
+        stretch already compared continues from its end."""
+        memo = self.agree.get(period)
+        if memo is None or not memo[0] <= index <= memo[1]:
+            memo = self.agree[period] = [index, index]
+        tokens, y = self.tokens, memo[1]
+        limit, resumed = min(limit, len(tokens)), y
+        while y < limit and tokens[y] == tokens[y - period]:
+            y += 1
+        WORK["compared"] += y - resumed + 1
+        memo[1] = y
+        return min(y, limit)
 
-def _verified(entries, defined, runs, run):
-    """`run` cut to the longest prefix of blocks that truly repeat (None if too short)."""
-    template = [[_describe(a, run, 1, defined, runs) for a in entries[run.start + run.period + j].ins]
-                for j in range(run.period)]
-    leaves0 = [int_leaves(entries[run.start + j].params) for j in range(run.period)]
-    strides: dict = {}
-    tape_iterations: dict = {}      # (offset, operand) -> iteration read, per block
-    good = 0
-    for block in range(run.iterations):
-        if not _block_matches(entries, defined, runs, run, block, template, leaves0, strides,
-                              tape_iterations):
-            break
-        good = block + 1
-    for iterations in tape_iterations.values():
-        good = min(good, _affine_prefix(iterations[:good]))
-    if good < MIN_ITERATIONS or good * run.period < MIN_RUN_ENTRIES:
+    def _verified(self, run, need):
+        """`run` cut to the longest prefix of blocks that truly repeat (None if shorter than
+        `need`). The first `need` blocks are checked offset by offset, stopping at the first
+        offset that fails (whose entry becomes the period's witness); later blocks one by one
+        until one fails."""
+        period = run.period
+        if self.dead.get(period, -1) >= run.start:
+            return None
+        witness = self.witness.get(period)
+        if witness is not None and run.start <= witness < run.stop:
+            block, j = run.block_of(witness)
+            column = _Column(self, run, j)
+            bad = column.first_mismatch(sorted({0, 1, block}))
+            if bad is not None:
+                if bad < need:
+                    self._failed(column, bad)
+                    return None
+                run.iterations = bad
+        columns = []
+        for j in range(period):
+            column = _Column(self, run, j)
+            bad = column.first_mismatch(range(need))
+            if bad is not None:
+                self._failed(column, bad)
+                return None
+            columns.append(column)
+        run.operands = [column.template for column in columns]
+        if not _arrays_chain(self.entries, run):
+            return None
+        good = next((block for block in range(need, run.iterations)
+                     if not all(column.matches(block) for column in columns)), run.iterations)
+        run.iterations = good
+        for j, column in enumerate(columns):
+            e0 = self.entries[run.start + j]
+            run.params.append((e0.params, list(zip(column.leaves0, column.strides))))
+            for p, d in enumerate(column.template):
+                if d[0] == "carried":
+                    run.inits[(j, p)] = e0.ins[p]
+                elif d[0] == "tape":
+                    first, second = column.tape[p][0], column.tape[p][1]
+                    run.operands[j][p] = ("tape", d[1], d[2], first, second - first)
+        return run
+
+    def _failed(self, column, block) -> None:
+        """Keep the entry that failed as the period's witness. Where block 0 read another
+        value from before the run than block 1 (outside, or another tape), every start up to
+        that block-0 entry fails too (both values stay before the run, with the same
+        descriptors): the period is skipped until then."""
+        run = column.run
+        self.witness[run.period] = run.start + max(block, 1) * run.period + column.j
+        if column.reads_other_before:
+            self.dead[run.period] = run.start + column.j
+
+    def describe(self, operand, run, block):
+        """The descriptor of an operand read by entry (block, offset) of `run`."""
+        if isinstance(operand, Literal):
+            return ("literal", repr(operand.value))
+        site = self.defined.get(operand.name)
+        base = run.start + block * run.period
+        if site is None or site < run.start:
+            if site is not None:
+                k = bisect.bisect_right(self.starts, site) - 1
+                if k >= 0 and site < self.found[k].stop:
+                    earlier = self.found[k]
+                    it, offset = earlier.block_of(site)
+                    return ("tape", earlier.start, offset, it)
+            return ("outside", operand.name)
+        if base <= site < base + run.period:
+            return ("local", site - base)
+        if block >= 1 and base - run.period <= site < base:
+            return ("carried", site - (base - run.period))
         return None
-    run.iterations = good
-    run.operands = template
-    for j in range(run.period):
-        e0 = entries[run.start + j]
-        run.params.append((e0.params, [(leaf, strides.get((j, n), 0))
-                                       for n, leaf in enumerate(leaves0[j])]))
-        for p, d in enumerate(template[j]):
-            if d[0] == "carried":
-                run.inits[(j, p)] = e0.ins[p]
-            elif d[0] == "tape":
-                first, second = tape_iterations[(j, p)][:2]
-                run.operands[j][p] = ("tape", d[1], d[2], first, second - first)
-    return run if _arrays_chain(entries, run) else None
 
 
-def _affine_prefix(values) -> int:
-    """How many leading values follow `values[0] + stride * b`."""
-    if len(values) < 2:
-        return len(values)
-    stride = values[1] - values[0]
-    for b, v in enumerate(values):
-        if v != values[0] + stride * b:
-            return b
-    return len(values)
+class _Column:
+    """Offset `j` of a candidate run: the operand descriptors of block 1 (the template),
+    the integer parameters of block 0 and their strides, and the tape iterations read."""
 
+    def __init__(self, search, run, j):
+        self.search, self.run, self.j = search, run, j
+        start1 = self.start1 = run.start + run.period + j
+        self.template = [search.describe(a, run, 1) for a in search.entries[start1].ins]
+        self.leaves0 = search.leaves[run.start + j]
+        self.strides = [b - a for a, b in zip(self.leaves0, search.leaves[start1])]
+        self.tape: dict = {}            # operand position -> iteration read, per block
+        self.reads_other_before = False     # block 0 failed reading another value from
+        #                                     before the run than block 1 (see `_failed`)
 
-def _block_matches(entries, defined, runs, run, block, template, leaves0, strides,
-                   tape_iterations):
-    base = run.start + block * run.period
-    for j in range(run.period):
-        e = entries[base + j]
-        for n, (leaf, leaf0) in enumerate(zip(int_leaves(e.params), leaves0[j])):
-            if block == 1:
-                strides[(j, n)] = leaf - leaf0
-            elif leaf != leaf0 + strides.get((j, n), 0) * block:
-                return False
-        for p, operand in enumerate(e.ins):
-            want = template[j][p]
-            got = _describe(operand, run, block, defined, runs)
+    def first_mismatch(self, blocks):
+        """The first of `blocks` (increasing; blocks 0 and 1 first) whose entry at this
+        offset differs from the template, or None."""
+        for block in blocks:
+            if not self.matches(block):
+                return block
+        return None
+
+    def matches(self, block) -> bool:
+        """Does this offset's entry in `block` repeat the template?"""
+        search, run = self.search, self.run
+        index = run.start + block * run.period + self.j
+        WORK["checked"] += 1
+        if search.tokens[index] != search.tokens[self.start1]:
+            return False
+        leaves = search.leaves[index]
+        if leaves and any(leaf != leaf0 + stride * block for leaf, leaf0, stride in
+                          zip(leaves, self.leaves0, self.strides)):
+            return False
+        for p, operand in enumerate(search.entries[index].ins):
+            want = self.template[p]
+            got = search.describe(operand, run, block)
             if want is None or got is None:
                 return False
             if want[0] == "carried" and block == 0:
@@ -210,11 +291,16 @@ def _block_matches(entries, defined, runs, run, block, template, leaves0, stride
                     return False
             elif want[0] == "tape":
                 if got[0] != "tape" or got[1:3] != want[1:3]:
+                    self.reads_other_before = block == 0 and got[0] in BEFORE
                     return False
-                tape_iterations.setdefault((j, p), []).append(got[3])
+                iterations = self.tape.setdefault(p, [])
+                if block >= 2 and got[3] != iterations[0] + (iterations[1] - iterations[0]) * block:
+                    return False
+                iterations.append(got[3])
             elif got != want:
+                self.reads_other_before = block == 0 and got[0] in BEFORE and want[0] in BEFORE
                 return False
-    return True
+        return True
 
 
 def _arrays_chain(entries, run) -> bool:
@@ -246,23 +332,28 @@ def _arrays_chain(entries, run) -> bool:
 def escaping(entries, outputs, runs) -> dict:
     """Per run (by id): the offsets read outside the run at a block other than the last,
     which need a tape (after the loop, the loop variables hold the last block's values)."""
+    needs_tape: dict = {id(r): set() for r in runs}
+    if not runs:
+        return needs_tape
     owner = {}
     for r in runs:
         for i in range(r.start, r.stop):
             owner[entries[i].out.name] = (r, i)
-    needs_tape: dict = {id(r): set() for r in runs}
-    reads = [(index, a) for index, e in enumerate(entries) for a in e.ins]
-    reads += [(len(entries), a) for a in outputs]
-    for index, a in reads:
+    ordered = sorted(runs, key=lambda r: r.start)
+    starts = [r.start for r in ordered]
+    reads = ((index, a) for index, e in enumerate(entries) for a in e.ins)
+    for index, a in itertools.chain(reads, ((len(entries), a) for a in outputs)):
         if isinstance(a, Var) and a.name in owner:
             r, site = owner[a.name]
             if r.start <= index < r.stop:
                 continue
             block, offset = r.block_of(site)
-            if block != r.iterations - 1 or _inside_other_run(index, runs):
+            if block != r.iterations - 1 or _inside_a_run(index, ordered, starts):
                 needs_tape[id(r)].add(offset)
     return needs_tape
 
 
-def _inside_other_run(index, runs) -> bool:
-    return any(r.start <= index < r.stop for r in runs)
+def _inside_a_run(index, ordered, starts) -> bool:
+    """Is entry `index` inside one of the runs `ordered` by their `starts`?"""
+    k = bisect.bisect_right(starts, index) - 1
+    return k >= 0 and index < ordered[k].stop
