@@ -319,3 +319,44 @@ def ba_jacobian(cams, X, w, obs, feats):
                                        block[:11], block[11:14])
             block[14] = gw
     return blocks, -2.0 * w
+
+
+@numba.njit
+def _ba_csr(cams, X, w, obs, feats):
+    """(data, indices, indptr) of the CSR Jacobian of the packed residuals: per observation
+    two rows of 15 sorted columns (camera, point, weight), then one row per weight."""
+    blocks, diagonal = ba_jacobian(cams, X, w, obs, feats)
+    p, n_cams, n_points = obs.shape[0], cams.shape[0], X.shape[0]
+    data = np.empty(30 * p + p)
+    indices = np.empty(30 * p + p, dtype=np.int64)
+    indptr = np.empty(3 * p + 1, dtype=np.int64)
+    at = 0
+    for r in range(2 * p):
+        i = r // 2
+        indptr[r] = at
+        for k in range(15):
+            data[at + k] = blocks[r, k]
+        for k in range(11):
+            indices[at + k] = 11 * obs[i, 0] + k
+        for k in range(3):
+            indices[at + 11 + k] = 11 * n_cams + 3 * obs[i, 1] + k
+        indices[at + 14] = 11 * n_cams + 3 * n_points + i
+        at += 15
+    for i in range(p):
+        indptr[2 * p + i] = at
+        data[at] = diagonal[i]
+        indices[at] = 11 * n_cams + 3 * n_points + i
+        at += 1
+    indptr[3 * p] = at
+    return data, indices, indptr
+
+
+def ba_sparse_jacobian(params, obs, feats, n_cams, n_points):
+    """The Jacobian of ``bundle_adjustment.packed_residuals`` as a scipy CSR matrix."""
+    import scipy.sparse
+    cams = params[:11 * n_cams].reshape(n_cams, 11)
+    X = params[11 * n_cams:11 * n_cams + 3 * n_points].reshape(n_points, 3)
+    w = params[11 * n_cams + 3 * n_points:]
+    data, indices, indptr = _ba_csr(cams, X, w, obs, feats)
+    return scipy.sparse.csr_matrix((data, indices, indptr),
+                                   shape=(len(indptr) - 1, params.size))
