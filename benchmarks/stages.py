@@ -3,9 +3,9 @@
     python benchmarks/stages.py gmm 1000 10 25      # case and size (see SIZES below)
 
 Times the first `value_and_grad` call of a workload in this (fresh) process, split into
-stages by wrapping jitad's pipeline functions; Numba's time is split further into LLVM
-(Numba's `numba:llvm_lock` events) and the rest (type inference, lowering). Prints one
-line per stage, the list lengths and the generated source's length.
+stages by wrapping jitad's pipeline functions; Numba's time is split further by compiler
+pass (Numba's `numba:run_pass` events: type inference, lowering, which includes LLVM).
+Prints one line per stage, the list lengths and the generated source's length.
 """
 import sys
 import tempfile
@@ -60,6 +60,20 @@ def install():
     timed(compiler, "_compiled", "Numba (all)")
 
 
+class PassTimes(numba.core.event.Listener):
+    """Seconds per Numba compiler pass (nested compilations count in their own passes
+    and again in the enclosing pass)."""
+
+    def __init__(self):
+        self.seconds, self.started = defaultdict(float), []
+
+    def on_start(self, event):
+        self.started.append(time.perf_counter())
+
+    def on_end(self, event):
+        self.seconds[event.data["name"]] += time.perf_counter() - self.started.pop()
+
+
 def workload(case, size):
     """(user function, argnums, args) of a workload at `size`."""
     rng = np.random.default_rng(0)
@@ -80,16 +94,16 @@ def main(argv):
     case, size = argv[0], tuple(int(a) for a in argv[1:])
     fun, argnums, args = workload(case, size if len(size) > 1 else size[0])
     install()
-    llvm = numba.core.event.TimingListener()
-    numba.core.event.install_listener("numba:llvm_lock", llvm)
+    passes = PassTimes()
     start = time.perf_counter()
-    jitad.jit_grad(fun, argnums=argnums).value_and_grad(*args)
+    with numba.core.event.install_listener("numba:run_pass", passes):
+        jitad.jit_grad(fun, argnums=argnums).value_and_grad(*args)
     total = time.perf_counter() - start
-    seconds["Numba: LLVM"] = llvm.duration if llvm.done else 0.0
-    seconds["Numba: typing and lowering"] = seconds["Numba (all)"] - seconds["Numba: LLVM"]
     print(f"{case} {size}: first result {total:.2f} s")
     for stage, value in seconds.items():
         print(f"  {stage:32s} {value:7.2f} s")
+    for name, value in sorted(passes.seconds.items(), key=lambda item: -item[1])[:4]:
+        print(f"    Numba pass {name:24s} {value:7.2f} s")
     print(f"  lists (simplified): {facts.get('entries')} entries; "
           f"source {facts.get('source lines')} lines")
 

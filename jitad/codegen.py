@@ -234,6 +234,11 @@ def _fusable(e, shape) -> bool:
     return e.prim.name in ("sum", "mean") and e.ins[0].shape == shape
 
 
+def _group_shape(first) -> tuple:
+    """The loop nest's shape of a fused group starting with `first`."""
+    return first.ins[0].shape if first.prim.name in ("sum", "mean") else first.out.shape
+
+
 def _after_the_loop(e, inside) -> bool:
     """A reshape of a fused reduction's result (printed after the loop)."""
     return e.prim.name in AFTER_THE_LOOP and e.ins[0].name in inside
@@ -266,9 +271,9 @@ def fusion_group(entries, start, users):
     shape gives them, else per axis (operand, its axis) or None for a size-1 axis. None if
     there is none. (`users`: name -> indices of the entries reading it.)"""
     first = entries[start]
-    shape = first.out.shape
-    if not shape or (first.prim.name not in FUSABLE and first.prim.name != "broadcast_like") \
-            or not _fusable(first, shape):
+    shape = _group_shape(first)
+    if not shape or (first.prim.name not in FUSABLE and first.prim.name not in
+                     ("broadcast_like", "sum", "mean")) or not _fusable(first, shape):
         return None
     stop, reduced, inside, chains = start, set(), set(), set()
     while stop < len(entries):
@@ -296,8 +301,10 @@ def fusion_group(entries, start, users):
     if len(consumed) != len(set(consumed)) or any(
             u >= stop for name in consumed for u in users.get(name, ())):
         return None
-    if sum((e.out.ndim > 0 and e.prim.name in FUSABLE and e.prim.name != "full_like")
-           or _reduces_to_array(e) for e in entries[start:stop]) < 2:
+    # (a reduction over some axes alone is a loop too: cheaper for Numba than np.sum(axis=))
+    if sum(2 * _reduces_to_array(e) or (e.out.ndim > 0 and e.prim.name in FUSABLE
+                                       and e.prim.name != "full_like")
+           for e in entries[start:stop]) < 2:
         return None
     operands = [a for e in entries[start:stop] if e.out.name not in chains
                 and not _after_the_loop(e, inside) for a in e.ins
@@ -326,7 +333,7 @@ def _print_fused(group, entries, outputs, storage, printed, label, text, users) 
     `fusion_group`); every array operand is checked (once, before the loop) to broadcast
     to them, since the specialization fixes sizes 0 and 1 only."""
     start, stop, bounds = group
-    shape = entries[start].out.shape
+    shape = _group_shape(entries[start])
     index = [f"i{k}" for k in range(len(shape))]
     if isinstance(bounds, Var):
         ref = text(bounds)
