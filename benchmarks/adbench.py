@@ -324,24 +324,24 @@ def ba_jacobian(cams, X, w, obs, feats):
 @numba.njit
 def _ba_csr(cams, X, w, obs, feats):
     """(data, indices, indptr) of the CSR Jacobian of the packed residuals: per observation
-    two rows of 15 sorted columns (camera, point, weight), then one row per weight."""
+    two rows of 14 sorted columns (the camera's but the other coordinate's principal point,
+    the point's, the weight), then one row per weight."""
     blocks, diagonal = ba_jacobian(cams, X, w, obs, feats)
     p, n_cams, n_points = obs.shape[0], cams.shape[0], X.shape[0]
-    data = np.empty(30 * p + p)
-    indices = np.empty(30 * p + p, dtype=np.int64)
+    data = np.empty(28 * p + p)
+    indices = np.empty(28 * p + p, dtype=np.int64)
     indptr = np.empty(3 * p + 1, dtype=np.int64)
     at = 0
     for r in range(2 * p):
         i = r // 2
         indptr[r] = at
         for k in range(15):
-            data[at + k] = blocks[r, k]
-        for k in range(11):
-            indices[at + k] = 11 * obs[i, 0] + k
-        for k in range(3):
-            indices[at + 11 + k] = 11 * n_cams + 3 * obs[i, 1] + k
-        indices[at + 14] = 11 * n_cams + 3 * n_points + i
-        at += 15
+            if k == 8 - r % 2:                  # x depends on cam[7] only, y on cam[8]
+                continue
+            data[at] = blocks[r, k]
+            indices[at] = 11 * obs[i, 0] + k if k < 11 else \
+                11 * n_cams + 3 * obs[i, 1] + k - 11 if k < 14 else 11 * n_cams + 3 * n_points + i
+            at += 1
     for i in range(p):
         indptr[2 * p + i] = at
         data[at] = diagonal[i]

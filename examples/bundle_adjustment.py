@@ -53,14 +53,14 @@ def make_data(n_cams, n_points, n_obs, rng):
     cams = np.empty((n_cams, 11))
     cams[:, :3] = rng.uniform(-0.2, 0.2, (n_cams, 3)) + 0.05
     cams[:, 3:6] = rng.uniform(-1.0, 1.0, (n_cams, 3))
-    cams[:, 6] = rng.uniform(400.0, 500.0, n_cams)
+    cams[:, 6] = rng.uniform(0.8, 1.2, n_cams)      # focal length, normalized coordinates
     cams[:, 7:9] = rng.uniform(-1.0, 1.0, (n_cams, 2))
-    cams[:, 9:11] = rng.uniform(-1e-3, 1e-3, (n_cams, 2))
+    cams[:, 9:11] = rng.uniform(-0.1, 0.1, (n_cams, 2))
     X = rng.uniform(-1.0, 1.0, (n_points, 3))
     X[:, 2] += 10.0                                  # in front of every camera
     w = rng.uniform(0.8, 1.2, n_obs)
     obs = np.stack([np.arange(n_obs) % n_cams, np.arange(n_obs) % n_points], axis=1)
-    feats = rng.uniform(-50.0, 50.0, (n_obs, 2))
+    feats = rng.uniform(-0.2, 0.2, (n_obs, 2))
     return cams, X, w, obs, feats
 
 
