@@ -64,7 +64,7 @@ def make_data(layers, b, length, rng):
 
 def main():
     rng = np.random.default_rng(0)
-    main_params, extra_params, state, sequence = make_data(2, 14, 20, rng)
+    main_params, extra_params, state, sequence = make_data(2, 14, 6, rng)
     loss = jitad.jit_grad(lstm_objective, argnums=(0, 1))
     for step in range(5):          # a few steps of gradient descent on the parameters
         value, (g_main, g_extra) = loss.value_and_grad(main_params, extra_params, state,

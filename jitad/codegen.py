@@ -231,7 +231,8 @@ def _fusable(e, shape) -> bool:
         return e.out.shape == shape and (e.prim.name != "full_like" or e.ins[1].ndim == 0)
     if e.prim.name == "broadcast_like":         # read with broadcasting, element by element
         return e.out.shape == shape and e.ins[0].ndim <= len(shape)
-    return e.prim.name in ("sum", "mean") and e.ins[0].shape == shape
+    return e.prim.name in ("sum", "mean") and e.ins[0].shape == shape and (
+        e.out.ndim == 0 or e.ins[0].dtype == "float64")    # accumulators are float64
 
 
 def _group_shape(first) -> tuple:
