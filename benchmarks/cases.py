@@ -6,14 +6,22 @@ the argument tuple; arguments outside ``argnums`` are runtime data.
 """
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import adbench
 import reference
 import synthetic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+import bundle_adjustment  # noqa: E402  (the ADBench workloads' user functions)
+import gmm  # noqa: E402
+import lstm  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,35 @@ def synthetic_functions(n_ops):
     return synthetic.user_function(n_ops), synthetic.reference_function(n_ops)
 
 
+def gmm_args(size, rng):
+    return gmm.make_data(*size, rng)
+
+
+def lstm_args(steps, rng):
+    return lstm.make_data(2, 14, steps + 1, rng)
+
+
+def ba_args(size, rng):
+    return bundle_adjustment.make_data(*size, rng)
+
+
+def ba_packed_args(size, rng):
+    cams, X, w, obs, feats = bundle_adjustment.make_data(*size, rng)
+    return np.concatenate([cams.ravel(), X.ravel(), w]), obs, feats, len(cams), len(X)
+
+
+GMM_SIZES = tuple((1000, d, K) for d in (2, 10, 20, 64) for K in (5, 25, 50, 100))
+BA1 = (49, 7776, 31843)         # ADBench ba1: cameras, points, observations
+
+
+def _gmm_label(size):
+    return "n={} d={} K={}".format(*size)
+
+
+def _ba_label(size):
+    return "{} cams, {} points, {} obs".format(*size)
+
+
 def _shape_label(shape):
     return "×".join(map(str, shape))
 
@@ -172,4 +209,16 @@ CASES = {case.name: case for case in [
          reference.seed_hessian, size_label=lambda size: "x=(2.0, 5.0)", derivative="hessian"),
     Case("rosen_loop_hessian", 0, (100, 1000), (1000,), rosen_args, rosen_loop,
          reference.rosen_hessian, size_label=lambda n: f"n={n:,}", derivative="hessian"),
+    # the ADBench workloads (examples/), against benchmarks/adbench.py
+    Case("gmm", (0, 1, 2), GMM_SIZES, ((1000, 2, 5),), gmm_args, gmm.gmm_objective,
+         adbench.gmm, size_label=_gmm_label),
+    Case("gmm_loop", (0, 1, 2), ((1000, 2, 5), (1000, 10, 25)), ((1000, 2, 5),), gmm_args,
+         gmm.gmm_objective_loop, adbench.gmm, size_label=_gmm_label),
+    Case("lstm", (0, 1), (1023,), (10,), lstm_args, lstm.lstm_objective, adbench.lstm,
+         size_label=lambda steps: f"2 layers, b=14, {steps} steps"),
+    Case("ba", (0, 1, 2), (BA1,), ((5, 60, 240),), ba_args, bundle_adjustment.ba_objective,
+         adbench.ba, size_label=_ba_label),
+    Case("ba_sparse_jacobian", 0, (BA1,), ((5, 60, 240),), ba_packed_args,
+         bundle_adjustment.packed_residuals, adbench.ba_sparse_jacobian,
+         size_label=_ba_label, derivative="sparse_jacobian"),
 ]}

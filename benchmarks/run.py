@@ -120,6 +120,10 @@ def _to_host(tree):
         return tuple(_to_host(part) for part in tree)
     if isinstance(tree, (float, np.ndarray)):
         return tree
+    if hasattr(tree, "tocsr"):      # a sparse Jacobian: its values in canonical CSR order
+        matrix = tree.tocsr()
+        matrix.sort_indices()
+        return np.concatenate([matrix.indptr, matrix.indices]).astype(float), matrix.data
     return np.asarray(tree)
 
 
@@ -134,6 +138,8 @@ def _build_jitad(case, size, args):
     import jitad
 
     fun = case.functions(size)[0]
+    if case.derivative == "sparse_jacobian":
+        return jitad.jacobian(fun, argnums=case.argnums, sparse=True), args
     if case.derivative != "value_and_grad":         # jitad.jvp, .hvp, .hessian
         return getattr(jitad, case.derivative)(fun, argnums=case.argnums), args
     return jitad.jit_grad(fun, argnums=case.argnums).value_and_grad, args

@@ -219,14 +219,35 @@ FUSABLE = {"add", "sub", "mul", "div", "neg", "integer_pow", "pow", "abs", "exp"
            "expm1", "sqrt", "square", "reciprocal", "sin", "cos", "tan", "tanh", "sinh", "cosh",
            "arcsin", "arccos", "arctan", "arctan2", "hypot", "maximum", "minimum", "logaddexp",
            "sign", "lt", "gt", "le", "ge", "eq", "ne", "select", "full_like"}
+AFTER_THE_LOOP = {"reshape", "expand_dims", "reshape_like"}
+# (primitive, operand position) read for its shape only: such a fused value is allocated
+# (untouched memory costs nothing) but its elements are not stored.
+SHAPE_ONLY = {("broadcast_like", 1), ("full_like", 0), ("reshape_like", 1), ("count", 0)}
 _NUMPY_DTYPE = {"float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
 
 
 def _fusable(e, shape) -> bool:
     if e.prim.name in FUSABLE:
         return e.out.shape == shape and (e.prim.name != "full_like" or e.ins[1].ndim == 0)
-    return e.prim.name in ("sum", "mean") and e.out.ndim == 0 and e.ins[0].shape == shape \
-        and not e.params["keepdims"]
+    if e.prim.name == "broadcast_like":         # read with broadcasting, element by element
+        return e.out.shape == shape and e.ins[0].ndim <= len(shape)
+    return e.prim.name in ("sum", "mean") and e.ins[0].shape == shape and (
+        e.out.ndim == 0 or e.ins[0].dtype == "float64")    # accumulators are float64
+
+
+def _group_shape(first) -> tuple:
+    """The loop nest's shape of a fused group starting with `first`."""
+    return first.ins[0].shape if first.prim.name in ("sum", "mean") else first.out.shape
+
+
+def _after_the_loop(e, inside) -> bool:
+    """A reshape of a fused reduction's result (printed after the loop)."""
+    return e.prim.name in AFTER_THE_LOOP and e.ins[0].name in inside
+
+
+def _reduces_to_array(e) -> bool:
+    """A fused sum/mean that keeps some axes (or keepdims): an accumulator array."""
+    return e.prim.name in ("sum", "mean") and e.out.ndim > 0
 
 
 def _zeros_to_scatter_into(e, shape, inside) -> bool:
@@ -245,21 +266,29 @@ def _fused_slice_update(e, shape, inside, chains) -> bool:
 
 
 def fusion_group(entries, start, users):
-    """(start, stop, reference operand) of a fusable run of elementwise entries at `start`:
-    same output shape, at least two array operations, and an operand from before the run
-    whose run-time shape gives the loop bounds. None if there is none. (`users`: name ->
-    indices of the entries reading it.)"""
+    """(start, stop, bounds) of a fusable run of elementwise entries at `start`: same
+    output shape, at least two array operations, ending in reductions (full, or over some
+    axes: accumulated), and the loop bounds: an operand from before the run whose run-time
+    shape gives them, else per axis (operand, its axis) or None for a size-1 axis. None if
+    there is none. (`users`: name -> indices of the entries reading it.)"""
     first = entries[start]
-    shape = first.out.shape
-    if not shape or first.prim.name not in FUSABLE or not _fusable(first, shape):
+    shape = _group_shape(first)
+    if not shape or (first.prim.name not in FUSABLE and first.prim.name not in
+                     ("broadcast_like", "sum", "mean")) or not _fusable(first, shape):
         return None
     stop, reduced, inside, chains = start, set(), set(), set()
     while stop < len(entries):
         e = entries[stop]
         if any(isinstance(a, Var) and a.name in reduced for a in e.ins):
-            break                           # a full reduction is complete only after the loop
+            if e.prim.name in AFTER_THE_LOOP and e.ins[0].name in reduced and not any(
+                    isinstance(a, Var) and a.name in inside for a in e.ins[1:]):
+                reduced.add(e.out.name)     # a reshape of an accumulator: printed after it
+                inside.add(e.out.name)
+                stop += 1
+                continue
+            break                           # a reduction is complete only after the loop
         if _fusable(e, shape):
-            if e.out.ndim == 0:
+            if e.out.ndim == 0 or _reduces_to_array(e):
                 reduced.add(e.out.name)
         elif _zeros_to_scatter_into(e, shape, inside) or \
                 _fused_slice_update(e, shape, inside, chains):
@@ -273,33 +302,59 @@ def fusion_group(entries, start, users):
     if len(consumed) != len(set(consumed)) or any(
             u >= stop for name in consumed for u in users.get(name, ())):
         return None
-    if sum(e.out.ndim > 0 and e.prim.name in FUSABLE and e.prim.name != "full_like"
+    # (a reduction over some axes alone is a loop too: cheaper for Numba than np.sum(axis=))
+    if sum(2 * _reduces_to_array(e) or (e.out.ndim > 0 and e.prim.name in FUSABLE
+                                       and e.prim.name != "full_like")
            for e in entries[start:stop]) < 2:
         return None
-    for e in entries[start:stop]:
-        for a in e.ins:
-            if isinstance(a, Var) and a.shape == shape and a.name not in inside:
-                return start, stop, a
-    return None
+    operands = [a for e in entries[start:stop] if e.out.name not in chains
+                and not _after_the_loop(e, inside) for a in e.ins
+                if isinstance(a, Var) and a.ndim > 0 and a.name not in inside]
+    for a in operands:
+        if a.shape == shape:
+            return start, stop, a
+    # No operand has the whole shape (`A[None] * B[:, :, None]`): each axis's bound comes
+    # from an operand that is not broadcast along it.
+    bounds = []
+    for k, size in enumerate(shape):
+        source = next(((a, k - len(shape) + a.ndim) for a in operands
+                       if a.ndim >= len(shape) - k and a.shape[k - len(shape) + a.ndim] == size),
+                      None)
+        if source is None and size != 1:
+            return None
+        bounds.append(source)
+    return start, stop, tuple(bounds)
 
 
 def _print_fused(group, entries, outputs, storage, printed, label, text, users) -> list:
-    """One loop nest computing a fused group element by element (no array temporaries).
+    """One loop nest computing a fused group element by element (no array temporaries);
+    reductions accumulate (`s += x_e`, `s[i0, i2] += x_e`).
 
-    The loop bounds come from the reference operand; every other array operand is checked
-    (once, before the loop) to broadcast to it, since the specialization fixes sizes 0 and
-    1 only."""
-    start, stop, reference = group
-    shape = entries[start].out.shape
-    ref = text(reference)
+    The loop bounds come from the reference operand, or per axis from the operands (see
+    `fusion_group`); every array operand is checked (once, before the loop) to broadcast
+    to them, since the specialization fixes sizes 0 and 1 only."""
+    start, stop, bounds = group
+    shape = _group_shape(entries[start])
     index = [f"i{k}" for k in range(len(shape))]
+    if isinstance(bounds, Var):
+        ref = text(bounds)
+        dims = [f"{ref}.shape[{k}]" for k in range(len(shape))]
+        whole = f"{ref}.shape"
+    else:
+        ref = None
+        dims = ["1" if b is None else f"{text(b[0])}.shape[{b[1]}]" for b in bounds]
+        whole = f"({', '.join(dims)},)"
     returned = {a.name for a in outputs if isinstance(a, Var)}
     inside = {e.out.name for e in entries[start:stop]}
     chains = {e.out.name for e in entries[start:stop] if e.prim.name == "index_add" or (
         e.prim.name == "full_like" and e.out.ndim > 0 and e.out.shape != shape)}
     kept = {e.out.name for e in entries[start:stop]
-            if e.out.ndim > 0 and e.out.name not in chains and (
+            if e.out.ndim > 0 and e.out.name not in chains and not _reduces_to_array(e) and (
                 e.out.name in returned or any(u >= stop for u in users.get(e.out.name, ())))}
+    shape_only = {name for name in kept if name not in returned and all(
+        (entries[u].prim.name, k) in SHAPE_ONLY
+        for u in users[name] if u >= stop
+        for k, a in enumerate(entries[u].ins) if isinstance(a, Var) and a.name == name)}
 
     def element(a):
         if isinstance(a, Var) and a.name in inside:
@@ -311,13 +366,16 @@ def _print_fused(group, entries, outputs, storage, printed, label, text, users) 
                  for k, d in enumerate(a.shape)]
         return f"{text(a)}[{', '.join(picks)}]"
 
+    def count(axes):
+        return " * ".join(dims[k] for k in axes) or "1"
+
     sweeps = " and ".join(dict.fromkeys(e.sweep for e in entries[start:stop]))
     head = [f"# fused: {stop - start} elementwise entries ({sweeps}) in one loop"]
     operands = dict.fromkeys(text(a) for e in entries[start:stop] if e.out.name not in chains
-                             for a in e.ins
+                             and not _after_the_loop(e, inside) for a in e.ins
                              if isinstance(a, Var) and a.ndim > 0 and a.name not in inside)
-    head += [f"check_broadcast({ref}.shape, {a}.shape)" for a in operands if a != ref]
-    body = []
+    head += [f"check_broadcast({whole}, {a}.shape)" for a in operands if a != ref]
+    body, after = [], []
     for e in entries[start:stop]:
         if e.out.name in chains:
             storage.record(e, in_place=e.prim.name == "index_add")
@@ -325,7 +383,7 @@ def _print_fused(group, entries, outputs, storage, printed, label, text, users) 
                 acc = printed[e.ins[0].name]
                 _, first, last, _ = e.params["index"][0]
                 head.append(f"check_slice({acc}.shape[0], {first or 0}, "
-                            f"{acc + '.shape[0]' if last is None else last}, {ref}.shape[0])")
+                            f"{acc + '.shape[0]' if last is None else last}, {dims[0]})")
                 first = first or 0
                 offset = f" + {first}" if first > 0 else f" + {acc}.shape[0] - {-first}" \
                     if first < 0 else ""
@@ -340,31 +398,45 @@ def _print_fused(group, entries, outputs, storage, printed, label, text, users) 
             continue
         storage.record(e, False)
         name = label[e.out.name]
-        if e.out.ndim == 0:             # a full sum/mean, accumulated
-            head.append(_comment(f"{name} = 0.0", e.loc))
-            body.append(f"{name} += {element(e.ins[0])}")
+        if _after_the_loop(e, inside):
+            operands = [Var(text(a), a.dtype, a.shape) for a in e.ins]
+            after += [_comment(line, e.loc) if k == 0 else line for k, line in
+                      enumerate(e.prim.lines(name, operands, e.params))]
+            printed[e.out.name] = name
             continue
-        if e.prim.name == "full_like":
-            line = f"{name}_e = {element(e.ins[1])}"
+        if e.prim.name in ("sum", "mean"):      # accumulated over the loop
+            axes = e.params["axis"]
+            printed[e.out.name] = name
+            if e.out.ndim == 0:
+                head.append(_comment(f"{name} = 0.0", e.loc))
+                body.append(f"{name} += {element(e.ins[0])}")
+            else:
+                keep = e.params["keepdims"]
+                sizes = ["1" if k in axes else dims[k] for k in range(len(shape))
+                         if keep or k not in axes]
+                at = ["0" if k in axes else index[k] for k in range(len(shape))
+                      if keep or k not in axes]
+                head.append(_comment(f"{name} = np.zeros(({', '.join(sizes)},))", e.loc))
+                body.append(f"{name}[{', '.join(at)}] += {element(e.ins[0])}")
+            if e.prim.name == "mean":
+                after.append(f"{name} = {name} / ({count(axes)})")
+            continue
+        if e.prim.name in ("full_like", "broadcast_like"):
+            line = f"{name}_e = {element(e.ins[1] if e.prim.name == 'full_like' else e.ins[0])}"
         else:
             elements = [Var(element(a), a.dtype, ()) if isinstance(a, Var) else a for a in e.ins]
             line = e.prim.lines(f"{name}_e", elements, e.params)[0]
         body.append(_comment(line, e.loc))
         if e.out.name in kept:
-            head.append(f"{name} = np.empty({ref}.shape, dtype={_NUMPY_DTYPE[e.out.dtype]})")
-            body.append(f"{name}[{', '.join(index)}] = {name}_e")
+            head.append(f"{name} = np.empty({whole}, dtype={_NUMPY_DTYPE[e.out.dtype]})")
+            if e.out.name not in shape_only:
+                body.append(f"{name}[{', '.join(index)}] = {name}_e")
             printed[e.out.name] = name
     lines = list(head)
     for depth, i in enumerate(index):
-        lines.append("    " * depth + f"for {i} in range({ref}.shape[{depth}]):")
+        lines.append("    " * depth + f"for {i} in range({dims[depth]}):")
     lines += ["    " * len(index) + line for line in body]
-    for e in entries[start:stop]:
-        if e.out.ndim == 0:
-            name = label[e.out.name]
-            printed[e.out.name] = name
-            if e.prim.name == "mean":
-                lines.append(f"{name} = {name} / {ref}.size")
-    return lines
+    return lines + after
 
 
 def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> list:
