@@ -116,7 +116,7 @@ def test_bundle_adjustment_sparse_jacobian():
     plan = jacobian._plan(variant, list(runtime), params)
     product, name, source = jacobian._built(variant)
     kernel = load_python(source, name)
-    products = np.stack([np.ravel(kernel(*runtime, seed)) for seed in plan["seeds"]])
+    products = np.stack([np.ravel(kernel(*runtime, *seed)) for seed in plan["seeds"]])
     from jitad.sparse import decompress
     got = decompress(products, plan["layout"])
     np.testing.assert_allclose(got.toarray(), want, rtol=1e-10, atol=1e-10)
