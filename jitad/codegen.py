@@ -159,6 +159,10 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
     body += [f"check_shape({v.name!r}, {label[v.name]}.shape, {v.shape})"
              for v in wengert.inputs if v.name in read]
     runs_at = {r.start: r for r in runs}
+    producer = {e.out.name: e for e in entries}
+    stable = {v.name for v in wengert.inputs} | {
+        e.out.name for e in entries if e.sweep != "reverse" and e.out.ndim == 0}
+    recomputed = {r.start: reroll.recomputable(entries, r, stable, producer) for r in runs}
     users: dict = {}
     for index, e in enumerate(entries):
         for a in e.ins:
@@ -174,7 +178,7 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
         run = runs_at.get(i)
         if run is not None:
             body += _print_loop(run, entries, storage, printed, label, text, next(counters),
-                                needs_tape[id(run)])
+                                needs_tape[id(run)], runs_at, recomputed)
             i = run.stop
             continue
         group = fusion_group(entries, i, users)
@@ -367,8 +371,33 @@ def _print_fused(group, entries, outputs, storage, printed, label, text, users) 
     return lines
 
 
-def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> list:
-    """A re-rolled run as a `for` loop (see reroll.py); updates `printed` for later readers."""
+def _recomputed(run, j, first, stride, counter, entries, text) -> str:
+    """Source text recomputing offset `j` of `run` at iteration `first + stride*counter`
+    (see `reroll.recomputable`)."""
+    e = entries[run.start + j]
+    operands = []
+    for a, d in zip(e.ins, run.operands[j]):
+        if d[0] in ("local", "carried"):
+            step = 1 if d[0] == "carried" else 0
+            t = _recomputed(run, d[1], first - step, stride, counter, entries, text)
+            operands.append(Var(t, a.dtype, a.shape))
+        else:
+            operands.append(Var(text(a), a.dtype, a.shape) if isinstance(a, Var) else a)
+    params0, leaves = run.params[j]
+    varying = iter([LoopIndex(leaf + step * first, step * stride, counter)
+                    if step * stride else leaf + step * first for leaf, step in leaves])
+    params = {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
+    line = e.prim.lines("_", operands, params)[0]
+    return f"({line[len('_ = '):]})"
+
+
+def _print_loop(run, entries, storage, printed, label, text, counter, taped, runs_at,
+                recomputed) -> list:
+    """A re-rolled run as a `for` loop (see reroll.py); updates `printed` for later readers.
+
+    Offsets read outside the run (`taped`) are taped per iteration unless `recomputed`
+    (per run start) says they can be recomputed where they are read."""
+    taped = set(taped) - recomputed[run.start]
     period, iterations = run.period, run.iterations
     names = {}
     for j in range(period):
@@ -393,6 +422,8 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
                 t = names[d[1]]
             elif d[0] == "carried":
                 t = names[d[1]] if entries[run.start + d[1]].out.ndim else f"{names[d[1]]}_prev"
+            elif d[0] == "tape" and d[2] in recomputed[d[1]]:
+                t = _recomputed(runs_at[d[1]], d[2], d[3], d[4], counter, entries, text)
             elif d[0] == "tape":
                 t = f"{label[entries[d[1] + d[2]].out.name]}_tape" \
                     f"[{affine_text(d[3], d[4], counter)}]"
@@ -416,6 +447,8 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
         block, j = run.block_of(index)
         if j in taped:
             printed[e.out.name] = f"{names[j]}_tape[{block}]"
+        elif j in recomputed[run.start] and block != iterations - 1:
+            printed[e.out.name] = _recomputed(run, j, block, 0, None, entries, text)
         elif block == iterations - 1 or e.out.ndim > 0:
             printed[e.out.name] = names[j]
     return head + loop

@@ -266,3 +266,61 @@ def escaping(entries, outputs, runs) -> dict:
 
 def _inside_other_run(index, runs) -> bool:
     return any(r.start <= index < r.stop for r in runs)
+
+
+RECOMPUTED = ("add", "sub", "mul", "neg", "integer_pow", "square")
+RECOMPUTE_LIMIT = 6     # operations and element reads in one recomputed value
+
+
+def recomputable(entries, run, stable, producer) -> set:
+    """Offsets of `run` whose value at any iteration can be recomputed where it is read
+    (the reverse sweep) instead of taped: an element read `x[affine]` of an array in
+    `stable` (the function's inputs, never updated in place), or a few cheap scalar
+    operations (`RECOMPUTED`) on literals, scalars in `stable` and such values of the same
+    or the previous iteration. A value carried from the previous iteration is recomputable
+    when the run's initial value is the same read one step earlier (`x[i]` carried into
+    the iteration reading `x[i + 1]`), so iteration -1 needs no special case.
+    (`producer`: value name -> the entry defining it.)"""
+    cost: dict = {}
+    for j in range(run.period):
+        e = entries[run.start + j]
+        if e.out.ndim or e.out.dtype != "float64":
+            continue
+        if e.prim.name == "getitem":
+            a, d = e.ins[0], run.operands[j][0]
+            if d[0] == "outside" and a.name in stable and all(
+                    isinstance(item, int) for item in e.params["index"]):
+                cost[j] = 1
+            continue
+        if e.prim.name not in RECOMPUTED:
+            continue
+        total = 1
+        for p, (a, d) in enumerate(zip(e.ins, run.operands[j])):
+            if d[0] == "literal" or (d[0] == "outside" and a.ndim == 0 and a.name in stable):
+                continue
+            if d[0] == "local" and d[1] in cost:
+                total += cost[d[1]]
+            elif d[0] == "carried" and d[1] in cost \
+                    and _init_is_previous(entries, run, j, p, producer):
+                total += cost[d[1]]
+            else:
+                total = None
+                break
+        if total is not None and total <= RECOMPUTE_LIMIT:
+            cost[j] = total
+    return set(cost)
+
+
+def _init_is_previous(entries, run, j, p, producer) -> bool:
+    """Is the initial value of carried operand (j, p) the element read that the carried
+    offset would make at iteration -1?"""
+    k = run.operands[j][p][1]
+    read, init = entries[run.start + k], run.inits[(j, p)]
+    earlier_read = producer.get(init.name) if isinstance(init, Var) else None
+    if earlier_read is None or read.prim.name != "getitem" \
+            or earlier_read.prim.name != "getitem" \
+            or earlier_read.ins[0].name != read.ins[0].name:
+        return False
+    params0, leaves = run.params[k]
+    earlier = iter([first - stride for first, stride in leaves])
+    return {key: replace_int_leaves(v, earlier) for key, v in params0.items()} == earlier_read.params
