@@ -169,6 +169,10 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
             if isinstance(a, Var):
                 users.setdefault(a.name, []).append(index)
     has_reverse = any(x.sweep == "reverse" for x in entries)
+    returned = {a.name for a in wengert.outputs if isinstance(a, Var)}
+    looped = bytearray(len(entries))        # 1 for the entries printed inside loops
+    for r in runs:
+        looped[r.start:r.stop] = b"\x01" * (r.stop - r.start)
     i = 0
     while i < len(entries):
         e = entries[i]
@@ -178,7 +182,9 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
         run = runs_at.get(i)
         if run is not None:
             body += _print_loop(run, entries, storage, printed, label, text, next(counters),
-                                needs_tape[id(run)], runs_at, recomputed)
+                                needs_tape[id(run)], runs_at, recomputed,
+                                lambda name: name in returned or any(
+                                    not looped[u] for u in users.get(name, ())))
             i = run.stop
             continue
         group = fusion_group(entries, i, users)
@@ -392,12 +398,13 @@ def _recomputed(run, j, first, stride, counter, entries, text) -> str:
 
 
 def _print_loop(run, entries, storage, printed, label, text, counter, taped, runs_at,
-                recomputed) -> list:
+                recomputed, read_outside) -> list:
     """A re-rolled run as a `for` loop (see reroll.py); updates `printed` for later readers.
 
     Offsets read outside the run (`taped`) are taped per iteration unless `recomputed`
-    (per run start) says they can be recomputed where they are read."""
-    taped = set(taped) - recomputed[run.start]
+    (per run start) says they can be recomputed where they are read (`read_outside`:
+    value name -> is it read by straight-line code or returned?)."""
+    needed, taped = taped, set(taped) - recomputed[run.start]
     period, iterations = run.period, run.iterations
     names = {}
     for j in range(period):
@@ -451,7 +458,8 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
         if j in taped:
             printed[e.out.name] = f"{names[j]}_tape[{block}]"
         elif j in recomputed[run.start] and block != iterations - 1:
-            printed[e.out.name] = _recomputed(run, j, block, 0, None, entries, text)
+            if j in needed and read_outside(e.out.name):
+                printed[e.out.name] = _recomputed(run, j, block, 0, None, entries, text)
         elif block == iterations - 1 or j in run.chains:
             printed[e.out.name] = names[j]
     return head + loop
