@@ -382,4 +382,5 @@ def _init_is_previous(entries, run, j, p, producer) -> bool:
         return False
     params0, leaves = run.params[k]
     earlier = iter([first - stride for first, stride in leaves])
-    return {key: replace_int_leaves(v, earlier) for key, v in params0.items()} == earlier_read.params
+    params = {key: replace_int_leaves(v, earlier) for key, v in params0.items()}
+    return params == earlier_read.params
