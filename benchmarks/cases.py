@@ -186,6 +186,9 @@ CASES = {case.name: case for case in [
          size_label=lambda size: "(2.0, 5.0)"),
     Case("rosen_loop", 0, (10, 100, 1000), (10, 100), rosen_args,
          rosen_loop, reference.rosen, size_label=lambda n: f"n={n:,}"),
+    # a long loop: the first result should cost about one run of the user's Python
+    Case("rosen_loop_long", 0, (5000,), (5000,), rosen_args, rosen_loop, reference.rosen,
+         size_label=lambda n: f"n={n:,}"),
     Case("rosen_vec", 0, (100, 10_000, 1_000_000), (100, 10_000, 1_000_000),
          rosen_args, rosen_vec, reference.rosen, size_label=lambda n: f"n={n:,}"),
     Case("logreg", 0, ((1000, 20), (100_000, 50)), ((1000, 20), (100_000, 50)),

@@ -159,12 +159,20 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
     body += [f"check_shape({v.name!r}, {label[v.name]}.shape, {v.shape})"
              for v in wengert.inputs if v.name in read]
     runs_at = {r.start: r for r in runs}
+    producer = {e.out.name: e for e in entries}
+    stable = {v.name for v in wengert.inputs} | {
+        e.out.name for e in entries if e.sweep != "reverse" and e.out.ndim == 0}
+    recomputed = {r.start: reroll.recomputable(entries, r, stable, producer) for r in runs}
     users: dict = {}
     for index, e in enumerate(entries):
         for a in e.ins:
             if isinstance(a, Var):
                 users.setdefault(a.name, []).append(index)
     has_reverse = any(x.sweep == "reverse" for x in entries)
+    returned = {a.name for a in wengert.outputs if isinstance(a, Var)}
+    looped = bytearray(len(entries))        # 1 for the entries printed inside loops
+    for r in runs:
+        looped[r.start:r.stop] = b"\x01" * (r.stop - r.start)
     i = 0
     while i < len(entries):
         e = entries[i]
@@ -174,7 +182,9 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
         run = runs_at.get(i)
         if run is not None:
             body += _print_loop(run, entries, storage, printed, label, text, next(counters),
-                                needs_tape[id(run)])
+                                needs_tape[id(run)], runs_at, recomputed,
+                                lambda name: name in returned or any(
+                                    not looped[u] for u in users.get(name, ())))
             i = run.stop
             continue
         group = fusion_group(entries, i, users)
@@ -439,23 +449,50 @@ def _print_fused(group, entries, outputs, storage, printed, label, text, users) 
     return lines + after
 
 
-def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> list:
-    """A re-rolled run as a `for` loop (see reroll.py); updates `printed` for later readers."""
+def _recomputed(run, j, first, stride, counter, entries, text) -> str:
+    """Source text recomputing offset `j` of `run` at iteration `first + stride*counter`
+    (see `reroll.recomputable`)."""
+    e = entries[run.start + j]
+    operands = []
+    for a, d in zip(e.ins, run.operands[j]):
+        if d[0] in ("local", "carried"):
+            step = 1 if d[0] == "carried" else 0
+            t = _recomputed(run, d[1], first - step, stride, counter, entries, text)
+            operands.append(Var(t, a.dtype, a.shape))
+        else:
+            operands.append(Var(text(a), a.dtype, a.shape) if isinstance(a, Var) else a)
+    params0, leaves = run.params[j]
+    varying = iter([LoopIndex(leaf + step * first, step * stride, counter)
+                    if step * stride else leaf + step * first for leaf, step in leaves])
+    params = {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
+    line = e.prim.lines("_", operands, params)[0]
+    return f"({line[len('_ = '):]})"
+
+
+def _print_loop(run, entries, storage, printed, label, text, counter, taped, runs_at,
+                recomputed, read_outside) -> list:
+    """A re-rolled run as a `for` loop (see reroll.py); updates `printed` for later readers.
+
+    Offsets read outside the run (`taped`) are taped per iteration unless `recomputed`
+    (per run start) says they can be recomputed where they are read (`read_outside`:
+    value name -> is it read by straight-line code or returned?)."""
+    needed, taped = taped, set(taped) - recomputed[run.start]
     period, iterations = run.period, run.iterations
     names = {}
     for j in range(period):
         e = entries[run.start + j]
-        if e.out.ndim == 0:
+        if j not in run.chains:
             names[j] = label[e.out.name]
         else:   # an in-place chain: the storage of its initial array
             kind, source = run.operands[j][0][:2]
             names[j] = text(run.inits[(j, 0)]) if kind == "carried" else names[source]
-    carried = {d[1] for ds in run.operands for d in ds if d[0] == "carried"}
+    carried = {d[1] for ds in run.operands for d in ds if d[0] == "carried"} - run.chains
     head = [f"# loop: {iterations} iterations of {period} entries, re-rolled from the trace"]
     for (j, p), init in sorted(run.inits.items()):
-        if entries[run.start + run.operands[j][p][1]].out.ndim == 0:     # arrays update in place
+        if run.operands[j][p][1] not in run.chains:      # chains update their buffer in place
             head.append(f"{names[run.operands[j][p][1]]}_prev = {text(init)}")
-    head += [f"{names[j]}_tape = np.empty({iterations})" for j in sorted(taped)]
+    head += [f"{names[j]}_tape = np.empty({iterations})" for j in sorted(taped)
+             if entries[run.start + j].out.ndim == 0]
     loop = [f"for {counter} in range({iterations}):"]
     for j in range(period):
         e = entries[run.start + j]
@@ -464,7 +501,9 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
             if d[0] == "local":
                 t = names[d[1]]
             elif d[0] == "carried":
-                t = names[d[1]] if entries[run.start + d[1]].out.ndim else f"{names[d[1]]}_prev"
+                t = names[d[1]] if d[1] in run.chains else f"{names[d[1]]}_prev"
+            elif d[0] == "tape" and d[2] in recomputed[d[1]]:
+                t = _recomputed(runs_at[d[1]], d[2], d[3], d[4], counter, entries, text)
             elif d[0] == "tape":
                 t = f"{label[entries[d[1] + d[2]].out.name]}_tape" \
                     f"[{affine_text(d[3], d[4], counter)}]"
@@ -475,27 +514,33 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped) -> 
         varying = iter([LoopIndex(first, stride, counter) if stride else first
                         for first, stride in leaves])
         params = {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
-        lines = e.prim.lines(names[j], operands, params, in_place=e.out.ndim > 0)
+        lines = e.prim.lines(names[j], operands, params, in_place=j in run.chains)
         loop.append("    " + _comment(lines[0], e.loc).replace("\n", "\n    "))
         loop += ["    " + line for line in lines[1:]]
+        if j in taped and e.out.ndim:       # an (iterations, *shape) array, sized at run time
+            loop += [f"    if {counter} == 0:",
+                     f"        {names[j]}_tape = np.empty(({iterations},) + {names[j]}.shape)"]
         if j in taped:
             loop.append(f"    {names[j]}_tape[{counter}] = {names[j]}")
-    loop += [f"    {names[r]}_prev = {names[r]}" for r in sorted(carried)
-             if entries[run.start + r].out.ndim == 0]
+    loop += [f"    {names[r]}_prev = {names[r]}" for r in sorted(carried)]
     for index in range(run.start, run.stop):
         e = entries[index]
-        storage.record(e, in_place=e.out.ndim > 0)
+        storage.record(e, in_place=run.block_of(index)[1] in run.chains)
         block, j = run.block_of(index)
         if j in taped:
             printed[e.out.name] = f"{names[j]}_tape[{block}]"
-        elif block == iterations - 1 or e.out.ndim > 0:
+        elif j in recomputed[run.start] and block != iterations - 1:
+            if j in needed and read_outside(e.out.name):
+                printed[e.out.name] = _recomputed(run, j, block, 0, None, entries, text)
+        elif block == iterations - 1 or j in run.chains:
             printed[e.out.name] = names[j]
     return head + loop
 
 
 def printable_runs(wengert: WengertList, runs=None) -> tuple:
-    """The runs reroll finds (or `runs` it found), less those that cannot run in place or
-    need array tapes, and `reroll.escaping` for them."""
+    """The runs reroll finds (or `runs` it found) and `reroll.escaping` for them. A chain
+    link whose buffer would need a tape, be read after the loop, or is not owned here
+    updates a copy instead (an accumulation) or drops its run (index updates)."""
     entries = wengert.entries
     runs = reroll.find_runs(entries) if runs is None else runs
     if not runs:
@@ -505,20 +550,34 @@ def printable_runs(wengert: WengertList, runs=None) -> tuple:
     producer = {e.out.name: e.prim for e in entries}
     kept, kept_starts = [], set()
     for r in runs:
-        arrays = [j for j in range(r.period) if entries[r.start + j].out.ndim > 0]
-        # An array chain starts from a buffer it may update in place: owned and read only here.
-        inits_ok = all(
-            isinstance(init, Var) and init.name in producer and not producer[init.name].view
-            and storage.last_use.get(init.name, -1) <= r.start + j
-            for (j, p), init in r.inits.items() if entries[r.start + j].out.ndim > 0 and p == 0)
+        for j in sorted(r.chains):
+            if not _may_update_in_place(r, j, entries, needs_tape[id(r)], storage, producer):
+                r.chains.discard(j)
         reads_dropped = any(d[0] == "tape" and d[1] not in kept_starts
                             for ds in r.operands for d in ds)
-        if not needs_tape[id(r)].intersection(arrays) and inits_ok and not reads_dropped:
+        if reroll.settle_chains(entries, r) and not reads_dropped:
             kept.append(r)
             kept_starts.add(r.start)
     if len(kept) == len(runs):
         return kept, needs_tape
     return kept, reroll.escaping(entries, wengert.outputs, kept)
+
+
+def _may_update_in_place(run, j, entries, taped, storage, producer) -> bool:
+    """Chain link `j` of `run` may update its buffer in place: neither it nor the buffer
+    is read outside the loop but at the last iteration, the initial buffer of a carried
+    chain is owned and read only here, and a buffer made in the same iteration is not
+    read after the loop."""
+    kind, source = run.operands[j][0][:2]
+    if taped.intersection((j, source)):
+        return False
+    if kind == "carried":
+        init = run.inits[(j, 0)]
+        return isinstance(init, Var) and init.name in producer and \
+            not producer[init.name].view and \
+            storage.last_use.get(init.name, -1) <= run.start + j
+    last = entries[run.stop - run.period + source].out.name
+    return storage.last_use.get(last, -1) < run.stop
 
 
 LOOPS_FROM_ENTRIES = 200

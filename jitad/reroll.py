@@ -12,7 +12,9 @@ parameters (indices) are affine in the block number `b`, and whose operands are:
 * tape     — a value of an earlier run at an iteration affine in `b` (the reverse
              sweep reading forward values).
 
-Array values in a run must form in-place update chains (`x_bar[k+1] += …`).
+Array values in a run are either fresh per iteration (`h = np.tanh(W @ h_prev + b)`:
+carried by reference, taped by copying a row of an (iterations, *shape) array) or links
+of in-place update chains (`x_bar[k+1] += …`, `r[k] = …`), recorded in `Run.chains`.
 
 The search takes time linear in the list's length on any list — periodic, nearly periodic
 with shifting offsets, random (see `_Search`). `WORK` counts its steps, by kind: candidate
@@ -49,6 +51,7 @@ class Run:
     params: list = field(default_factory=list)     # per offset: (params of block 0,
     #                                                 [(int leaf in block 0, stride)…])
     inits: dict = field(default_factory=dict)      # carried offset -> operand read by block 0
+    chains: set = field(default_factory=set)       # offsets updated in place (chain links)
 
     @property
     def stop(self) -> int:
@@ -115,10 +118,6 @@ class _Search:
         self.tokens = [ids.setdefault(_token(e), len(ids)) for e in entries]
         self.defined = {e.out.name: i for i, e in enumerate(entries)}
         self.leaves = [int_leaves(e.params) for e in entries]
-        # how many entries before each position are arrays outside update chains (a run
-        # holding one fails `_arrays_chain`: counted here, it is skipped in O(1))
-        self.unchained = list(itertools.accumulate(
-            (e.out.ndim > 0 and e.prim.name not in CHAIN_PRIMITIVES for e in entries), initial=0))
         self.found: list = []
         self.starts: list = []          # of `found`, for bisection
         self.agree: dict = {}           # period -> [lo, hi]: tokens repeat on [lo, hi)
@@ -141,8 +140,6 @@ class _Search:
                     break
                 WORK["candidates"] += 1
                 need = max(MIN_ITERATIONS, -(-MIN_RUN_ENTRIES // period))
-                if self.unchained[j] > self.unchained[i]:
-                    continue
                 if self._repeat_until(period, i + period, i + need * period) < i + need * period:
                     continue
                 best = self._verified(Run(i, period, (n - i) // period), need)
@@ -304,29 +301,85 @@ class _Column:
 
 
 def _arrays_chain(entries, run) -> bool:
-    """Array values in the run form in-place update chains only (no per-block copies):
-    each is an index_add/scatter_add/index_update/scatter whose operand 0 is the previous
-    link, read by it once, and otherwise only by entries with scalar results (element
-    reads) that come before that link."""
+    """Find the in-place update chains of the run's array values (`run.chains`): each link
+    updates its operand 0 (the previous link, or an array made in the same iteration that
+    is not a view), which that link reads once and other entries read only for scalar
+    results (element reads) before it. Links are index_add/scatter_add/index_update/
+    scatter entries (False if one of them cannot be a link) and, where they qualify,
+    same-shape accumulations (`acc = acc + g`: `acc += g`). Other array values are fresh
+    per iteration. (A chain entry updating an outside array prints as a copy.)"""
     readers: dict = {}
     for j, descriptors in enumerate(run.operands):
         for p, d in enumerate(descriptors):
             if d[0] in ("local", "carried"):    # position in the order of execution
                 position = j if d[0] == "local" else j + run.period
                 readers.setdefault(d[1], []).append((position, p, entries[run.start + j]))
+    run.chains = set()
     for j in range(run.period):
         e = entries[run.start + j]
-        if e.out.ndim == 0:
+        if not e.out.ndim or not isinstance(e.ins[0], Var) \
+                or run.operands[j][0][0] not in ("local", "carried"):
             continue
-        if e.prim.name not in CHAIN_PRIMITIVES or run.operands[j][0][0] not in ("local", "carried"):
+        required = e.prim.name in CHAIN_PRIMITIVES
+        if not required and (e.prim.inplace is None or e.ins[0].shape != e.out.shape
+                             or e.ins[0].dtype != e.out.dtype):
+            continue
+        if _may_link(entries, run, j, readers):
+            run.chains.add(j)
+        elif required:
             return False
-        links = [(position, p) for position, p, r in readers.get(j, []) if r.out.ndim]
-        reads = [position for position, p, r in readers.get(j, []) if not r.out.ndim]
-        if len(links) > 1 or any(p != 0 for _, p in links):
+    return settle_chains(entries, run)
+
+
+def settle_chains(entries, run) -> bool:
+    """Keep the links whose buffer is one storage through the loop: a link reading the
+    previous iteration must be the head of a chain that leads back to it within the
+    iteration (the buffer is then the run's initial array), and a link updating an array
+    made in the iteration is not read by the next one. False if an index update (a link
+    that cannot be printed as a copy) is left out."""
+    read_carried = {d[1] for ds in run.operands for d in ds if d[0] == "carried"}
+    changed = True
+    while changed:
+        changed = False
+        for j in sorted(run.chains):
+            kind, source = run.operands[j][0][:2]
+            if (kind == "carried" and not _leads_back(run, source, j)) or \
+                    (j in read_carried and _fresh_buffer(run, j)):
+                run.chains.discard(j)
+                changed = True
+    return all(j in run.chains for j in range(run.period)
+               if entries[run.start + j].out.ndim
+               and entries[run.start + j].prim.name in CHAIN_PRIMITIVES
+               and run.operands[j][0][0] in ("local", "carried"))
+
+
+def _fresh_buffer(run, j) -> bool:
+    """Does link `j` update an array made in the same iteration (rebound by the next one,
+    so the previous iteration's value is gone)?"""
+    while j in run.chains and run.operands[j][0][0] == "local":
+        j = run.operands[j][0][1]
+    return j not in run.chains
+
+
+def _leads_back(run, k, j) -> bool:
+    """Does link `k` update, through links within the iteration, the buffer of link `j`?"""
+    while k != j:
+        if k not in run.chains or run.operands[k][0][0] != "local":
             return False
-        if reads and links and max(reads) > links[0][0]:
-            return False
+        k = run.operands[k][0][1]       # offsets decrease: this ends
     return True
+
+
+def _may_link(entries, run, j, readers) -> bool:
+    """May entry `j` update its operand 0's buffer in place (see `_arrays_chain`)?"""
+    source = run.operands[j][0][1]
+    if entries[run.start + source].prim.view:
+        return False
+    links = [(position, p) for position, p, r in readers.get(source, []) if r.out.ndim]
+    reads = [position for position, p, r in readers.get(source, []) if not r.out.ndim]
+    if len(links) > 1 or any(p != 0 for _, p in links):
+        return False
+    return not (reads and max(reads) > links[0][0])
 
 
 def escaping(entries, outputs, runs) -> dict:
@@ -357,3 +410,62 @@ def _inside_a_run(index, ordered, starts) -> bool:
     """Is entry `index` inside one of the runs `ordered` by their `starts`?"""
     k = bisect.bisect_right(starts, index) - 1
     return k >= 0 and index < ordered[k].stop
+
+
+RECOMPUTED = ("add", "sub", "mul", "neg", "integer_pow", "square")
+RECOMPUTE_LIMIT = 6     # operations and element reads in one recomputed value
+
+
+def recomputable(entries, run, stable, producer) -> set:
+    """Offsets of `run` whose value at any iteration can be recomputed where it is read
+    (the reverse sweep) instead of taped: a read `x[affine]` (an element or a view) of an
+    array in `stable` (the function's inputs, never updated in place), or a few cheap scalar
+    operations (`RECOMPUTED`) on literals, scalars in `stable` and such values of the same
+    or the previous iteration. A value carried from the previous iteration is recomputable
+    when the run's initial value is the same read one step earlier (`x[i]` carried into
+    the iteration reading `x[i + 1]`), so iteration -1 needs no special case.
+    (`producer`: value name -> the entry defining it.)"""
+    cost: dict = {}
+    for j in range(run.period):
+        e = entries[run.start + j]
+        if e.prim.name == "getitem":        # an element, or a view (`x[t]` of a 2-D x)
+            a, d = e.ins[0], run.operands[j][0]
+            if d[0] == "outside" and a.name in stable and all(
+                    isinstance(item, int) for item in e.params["index"]):
+                cost[j] = 1
+            continue
+        if e.out.ndim or e.out.dtype != "float64":
+            continue
+        if e.prim.name not in RECOMPUTED:
+            continue
+        total = 1
+        for p, (a, d) in enumerate(zip(e.ins, run.operands[j])):
+            if d[0] == "literal" or (d[0] == "outside" and a.ndim == 0 and a.name in stable):
+                continue
+            if d[0] == "local" and d[1] in cost:
+                total += cost[d[1]]
+            elif d[0] == "carried" and d[1] in cost \
+                    and _init_is_previous(entries, run, j, p, producer):
+                total += cost[d[1]]
+            else:
+                total = None
+                break
+        if total is not None and total <= RECOMPUTE_LIMIT:
+            cost[j] = total
+    return set(cost)
+
+
+def _init_is_previous(entries, run, j, p, producer) -> bool:
+    """Is the initial value of carried operand (j, p) the element read that the carried
+    offset would make at iteration -1?"""
+    k = run.operands[j][p][1]
+    read, init = entries[run.start + k], run.inits[(j, p)]
+    earlier_read = producer.get(init.name) if isinstance(init, Var) else None
+    if earlier_read is None or read.prim.name != "getitem" \
+            or earlier_read.prim.name != "getitem" \
+            or earlier_read.ins[0].name != read.ins[0].name:
+        return False
+    params0, leaves = run.params[k]
+    earlier = iter([first - stride for first, stride in leaves])
+    params = {key: replace_int_leaves(v, earlier) for key, v in params0.items()}
+    return params == earlier_read.params
