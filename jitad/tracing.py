@@ -40,12 +40,21 @@ _TRACE_LOCK = threading.RLock()
 def user_frame():
     """The innermost stack frame outside jitad (and outside NumPy's dispatch machinery)."""
     frame = sys._getframe(1)
+    internal = _INTERNAL
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_PACKAGE_DIR) and "numpy" not in filename.split(os.sep)[-3:-1]:
+        code = frame.f_code
+        known = internal.get(id(code))     # (hashing a code object hashes its constants)
+        if known is None or known[0] is not code:
+            filename = code.co_filename
+            known = internal[id(code)] = (code, filename.startswith(_PACKAGE_DIR) or
+                                          "numpy" in filename.split(os.sep)[-3:-1])
+        if not known[1]:
             return frame
         frame = frame.f_back
     return None
+
+
+_INTERNAL: dict = {}        # id(code) -> (code, whether its frames are jitad's or NumPy's)
 
 
 def describe_frame(frame) -> tuple[str, str]:
@@ -53,17 +62,17 @@ def describe_frame(frame) -> tuple[str, str]:
     if frame is None:
         return "<unknown>", ""
     code = frame.f_code
-    line = _line_number(frame)
-    key = (id(code), line)                 # hashing a code object hashes all its constants
+    key = (id(code), frame.f_lasti)        # the instruction determines the line
     described = _DESCRIBED.get(key)
     if described is None or described[0] is not code:
+        line = _line_number(frame)
         where = f"{os.path.basename(code.co_filename)}:{line} ({code.co_name})"
         described = _DESCRIBED[key] = (
             code, (where, linecache.getline(code.co_filename, line).strip()))
     return described[1]
 
 
-_DESCRIBED: dict = {}       # (id(code), line) -> (code, description)
+_DESCRIBED: dict = {}       # (id(code), instruction offset) -> (code, description)
 _LINE_TABLES: dict = {}     # id(code) -> (code, instruction offsets, line numbers)
 
 
