@@ -188,6 +188,10 @@ class Builder:
     def fresh(self, hint: str | None = None) -> str:
         """A new unique name: `hint` if free, else `hint_2`…, or `v1`, `v2`… without a hint."""
         if hint is not None:
+            if hint not in self.used:       # (the common case, as below)
+                self.suffixes.setdefault(hint, 1)
+                self.used.add(hint)
+                return hint
             name, k = hint, self.suffixes.get(hint, 1)
             while name in self.used:
                 k += 1
