@@ -132,7 +132,7 @@ def _state() -> _TraceState:
 
 def bind(prim, *args, **params):
     """Apply a primitive to tracers/constants: record an entry and compute its value."""
-    state = _state()
+    state = getattr(_STATE, "current", None) or _state()
     operands, values = [], []
     for a in args:
         if isinstance(a, Tracer):
@@ -143,14 +143,15 @@ def bind(prim, *args, **params):
             operands.append(operand)
             values.append(value)
     frame = user_frame()
-    state.builder.loc = describe_frame(frame)[0]
+    builder = state.builder
+    builder.loc = describe_frame(frame)[0]
     try:
-        var = state.builder.bind(prim, *operands, **params)
+        var = builder.bind(prim, *operands, **params)
     except ShapeError as error:
         raise ShapeError(located(f"{prim.name}: {error}", frame)) from None
     except IndexError as error:
         raise IndexError(located(f"{prim.name}: {error}", frame)) from None
-    entry = state.builder.entries[-1]
+    entry = builder.entries[-1]
     try:
         value = prim.impl(*values, **entry.params)  # IEEE float64: log(-1) is NaN, as compiled
     except (IndexError, ValueError) as error:     # NumPy's, e.g. an index out of bounds
@@ -208,14 +209,14 @@ def _binary(prim_name, swap=False):
     prim = REGISTRY[prim_name]
 
     def method(self, other):
-        if not _is_operand(other):
+        if not isinstance(other, _OPERAND_TYPES):       # (`_is_operand`, inline)
             return _not_operand(other, prim_name)
         return bind(prim, other, self) if swap else bind(prim, self, other)
     return method
 
 
 def _is_operand(value) -> bool:
-    return isinstance(value, (Tracer, bool, int, float, np.ndarray, np.generic))
+    return isinstance(value, _OPERAND_TYPES)
 
 
 def _not_operand(value, operation):
@@ -513,6 +514,9 @@ class Tracer:
             raise TraceError(located(f"unsupported function on a traced value: "
                                      f"{module.replace('numpy', 'np')}.{name}"))
         return adapter(*args, **kwargs)
+
+
+_OPERAND_TYPES = (Tracer, bool, int, float, np.ndarray, np.generic)
 
 
 # ---------------------------------------------------------------- lowering NumPy calls

@@ -128,7 +128,7 @@ class Primitive:
         so the compiled evaluator is cached by those.
         """
         values = [np.float64(v) if type(v) is float else v for v in values]
-        ndims = tuple([getattr(v, "ndim", 0) for v in values])
+        ndims = tuple([0 if type(v) is np.float64 else getattr(v, "ndim", 0) for v in values])
         try:
             key = (ndims, tuple(sorted(params.items()))) if params else ndims
             fn = self._impl_cache.get(key)
@@ -191,6 +191,13 @@ def broadcast_shapes(*operands) -> tuple:
 
 def elementwise_rule(floating: bool):
     def rule(*operands, **params):
+        if len(operands) == 2:          # float64 scalars (Vars or Literals): the common case
+            a, b = operands
+            if (type(a) is Var and a.dtype == "float64" and a.shape == () and
+                    (type(b) is Literal or type(b) is Var and b.dtype == "float64" and
+                     b.shape == ())) or (type(b) is Var and b.dtype == "float64" and
+                                         b.shape == () and type(a) is Literal):
+                return "float64", ()
         return result_dtype(*operands, floating=floating), broadcast_shapes(*operands)
     return rule
 

@@ -71,10 +71,11 @@ def _accumulate(b, adjoint, var, contribution, via, created):
     name = f"{var.name}_bar"
     previous = adjoint.get(var.name)
     if isinstance(contribution, Var) and contribution.name in created:
-        if previous is not None and _is_sparse_update(b, contribution, created):
+        sparse = _is_sparse_update(b, contribution, created)
+        if previous is not None and sparse:
             adjoint[var.name] = _redirect_sparse_update(b, previous, contribution, name)
             return
-        if previous is None and _is_sparse_update(b, contribution, created):
+        if previous is None and sparse:
             b.rename(_defining_entry(b, contribution).ins[0], name)   # the zeros it starts from
         b.rename(contribution, name if previous is None else f"{name}_{via}")
     if previous is None:

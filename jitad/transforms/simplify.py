@@ -84,8 +84,15 @@ def fold_and_share(wengert: WengertList) -> WengertList:
         if name == "mul":
             e = _negation(e)
             name = e.prim.name
-        substitute = _identity(e) if name in _IDENTITIES and not e.prim.effect else None
-        if substitute is None:
+        literal = not ins           # (identities need a literal operand, folding only those)
+        for a in ins:
+            if type(a) is Literal:
+                literal = True
+                break
+        substitute = None
+        if (literal or name == "integer_pow") and name in _IDENTITIES and not e.prim.effect:
+            substitute = _identity(e)
+        if substitute is None and literal:
             substitute = _fold(e)
         if substitute is not None:
             replace[e.out.name] = substitute
