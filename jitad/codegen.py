@@ -26,7 +26,8 @@ COMMENT_COLUMN = 44
 
 def identifier(name: str) -> str:
     """A name usable in generated source (user names that clash get a trailing `_`)."""
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "f"
+    if not (name.isascii() and name.isidentifier()):     # (else the same name)
+        name = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "f"
     if name[0].isdigit() or keyword.iskeyword(name) or name in RESERVED or name in KERNELS:
         name += "_"
     return name
@@ -36,10 +37,11 @@ def labels(wengert: WengertList) -> dict:
     """The printed name of every value of the list: an identifier, distinct from the others,
     from builtins and from every name codegen makes up (`GENERATED`), so that a parameter
     called `i0`, `x_e` or `range` is never shadowed by generated code."""
-    printed, used = {}, set()
+    printed, used, builtin = {}, set(), vars(builtins)
     for name in [v.name for v in wengert.inputs] + [e.out.name for e in wengert.entries]:
         label = identifier(name)
-        while label in used or hasattr(builtins, label) or GENERATED.search(label):
+        while label in used or label in builtin or \
+                (label.startswith("__") and hasattr(builtins, label)) or GENERATED.search(label):
             label += "_"
         printed[name] = label
         used.add(label)

@@ -281,8 +281,8 @@ def encodable(wengert: WengertList) -> bool:
                 and _element(e.params["index"], e.ins[0].shape)
             adjoints.add(e.out.name)
         else:
-            ok = (name == "guard" or e.prim.ir is not None) and e.out.ndim == 0 \
-                and all(a.ndim == 0 for a in e.ins)
+            ok = (name == "guard" or e.prim.ir is not None) and e.out.shape == () \
+                and all([a.shape == () for a in e.ins])
         if not ok:
             return False
     return all(not isinstance(a, Var) or a.ndim == 0 or a.name in adjoints

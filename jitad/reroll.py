@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import itertools
 from dataclasses import dataclass, field
 
 from .wengert import Literal, Var
@@ -94,8 +93,9 @@ def replace_int_leaves(value, leaves):
 def _token(entry) -> tuple:
     """What must agree between blocks, with integers in parameters left open."""
     params = tuple(sorted((k, replace_int_leaves(v, iter(lambda: "#", None)))
-                          for k, v in entry.params.items()))
-    operands = tuple(("L", repr(a.value)) if isinstance(a, Literal) else "V" for a in entry.ins)
+                          for k, v in entry.params.items())) if entry.params else ()
+    operands = tuple([("L", repr(a.value)) if isinstance(a, Literal) else "V"
+                      for a in entry.ins])
     return entry.prim.name, params, operands, entry.out.dtype, entry.out.shape
 
 
@@ -117,7 +117,7 @@ class _Search:
         ids: dict = {}
         self.tokens = [ids.setdefault(_token(e), len(ids)) for e in entries]
         self.defined = {e.out.name: i for i, e in enumerate(entries)}
-        self.leaves = [int_leaves(e.params) for e in entries]
+        self.leaves = [int_leaves(e.params) if e.params else [] for e in entries]
         self.found: list = []
         self.starts: list = []          # of `found`, for bisection
         self.agree: dict = {}           # period -> [lo, hi]: tokens repeat on [lo, hi)
@@ -394,15 +394,22 @@ def escaping(entries, outputs, runs) -> dict:
             owner[entries[i].out.name] = (r, i)
     ordered = sorted(runs, key=lambda r: r.start)
     starts = [r.start for r in ordered]
-    reads = ((index, a) for index, e in enumerate(entries) for a in e.ins)
-    for index, a in itertools.chain(reads, ((len(entries), a) for a in outputs)):
+
+    def read(index, a):
+        r, site = owner[a.name]
+        if r.start <= index < r.stop:
+            return
+        block, offset = r.block_of(site)
+        if block != r.iterations - 1 or _inside_a_run(index, ordered, starts):
+            needs_tape[id(r)].add(offset)
+
+    for index, e in enumerate(entries):
+        for a in e.ins:
+            if type(a) is Var and a.name in owner:
+                read(index, a)
+    for a in outputs:
         if isinstance(a, Var) and a.name in owner:
-            r, site = owner[a.name]
-            if r.start <= index < r.stop:
-                continue
-            block, offset = r.block_of(site)
-            if block != r.iterations - 1 or _inside_a_run(index, ordered, starts):
-                needs_tape[id(r)].add(offset)
+            read(len(entries), a)
     return needs_tape
 
 

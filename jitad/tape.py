@@ -77,7 +77,7 @@ class TapeKernel:
         constants: list = []
 
         def slot(a):
-            key = a.name if isinstance(a, Var) else ("literal", repr(a.value))
+            key = a.name if type(a) is Var else ("literal", repr(a.value))
             number = slot_of.get(key)
             if number is None:
                 number = slot_of[key] = len(constants)

@@ -40,12 +40,21 @@ _TRACE_LOCK = threading.RLock()
 def user_frame():
     """The innermost stack frame outside jitad (and outside NumPy's dispatch machinery)."""
     frame = sys._getframe(1)
+    internal = _INTERNAL
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_PACKAGE_DIR) and "numpy" not in filename.split(os.sep)[-3:-1]:
+        code = frame.f_code
+        known = internal.get(id(code))     # (hashing a code object hashes its constants)
+        if known is None or known[0] is not code:
+            filename = code.co_filename
+            known = internal[id(code)] = (code, filename.startswith(_PACKAGE_DIR) or
+                                          "numpy" in filename.split(os.sep)[-3:-1])
+        if not known[1]:
             return frame
         frame = frame.f_back
     return None
+
+
+_INTERNAL: dict = {}        # id(code) -> (code, whether its frames are jitad's or NumPy's)
 
 
 def describe_frame(frame) -> tuple[str, str]:
@@ -53,17 +62,17 @@ def describe_frame(frame) -> tuple[str, str]:
     if frame is None:
         return "<unknown>", ""
     code = frame.f_code
-    line = _line_number(frame)
-    key = (id(code), line)                 # hashing a code object hashes all its constants
+    key = (id(code), frame.f_lasti)        # the instruction determines the line
     described = _DESCRIBED.get(key)
     if described is None or described[0] is not code:
+        line = _line_number(frame)
         where = f"{os.path.basename(code.co_filename)}:{line} ({code.co_name})"
         described = _DESCRIBED[key] = (
             code, (where, linecache.getline(code.co_filename, line).strip()))
     return described[1]
 
 
-_DESCRIBED: dict = {}       # (id(code), line) -> (code, description)
+_DESCRIBED: dict = {}       # (id(code), instruction offset) -> (code, description)
 _LINE_TABLES: dict = {}     # id(code) -> (code, instruction offsets, line numbers)
 
 
@@ -123,7 +132,7 @@ def _state() -> _TraceState:
 
 def bind(prim, *args, **params):
     """Apply a primitive to tracers/constants: record an entry and compute its value."""
-    state = _state()
+    state = getattr(_STATE, "current", None) or _state()
     operands, values = [], []
     for a in args:
         if isinstance(a, Tracer):
@@ -134,14 +143,15 @@ def bind(prim, *args, **params):
             operands.append(operand)
             values.append(value)
     frame = user_frame()
-    state.builder.loc = describe_frame(frame)[0]
+    builder = state.builder
+    builder.loc = describe_frame(frame)[0]
     try:
-        var = state.builder.bind(prim, *operands, **params)
+        var = builder.bind(prim, *operands, **params)
     except ShapeError as error:
         raise ShapeError(located(f"{prim.name}: {error}", frame)) from None
     except IndexError as error:
         raise IndexError(located(f"{prim.name}: {error}", frame)) from None
-    entry = state.builder.entries[-1]
+    entry = builder.entries[-1]
     try:
         value = prim.impl(*values, **entry.params)  # IEEE float64: log(-1) is NaN, as compiled
     except (IndexError, ValueError) as error:     # NumPy's, e.g. an index out of bounds
@@ -199,14 +209,14 @@ def _binary(prim_name, swap=False):
     prim = REGISTRY[prim_name]
 
     def method(self, other):
-        if not _is_operand(other):
+        if not isinstance(other, _OPERAND_TYPES):       # (`_is_operand`, inline)
             return _not_operand(other, prim_name)
         return bind(prim, other, self) if swap else bind(prim, self, other)
     return method
 
 
 def _is_operand(value) -> bool:
-    return isinstance(value, (Tracer, bool, int, float, np.ndarray, np.generic))
+    return isinstance(value, _OPERAND_TYPES)
 
 
 def _not_operand(value, operation):
@@ -504,6 +514,9 @@ class Tracer:
             raise TraceError(located(f"unsupported function on a traced value: "
                                      f"{module.replace('numpy', 'np')}.{name}"))
         return adapter(*args, **kwargs)
+
+
+_OPERAND_TYPES = (Tracer, bool, int, float, np.ndarray, np.generic)
 
 
 # ---------------------------------------------------------------- lowering NumPy calls

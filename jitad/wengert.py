@@ -5,6 +5,7 @@ them, codegen prints them. Plain data: no NumPy evaluation and no Numba here.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +26,7 @@ class Var:
     def __init__(self, name: str, dtype: str, shape: tuple = ()):
         self.name = name
         self.dtype = dtype
-        self.shape = tuple(shape)
+        self.shape = shape if type(shape) is tuple else tuple(shape)
 
     @property
     def ndim(self) -> int:
@@ -38,7 +39,7 @@ class Var:
         return self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Literal:
     """A Python scalar constant operand (float, int or bool), printed inline."""
 
@@ -57,7 +58,7 @@ class Literal:
         return repr(self.value)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One line of a Wengert list: `out = prim(*ins)[params]`, with the user's source location."""
 
@@ -187,6 +188,10 @@ class Builder:
     def fresh(self, hint: str | None = None) -> str:
         """A new unique name: `hint` if free, else `hint_2`…, or `v1`, `v2`… without a hint."""
         if hint is not None:
+            if hint not in self.used:       # (the common case, as below)
+                self.suffixes.setdefault(hint, 1)
+                self.used.add(hint)
+                return hint
             name, k = hint, self.suffixes.get(hint, 1)
             while name in self.used:
                 k += 1
@@ -207,18 +212,35 @@ class Builder:
         var.name = self.fresh(name)
 
     def bind(self, prim, *operands, name: str | None = None, **params):
-        operands = tuple(as_operand(a) for a in operands)
-        params = prim.canonical_params(operands, params)
+        for a in operands:
+            if type(a) is not Var and type(a) is not Literal:
+                operands = tuple(map(as_operand, operands))
+                break
+        if prim.normalize is not None:
+            params = prim.normalize(operands, params)
         dtype, shape = prim.shape_rule(*operands, **params)
-        out = Var(self.fresh(name if name is not None else self.hint), dtype, shape)
-        self.entries.append(Entry(out, prim, operands, params, self.loc, sweep=self.sweep))
+        if name is None:
+            name = self.hint
+        if name is None:            # (fresh() without a hint, inline: the common case)
+            used, prefix, counter = self.used, self.prefix, self.counter + 1
+            name = f"{prefix}{counter}"
+            while name in used:
+                counter += 1
+                name = f"{prefix}{counter}"
+            self.counter = counter
+            used.add(name)
+        else:
+            name = self.fresh(name)
+        out = Var(name, dtype, shape)
+        self.entries.append(Entry(out, prim, operands, params, self.loc, False, self.sweep))
         return out
 
     def __getattr__(self, prim_name: str):
         prim = self.__dict__["registry"].get(prim_name)
         if prim is None:
             raise AttributeError(prim_name)
-        return lambda *ops, **params: self.bind(prim, *ops, **params)
+        bound = self.__dict__[prim_name] = functools.partial(self.bind, prim)
+        return bound
 
 
 def as_operand(a):

@@ -128,9 +128,9 @@ class Primitive:
         so the compiled evaluator is cached by those.
         """
         values = [np.float64(v) if type(v) is float else v for v in values]
-        ndims = tuple(getattr(v, "ndim", 0) for v in values)
+        ndims = tuple([0 if type(v) is np.float64 else getattr(v, "ndim", 0) for v in values])
         try:
-            key = (ndims, tuple(sorted(params.items())))
+            key = (ndims, tuple(sorted(params.items()))) if params else ndims
             fn = self._impl_cache.get(key)
         except TypeError:           # unhashable parameters: no caching
             key, fn = None, None
@@ -152,8 +152,7 @@ class Primitive:
 
 def result_dtype(*operands, floating=False) -> str:
     """NumPy's promotion, with Python scalars weak (as NumPy 2 does)."""
-    if any(a.dtype == "float64" and isinstance(a, Var) for a in operands) and all(
-            isinstance(a, Literal) or a.dtype == "float64" for a in operands):
+    if _float64_operands(operands):
         return "float64"            # the common case, without NumPy's promotion machinery
     parts = [a.value if isinstance(a, Literal) else np.dtype(a.dtype) for a in operands]
     dtype = np.result_type(*parts)
@@ -162,9 +161,26 @@ def result_dtype(*operands, floating=False) -> str:
     return dtype.name
 
 
+def _float64_operands(operands) -> bool:
+    """Are the operands float64 Vars and Literals, with at least one Var?"""
+    var = False
+    for a in operands:
+        if type(a) is Var:
+            if a.dtype != "float64":
+                return False
+            var = True
+        elif not isinstance(a, Literal):
+            return any(a.dtype == "float64" and isinstance(a, Var) for a in operands) and all(
+                isinstance(a, Literal) or a.dtype == "float64" for a in operands)
+    return var
+
+
 def broadcast_shapes(*operands) -> tuple:
     first = operands[0].shape
-    if all(a.shape == first for a in operands):
+    for a in operands:
+        if a.shape != first:
+            break
+    else:
         return first
     try:
         return np.broadcast_shapes(*(a.shape for a in operands))
@@ -175,6 +191,13 @@ def broadcast_shapes(*operands) -> tuple:
 
 def elementwise_rule(floating: bool):
     def rule(*operands, **params):
+        if len(operands) == 2:          # float64 scalars (Vars or Literals): the common case
+            a, b = operands
+            if (type(a) is Var and a.dtype == "float64" and a.shape == () and
+                    (type(b) is Literal or type(b) is Var and b.dtype == "float64" and
+                     b.shape == ())) or (type(b) is Var and b.dtype == "float64" and
+                                         b.shape == () and type(a) is Literal):
+                return "float64", ()
         return result_dtype(*operands, floating=floating), broadcast_shapes(*operands)
     return rule
 

@@ -22,8 +22,9 @@ def elementwise(name, source, chain, arity, floating=True, domain=None, **flags)
 
     def vjp(b, g, out, *operands, **params):
         terms = chain(b, g, out, *operands, **params)
-        return tuple(None if isinstance(x, Literal) else sum_to_shape(b, t, x)
-                     for t, x in zip(terms, operands))
+        return tuple([None if isinstance(x, Literal) else
+                      t if t is None or t.shape == x.shape else sum_to_shape(b, t, x)
+                      for t, x in zip(terms, operands)])
 
     def jvp(b, out, operands, tangents, **params):
         terms = [chain(b, t, out, *operands, **params)[i]

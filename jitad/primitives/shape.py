@@ -23,6 +23,12 @@ def as_python_index(index: tuple) -> tuple:
 
 
 def _indexed_shape(shape, index):
+    if len(index) == len(shape):        # an element read, within bounds: a scalar
+        for i, d in zip(index, shape):
+            if type(i) is not int or not -d <= i < d:
+                break
+        else:
+            return ()
     try:
         return np.broadcast_to(np.empty(()), shape)[as_python_index(index)].shape
     except IndexError as error:        # NumPy's class: an index is out of bounds

@@ -13,13 +13,17 @@ def active_names(wengert: WengertList, wrt: list) -> set:
     """Names of values that depend differentiably on the inputs `wrt` and reach an output."""
     depends = {wengert.inputs[i].name for i in wrt}
     for e in wengert.entries:
-        if not e.prim.nondifferentiable and any(
-                isinstance(a, Var) and a.name in depends for a in e.ins):
-            depends.add(e.out.name)
+        if not e.prim.nondifferentiable:
+            for a in e.ins:
+                if type(a) is Var and a.name in depends:
+                    depends.add(e.out.name)
+                    break
     reaches = {a.name for a in wengert.outputs if isinstance(a, Var)}
     for e in reversed(wengert.entries):
         if e.out.name in reaches:
-            reaches.update(a.name for a in e.ins if isinstance(a, Var))
+            for a in e.ins:
+                if type(a) is Var:
+                    reaches.add(a.name)
     return depends & reaches
 
 
@@ -40,7 +44,8 @@ def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
         if g is None or entry.out.name not in active or entry.prim.vjp is None:
             continue
         b.loc = f"{entry.out.name} = {entry.prim.name} " + \
-            " ".join(map(repr, entry.ins)) + (f"  ({entry.loc})" if entry.loc else "")
+            " ".join([a.name if type(a) is Var else repr(a) for a in entry.ins]) + \
+            (f"  ({entry.loc})" if entry.loc else "")
         b.hint = f"d{entry.out.name}"
         start = len(b.entries)
         contributions = entry.prim.vjp(b, g, entry.out, *entry.ins, **entry.params)
@@ -66,10 +71,11 @@ def _accumulate(b, adjoint, var, contribution, via, created):
     name = f"{var.name}_bar"
     previous = adjoint.get(var.name)
     if isinstance(contribution, Var) and contribution.name in created:
-        if previous is not None and _is_sparse_update(b, contribution, created):
+        sparse = _is_sparse_update(b, contribution, created)
+        if previous is not None and sparse:
             adjoint[var.name] = _redirect_sparse_update(b, previous, contribution, name)
             return
-        if previous is None and _is_sparse_update(b, contribution, created):
+        if previous is None and sparse:
             b.rename(_defining_entry(b, contribution).ins[0], name)   # the zeros it starts from
         b.rename(contribution, name if previous is None else f"{name}_{via}")
     if previous is None:
@@ -121,7 +127,10 @@ def keep_masked_zeros(b, entries) -> list:
             for zero in (1, 2):
                 if isinstance(e.ins[zero], Literal) and e.ins[zero].value == 0:
                     masked[e.out.name] = (e.ins[0], e.ins[3 - zero], zero)
-        positions = (0, 1) if name == "mul" else (0,) if name in ("div", "neg") else ()
+        if not masked or name not in ("mul", "div", "neg"):
+            out.append(e)
+            continue
+        positions = (0, 1) if name == "mul" else (0,)
         k = next((k for k in positions if isinstance(e.ins[k], Var) and e.ins[k].name in
                   masked and e.out.dtype == "float64"), None)
         if k is None:

@@ -16,6 +16,9 @@ def _is(a, value) -> bool:
     return isinstance(a, Literal) and not isinstance(a.value, bool) and a.value == value
 
 
+_IDENTITIES = ("add", "sub", "mul", "div", "integer_pow")     # prims `_identity` may reduce
+
+
 def _identity(e):
     """The operand an entry reduces to (`x*1 -> x`), or None."""
     name, ins = e.prim.name, e.ins
@@ -48,8 +51,11 @@ def _negation(e):
 
 def _fold(e):
     """A Literal for an entry whose operands are all literals and whose result is a scalar."""
-    if e.prim.effect or e.out.shape != () or not all(isinstance(a, Literal) for a in e.ins):
+    if e.prim.effect or e.out.shape != ():
         return None
+    for a in e.ins:
+        if not isinstance(a, Literal):
+            return None
     value = e.prim.impl(*(a.value for a in e.ins), **e.params)
     value = value.item() if hasattr(value, "item") else value
     if e.out.dtype == "float64":
@@ -64,27 +70,42 @@ def fold_and_share(wengert: WengertList) -> WengertList:
     negations: dict = {}        # name of neg(x) -> x
     entries = []
     for e in wengert.entries:
-        ins = tuple(replace.get(a.name, a) if isinstance(a, Var) else a for a in e.ins)
-        if ins != e.ins:
-            e = type(e)(e.out, e.prim, ins, e.params, e.loc, e.accumulate, e.sweep)
-        if e.prim.name == "neg" and isinstance(ins[0], Var) and ins[0].name in negations:
+        ins = e.ins
+        if replace:
+            for a in ins:
+                if type(a) is Var and a.name in replace:
+                    ins = tuple([replace.get(a.name, a) if type(a) is Var else a for a in ins])
+                    e = type(e)(e.out, e.prim, ins, e.params, e.loc, e.accumulate, e.sweep)
+                    break
+        name = e.prim.name
+        if name == "neg" and type(ins[0]) is Var and ins[0].name in negations:
             replace[e.out.name] = negations[ins[0].name]
             continue
-        e = _negation(e)
-        substitute = _identity(e) if not e.prim.effect else None
-        if substitute is None:
+        if name == "mul":
+            e = _negation(e)
+            name = e.prim.name
+        literal = not ins           # (identities need a literal operand, folding only those)
+        for a in ins:
+            if type(a) is Literal:
+                literal = True
+                break
+        substitute = None
+        if (literal or name == "integer_pow") and name in _IDENTITIES and not e.prim.effect:
+            substitute = _identity(e)
+        if substitute is None and literal:
             substitute = _fold(e)
         if substitute is not None:
             replace[e.out.name] = substitute
             continue
         if not e.prim.effect:
-            key = (e.prim.name, tuple(a.name if isinstance(a, Var) else ("lit", repr(a.value))
-                                      for a in ins), _freeze(e.params))
-            if key in seen:
-                replace[e.out.name] = seen[key]
+            key = (name, tuple([a.name if type(a) is Var else ("lit", repr(a.value))
+                                for a in ins]), _freeze(e.params) if e.params else ())
+            known = seen.get(key)
+            if known is not None:
+                replace[e.out.name] = known
                 continue
             seen[key] = e.out
-        if e.prim.name == "neg" and isinstance(ins[0], Var):
+        if name == "neg" and type(ins[0]) is Var:
             negations[e.out.name] = ins[0]
         entries.append(e)
     outputs = [replace.get(a.name, a) if isinstance(a, Var) else a for a in wengert.outputs]
@@ -100,9 +121,11 @@ def eliminate_dead_code(wengert: WengertList) -> WengertList:
     live = {a.name for a in wengert.outputs if isinstance(a, Var)}
     kept = []
     for e in reversed(wengert.entries):
-        if e.prim.effect or e.out.name in live:
+        if e.out.name in live or e.prim.effect:
             kept.append(e)
-            live.update(a.name for a in e.ins if isinstance(a, Var))
+            for a in e.ins:
+                if type(a) is Var:
+                    live.add(a.name)
     kept.reverse()
     return _with(wengert, kept, list(wengert.outputs))
 
