@@ -312,11 +312,16 @@ def fusion_group(entries, start, users):
     if len(consumed) != len(set(consumed)) or any(
             u >= stop for name in consumed for u in users.get(name, ())):
         return None
-    # (one elementwise operation or a reduction over some axes alone is a loop too: Numba
-    # compiles a loop nest in a fraction of the time of a broadcasting ufunc or np.sum(axis=))
-    if not any(_reduces_to_array(e) or (e.out.ndim > 0 and e.prim.name in FUSABLE
-                                        and e.prim.name != "full_like")
-               for e in entries[start:stop]):
+    # (a reduction over some axes alone is a loop too: cheaper for Numba than np.sum(axis=);
+    # so is one elementwise operation that broadcasts or has rank >= 2 -- a ufunc costs ~2 s
+    # to compile per array type there -- but not a lone 1-D one, whose ufunc is compiled
+    # once per process and called more cheaply than a loop is inlined)
+    operations = [e for e in entries[start:stop] if e.out.ndim > 0 and e.prim.name in FUSABLE
+                  and e.prim.name != "full_like"]
+    lone_1d = stop == start + 1 and len(shape) == 1 and all(
+        a.ndim == 0 or a.shape == shape for a in first.ins if isinstance(a, Var))
+    if not any(_reduces_to_array(e) for e in entries[start:stop]) and (
+            not operations or lone_1d):
         return None
     operands = [a for e in entries[start:stop] if e.out.name not in chains
                 and not _after_the_loop(e, inside) for a in e.ins

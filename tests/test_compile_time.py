@@ -62,3 +62,15 @@ def test_transposes_and_single_operations_print_cheap_code():
     for k, got in enumerate(grads):
         assert_close(got, numeric_grad(permuted_product, (x, y), argnums=k)[0], rtol=1e-5,
                      atol=1e-6, what="gradient")
+
+
+@pytest.mark.parametrize("name, reduce", [("max_rows", np.max), ("min_rows", np.min)])
+def test_extremum_rows_loops_are_numpy(name, reduce):
+    x = RNG.standard_normal((4, 5))
+    x[1, 2], x[2, 0], x[3, 4] = np.nan, np.nan, np.inf
+    for helper in (getattr(runtime, name), _compiled(name)):
+        assert_close(helper(x), reduce(x, axis=1))
+        assert np.isnan(helper(x)[1:3]).all()
+        with pytest.raises(ValueError):
+            helper(np.empty((2, 0)))
+        assert helper(np.empty((0, 3))).shape == (0,)
