@@ -170,6 +170,36 @@ def scatter_add(acc, index, values):
     return acc
 
 
+def scatter_add_loops(acc, index, values):
+    """`scatter_add` as Numba compiles it: rows of rank 1 and 2 added element by element
+    (a broadcasting row assignment costs Numba ~15 s to compile, for its error message),
+    after checking that `values` has one row shaped like `acc`'s per index."""
+    size = acc.shape[0]
+    if values.shape[0] != index.shape[0]:
+        raise BroadcastError((index.shape[0],), (values.shape[0],))
+    for d in range(1, acc.ndim):
+        if values.shape[d] != acc.shape[d]:
+            raise BroadcastError(acc.shape, values.shape)
+    for k in range(index.shape[0]):
+        i = index[k]
+        if i < -size or i >= size:
+            raise IndexOutOfBounds(i, size)
+        if i < 0:
+            i += size
+        if acc.ndim == 1:       # (Numba prunes the branches of other ranks)
+            acc[i] += values[k]
+        elif acc.ndim == 2:
+            for j in range(acc.shape[1]):
+                acc[i, j] += values[k, j]
+        elif acc.ndim == 3:
+            for j in range(acc.shape[1]):
+                for m in range(acc.shape[2]):
+                    acc[i, j, m] += values[k, j, m]
+        else:
+            acc[i] += values[k]
+    return acc
+
+
 class DuplicateIndex(ValueError):
     """An in-place update `r[idx] = v` whose index array repeats an entry."""
 
@@ -384,7 +414,7 @@ def batch_matmul_loops(a, b):
 # Runtime helpers whose compiled version differs from the plain-Python one (which stays
 # fast while tracing evaluates printed lines): name -> the function Numba compiles.
 COMPILED = {"batch_matmul": batch_matmul_loops, "max_rows": max_rows_loops,
-            "min_rows": min_rows_loops}
+            "min_rows": min_rows_loops, "scatter_add": scatter_add_loops}
 
 
 # Bernoulli numbers B2, B4, ..., B14 for the asymptotic series of the polygamma functions.

@@ -74,3 +74,18 @@ def test_extremum_rows_loops_are_numpy(name, reduce):
         with pytest.raises(ValueError):
             helper(np.empty((2, 0)))
         assert helper(np.empty((0, 3))).shape == (0,)
+
+
+@pytest.mark.parametrize("rows", [(), (2,), (2, 3), (2, 1, 2)])
+def test_scatter_add_loops_accumulate_like_numpy(rows):
+    index = np.array([1, -1, 1, 0])
+    values = RNG.standard_normal((4,) + rows)
+    want = np.zeros((5,) + rows)
+    np.add.at(want, index, values)
+    for helper in (runtime.scatter_add, _compiled("scatter_add")):
+        assert_close(helper(np.zeros((5,) + rows), index, values), want)
+        with pytest.raises(IndexError):
+            helper(np.zeros((5,) + rows), np.array([5]), values[:1])
+    if rows:        # rows shaped unlike the accumulator's: NumPy's ValueError
+        with pytest.raises(ValueError):
+            _compiled("scatter_add")(np.zeros((5,) + rows), index, values[..., :1])
