@@ -316,12 +316,12 @@ def fusion_group(entries, start, users):
     # so is one elementwise operation that broadcasts or has rank >= 2 -- a ufunc costs ~2 s
     # to compile per array type there -- but not a lone 1-D one, whose ufunc is compiled
     # once per process and called more cheaply than a loop is inlined)
-    operations = [e for e in entries[start:stop] if e.out.ndim > 0 and e.prim.name in FUSABLE
-                  and e.prim.name != "full_like"]
+    operation = any(e.out.ndim > 0 and e.prim.name in FUSABLE and e.prim.name != "full_like"
+                    for e in entries[start:stop])
     lone_1d = stop == start + 1 and len(shape) == 1 and all(
         a.ndim == 0 or a.shape == shape for a in first.ins if isinstance(a, Var))
     if not any(_reduces_to_array(e) for e in entries[start:stop]) and (
-            not operations or lone_1d):
+            not operation or lone_1d):
         return None
     operands = [a for e in entries[start:stop] if e.out.name not in chains
                 and not _after_the_loop(e, inside) for a in e.ins
