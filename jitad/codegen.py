@@ -190,7 +190,7 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
             i = run.stop
             continue
         group = fusion_group(entries, i, users)
-        if group is not None:
+        if group is not None and not (group[1] == i + 1 and storage.may_update_in_place(e, i)):
             body += _print_fused(group, entries, wengert.outputs, storage, printed, label, text,
                                  users)
             i = group[1]
@@ -279,7 +279,7 @@ def _fused_slice_update(e, shape, inside, chains) -> bool:
 
 def fusion_group(entries, start, users):
     """(start, stop, bounds) of a fusable run of elementwise entries at `start`: same
-    output shape, at least two array operations, ending in reductions (full, or over some
+    output shape, at least one array operation, ending in reductions (full, or over some
     axes: accumulated), and the loop bounds: an operand from before the run whose run-time
     shape gives them, else per axis (operand, its axis) or None for a size-1 axis. None if
     there is none. (`users`: name -> indices of the entries reading it.)"""
@@ -314,10 +314,16 @@ def fusion_group(entries, start, users):
     if len(consumed) != len(set(consumed)) or any(
             u >= stop for name in consumed for u in users.get(name, ())):
         return None
-    # (a reduction over some axes alone is a loop too: cheaper for Numba than np.sum(axis=))
-    if sum(2 * _reduces_to_array(e) or (e.out.ndim > 0 and e.prim.name in FUSABLE
-                                       and e.prim.name != "full_like")
-           for e in entries[start:stop]) < 2:
+    # (a reduction over some axes alone is a loop too: cheaper for Numba than np.sum(axis=);
+    # so is one elementwise operation that broadcasts or has rank >= 2 -- a ufunc costs ~2 s
+    # to compile per array type there -- but not a lone 1-D one, whose ufunc is compiled
+    # once per process and called more cheaply than a loop is inlined)
+    operation = any(e.out.ndim > 0 and e.prim.name in FUSABLE and e.prim.name != "full_like"
+                    for e in entries[start:stop])
+    lone_1d = stop == start + 1 and len(shape) == 1 and all(
+        a.ndim == 0 or a.shape == shape for a in first.ins if isinstance(a, Var))
+    if not any(_reduces_to_array(e) for e in entries[start:stop]) and (
+            not operation or lone_1d):
         return None
     operands = [a for e in entries[start:stop] if e.out.name not in chains
                 and not _after_the_loop(e, inside) for a in e.ins

@@ -126,7 +126,7 @@ def _njit(function, **options):
 @functools.cache
 def _runtime_kernel(name: str, cache: Path, **options):
     """jitad's runtime function `name` as a dispatcher (one per cache directory)."""
-    return _njit(getattr(runtime, name), **options)
+    return _njit(runtime.COMPILED.get(name) or getattr(runtime, name), **options)
 
 
 def tape_kernel(wengert):

@@ -104,7 +104,7 @@ def checked_indices(index, size):
 
 
 def max_rows(x):
-    """Maximum of each row of a contiguous 2-D array."""
+    """Maximum of each row of a contiguous 2-D array (compiled: `extremum_rows`)."""
     out = np.empty(x.shape[0])
     for i in range(x.shape[0]):
         out[i] = np.max(x[i])
@@ -112,10 +112,41 @@ def max_rows(x):
 
 
 def min_rows(x):
-    """Minimum of each row of a contiguous 2-D array."""
+    """Minimum of each row of a contiguous 2-D array (compiled: `extremum_rows`)."""
     out = np.empty(x.shape[0])
     for i in range(x.shape[0]):
         out[i] = np.min(x[i])
+    return out
+
+
+def max_rows_loops(x):
+    """`max_rows` as loops, as np.max (NaN wins; ValueError for empty rows): Numba compiles
+    np.max in seconds, this in a fraction of one."""
+    out = np.empty(x.shape[0])
+    if x.shape[0] > 0 and x.shape[1] == 0:
+        raise ValueError("zero-size array to reduction operation maximum which has no identity")
+    for i in range(x.shape[0]):
+        best = x[i, 0]
+        for j in range(1, x.shape[1]):
+            v = x[i, j]
+            if (v > best or v != v) and best == best:   # once NaN, the result stays NaN
+                best = v
+        out[i] = best
+    return out
+
+
+def min_rows_loops(x):
+    """`min_rows` as loops (see max_rows_loops)."""
+    out = np.empty(x.shape[0])
+    if x.shape[0] > 0 and x.shape[1] == 0:
+        raise ValueError("zero-size array to reduction operation minimum which has no identity")
+    for i in range(x.shape[0]):
+        best = x[i, 0]
+        for j in range(1, x.shape[1]):
+            v = x[i, j]
+            if (v < best or v != v) and best == best:
+                best = v
+        out[i] = best
     return out
 
 
@@ -136,6 +167,36 @@ def scatter_add(acc, index, values):
         if i < -size or i >= size:
             raise IndexOutOfBounds(i, size)
         acc[i] += values[k]
+    return acc
+
+
+def scatter_add_loops(acc, index, values):
+    """`scatter_add` as Numba compiles it: rows of rank 1 and 2 added element by element
+    (a broadcasting row assignment costs Numba ~15 s to compile, for its error message),
+    after checking that `values` has one row shaped like `acc`'s per index."""
+    size = acc.shape[0]
+    if values.shape[0] != index.shape[0]:
+        raise BroadcastError((index.shape[0],), (values.shape[0],))
+    for d in range(1, acc.ndim):
+        if values.shape[d] != acc.shape[d]:
+            raise BroadcastError(acc.shape, values.shape)
+    for k in range(index.shape[0]):
+        i = index[k]
+        if i < -size or i >= size:
+            raise IndexOutOfBounds(i, size)
+        if i < 0:
+            i += size
+        if acc.ndim == 1:       # (Numba prunes the branches of other ranks)
+            acc[i] += values[k]
+        elif acc.ndim == 2:
+            for j in range(acc.shape[1]):
+                acc[i, j] += values[k, j]
+        elif acc.ndim == 3:
+            for j in range(acc.shape[1]):
+                for m in range(acc.shape[2]):
+                    acc[i, j, m] += values[k, j, m]
+        else:
+            acc[i] += values[k]
     return acc
 
 
@@ -330,11 +391,30 @@ def sort_permutation(x):
 
 
 def batch_matmul(a, b):
-    """`a[k] @ b[k]` for each k of two 3-D arrays (BLAS per matrix)."""
-    out = np.empty((a.shape[0], a.shape[1], b.shape[2]))
+    """`a[k] @ b[k]` for each k of two 3-D arrays (NumPy's matmul: the plain-Python path;
+    compiled code runs `batch_matmul_loops`)."""
+    return np.matmul(a, b)
+
+
+def batch_matmul_loops(a, b):
+    """`batch_matmul` as loops (Numba compiles them in a fraction of a second, np.dot takes
+    ~15 s; as fast at the sizes of stacked small matrices): rows of `b` contiguous, the
+    innermost loop runs along them."""
+    c = np.ascontiguousarray(b)
+    out = np.zeros((a.shape[0], a.shape[1], c.shape[2]))
     for k in range(a.shape[0]):
-        out[k] = np.dot(np.ascontiguousarray(a[k]), np.ascontiguousarray(b[k]))
+        for i in range(a.shape[1]):
+            for j in range(a.shape[2]):
+                s = a[k, i, j]
+                for m in range(c.shape[2]):
+                    out[k, i, m] += s * c[k, j, m]
     return out
+
+
+# Runtime helpers whose compiled version differs from the plain-Python one (which stays
+# fast while tracing evaluates printed lines): name -> the function Numba compiles.
+COMPILED = {"batch_matmul": batch_matmul_loops, "max_rows": max_rows_loops,
+            "min_rows": min_rows_loops, "scatter_add": scatter_add_loops}
 
 
 # Bernoulli numbers B2, B4, ..., B14 for the asymptotic series of the polygamma functions.
@@ -379,3 +459,24 @@ def polygamma(n, x):
         return value - np.pi / np.tan(np.pi * x)
     s = np.sin(np.pi * x)   # psi_1(x) = pi^2 / sin^2(pi x) - psi_1(1 - x)
     return np.pi * np.pi / (s * s) - value
+
+
+# ---------------------------------------------------------------- transposes as strided views
+# (NumPy's np.transpose with an axes tuple costs Numba ~20 s to compile per array type; a
+# strided view of the same memory costs ~1 s, once per disk cache as a runtime helper)
+
+__all__ += ["transpose3", "transpose4"]
+
+
+def transpose3(x, a0, a1, a2):
+    """`np.transpose(x, (a0, a1, a2))` of a 3-D array: a view with permuted shape and strides."""
+    shape, strides = x.shape, x.strides
+    return np.lib.stride_tricks.as_strided(x, (shape[a0], shape[a1], shape[a2]),
+                                           (strides[a0], strides[a1], strides[a2]))
+
+
+def transpose4(x, a0, a1, a2, a3):
+    """`np.transpose(x, (a0, a1, a2, a3))` of a 4-D array, as a view (see transpose3)."""
+    shape, strides = x.shape, x.strides
+    return np.lib.stride_tricks.as_strided(x, (shape[a0], shape[a1], shape[a2], shape[a3]),
+                                           (strides[a0], strides[a1], strides[a2], strides[a3]))

@@ -14,6 +14,7 @@ import numpy as np
 
 from .core import Primitive, elementwise_rule, shape_text
 from .elementwise import POSITIVE, UNIT, elementwise
+from .shape import transpose_text
 
 LN2, LN10 = math.log(2.0), math.log(10.0)
 TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -75,10 +76,11 @@ def _scan_source(helper):
         if x.ndim == 1:
             return f"{helper}(np.ascontiguousarray({x_text}).reshape((1, -1)))[0]"
         order = tuple(k for k in range(x.ndim) if k != axis) + (axis,)
-        moved = f"np.ascontiguousarray(np.transpose({x_text}, {order}))"
+        moved = f"np.ascontiguousarray({transpose_text(x_text, x.ndim, order)})"
         rows = f"{helper}({moved}.reshape((-1, {x_text}.shape[{axis}])))"
         back = tuple(int(k) for k in np.argsort(order))
-        return f"np.transpose({rows}.reshape({shape_text(x_text, [('dim', k) for k in order])}), {back})"
+        rows = f"{rows}.reshape({shape_text(x_text, [('dim', k) for k in order])})"
+        return transpose_text(rows, x.ndim, back)
     return source
 
 

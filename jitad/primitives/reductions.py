@@ -4,6 +4,7 @@ Sizes are read from the operand at run time (`x.shape[k]`), so a list with
 reductions is reused for new array lengths.
 """
 from .core import Primitive, broadcast_to_shape_of, normalize_axes, shape_text
+from .shape import transpose_text
 
 AXIS_VARIANTS = ({"axis": None, "keepdims": False}, {"axis": 0, "keepdims": False},
                  {"axis": -1, "keepdims": True}, {"axis": (0, 1), "keepdims": False})
@@ -58,7 +59,7 @@ def rows_source(helper, numpy_name):
         if len(axis) == x.ndim:
             return sum_source(texts, operands, params, numpy_name)
         kept = tuple(i for i in range(x.ndim) if i not in axis)
-        moved = f"np.ascontiguousarray(np.transpose({x_text}, {kept + axis}))"
+        moved = f"np.ascontiguousarray({transpose_text(x_text, x.ndim, kept + axis)})"
         rows = f"{helper}({moved}.reshape((-1, {count_text(x_text, axis)})))"
         return f"{rows}.reshape({kept_shape_text(x_text, x, axis, keepdims)})"
     return source

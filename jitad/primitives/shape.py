@@ -198,10 +198,22 @@ def _full_like_source(texts, operands, params):
 
 
 def _transpose_source(texts, operands, params):
-    # `.T` keeps Numba's layout information (F-contiguous), so BLAS gets a fast path.
-    if params["axes"] == tuple(reversed(range(operands[0].ndim))):
-        return f"{texts[0]}.T"
-    return f"np.transpose({texts[0]}, {params['axes']})"
+    return transpose_text(texts[0], operands[0].ndim, params["axes"])
+
+
+def transpose_text(x_text: str, ndim: int, axes) -> str:
+    """Source of `np.transpose(x, axes)` (a view) that Numba compiles quickly: `.T` for
+    reversed axes (it keeps Numba's layout information, so BLAS gets a fast path), the
+    strided-view helpers for ranks 3 and 4 (np.transpose with an axes tuple costs ~20 s of
+    compile time per array type)."""
+    axes = tuple(int(a) for a in axes)
+    if axes == tuple(range(ndim)):
+        return x_text
+    if axes == tuple(reversed(range(ndim))):
+        return f"{x_text}.T"
+    if ndim in (3, 4):
+        return f"transpose{ndim}({x_text}, {', '.join(map(str, axes))})"
+    return f"np.transpose({x_text}, {axes})"
 
 
 def _getitem_rule(x, index):

@@ -1,0 +1,91 @@
+"""Array code printed so that Numba compiles little (issue 13): transposes of 3-D and 4-D
+arrays as strided views (runtime.transpose3/4), stacked matrix products as loops
+(runtime.batch_matmul_loops), single elementwise operations as loop nests.
+
+The helpers are checked against NumPy, compiled and as plain Python; gradients of code
+using them against central differences. No test measures time.
+"""
+import numpy as np
+import pytest
+
+import jitad
+from jitad import compile as compiler, disk, runtime
+
+from conftest import assert_close, check_grads_python, numeric_grad
+
+RNG = np.random.default_rng(13)
+
+
+def _compiled(name):
+    return compiler._runtime_kernel(name, disk.cache_dir())
+
+
+@pytest.mark.parametrize("axes", [(1, 2, 0), (2, 0, 1), (0, 2, 1), (1, 0, 2)])
+def test_transpose3_is_numpy_transpose_view(axes):
+    x = RNG.standard_normal((2, 3, 4))
+    for helper in (runtime.transpose3, _compiled("transpose3")):
+        for operand in (x, x[:, ::2, 1:]):      # contiguous and strided
+            got = helper(operand, *axes)
+            assert got.shape == np.transpose(operand, axes).shape
+            assert_close(got, np.transpose(operand, axes))
+            assert np.shares_memory(got, operand)
+
+
+def test_transpose4_is_numpy_transpose():
+    x = RNG.standard_normal((2, 3, 4, 5))
+    for helper in (runtime.transpose4, _compiled("transpose4")):
+        assert_close(helper(x, 3, 1, 0, 2), np.transpose(x, (3, 1, 0, 2)))
+
+
+def test_batch_matmul_loops_is_matmul():
+    a, b = RNG.standard_normal((3, 4, 5)), RNG.standard_normal((3, 5, 2))
+    for helper in (runtime.batch_matmul, runtime.batch_matmul_loops, _compiled("batch_matmul")):
+        assert_close(helper(a, b), np.matmul(a, b))
+        bt = np.transpose(RNG.standard_normal((3, 2, 5)), (0, 2, 1))     # strided operand
+        assert_close(helper(a, bt), np.matmul(a, bt))
+
+
+def permuted_product(x, y):
+    z = np.transpose(x, (1, 2, 0)) - y[None]            # (3, 4, 2) - (1, 4, 2)
+    return np.sum(np.einsum("kij,kjl->kil", np.transpose(z, (0, 2, 1)), z) ** 2)
+
+
+def test_transposes_and_single_operations_print_cheap_code():
+    x, y = RNG.standard_normal((2, 3, 4)), RNG.standard_normal((4, 2))
+    check_grads_python(permuted_product, (x, y), argnums=(0, 1))
+    f = jitad.jit_grad(permuted_product, argnums=(0, 1))
+    source = f.source(x, y)
+    assert "np.transpose(" not in source and "transpose3(" in source
+    assert "fused: 1 elementwise entries" in source         # z, a broadcasting subtraction
+    value, grads = f.value_and_grad(x, y)
+    assert_close(value, permuted_product(x, y))
+    for k, got in enumerate(grads):
+        assert_close(got, numeric_grad(permuted_product, (x, y), argnums=k)[0], rtol=1e-5,
+                     atol=1e-6, what="gradient")
+
+
+@pytest.mark.parametrize("name, reduce", [("max_rows", np.max), ("min_rows", np.min)])
+def test_extremum_rows_loops_are_numpy(name, reduce):
+    x = RNG.standard_normal((4, 5))
+    x[1, 2], x[2, 0], x[3, 4] = np.nan, np.nan, np.inf
+    for helper in (getattr(runtime, name), _compiled(name)):
+        assert_close(helper(x), reduce(x, axis=1))
+        assert np.isnan(helper(x)[1:3]).all()
+        with pytest.raises(ValueError):
+            helper(np.empty((2, 0)))
+        assert helper(np.empty((0, 3))).shape == (0,)
+
+
+@pytest.mark.parametrize("rows", [(), (2,), (2, 3), (2, 1, 2)])
+def test_scatter_add_loops_accumulate_like_numpy(rows):
+    index = np.array([1, -1, 1, 0])
+    values = RNG.standard_normal((4,) + rows)
+    want = np.zeros((5,) + rows)
+    np.add.at(want, index, values)
+    for helper in (runtime.scatter_add, _compiled("scatter_add")):
+        assert_close(helper(np.zeros((5,) + rows), index, values), want)
+        with pytest.raises(IndexError):
+            helper(np.zeros((5,) + rows), np.array([5]), values[:1])
+    if rows:        # rows shaped unlike the accumulator's: NumPy's ValueError
+        with pytest.raises(ValueError):
+            _compiled("scatter_add")(np.zeros((5,) + rows), index, values[..., :1])
