@@ -734,6 +734,10 @@ def _setitem(target, index, value):
     if not isinstance(value, Tracer):
         value = value if _is_operand(value) else np.asarray(value, dtype=float)
     items = index if isinstance(index, tuple) else (index,)
+    if numpy_functions.is_advanced(items) or (    # index arrays among others, masks, Ellipsis,
+            len(items) == 1 and isinstance(items[0], (np.ndarray, list))):  # constant indices
+        numpy_functions.advanced_setitem(target, items, value)
+        return
     if len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list)):
         idx = items[0] if isinstance(items[0], Tracer) else _as_tracer(np.asarray(items[0]))
         if idx.var.dtype != "int64" or idx.ndim != 1:
