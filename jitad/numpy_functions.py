@@ -285,35 +285,64 @@ def _gather_at(x, items):
     return bind(_p("gather"), flat, index)
 
 
+def _flat_operands(target, items, value):
+    """(flat positions, flat values) of an update `target[items] (op)= value`; constant
+    positions stay a NumPy array, traced ones are a Tracer (None: nothing is updated)."""
+    base, terms = _positions(target.shape, _frozen_masks(items))
+    value = _broadcast_into(value, base.shape, exact=True)
+    size = int(base.size)
+    if size == 0:
+        return None, None
+    value = _reshape(value, (size,)) if isinstance(value, Tracer) else \
+        np.reshape(np.asarray(value, dtype=np.float64), (size,))
+    if not terms:
+        return base.reshape(size), value
+    index = _flat_index(base, terms)
+    if index.var.shape != base.shape:
+        index = index + _as_tracer(np.zeros(base.shape, np.int64))
+    return (_reshape(index, (size,)) if base.ndim != 1 else index), value
+
+
+def _update_flat(target, prim_name, value, index):
+    """`target` becomes `prim(flat target, value, index)` in its own shape."""
+    index = _as_tracer(index) if isinstance(index, np.ndarray) else index
+    flat = _reshape(target, (-1,)) if target.ndim != 1 else Tracer(target.var, target.value)
+    new = bind(_p(prim_name), flat, value, index)
+    _rebind(target, _reshape(new, target.var.shape) if target.ndim != 1 else new)
+
+
 def advanced_setitem(target, items, value):
     """`target[items] = value` with index arrays or masks: a scatter into the flattened array.
     Repeated constant positions keep the last write (as NumPy); repeated traced positions
     raise at call time (the scatter's check)."""
-    items = _frozen_masks(items)
-    base, terms = _positions(target.shape, items)
-    value = _broadcast_into(value, base.shape, exact=True)
-    size = int(base.size)
-    if size == 0:
+    index, value = _flat_operands(target, items, value)
+    if index is None:
         return
-    value = _reshape(value, (size,)) if isinstance(value, Tracer) else \
-        np.reshape(np.asarray(value, dtype=np.float64), (size,))
-    if terms:
-        index = _flat_index(base, terms)
-        if index.var.shape != base.shape:
-            index = index + _as_tracer(np.zeros(base.shape, np.int64))
-        index = _reshape(index, (size,)) if base.ndim != 1 else index
-    else:
-        index = base.reshape(size)
-        last = size - 1 - np.unique(index[::-1], return_index=True)[1]
-        if last.size < size:                        # NumPy keeps each position's last write
+    if isinstance(index, np.ndarray):
+        last = index.size - 1 - np.unique(index[::-1], return_index=True)[1]
+        if last.size < index.size:                  # NumPy keeps each position's last write
             keep = np.sort(last)
             index = index[keep]
             value = bind(_p("gather"), value, _as_tracer(keep)) if isinstance(value, Tracer) \
                 else value[keep]
-        index = _as_tracer(index)
-    flat = _reshape(target, (-1,)) if target.ndim != 1 else Tracer(target.var, target.value)
-    new = bind(_p("scatter"), flat, value, index)
-    _rebind(target, _reshape(new, target.var.shape) if target.ndim != 1 else new)
+    _update_flat(target, "scatter", value, index)
+
+
+def ufunc_at(ufunc, a, indices, b=None):
+    """`np.add.at(a, indices, b)` / `np.subtract.at`: unbuffered, so repeated positions
+    accumulate (one scatter-add into the flattened array `a`, which the function made)."""
+    if ufunc not in (np.add, np.subtract) or b is None:
+        raise TraceError(located(f"unsupported operation on a traced value: np.{ufunc.__name__}"
+                                 ".at (np.add.at and np.subtract.at are supported)"))
+    if not isinstance(a, Tracer):
+        raise TraceError(located(f"np.{ufunc.__name__}.at into an array jitad does not trace: "
+                                 "make it inside the function (np.zeros...)"))
+    _check_writable(a, f"np.{ufunc.__name__}.at")
+    if ufunc is np.subtract:
+        b = -b if isinstance(b, Tracer) else -np.asarray(b, dtype=np.float64)
+    index, value = _flat_operands(a, indices if isinstance(indices, tuple) else (indices,), b)
+    if index is not None:
+        _update_flat(a, "scatter_add", value, index)
 
 
 # ---------------------------------------------------------------- shape helpers

@@ -53,6 +53,8 @@ INDEXING = {
     "r[index] = v, r[index] += v (index arrays, masks)": (
         "scatter", "arrays the function made; repeated constant indices keep NumPy's last write "
         "(no accumulation: np.add.at-style sums are r = r + ...); repeated traced indices raise"),
+    "np.add.at(r, index, v), np.subtract.at": (
+        "scatter_add", "arrays the function made; repeated indices accumulate (as NumPy)"),
     "x.sort(), x.partition(k), x.fill(v)": ("in place", "arrays the function made"),
 }
 

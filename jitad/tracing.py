@@ -484,6 +484,8 @@ class Tracer:
 
     # NumPy dispatch
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "at":                  # np.add.at(r, idx, v): accumulates repeats
+            return numpy_functions.ufunc_at(ufunc, *inputs, **kwargs)
         adapter = numpy_functions.ufunc_adapter(ufunc) if method == "__call__" else None
         if adapter is not None and not kwargs:
             return adapter(*inputs)

@@ -185,3 +185,33 @@ def test_in_place_methods_sort_partition_fill_on_made_arrays():
     check_grads_python(f, (X,))
     with pytest.raises(TraceError, match="caller's data"):
         check_grads_python(lambda x: x.sort(), (X,))
+
+
+def test_gmm_lower_triangles_filled_as_numpy_code_writes_them():
+    # ADBench GMM's Q: the packed lower triangle of each component, written in place
+    d, k = 3, 2
+    icf = rng.normal(size=(k, d + d * (d - 1) // 2))
+
+    def q_matrices(icf):
+        q = np.zeros((k, d, d))
+        rows, cols = np.tril_indices(d, -1)
+        q[:, rows, cols] = icf[:, d:]
+        q[:, np.arange(d), np.arange(d)] = np.exp(icf[:, :d])
+        return weighted(q @ np.ones(d))
+    check_grads_python(q_matrices, (icf,))
+
+
+@pytest.mark.parametrize("where", ["argument", "constant"])
+def test_add_at_accumulates_repeated_indices(where):
+    def f(x, v, i):
+        r = np.zeros(6) + x
+        np.add.at(r, i, v)
+        np.subtract.at(r, (i[:2],), 0.5 * v[:2])
+        return weighted(r)
+    rep = IDX[[0, 1, 1, 3]]
+    if where == "argument":
+        check_grads_python(f, (X, rng.normal(size=4), rep), argnums=(0, 1))
+    else:
+        check_grads_python(lambda x, v: f(x, v, rep), (X, rng.normal(size=4)), argnums=(0, 1))
+    with pytest.raises(TraceError, match="caller's data"):
+        check_grads_python(lambda x: np.add.at(x, [0], 1.0), (X,))
