@@ -28,8 +28,9 @@ import numpy as np
 from .errors import ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
-from .tracing import (Tracer, _as_tracer, _concatenate, _expand_dims, _full_like,
-                      _reshape, _stack, _transpose, bind, located)
+from .tracing import (Tracer, _as_tracer, _broadcast_into, _check_writable, _concatenate,
+                      _expand_dims, _full_like, _rebind, _reshape, _stack, _transpose, bind,
+                      located)
 
 
 def _p(name):
@@ -137,8 +138,10 @@ def _take(a, indices, axis=None, mode=None):
 
 def advanced_getitem(x, index):
     """`x[index]` with index arrays: constant indices (integer or boolean) are one gather;
-    traced integer arrays select along one axis (`A[:, idx]`) or several (`A[i, j]`)."""
-    items = index if isinstance(index, tuple) else (index,)
+    traced integer arrays select along one axis (`A[:, idx]`), several (`A[i, j]`), or mix
+    with slices and ints anywhere (`Q[:, i, j]`, `A[i, 1:3]`: one gather, `_gather_at`).
+    Traced boolean masks are frozen (`_frozen_masks`)."""
+    items = _frozen_masks(index if isinstance(index, tuple) else (index,))
     traced = [k for k, item in enumerate(items) if isinstance(item, Tracer)]
     if not traced:          # constant indices and masks: the positions are fixed by the trace
         return _moved(x, lambda p: p[tuple(np.asarray(i) if isinstance(i, list) else i
@@ -166,16 +169,12 @@ def advanced_getitem(x, index):
             if not isinstance(item, Tracer):
                 item = _as_tracer(np.asarray(item, dtype=np.int64)) if np.ndim(item) else \
                     int(np.arange(shape[k])[item])            # NumPy's IndexError if outside
-            wrapped = item if isinstance(item, int) else \
-                bind(_p("checked_axis_index"), item, size=shape[k])
+            wrapped = item if isinstance(item, int) else _wrapped_index(item, shape[k])
             term = wrapped if stride == 1 else wrapped * stride
             flat_index = term if flat_index is None else flat_index + term
         rows = _reshape(x, (-1,) + tuple(shape[len(items):]))
         return bind(_p("gather"), rows, flat_index)
-    raise TraceError(located(
-        "unsupported index on a traced array: traced integer arrays are supported alone, "
-        "with full slices (A[:, idx]), or one per axis (A[i, j]); constant index arrays and "
-        "masks combine with anything"))
+    return _gather_at(x, items)
 
 
 def is_advanced(items) -> bool:
@@ -184,6 +183,166 @@ def is_advanced(items) -> bool:
         item = items[0]         # one index array: a gather, unless it is a mask
         return np.asarray(item.value if isinstance(item, Tracer) else item).dtype.kind == "b"
     return any(item is Ellipsis or isinstance(item, (np.ndarray, list, Tracer)) for item in items)
+
+
+# ---------------------------------------------------------------- index arrays anywhere
+#
+# `x[items]` with integer index arrays (traced or constant) mixed with ints, slices, None
+# and Ellipsis is one gather from the flattened `x` at flat positions: NumPy computes the
+# constant part (every traced array replaced by zeros) and the result's shape; each traced
+# array adds `checked index * stride`, placed where NumPy puts the advanced dimensions
+# (in place when the array and int indices are adjacent, else in front). Updates scatter
+# into the flattened array at the same positions.
+
+def _wrapped_index(index, size):
+    """A traced integer index checked against `size` (IndexError at call time), negative
+    entries wrapped (the generated code's check does not wrap them)."""
+    checked = bind(_p("checked_axis_index"), index, size=size)
+    return bind(_p("select"), checked < 0, checked + size, checked)
+
+
+def _frozen_masks(items):
+    """`items` with each traced boolean mask replaced by its value now, guarded: the code is
+    for this mask only (another mask at call time fails the guard and retraces)."""
+    if not any(isinstance(item, Tracer) and item.var.dtype == "bool" for item in items):
+        return items
+    frozen = []
+    for item in items:
+        if isinstance(item, Tracer) and item.var.dtype == "bool":
+            now = np.asarray(item.value, dtype=bool)
+            if now.ndim == 0:
+                raise TraceError(located("indexing with a traced boolean scalar is not supported"))
+            mismatches = _sum(bind(_p("select"), item, _as_tracer((~now).astype(np.float64)),
+                                   _as_tracer(now.astype(np.float64))))
+            bool(mismatches == 0.0)     # records the guard (at the user's line)
+            item = now
+        frozen.append(item)
+    return tuple(frozen)
+
+
+def _is_array(item) -> bool:
+    return isinstance(item, (Tracer, np.ndarray, list)) or \
+        (isinstance(item, (int, np.integer)) and not isinstance(item, bool))
+
+
+def _index_shape(item):
+    if isinstance(item, Tracer):
+        return item.var.shape
+    return (int(np.count_nonzero(item)),) if np.asarray(item).dtype == bool else np.shape(item)
+
+
+def _positions(shape, items):
+    """(constant flat positions, traced position terms) of `x[items]` for `x` of `shape`."""
+    items = tuple(np.asarray(i) if isinstance(i, list) else i for i in items)
+    if any(isinstance(i, bool) for i in items):
+        raise TraceError(located("indexing with a Python bool is not supported"))
+    consumed = [0 if i is None or i is Ellipsis else
+                (i.ndim if isinstance(i, np.ndarray) and i.dtype == bool else 1) for i in items]
+    fill = len(shape) - sum(consumed)
+    placeholder = tuple(np.zeros(i.var.shape, np.int64) if isinstance(i, Tracer) else i
+                        for i in items)
+    numbers = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    base = numbers[placeholder]                 # NumPy's IndexError for the constant parts
+    advanced = [k for k, i in enumerate(items) if _is_array(i)]
+    block = np.broadcast_shapes(*[_index_shape(items[k]) for k in advanced])
+    if advanced and advanced == list(range(advanced[0], advanced[-1] + 1)):
+        front = sum(fill if items[k] is Ellipsis else 1 for k in range(advanced[0]))
+    else:
+        front = 0
+    if base.shape[front:front + len(block)] != block:
+        raise TraceError(located(f"unsupported index on a traced array of shape {shape}"))
+    terms = []
+    for k, item in enumerate(items):
+        if not isinstance(item, Tracer):
+            continue
+        if item.var.dtype != "int64":
+            raise TraceError(located(f"indexing with a traced {item.var.dtype} array: "
+                                     "indices must be integers"))
+        axis = sum(consumed[:k]) + (fill if any(i is Ellipsis for i in items[:k]) else 0)
+        stride = int(np.prod(shape[axis + 1:]))
+        term = _wrapped_index(item, shape[axis])
+        term = term * stride if stride != 1 else term
+        placed = (1,) * (front + len(block) - item.ndim) + item.var.shape + \
+            (1,) * (base.ndim - front - len(block))
+        terms.append(_reshape(term, placed) if placed != item.var.shape else term)
+    return base, terms
+
+
+def _flat_index(base, terms):
+    index = _as_tracer(base) if base.ndim else int(base)
+    for term in terms:
+        index = term + index
+    return index
+
+
+def _gather_at(x, items):
+    """`x[items]` (index arrays anywhere) as one gather from the flattened `x`."""
+    base, terms = _positions(x.shape, items)
+    flat = _reshape(x, (-1,)) if x.ndim != 1 else x
+    index = _flat_index(base, terms)
+    if isinstance(index, Tracer) and index.var.shape != base.shape:
+        index = index + _as_tracer(np.zeros(base.shape, np.int64))
+    return bind(_p("gather"), flat, index)
+
+
+def _flat_operands(target, items, value):
+    """(flat positions, flat values) of an update `target[items] (op)= value`; constant
+    positions stay a NumPy array, traced ones are a Tracer (None: nothing is updated)."""
+    base, terms = _positions(target.shape, _frozen_masks(items))
+    value = _broadcast_into(value, base.shape, exact=True)
+    size = int(base.size)
+    if size == 0:
+        return None, None
+    value = _reshape(value, (size,)) if isinstance(value, Tracer) else \
+        np.reshape(np.asarray(value, dtype=np.float64), (size,))
+    if not terms:
+        return base.reshape(size), value
+    index = _flat_index(base, terms)
+    if index.var.shape != base.shape:
+        index = index + _as_tracer(np.zeros(base.shape, np.int64))
+    return (_reshape(index, (size,)) if base.ndim != 1 else index), value
+
+
+def _update_flat(target, prim_name, value, index):
+    """`target` becomes `prim(flat target, value, index)` in its own shape."""
+    index = _as_tracer(index) if isinstance(index, np.ndarray) else index
+    flat = _reshape(target, (-1,)) if target.ndim != 1 else Tracer(target.var, target.value)
+    new = bind(_p(prim_name), flat, value, index)
+    _rebind(target, _reshape(new, target.var.shape) if target.ndim != 1 else new)
+
+
+def advanced_setitem(target, items, value):
+    """`target[items] = value` with index arrays or masks: a scatter into the flattened array.
+    Repeated constant positions keep the last write (as NumPy); repeated traced positions
+    raise at call time (the scatter's check)."""
+    index, value = _flat_operands(target, items, value)
+    if index is None:
+        return
+    if isinstance(index, np.ndarray):
+        last = index.size - 1 - np.unique(index[::-1], return_index=True)[1]
+        if last.size < index.size:                  # NumPy keeps each position's last write
+            keep = np.sort(last)
+            index = index[keep]
+            value = bind(_p("gather"), value, _as_tracer(keep)) if isinstance(value, Tracer) \
+                else value[keep]
+    _update_flat(target, "scatter", value, index)
+
+
+def ufunc_at(ufunc, a, indices, b=None):
+    """`np.add.at(a, indices, b)` / `np.subtract.at`: unbuffered, so repeated positions
+    accumulate (one scatter-add into the flattened array `a`, which the function made)."""
+    if ufunc not in (np.add, np.subtract) or b is None:
+        raise TraceError(located(f"unsupported operation on a traced value: np.{ufunc.__name__}"
+                                 ".at (np.add.at and np.subtract.at are supported)"))
+    if not isinstance(a, Tracer):
+        raise TraceError(located(f"np.{ufunc.__name__}.at into an array jitad does not trace: "
+                                 "make it inside the function (np.zeros...)"))
+    _check_writable(a, f"np.{ufunc.__name__}.at")
+    if ufunc is np.subtract:
+        b = -b if isinstance(b, Tracer) else -np.asarray(b, dtype=np.float64)
+    index, value = _flat_operands(a, indices if isinstance(indices, tuple) else (indices,), b)
+    if index is not None:
+        _update_flat(a, "scatter_add", value, index)
 
 
 # ---------------------------------------------------------------- shape helpers
@@ -685,9 +844,26 @@ UFUNCS = {
     np.conjugate: lambda x: x,
 }
 
+def _in_place(function, what):
+    """A method that replaces a made array by `function(array, ...)` (x.sort(): NumPy's
+    in-place methods, returning None); the function's arguments stay a clear error."""
+    def method(x, *args, **kwargs):
+        _check_writable(x, what)
+        _rebind(x, function(x, *args, **kwargs))
+    method.__name__ = what
+    return method
+
+
+def _fill(x, value):
+    """`x.fill(value)`: every element of a made array becomes `value` (traced or not)."""
+    x[...] = value
+
+
 # Tracer methods mirroring the functions above (x.std(), x.cumsum()...; not x.var():
 # a tracer's `var` is its Wengert variable).
 METHODS = {
+    "sort": _in_place(_sort, "x.sort()"), "partition": _in_place(_partition, "x.partition()"),
+    "fill": _fill,
     "std": _std, "cumsum": FUNCTIONS[np.cumsum], "cumprod": FUNCTIONS[np.cumprod],
     "round": _round, "repeat": FUNCTIONS[np.repeat], "swapaxes": _swapaxes, "trace": _trace,
     "diagonal": FUNCTIONS[np.diagonal], "take": _take,

@@ -42,6 +42,23 @@ NOTES = {
 }
 
 
+# Indexing forms and in-place methods (not functions: listed by how they are written).
+INDEXING = {
+    "x[i, j], x[:, i, j], x[i, 1:3] (index arrays)": (
+        "one gather (flat positions)",
+        "int64 arrays (arguments: checked at call time, negatives wrap) or constants, among "
+        "ints, slices, None, `...`; NumPy's placement of the indexed dimensions"),
+    "x[mask]": ("one gather", "mask argument, constant or computed (`x[x > 0]`): the code is for "
+                "that mask, guarded (another mask retraces)"),
+    "r[index] = v, r[index] += v (index arrays, masks)": (
+        "scatter", "arrays the function made; repeated constant indices keep NumPy's last write "
+        "(no accumulation: np.add.at-style sums are r = r + ...); repeated traced indices raise"),
+    "np.add.at(r, index, v), np.subtract.at": (
+        "scatter_add", "arrays the function made; repeated indices accumulate (as NumPy)"),
+    "x.sort(), x.partition(k), x.fill(v)": ("in place", "arrays the function made"),
+}
+
+
 def _name(fn) -> str:
     if isinstance(fn, types.BuiltinFunctionType) and getattr(math, fn.__name__, None) is fn:
         return f"math.{fn.__name__}"
@@ -72,7 +89,8 @@ def rows() -> list:
         found[f"scipy.special.{name}"] = f"primitive `{prim}`"
     for name in (*numpy_functions.SCIPY_COMPOSITIONS, *numpy_functions.SCIPY_FUNCTIONS):
         found[f"scipy.special.{name}"] = "composition"
-    return [(name, how, NOTES.get(name, "")) for name, how in sorted(found.items())]
+    return [(name, how, NOTES.get(name, "")) for name, how in sorted(found.items())] + \
+        [(name, how, note) for name, (how, note) in INDEXING.items()]
 
 
 def table() -> str:

@@ -494,6 +494,8 @@ class Tracer:
 
     # NumPy dispatch
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "at":                  # np.add.at(r, idx, v): accumulates repeats
+            return numpy_functions.ufunc_at(ufunc, *inputs, **kwargs)
         adapter = numpy_functions.ufunc_adapter(ufunc) if method == "__call__" else None
         if adapter is not None and not kwargs:
             return adapter(*inputs)
@@ -747,6 +749,10 @@ def _setitem(target, index, value):
     if not isinstance(value, Tracer):
         value = value if _is_operand(value) else np.asarray(value, dtype=float)
     items = index if isinstance(index, tuple) else (index,)
+    if numpy_functions.is_advanced(items) or (    # index arrays among others, masks, Ellipsis,
+            len(items) == 1 and isinstance(items[0], (np.ndarray, list))):  # constant indices
+        numpy_functions.advanced_setitem(target, items, value)
+        return
     if len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list)):
         idx = items[0] if isinstance(items[0], Tracer) else _as_tracer(np.asarray(items[0]))
         if idx.var.dtype != "int64" or idx.ndim != 1:
