@@ -7,6 +7,7 @@ copied; scalar adjoint accumulations reuse their name (`x_bar = x_bar + x_bar_v2
 """
 from __future__ import annotations
 
+import bisect
 import builtins
 import itertools
 import keyword
@@ -161,6 +162,7 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
     body += [f"check_shape({v.name!r}, {label[v.name]}.shape, {v.shape})"
              for v in wengert.inputs if v.name in read]
     runs_at = {r.start: r for r in runs}
+    starts = sorted(runs_at)
     producer = {e.out.name: e for e in entries}
     stable = {v.name for v in wengert.inputs} | {
         e.out.name for e in entries if e.sweep != "reverse" and e.out.ndim == 0}
@@ -189,7 +191,8 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
                                     not looped[u] for u in users.get(name, ())))
             i = run.stop
             continue
-        group = fusion_group(entries, i, users)
+        later = bisect.bisect_right(starts, i)
+        group = fusion_group(entries, i, users, starts[later] if later < len(starts) else None)
         if group is not None and not (group[1] == i + 1 and storage.may_update_in_place(e, i)):
             body += _print_fused(group, entries, wengert.outputs, storage, printed, label, text,
                                  users)
@@ -277,8 +280,9 @@ def _fused_slice_update(e, shape, inside, chains) -> bool:
         and isinstance(index[0], tuple) and index[0][3] in (None, 1)
 
 
-def fusion_group(entries, start, users):
-    """(start, stop, bounds) of a fusable run of elementwise entries at `start`: same
+def fusion_group(entries, start, users, limit=None):
+    """(start, stop, bounds) of a fusable run of elementwise entries at `start` (stopping
+    at `limit`, where a re-rolled loop starts): same
     output shape, at least one array operation, ending in reductions (full, or over some
     axes: accumulated), and the loop bounds: an operand from before the run whose run-time
     shape gives them, else per axis (operand, its axis) or None for a size-1 axis. None if
@@ -289,7 +293,7 @@ def fusion_group(entries, start, users):
                      ("broadcast_like", "sum", "mean")) or not _fusable(first, shape):
         return None
     stop, reduced, inside, chains = start, set(), set(), set()
-    while stop < len(entries):
+    while stop < (len(entries) if limit is None else limit):
         e = entries[stop]
         if any(isinstance(a, Var) and a.name in reduced for a in e.ins):
             if e.prim.name in AFTER_THE_LOOP and e.ins[0].name in reduced and not any(

@@ -76,6 +76,23 @@ def test_lstm():
     _close(grads, want, 1e-10, "lstm")
 
 
+def test_lstm_over_more_steps_is_the_same_loops_and_matches_the_hand_gradient():
+    """The time loop re-rolls (a fusion group before a loop must not swallow its start):
+    the source has the same length at 9 and 17 steps, and its gradient is the hand one."""
+    sizes = []
+    for steps in (9, 17):
+        args = lstm.make_data(2, 4, steps, np.random.default_rng(steps))
+        f = check_grads_python(lstm.lstm_objective, args, argnums=(0, 1))
+        source = f.source(*args)
+        assert source.count("# loop:") == 2
+        sizes.append(len(source.splitlines()))
+        value, grads = python_value_and_grad(f, args)
+        want_value, want = hand(adbench.lstm)(*args)
+        assert value == pytest.approx(want_value, rel=1e-12)
+        _close(grads, want, 1e-10, "lstm")
+    assert sizes[0] == sizes[1]
+
+
 def test_bundle_adjustment_gradient():
     f = check_grads_python(bundle_adjustment.ba_objective, BA_ARGS, argnums=(0, 1, 2))
     value, grads = python_value_and_grad(f, BA_ARGS)
