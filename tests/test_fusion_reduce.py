@@ -45,7 +45,7 @@ CASES = [
 
 
 def _unfused(monkeypatch):
-    monkeypatch.setattr(codegen, "fusion_group", lambda entries, start, users: None)
+    monkeypatch.setattr(codegen, "fusion_group", lambda entries, start, users, limit=None: None)
 
 
 @pytest.mark.parametrize("fun,args,argnums", CASES, ids=lambda c: getattr(c, "__name__", ""))
