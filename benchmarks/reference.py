@@ -183,7 +183,6 @@ def rosen_hvp(x, v):
     n = x.shape[0]
     hv = np.zeros(n)
     for i in range(n - 1):
-        r = x[i + 1] - x[i] * x[i]
         hv[i] += (1200.0 * x[i] * x[i] - 400.0 * x[i + 1] + 2.0) * v[i] - 400.0 * x[i] * v[i + 1]
         hv[i + 1] += -400.0 * x[i] * v[i] + 200.0 * v[i + 1]
     return hv
