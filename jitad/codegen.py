@@ -217,6 +217,7 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
                 isinstance(item, tuple) for item in e.params["index"]):
             body.append(f"check_sizes({out_name}.shape, {e.out.shape})")
         i += 1
+    params = ", ".join(printed[v.name] for v in wengert.inputs)   # before outputs rename
     results = []
     for a in wengert.outputs:
         if isinstance(a, Var) and a.ndim > 0 and not storage.owns(a.name):
@@ -224,7 +225,6 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
             printed[a.name] = f"{text(a)}_out"
         results.append(text(a))
     body.append(f"return {wengert.returned_text(results)}")
-    params = ", ".join(printed[v.name] for v in wengert.inputs)
     lines = [f"def {fn_name}({params}):", f'    """{docstring_text(docstring)}"""']
     lines += ["    " + line.replace("\n", "\n    ") for line in body]
     return "\n".join(lines) + "\n"
