@@ -248,6 +248,19 @@ def test_jacobian_edge_shapes_scalar_input_and_scalar_output():
     assert jitad.hessian(lambda a: a ** 4)(1.5) == pytest.approx(12 * 1.5 ** 2)
 
 
+def test_an_output_that_is_an_input_is_returned_as_a_copy():
+    x = X[:3].copy()
+    value, tangent = jitad.jvp(lambda x: x)(x, 2 * x)
+    np.testing.assert_array_equal(value, x)
+    np.testing.assert_array_equal(tangent, 2 * x)
+    assert value is not x and not np.shares_memory(value, x)
+    np.testing.assert_array_equal(jitad.jacobian(lambda x: x)(x), np.eye(3))
+    np.testing.assert_array_equal(jitad.jacobian(lambda x, y: y * 2.0 + x, argnums=1)(x, x),
+                                  2 * np.eye(3))
+    np.testing.assert_array_equal(jitad.jacobian(lambda x: x, sparse=True)(x).toarray(),
+                                  np.eye(3))
+
+
 # ---------------------------------------------------------------- tuple argnums: blocks
 
 A2 = np.array([[0.5, 1.5], [2.5, 0.1]])
