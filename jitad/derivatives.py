@@ -17,7 +17,7 @@ import types
 
 import numpy as np
 
-from . import codegen, tracing
+from . import codegen, stats, tracing
 from .api import JitGrad, _as_method, _entry, _fast_key, jit_grad
 from .errors import ArgumentError, JitadError
 from .reads import underlying_function
@@ -80,31 +80,33 @@ def split_mode(mode: str) -> tuple:
 
 def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
     """`api.build` for the derivative modes: (source, function name, kernel list, shape)."""
-    traced = simplify(variant.trace.wengert)
     wrt = list(wrt)
     mode, blocks = split_mode(mode)
-    if mode == "jacobian_auto":
-        mode = jacobian_mode(traced, wrt)
-    if mode == "jvp" and is_batch(traced, wrt):
-        mode = "jvp_batch"
-    kernel = kernel_list(traced, mode, wrt)
-    shape, runs = codegen.choose_shape(kernel, code_shape)
-    if shape == "tape":             # loops call kernels compiled by Numba
-        shape, runs = codegen.choose_shape(kernel, "loops")
+    with stats.stage("analysis"):
+        traced = simplify(variant.trace.wengert)
+        if mode == "jacobian_auto":
+            mode = jacobian_mode(traced, wrt)
+        if mode == "jvp" and is_batch(traced, wrt):
+            mode = "jvp_batch"
+        kernel = kernel_list(traced, mode, wrt)
+        shape, runs = codegen.choose_shape(kernel, code_shape)
+        if shape == "tape":             # loops call kernels compiled by Numba
+            shape, runs = codegen.choose_shape(kernel, "loops")
     inputs = ", ".join(f"{v.name}: {v.type_text()}" for v in variant.trace.wengert.inputs)
     wrt_names = ", ".join(variant.trace.wengert.inputs[i].name for i in wrt)
     doc = f"{_WHAT[mode]} of {traced.name} ({traced.loc}), specialized for {inputs}; " \
           f"d/d({wrt_names})."
     base = codegen.identifier(fn_name)
-    if mode in ("jvp", "hvp"):
+    with stats.stage("codegen"):
+        if mode in ("jvp", "hvp"):
+            name = f"{base}_{mode}"
+            return codegen.generate(kernel, name, doc, shape, runs), name, kernel, shape
+        inner = f"{base}_{ {'hessian': 'hvp', 'jacobian_rev': 'vjp'}.get(mode, 'jvp') }"
+        source = codegen.generate(kernel, inner, f"Called by {base}_{mode} per direction.",
+                                  shape, runs)
         name = f"{base}_{mode}"
-        return codegen.generate(kernel, name, doc, shape, runs), name, kernel, shape
-    inner = f"{base}_{ {'hessian': 'hvp', 'jacobian_rev': 'vjp'}.get(mode, 'jvp') }"
-    source = codegen.generate(kernel, inner, f"Called by {base}_{mode} per direction.",
-                              shape, runs)
-    name = f"{base}_{mode}"
-    return source + "\n\n" + _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc), \
-        name, kernel, shape
+        loop = _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc)
+    return source + "\n\n" + loop, name, kernel, shape
 
 
 def _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc) -> str:

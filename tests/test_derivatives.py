@@ -406,3 +406,24 @@ def test_the_installed_entry_takes_keywords_defaults_and_other_signatures():
     np.testing.assert_allclose(h(x, 3.0), np.diag(18.0 * x), rtol=1e-15)
     with pytest.raises(TypeError):
         h(x, 1.0, 2.0)
+
+
+def test_an_hvp_allocates_one_gradient_buffer_and_its_stages_are_recorded():
+    """The tangent of the gradient's zero fill reads its shape from x, not from the primal
+    fill: the primal gradient buffer is dead in an HVP and one array is allocated."""
+    h = jitad.hessian(lambda x: np.sum(x[1:] * x[:-1] ** 2) + x[0] * x[2])
+    x = X[:4]
+    H = h(x)
+    by_hand = np.zeros((4, 4))
+    for i in range(3):          # d2/dx_i dx_{i+1} (x_{i+1} x_i^2) terms
+        by_hand[i, i] += 2 * x[i + 1]
+        by_hand[i, i + 1] += 2 * x[i]
+        by_hand[i + 1, i] += 2 * x[i]
+    by_hand[0, 2] += 1.0
+    by_hand[2, 0] += 1.0
+    np.testing.assert_allclose(H, by_hand, rtol=1e-14)
+    hvp_source = h.source(x).split("def _lambda__hessian")[0]
+    assert hvp_source.count("np.full(") == 1
+    (row,) = h.stats()
+    assert row["mode"] == "hessian" and row["trace_s"] > 0.0
+    assert row["analysis_s"] > 0.0 and row["codegen_s"] > 0.0

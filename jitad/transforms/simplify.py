@@ -1,7 +1,7 @@
 """Simplification passes: Wengert list -> an equivalent, shorter Wengert list.
 
-Constant folding, identity removal (`x*1`, `x+0`, `x**1`, `--x`), common-subexpression
-elimination and dead-code elimination. Run on traced and on differentiated lists.
+Constant folding, identity removal (`x*1`, `x+0`, `x**1`, `--x`, a fill's shape read from
+another fill), common-subexpression elimination and dead-code elimination. Run on traced and on differentiated lists.
 """
 from ..primitives import REGISTRY
 from ..wengert import Literal, Var, WengertList
@@ -68,6 +68,7 @@ def fold_and_share(wengert: WengertList) -> WengertList:
     replace: dict = {}          # name -> operand that now stands for it
     seen: dict = {}             # (prim, operands, params) -> Var
     negations: dict = {}        # name of neg(x) -> x
+    shape_roots: dict = {}      # name of full_like(b, v) -> b (what its shape comes from)
     entries = []
     for e in wengert.entries:
         ins = e.ins
@@ -84,6 +85,11 @@ def fold_and_share(wengert: WengertList) -> WengertList:
         if name == "mul":
             e = _negation(e)
             name = e.prim.name
+        elif name == "full_like" and type(ins[0]) is Var:
+            if ins[0].name in shape_roots:      # full_like(full_like(b, u), v) = full_like(b, v)
+                ins = (shape_roots[ins[0].name],) + ins[1:]
+                e = type(e)(e.out, e.prim, ins, e.params, e.loc, e.accumulate, e.sweep)
+            shape_roots[e.out.name] = ins[0]
         literal = not ins           # (identities need a literal operand, folding only those)
         for a in ins:
             if type(a) is Literal:
