@@ -53,7 +53,7 @@ def _is_value(x) -> bool:
 def _spec(x):
     """(dtype, shape, concrete value) of a value leaf."""
     if isinstance(x, Tracer):
-        return x.var.dtype, x.var.shape, x.value
+        return x.node.dtype, x.node.shape, x.value
     value = np.asarray(x)
     return ("float64" if value.dtype.kind == "f" else "int64"), value.shape, x
 
@@ -93,7 +93,7 @@ def _subtrace(run, specs, what: str) -> RuleList:
         raise TraceError(located(f"{what} branches on a traced value (if, while, and, or): a "
                                  "rule is traced once and replayed; select without branching "
                                  "(jitad.where / np.where)"))
-    outputs = [None if leaf is None else leaf.var if isinstance(leaf, Tracer)
+    outputs = [None if leaf is None else leaf.node if isinstance(leaf, Tracer)
                else _constant_operand(state, leaf)[0] for leaf in leaves]
     defined = {v.name for v in inputs} | {e.out.name for e in sub.entries} | \
         {v.name for v, _ in state.consts}
@@ -119,10 +119,10 @@ def _cotangents(result, args, what: str) -> list:
         if c is None or (not isinstance(c, Tracer) and np.ndim(c) == 0 and c == 0):
             out.append(None)
             continue
-        shape = c.var.shape if isinstance(c, Tracer) else np.shape(c)
-        if shape != a.var.shape:
+        shape = c.node.shape if isinstance(c, Tracer) else np.shape(c)
+        if shape != a.node.shape:
             raise TraceError(located(f"{what}: the cotangent of argument {k} has shape {shape}, "
-                                     f"the argument {a.var.shape} (they must be equal)"))
+                                     f"the argument {a.node.shape} (they must be equal)"))
         out.append(c)
     return out
 
@@ -135,18 +135,18 @@ def _describe(x) -> str:
 
 def _tangent_leaf(t, out: Tracer, what: str):
     if t is None or (not isinstance(t, Tracer) and np.ndim(t) == 0 and t == 0):
-        return Literal(0.0) if out.var.shape == () else None
-    shape = t.var.shape if isinstance(t, Tracer) else np.shape(t)
-    if shape != out.var.shape:
+        return Literal(0.0) if out.node.shape == () else None
+    shape = t.node.shape if isinstance(t, Tracer) else np.shape(t)
+    if shape != out.node.shape:
         raise TraceError(located(f"{what}: the output tangent has shape {shape}, the output "
-                                 f"{out.var.shape} (they must be equal)"))
+                                 f"{out.node.shape} (they must be equal)"))
     return t
 
 
 def _unit(tracer: Tracer):
     """A concrete seed shaped like `tracer` (the value a rule's cotangent is traced with)."""
-    return ("float64", tracer.var.shape,
-            np.ones(tracer.var.shape) if tracer.var.shape else 1.0)
+    return ("float64", tracer.node.shape,
+            np.ones(tracer.node.shape) if tracer.node.shape else 1.0)
 
 
 def _jvp_list(primals, tangents_fn, what):
@@ -329,10 +329,10 @@ class UserKernel:
             return self.dispatcher(*args)
         rule = CustomRule(self.printed, len(args), kernel=self)
         out = bind(REGISTRY["kernel_call"], *args, rule=rule)
-        if np.shape(out.value) != out.var.shape:
+        if np.shape(out.value) != out.node.shape:
             raise TraceError(located(
                 f"jitad.primitive {self.printed} returned shape {np.shape(out.value)}, but its "
-                f"shape rule gives {out.var.shape}: pass shape=lambda *shapes: ... to "
+                f"shape rule gives {out.node.shape}: pass shape=lambda *shapes: ... to "
                 "jitad.primitive (the default is a scalar)"))
         specs = [_spec(a) if _is_value(a) else ("int64", (), a) for a in args]
         if self.vjp is not None:

@@ -2,7 +2,7 @@
 
 Step: a NumPy call on tracers -> entries of the Wengert list (the adapters that
 `tracing.Tracer.__array_function__`, `__array_ufunc__` and the traced `numpy`/`scipy`
-modules dispatch to). Each adapter composes existing primitives, as `jnp.var` is built
+modules dispatch to). Each adapter composes existing primitives, as `jnp.node` is built
 from `lax` ops, so its derivatives follow from theirs:
 
 * statistics and products (`var`, `std`, `cross`, `kron`, `inner`, `tensordot`, `einsum`,
@@ -147,9 +147,9 @@ def advanced_getitem(x, index):
         return _moved(x, lambda p: p[tuple(np.asarray(i) if isinstance(i, list) else i
                                            for i in items)])
     for k in traced:
-        if items[k].var.dtype != "int64":
+        if items[k].node.dtype != "int64":
             raise TraceError(located(
-                f"indexing with a traced {items[k].var.dtype} array: a traced boolean mask "
+                f"indexing with a traced {items[k].node.dtype} array: a traced boolean mask "
                 "selects a data-dependent number of elements; use np.where(mask, x, 0) "
                 "(or index with integer arrays)"))
     full = [k for k, item in enumerate(items) if isinstance(item, slice) and item == slice(None)]
@@ -204,11 +204,11 @@ def _wrapped_index(index, size):
 def _frozen_masks(items):
     """`items` with each traced boolean mask replaced by its value now, guarded: the code is
     for this mask only (another mask at call time fails the guard and retraces)."""
-    if not any(isinstance(item, Tracer) and item.var.dtype == "bool" for item in items):
+    if not any(isinstance(item, Tracer) and item.node.dtype == "bool" for item in items):
         return items
     frozen = []
     for item in items:
-        if isinstance(item, Tracer) and item.var.dtype == "bool":
+        if isinstance(item, Tracer) and item.node.dtype == "bool":
             now = np.asarray(item.value, dtype=bool)
             if now.ndim == 0:
                 raise TraceError(located("indexing with a traced boolean scalar is not supported"))
@@ -227,7 +227,7 @@ def _is_array(item) -> bool:
 
 def _index_shape(item):
     if isinstance(item, Tracer):
-        return item.var.shape
+        return item.node.shape
     return (int(np.count_nonzero(item)),) if np.asarray(item).dtype == bool else np.shape(item)
 
 
@@ -239,7 +239,7 @@ def _positions(shape, items):
     consumed = [0 if i is None or i is Ellipsis else
                 (i.ndim if isinstance(i, np.ndarray) and i.dtype == bool else 1) for i in items]
     fill = len(shape) - sum(consumed)
-    placeholder = tuple(np.zeros(i.var.shape, np.int64) if isinstance(i, Tracer) else i
+    placeholder = tuple(np.zeros(i.node.shape, np.int64) if isinstance(i, Tracer) else i
                         for i in items)
     numbers = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
     base = numbers[placeholder]                 # NumPy's IndexError for the constant parts
@@ -255,16 +255,16 @@ def _positions(shape, items):
     for k, item in enumerate(items):
         if not isinstance(item, Tracer):
             continue
-        if item.var.dtype != "int64":
-            raise TraceError(located(f"indexing with a traced {item.var.dtype} array: "
+        if item.node.dtype != "int64":
+            raise TraceError(located(f"indexing with a traced {item.node.dtype} array: "
                                      "indices must be integers"))
         axis = sum(consumed[:k]) + (fill if any(i is Ellipsis for i in items[:k]) else 0)
         stride = int(np.prod(shape[axis + 1:]))
         term = _wrapped_index(item, shape[axis])
         term = term * stride if stride != 1 else term
-        placed = (1,) * (front + len(block) - item.ndim) + item.var.shape + \
+        placed = (1,) * (front + len(block) - item.ndim) + item.node.shape + \
             (1,) * (base.ndim - front - len(block))
-        terms.append(_reshape(term, placed) if placed != item.var.shape else term)
+        terms.append(_reshape(term, placed) if placed != item.node.shape else term)
     return base, terms
 
 
@@ -280,7 +280,7 @@ def _gather_at(x, items):
     base, terms = _positions(x.shape, items)
     flat = _reshape(x, (-1,)) if x.ndim != 1 else x
     index = _flat_index(base, terms)
-    if isinstance(index, Tracer) and index.var.shape != base.shape:
+    if isinstance(index, Tracer) and index.node.shape != base.shape:
         index = index + _as_tracer(np.zeros(base.shape, np.int64))
     return bind(_p("gather"), flat, index)
 
@@ -298,7 +298,7 @@ def _flat_operands(target, items, value):
     if not terms:
         return base.reshape(size), value
     index = _flat_index(base, terms)
-    if index.var.shape != base.shape:
+    if index.node.shape != base.shape:
         index = index + _as_tracer(np.zeros(base.shape, np.int64))
     return (_reshape(index, (size,)) if base.ndim != 1 else index), value
 
@@ -306,9 +306,9 @@ def _flat_operands(target, items, value):
 def _update_flat(target, prim_name, value, index):
     """`target` becomes `prim(flat target, value, index)` in its own shape."""
     index = _as_tracer(index) if isinstance(index, np.ndarray) else index
-    flat = _reshape(target, (-1,)) if target.ndim != 1 else Tracer(target.var, target.value)
+    flat = _reshape(target, (-1,)) if target.ndim != 1 else Tracer(target.node, target.value)
     new = bind(_p(prim_name), flat, value, index)
-    _rebind(target, _reshape(new, target.var.shape) if target.ndim != 1 else new)
+    _rebind(target, _reshape(new, target.node.shape) if target.ndim != 1 else new)
 
 
 def advanced_setitem(target, items, value):
@@ -352,7 +352,7 @@ def _atleast(ndim):
         x = _tracer(x)
         if not isinstance(x, Tracer) or x.ndim >= ndim:
             return x
-        shape = x.var.shape
+        shape = x.node.shape
         if ndim == 1:
             new = (1,)
         elif ndim == 2:
@@ -749,7 +749,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
 
 def _squeeze_axes(x, axis, ndim):
     axes = normalize_axes(axis, ndim)
-    return _reshape(x, tuple(d for k, d in enumerate(x.var.shape) if k not in axes))
+    return _reshape(x, tuple(d for k, d in enumerate(x.node.shape) if k not in axes))
 
 
 def softmax(x, axis=None):
@@ -859,12 +859,11 @@ def _fill(x, value):
     x[...] = value
 
 
-# Tracer methods mirroring the functions above (x.std(), x.cumsum()...; not x.var():
-# a tracer's `var` is its Wengert variable).
+# Tracer methods mirroring the functions above (x.var(), x.std(), x.cumsum()...).
 METHODS = {
     "sort": _in_place(_sort, "x.sort()"), "partition": _in_place(_partition, "x.partition()"),
     "fill": _fill,
-    "std": _std, "cumsum": FUNCTIONS[np.cumsum], "cumprod": FUNCTIONS[np.cumprod],
+    "var": _var, "std": _std, "cumsum": FUNCTIONS[np.cumsum], "cumprod": FUNCTIONS[np.cumprod],
     "round": _round, "repeat": FUNCTIONS[np.repeat], "swapaxes": _swapaxes, "trace": _trace,
     "diagonal": FUNCTIONS[np.diagonal], "take": _take,
 }

@@ -136,7 +136,7 @@ def bind(prim, *args, **params):
     operands, values = [], []
     for a in args:
         if isinstance(a, Tracer):
-            operands.append(a.var)
+            operands.append(a.node)
             values.append(a.value)
         else:
             operand, value = _constant_operand(state, a)
@@ -242,7 +242,7 @@ def _power(base, exponent):
             and float(exponent).is_integer() and abs(exponent) <= 64:
         n = int(exponent)
         if n == 1:
-            return Tracer(base.var, base.value)
+            return Tracer(base.node, base.value)
         if n == 0:
             return bind(REGISTRY["full_like"], base, 1.0) if np.ndim(base.value) else 1.0
         return bind(REGISTRY["integer_pow"], base, n=n)
@@ -270,17 +270,17 @@ class Tracer:
     # base: None for an array the function made (writable in place), a description for an
     # argument or constant, (root, index) for a view of a made array (see `_note_view`);
     # views: the live views of a made array (marked stale when it is updated).
-    __slots__ = ("var", "value", "base", "views")
+    __slots__ = ("node", "value", "base", "views")
     __array_priority__ = 1000
 
-    def __init__(self, var: Var, value, base=None):
-        self.var = var
+    def __init__(self, node: Var, value, base=None):
+        self.node = node
         self.value = value
         self.base = base
         self.views = None
 
     def __repr__(self) -> str:
-        return f"Tracer({self.var.name}: {self.var.type_text()})"
+        return f"Tracer({self.node.name}: {self.node.type_text()})"
 
     # arithmetic
     __add__, __radd__ = _binary("add"), _binary("add", swap=True)
@@ -320,24 +320,24 @@ class Tracer:
         return bind(REGISTRY["neg"], self)
 
     def __pos__(self):
-        return Tracer(self.var, self.value)     # a new array, as NumPy's
+        return Tracer(self.node, self.value)     # a new array, as NumPy's
 
     def __abs__(self):
         return bind(REGISTRY["abs"], self)
 
     # branching and conversion
     def __bool__(self):
-        if self.var.shape != ():
-            raise TraceError(located(f"the truth value of a traced array of shape {self.var.shape} "
+        if self.node.shape != ():
+            raise TraceError(located(f"the truth value of a traced array of shape {self.node.shape} "
                                      "is ambiguous; use jitad.where / np.where, or .any()/.all() "
                                      "outside the traced function"))
-        cond = self if self.var.dtype == "bool" else bind(REGISTRY["ne"], self, 0)
+        cond = self if self.node.dtype == "bool" else bind(REGISTRY["ne"], self, 0)
         outcome = bool(cond.value)
         state = _state()
         frame = user_frame()
         guard_id = len(state.guards)
         state.builder.loc = describe_frame(frame)[0]
-        state.builder.bind(REGISTRY["guard"], cond.var, expected=outcome, id=guard_id)
+        state.builder.bind(REGISTRY["guard"], cond.node, expected=outcome, id=guard_id)
         state.guards.append(describe_frame(frame))
         return outcome
 
@@ -380,16 +380,16 @@ class Tracer:
             return (self if self.ndim == 1 else _reshape(self, (-1,)))[index[0]]
         if index:
             return self[index]
-        if self.var.shape == ():
+        if self.node.shape == ():
             return self
-        if int(np.prod(self.var.shape)) != 1:
+        if int(np.prod(self.node.shape)) != 1:
             raise ValueError(located(f"can only convert an array of size 1 to a scalar: "
-                                     f".item() of a traced array of shape {self.var.shape}"))
+                                     f".item() of a traced array of shape {self.node.shape}"))
         return self[(0,) * self.ndim]
 
     def tolist(self):
         """Nested lists of traced elements (a traced scalar for a 0-d value), like NumPy's."""
-        if self.var.shape == ():
+        if self.node.shape == ():
             return self
         return [element.tolist() for element in self]
 
@@ -423,26 +423,26 @@ class Tracer:
     @property
     def shape(self):
         _read_sizes()
-        return self.var.shape
+        return self.node.shape
 
     @property
     def size(self):
         _read_sizes()
-        return int(np.prod(self.var.shape))
+        return int(np.prod(self.node.shape))
 
     @property
     def ndim(self):
-        return self.var.ndim
+        return self.node.ndim
 
     @property
     def dtype(self):
-        return np.dtype(self.var.dtype)
+        return np.dtype(self.node.dtype)
 
     def __len__(self):
-        if not self.var.shape:
+        if not self.node.shape:
             raise TraceError(located("len() of a traced scalar"))
         _read_sizes()
-        return self.var.shape[0]
+        return self.node.shape[0]
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -484,13 +484,13 @@ class Tracer:
         return _clip(self, a_min, a_max)
 
     def copy(self):
-        return Tracer(self.var, self.value)     # updates of the copy do not show in self
+        return Tracer(self.node, self.value)     # updates of the copy do not show in self
 
     def astype(self, dtype):
-        if np.dtype(dtype).kind != "f" or self.var.dtype != "float64":
-            raise TraceError(located(f"astype({np.dtype(dtype)}) of a traced {self.var.dtype} "
+        if np.dtype(dtype).kind != "f" or self.node.dtype != "float64":
+            raise TraceError(located(f"astype({np.dtype(dtype)}) of a traced {self.node.dtype} "
                                      "value is not supported (jitad computes in float64)"))
-        return Tracer(self.var, self.value)
+        return Tracer(self.node, self.value)
 
     # NumPy dispatch
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -550,7 +550,7 @@ def _expand_dims(x, axis):
 
 
 def _squeeze(x, axis=None):
-    shape = x.var.shape
+    shape = x.node.shape
     axes = tuple(i for i, d in enumerate(shape) if d == 1) if axis is None \
         else normalize_axes(axis, x.ndim)
     if any(shape[a] != 1 for a in axes):
@@ -599,8 +599,8 @@ def _getitem(x, index):
     if len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list)):
         idx = items[0]
         idx = idx if isinstance(idx, Tracer) else _as_tracer(np.asarray(idx))
-        if idx.var.dtype not in ("int64",):
-            raise TraceError(located(f"indexing with a traced {idx.var.dtype} value: indices must "
+        if idx.node.dtype not in ("int64",):
+            raise TraceError(located(f"indexing with a traced {idx.node.dtype} value: indices must "
                                      "be integers (an integer array argument or a Python int)"))
         return bind(REGISTRY["gather"], x, idx)
     static, expand = [], []
@@ -643,7 +643,7 @@ _FUNCTIONS = {
     np.zeros_like: lambda x, dtype=None: _full_like(x, 0.0),
     np.ones_like: lambda x, dtype=None: _full_like(x, 1.0),
     np.full_like: _full_like,
-    np.copy: lambda x: Tracer(x.var, x.value),
+    np.copy: lambda x: Tracer(x.node, x.value),
     np.shape: lambda x: x.shape,
     np.ndim: lambda x: x.ndim,
     np.size: lambda x: x.size,
@@ -720,7 +720,7 @@ def _write(target, prim_name, *operands, **params):
 
 
 def _rebind(target, new):
-    target.var, target.value = new.var, new.value
+    target.node, target.value = new.node, new.value
     if target.views:
         where = describe_frame(user_frame())[0]
         for view in target.views:
@@ -755,10 +755,10 @@ def _setitem(target, index, value):
         return
     if len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list)):
         idx = items[0] if isinstance(items[0], Tracer) else _as_tracer(np.asarray(items[0]))
-        if idx.var.dtype != "int64" or idx.ndim != 1:
-            raise TraceError(located(f"in-place update with a {idx.var.dtype} index of shape "
-                                     f"{idx.var.shape}: use a 1-D integer array (or ints/slices)"))
-        value = _broadcast_into(value, idx.var.shape + target.var.shape[1:], exact=True)
+        if idx.node.dtype != "int64" or idx.ndim != 1:
+            raise TraceError(located(f"in-place update with a {idx.node.dtype} index of shape "
+                                     f"{idx.node.shape}: use a 1-D integer array (or ints/slices)"))
+        value = _broadcast_into(value, idx.node.shape + target.node.shape[1:], exact=True)
         _write(target, "scatter", value, idx)
         return
     static = []
@@ -798,14 +798,14 @@ def _broadcast_into(value, region, exact):
 
 def _indexed_region(target, static):
     try:
-        return np.broadcast_to(np.empty(()), target.var.shape)[
+        return np.broadcast_to(np.empty(()), target.node.shape)[
             tuple(i if isinstance(i, int) else slice(*i[1:]) for i in static)].shape
     except IndexError as error:
         raise IndexError(located(f"in-place update: {error}")) from None
 
 
 def _canonical_index(target, static):
-    return REGISTRY["getitem"].canonical_params((target.var,), {"index": static})["index"]
+    return REGISTRY["getitem"].canonical_params((target.node,), {"index": static})["index"]
 
 
 def _concrete(value):
@@ -815,19 +815,19 @@ def _concrete(value):
 def _augmented(prim_name, symbol):
     """`r += v`-style operators: arrays update in place (as NumPy's), scalars rebind."""
     def method(self, other):
-        if self.var.shape == () or not _is_operand(other):
+        if self.node.shape == () or not _is_operand(other):
             return NotImplemented           # a scalar rebinds, as Python numbers do
         new = _power(self, other) if prim_name == "pow" else bind(REGISTRY[prim_name], self, other)
-        if new.var.shape != self.var.shape:
+        if new.node.shape != self.node.shape:
             raise ValueError(located(f"non-broadcastable output operand with shape "
-                                     f"{self.var.shape} doesn't match the broadcast shape "
-                                     f"{new.var.shape} ({symbol})"))
+                                     f"{self.node.shape} doesn't match the broadcast shape "
+                                     f"{new.node.shape} ({symbol})"))
         base = self.base
         if type(base) is tuple and base[1] is not None:     # a plain slice of a made array
             root, index = base
             _write(root, "index_update", new, index=index)
             self.__class__ = Tracer          # still a view of root, now showing the update
-            self.var, self.value, self.base = new.var, new.value, base
+            self.node, self.value, self.base = new.node, new.value, base
             root.views = [self]
             return self
         _check_writable(self, f"x {symbol} ...")
@@ -988,7 +988,7 @@ def _norm(x, ord=None, axis=None, keepdims=False):
     pick = "max" if ord > 0 else "min"
     other = cols if sums[ord] == rows else rows
     out = bind(REGISTRY[pick], total, axis=other, keepdims=True)
-    return out if keepdims else _reshape(out, tuple(d for i, d in enumerate(x.var.shape)
+    return out if keepdims else _reshape(out, tuple(d for i, d in enumerate(x.node.shape)
                                                     if i not in axes))
 
 
@@ -1060,7 +1060,7 @@ def _math_function(original, prim):
 
     def traced(*args):
         if any(isinstance(a, Tracer) for a in args):
-            if any(isinstance(a, Tracer) and a.var.shape != () for a in args):
+            if any(isinstance(a, Tracer) and a.node.shape != () for a in args):
                 raise TraceError(located(f"math.{original.__name__} of a traced array: math "
                                          f"functions take scalars; use np.{prim.name}"))
             if prim.name == "log" and len(args) == 2:          # math.log(x, base)
@@ -1321,7 +1321,7 @@ def split_aux(result, fun_name: str):
         if isinstance(tree, (tuple, list)):
             return type(tree)(walk(t) for t in tree)
         if isinstance(tree, Tracer):
-            outputs.append(tree.var)
+            outputs.append(tree.node)
             return AuxSlot(len(outputs) - 1)
         return tree
     return result[0], walk(result[1]), outputs
@@ -1362,7 +1362,7 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) ->
         if has_aux:
             result, aux, aux_outputs = split_aux(result, code.co_name)
         if isinstance(result, Tracer):
-            outputs = [result.var]
+            outputs = [result.node]
         elif isinstance(result, (int, float, np.integer, np.floating)) and \
                 not isinstance(result, (bool, np.bool_)):
             outputs = [Literal(float(result))]    # a constant: its gradient is zero

@@ -35,14 +35,6 @@ class Var:
     def type_text(self) -> str:
         return short_type(self.dtype, self.shape)
 
-    def __call__(self, *args, **kwargs):
-        """`x.var()` on a traced array lands here (a tracer's `.var` is its Var): say so."""
-        from .errors import TraceError
-        from .tracing import located
-        raise TraceError(located("x.var() of a traced array is not supported (jitad's tracer "
-                                 "uses the name .var): write np.var(x, ...) (axis, ddof, "
-                                 "keepdims as NumPy); x.std() works"))
-
     def __repr__(self) -> str:
         return self.name
 
