@@ -49,7 +49,7 @@ def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
         b.hint = f"d{entry.out.name}"
         start = len(b.entries)
         contributions = entry.prim.vjp(b, g, entry.out, *entry.ins, **entry.params)
-        created = {e.out.name for e in b.entries[start:]}
+        created = {id(e.out): e for e in b.entries[start:]}     # Var -> its entry
         for operand, contribution in zip(entry.ins, contributions):
             if isinstance(operand, Var) and operand.name in active and contribution is not None:
                 _accumulate(b, adjoint, operand, contribution, entry.out.name, created)
@@ -70,13 +70,14 @@ def _accumulate(b, adjoint, var, contribution, via, created):
     """Add `contribution` into the adjoint of `var`, naming values after their path."""
     name = f"{var.name}_bar"
     previous = adjoint.get(var.name)
-    if isinstance(contribution, Var) and contribution.name in created:
-        sparse = _is_sparse_update(b, contribution, created)
+    if isinstance(contribution, Var) and id(contribution) in created:
+        sparse = _is_sparse_update(contribution, created)
         if previous is not None and sparse:
-            adjoint[var.name] = _redirect_sparse_update(b, previous, contribution, name)
+            adjoint[var.name] = _redirect_sparse_update(b, previous, created[id(contribution)],
+                                                        name)
             return
         if previous is None and sparse:
-            b.rename(_defining_entry(b, contribution).ins[0], name)   # the zeros it starts from
+            b.rename(created[id(contribution)].ins[0], name)   # the zeros it starts from
         b.rename(contribution, name if previous is None else f"{name}_{via}")
     if previous is None:
         adjoint[var.name] = contribution
@@ -87,23 +88,19 @@ def _accumulate(b, adjoint, var, contribution, via, created):
     adjoint[var.name] = total
 
 
-def _defining_entry(b, var):
-    return next(e for e in reversed(b.entries) if e.out is var)
-
-
-def _is_sparse_update(b, contribution, created) -> bool:
-    """Is `contribution` an index_add/scatter_add into zeros made by the same rule?"""
-    entry = _defining_entry(b, contribution)
+def _is_sparse_update(contribution, created) -> bool:
+    """Is `contribution` an index_add/scatter_add into zeros made by the same rule?
+    (`created`: id of each Var the rule made -> its entry.)"""
+    entry = created[id(contribution)]
     if entry.prim.name not in ("index_add", "scatter_add"):
         return False
     base = entry.ins[0]
-    return isinstance(base, Var) and base.name in created and \
-        _defining_entry(b, base).prim.name == "full_like"
+    return isinstance(base, Var) and id(base) in created and \
+        created[id(base)].prim.name == "full_like"
 
 
-def _redirect_sparse_update(b, accumulator, contribution, name):
-    """Apply the update onto the existing adjoint instead of zeros (no dense add)."""
-    entry = _defining_entry(b, contribution)
+def _redirect_sparse_update(b, accumulator, entry, name):
+    """Apply the update `entry` onto the existing adjoint instead of zeros (no dense add)."""
     b.hint = None
     total = b.bind(entry.prim, accumulator, *entry.ins[1:], name=name, **entry.params)
     b.entries[-1].accumulate = True
