@@ -249,6 +249,7 @@ class JitGrad:
         """Block until every specialized compile running in the background for this function
         is in (or has failed; calls then stay on the tape). False if `timeout` seconds
         passed first."""
+        _Background.start_new(self._jobs)
         return _Background.wait_all(self._jobs, timeout)
 
     def stats(self) -> list:
@@ -450,16 +451,15 @@ class JitGrad:
         with stats.stage("codegen"):            # (the tape's encoding)
             first = compiler.tape_kernel(wengert)
         record = stats.current()
+        record.background = "compiling"
         job = _Background(functools.partial(self._compile_later, variant, mode, runtime_args,
                                             key, wengert, first, record))
         self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]
-        job.start()
-        return first
+        return first        # (the job starts once the first call has run: `_finish`)
 
     def _compile_later(self, variant, mode, runtime_args, key, wengert, first, record):
         """(In a background thread) compile the specialized kernel and make calls use it
         instead of the tape kernel `first`; on failure, log it and keep the tape."""
-        record.background = "compiling"
         try:
             with stats.recording(record):
                 kernel = self._specialized(variant, mode, runtime_args, key, wengert,
@@ -575,8 +575,11 @@ class JitGrad:
 
     def _finish(self, variant, mode, args, values, kwargs):
         kernel = self._kernel(variant, mode, values + variant.trace.consts)
-        result = _shaped_result(compiler.call_compiling(kernel, values + variant.trace.consts),
-                                mode, self._single, variant.trace.aux)
+        try:
+            result = _shaped_result(compiler.call_compiling(kernel, values + variant.trace.consts),
+                                    mode, self._single, variant.trace.aux)
+        finally:        # a background compile starts after the tape's first result
+            _Background.start_new(self._jobs)
         if not kwargs and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
                 _fast_path_applies(args, variant):
             self._install_entry(kernel, mode, args, variant)
@@ -639,9 +642,17 @@ class _Background:
 
     def __init__(self, work):
         self.work = work
+        self.started = False
         self.done = threading.Event()
 
+    @staticmethod
+    def start_new(jobs) -> None:
+        for job in jobs:
+            if not job.started:
+                job.start()
+
     def start(self) -> None:
+        self.started = True
         _Background.running.add(self)
         threading.Thread(target=self._run, name="jitad-compile", daemon=True).start()
 

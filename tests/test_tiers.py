@@ -92,6 +92,23 @@ def test_the_tape_answers_until_the_specialized_kernel_is_in(tiered, x):
     assert row["tape_calls"] == 2 and row["shape"] in ("straight", "loops", "llvm")
 
 
+def test_the_background_compile_starts_after_the_first_result(tiered, x, monkeypatch):
+    """The first call's tape run does not share the interpreter with the compile thread."""
+    calls_at_start = []
+    real_start = api._Background.start
+
+    def start(job):
+        calls_at_start.append(tape_of(f).calls)
+        real_start(job)
+
+    monkeypatch.setattr(api._Background, "start", start)
+    f = jitad.jit_grad(make_chain(0.35), tiers=True)
+    f.value_and_grad(x)
+    assert calls_at_start == [1]
+    tiered.set()
+    assert f.wait(timeout=120) and f.stats()[0]["tier"] == "specialized"
+
+
 def test_entries_taken_before_the_switch_follow_it(tiered, x):
     f = jitad.jit_grad(make_chain(0.51))
     f(x)
