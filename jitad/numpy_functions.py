@@ -130,10 +130,15 @@ def _take(a, indices, axis=None, mode=None):
         if axis is None:
             return bind(_p("gather"), _reshape(a, (-1,)), indices)
         moved = _moveaxis(a, axis, 0)
-        out = bind(_p("gather"), moved, indices)
+        out = bind(_p("gather"), moved, indices, **_named_axis(axis % a.ndim))
         return _moveaxis(out, tuple(range(indices.ndim)), tuple(range(axis, axis + indices.ndim))) \
             if axis % a.ndim else out
     return _moved(a, lambda p: np.take(p, indices, axis=axis))
+
+
+def _named_axis(axis) -> dict:
+    """A gather's `axis` parameter: the user's axis its IndexError names (none for 0)."""
+    return {"axis": axis} if axis else {}
 
 
 def advanced_getitem(x, index):
@@ -156,7 +161,7 @@ def advanced_getitem(x, index):
     if len(traced) == 1 and len(full) == len(items) - 1:        # A[:, idx], A[:, :, idx]
         axis = traced[0]
         moved = _moveaxis(x, axis, 0)
-        out = bind(_p("gather"), moved, items[axis])
+        out = bind(_p("gather"), moved, items[axis], **_named_axis(axis))
         depth = items[axis].ndim
         return _moveaxis(out, tuple(range(depth)), tuple(range(axis, axis + depth))) \
             if axis else out
@@ -169,7 +174,7 @@ def advanced_getitem(x, index):
             if not isinstance(item, Tracer):
                 item = _as_tracer(np.asarray(item, dtype=np.int64)) if np.ndim(item) else \
                     int(np.arange(shape[k])[item])            # NumPy's IndexError if outside
-            wrapped = item if isinstance(item, int) else _wrapped_index(item, shape[k])
+            wrapped = item if isinstance(item, int) else _wrapped_index(item, shape[k], k)
             term = wrapped if stride == 1 else wrapped * stride
             flat_index = term if flat_index is None else flat_index + term
         rows = _reshape(x, (-1,) + tuple(shape[len(items):]))
@@ -194,10 +199,10 @@ def is_advanced(items) -> bool:
 # (in place when the array and int indices are adjacent, else in front). Updates scatter
 # into the flattened array at the same positions.
 
-def _wrapped_index(index, size):
-    """A traced integer index checked against `size` (IndexError at call time), negative
-    entries wrapped (the generated code's check does not wrap them)."""
-    checked = bind(_p("checked_axis_index"), index, size=size)
+def _wrapped_index(index, size, axis):
+    """A traced integer index checked against `size`, the size of `axis` (IndexError at call
+    time), negative entries wrapped (the generated code's check does not wrap them)."""
+    checked = bind(_p("checked_axis_index"), index, size=size, axis=axis)
     return bind(_p("select"), checked < 0, checked + size, checked)
 
 
@@ -260,7 +265,7 @@ def _positions(shape, items):
                                      "indices must be integers"))
         axis = sum(consumed[:k]) + (fill if any(i is Ellipsis for i in items[:k]) else 0)
         stride = int(np.prod(shape[axis + 1:]))
-        term = _wrapped_index(item, shape[axis])
+        term = _wrapped_index(item, shape[axis], axis)
         term = term * stride if stride != 1 else term
         placed = (1,) * (front + len(block) - item.ndim) + item.node.shape + \
             (1,) * (base.ndim - front - len(block))

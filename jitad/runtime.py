@@ -39,8 +39,8 @@ class SizeClassError(ValueError):
 class IndexOutOfBounds(IndexError):
     """NumPy's IndexError for an index outside an axis."""
 
-    def __init__(self, index, size):
-        super().__init__(f"index {index} is out of bounds for axis 0 with size {size}")
+    def __init__(self, index, size, axis=0):
+        super().__init__(f"index {index} is out of bounds for axis {axis} with size {size}")
 
 
 def check_broadcast(shape, other) -> None:
@@ -87,19 +87,19 @@ def check_slice(size, start, stop, length) -> None:
         raise BroadcastError((max(last - first, 0),), (length,))
 
 
-def checked_index(i, size):
-    """`i` wrapped like a NumPy index into an axis of `size`; IndexError when out of bounds."""
+def checked_index(i, size, axis=0):
+    """`i` wrapped like a NumPy index into `axis`, of `size`; IndexError when out of bounds."""
     if i < -size or i >= size:
-        raise IndexOutOfBounds(i, size)
+        raise IndexOutOfBounds(i, size, axis)
     return i + size if i < 0 else i
 
 
-def checked_indices(index, size):
+def checked_indices(index, size, axis=0):
     """`index` (an integer array) after checking every entry like `checked_index`
     (negative entries wrap when the array is used; Numba does not bounds-check)."""
     for i in index.flat:
         if i < -size or i >= size:
-            raise IndexOutOfBounds(i, size)
+            raise IndexOutOfBounds(i, size, axis)
     return index
 
 

@@ -16,6 +16,7 @@ few shared compiled functions check the compiled path, and a Hypothesis test cal
 them after a different first call with random shapes, strides and indices.
 """
 import math
+import re
 
 import numpy as np
 import pytest
@@ -288,6 +289,22 @@ def test_gather_with_index_arrays_of_two_dimensions():
         assert_close(grad, numeric_grad(rows, [x, idx])[0], 1e-6, 1e-8)
         with pytest.raises(IndexError, match="index 3 is out of bounds"):
             run(x, np.array([[0, 1], [3, 0]]))
+
+
+def test_runtime_index_errors_name_numpys_axis():
+    a = np.arange(12.0).reshape(3, 4)
+    cases = [(lambda a, i, j: np.sum(a[i, j]), (np.array([0, 1]), np.array([1, 4]))),
+             (lambda a, i, j: np.sum(a[i, j]), (np.array([0, 3]), np.array([1, 2]))),
+             (lambda a, j: np.sum(a[:, j]), (np.array([5]),)),
+             (lambda a, j: np.sum(np.take(a, j, axis=-1)), (np.array([-5]),))]
+    for fun, indices in cases:
+        with pytest.raises(IndexError) as numpy_error:
+            fun(a, *indices)
+        good = tuple(np.zeros_like(i) for i in indices)
+        f = jitad.jit_grad(fun)
+        f(a, *good)                             # compiled for these index arguments
+        with pytest.raises(IndexError, match=re.escape(str(numpy_error.value))):
+            f(a, *indices)
 
 
 NASTY_NAMES = ["i0", "i1", "j0", "k", "k0", "n", "np", "math", "v1", "v1_bar", "x_bar",

@@ -138,7 +138,7 @@ def _batch_matmul_jvp(b, out, operands, tangents):
 
 def _checked_axis_index_source(texts, operands, params):
     helper = "checked_indices" if operands[0].ndim else "checked_index"
-    return f"{helper}({texts[0]}, {params['size']})"
+    return f"{helper}({texts[0]}, {params['size']}, {params['axis']})"
 
 
 def build():
@@ -212,6 +212,6 @@ def build():
         Primitive("batch_matmul", "batch_matmul({0}, {1})", _batch_matmul_rule,
                   _batch_matmul_vjp, _batch_matmul_jvp, domain=((-2.0, 2.0), (-2.0, 2.0))),
         Primitive("checked_axis_index", _checked_axis_index_source,
-                  lambda i, size: ("int64", i.shape), nondifferentiable=True,
-                  domain=((0.0, 2.0),), test_params=({"size": 3},)),
+                  lambda i, size, axis: ("int64", i.shape), nondifferentiable=True,
+                  domain=((0.0, 2.0),), test_params=({"size": 3, "axis": 1},)),
     ]

@@ -50,7 +50,7 @@ def _getitem_vjp(b, g, out, x, index):
     return (b.index_add(b.full_like(x, 0.0), g, index=index),)
 
 
-def _gather_vjp(b, g, out, x, idx):
+def _gather_vjp(b, g, out, x, idx, **params):
     return b.scatter_add(b.full_like(x, 0.0), g, idx), None
 
 
@@ -112,9 +112,11 @@ def _index_add_inplace(texts, operands, params):
 
 
 def _gather_source(texts, operands, params):
-    # Numba does not bounds-check: the helpers raise NumPy's IndexError (negatives wrap).
+    # Numba does not bounds-check: the helpers raise NumPy's IndexError (negatives wrap),
+    # naming the user's `axis` (the gather reads axis 0 of a view with that axis moved first).
     helper = "checked_indices" if operands[1].ndim else "checked_index"
-    return f"{texts[0]}[{helper}({texts[1]}, {texts[0]}.shape[0])]"
+    axis = f", {params['axis']}" if params.get("axis") else ""
+    return f"{texts[0]}[{helper}({texts[1]}, {texts[0]}.shape[0]{axis})]"
 
 
 def _scatter_add_inplace(texts, operands, params):
@@ -220,7 +222,7 @@ def _getitem_rule(x, index):
     return x.dtype, _indexed_shape(x.shape, index)
 
 
-def _gather_rule(x, idx):
+def _gather_rule(x, idx, axis=0):
     if not np.issubdtype(np.dtype(idx.dtype), np.integer):
         raise ShapeError(f"an index array must hold integers, got {idx.dtype}")
     return x.dtype, idx.shape + x.shape[1:]
