@@ -121,12 +121,15 @@ def _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc) -> str:
         f'    """{codegen.docstring_text(doc)}"""\n'
     if mode == "jvp_batch":             # the tangents are the rows of the input after x
         v = label[traced.inputs[wrt[0] + 1].name]
-        rows = "np.empty(k)" if traced.outputs[0].shape == () else \
-            "np.empty((k,) + t_out.shape)"
+        shape = traced.outputs[0].shape
+        rows = "T_out" if shape == () else f"T_out.reshape((k, {int(np.prod(shape))}))"
+        copy = _copy_lines("T2_out[j_out, m_out]" if shape else "T2_out[j_out]", "t_out", shape)
         return head + (
             f"    k = {v}.shape[0]\n    y_out, t_out = {inner}({params}, {v}[0])\n"
-            f"    T_out = {rows}\n    T_out[0] = t_out\n    for j in range(1, k):\n"
-            f"        T_out[j] = {inner}({params}, {v}[j])[1]\n    return y_out, T_out\n")
+            f"    T_out = np.empty((k,) + {shape!r})\n    T2_out = {rows}\n"
+            f"    for j_out in range(k):\n"
+            f"        if j_out:\n            t_out = {inner}({params}, {v}[j_out])[1]\n"
+            + "".join(f"        {line}\n" for line in copy) + "    return y_out, T_out\n")
     return head + _dense_body(mode, inner, params, traced, wrt, blocks)
 
 
@@ -138,20 +141,19 @@ def _dense_body(mode, inner, params, traced, wrt, blocks) -> str:
     xs, ys, k = [traced.inputs[i].shape for i in wrt], traced.outputs[0].shape, len(wrt)
     seeds = [ys] if mode == "jacobian_rev" else xs
     size = lambda shape: int(np.prod(shape))       # noqa: E731
-    ravel = lambda text, shape: f"np.ravel({text})" if len(shape) > 1 else text  # noqa: E731
     arrays, fills = {}, [[] for _ in seeds]          # block -> (2-d shape, final shape)
     for j in range(k):
         for i in range(k):
             if mode == "hessian":           # seed j's product, part i: row of block (j, i)
                 arrays[f"B{j}_{i}_out"] = (size(xs[j]), size(xs[i])), xs[j] + xs[i]
                 picked = "r_out" if k == 1 else f"r_out[{i}]"
-                fills[j].append(f"B{j}_{i}_out[k_out] = {ravel(picked, xs[i])}")
+                fills[j] += _copy_lines(f"B{j}_{i}_out[k_out, m_out]", picked, xs[i])
         if mode == "jacobian_fwd":
             arrays[f"B{j}_out"] = (size(ys), size(xs[j])), ys + xs[j]
-            fills[j].append(f"B{j}_out[:, k_out] = {ravel('r_out[1]', ys)}")
+            fills[j] += _copy_lines(f"B{j}_out[m_out, k_out]", "r_out[1]", ys)
         elif mode == "jacobian_rev":
             arrays[f"B{j}_out"] = (size(ys), size(xs[j])), ys + xs[j]
-            fills[0].append(f"B{j}_out[k_out] = {ravel(f'r_out[1][{j}]', xs[j])}")
+            fills[0] += _copy_lines(f"B{j}_out[k_out, m_out]", f"r_out[1][{j}]", xs[j])
     lines = [f"    d{j}_out = {'0.0' if s == () else f'np.zeros({size(s)})'}"
              for j, s in enumerate(seeds)]
     lines += [f"    {a} = np.empty({dims!r})" for a, (dims, _) in arrays.items()]
@@ -171,6 +173,17 @@ def _dense_body(mode, inner, params, traced, wrt, blocks) -> str:
         result = _tuple_text([final[f"B{j}_out"] for j in range(k)]) if blocks \
             else final["B0_out"]
     return "\n".join(lines) + f"\n    return {result}\n"
+
+
+def _copy_lines(target: str, value: str, shape: tuple) -> list:
+    """Lines storing the elements of `value` (of `shape`, raveled) at `target`, indexed by
+    `m_out`: an element loop (a NumPy row or column assignment makes Numba compile its
+    shape-mismatch error path, about ten seconds)."""
+    if shape == ():
+        return [f"{target.replace('m_out', '0')} = {value}"]
+    flat = f"np.ravel({value})" if len(shape) > 1 else value
+    return [f"v_out = {flat}", f"for m_out in range({int(np.prod(shape))}):",
+            f"    {target} = v_out[m_out]"]
 
 
 def _tuple_text(items) -> str:

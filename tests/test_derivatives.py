@@ -5,6 +5,7 @@ hand formulas; objects are module level so that they pickle by reference and com
 """
 import math
 import pickle
+import re
 
 import numpy as np
 import numba
@@ -212,7 +213,7 @@ def test_a_batch_of_tangents_is_one_call_and_matches_one_at_a_time():
     value, tangents = rosen_jvp(X, Vs)
     assert value == pytest.approx(rosen(X), rel=1e-14)
     np.testing.assert_allclose(tangents, [rosen_jvp(X, v)[1] for v in Vs], rtol=1e-13)
-    assert "for j in range(1, k)" in rosen_jvp.source(X, Vs)
+    assert "for j_out in range(k)" in rosen_jvp.source(X, Vs)
     t = np.linspace(0.0, 1.0, 4)
     p = np.array([2.0, 0.5, 1.5])
     _, columns = jitad.jvp(residuals)(p, np.eye(3), t)
@@ -427,3 +428,20 @@ def test_an_hvp_allocates_one_gradient_buffer_and_its_stages_are_recorded():
     (row,) = h.stats()
     assert row["mode"] == "hessian" and row["trace_s"] > 0.0
     assert row["analysis_s"] > 0.0 and row["codegen_s"] > 0.0
+
+
+def test_dense_loops_copy_rows_element_by_element():
+    """A row or column assignment of an array (`B[k] = r`) makes Numba compile its
+    shape-mismatch error path (about ten seconds): the loops copy elements instead."""
+    x = np.array([0.3, 0.8, 1.1])
+    outer = jitad.jvp(lambda x: np.outer(x, x))
+    T = outer(x, np.stack([x, 2 * x]))[1]
+    np.testing.assert_allclose(T[1], 2 * T[0], rtol=1e-15)
+    np.testing.assert_allclose(T[0], 2 * np.outer(x, x), rtol=1e-15)
+    sources = [outer.source(x, np.stack([x, x])), jitad.hessian(rosen).source(X),
+               jitad.jacobian(residuals, mode="fwd").source(X[:3], np.linspace(0, 1, 4)),
+               jitad.jacobian(residuals, mode="rev").source(X[:3], np.linspace(0, 1, 4))]
+    for source in sources:
+        loop = source.split("_out = np.empty(")[1]
+        assert re.search(r"[BT]\w*_out\[(k_out|j_out)\] = ", loop) is None
+        assert re.search(r"B\w*_out\[:, k_out\] = ", loop) is None
