@@ -5,6 +5,8 @@ arrays as strided views (runtime.transpose3/4), stacked matrix products as loops
 The helpers are checked against NumPy, compiled and as plain Python; gradients of code
 using them against central differences. No test measures time.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,23 @@ def test_scatter_add_loops_accumulate_like_numpy(rows):
     if rows:        # rows shaped unlike the accumulator's: NumPy's ValueError
         with pytest.raises(ValueError):
             _compiled("scatter_add")(np.zeros((5,) + rows), index, values[..., :1])
+
+
+def rows_filled_in_place(x):
+    m = np.zeros((3, 4))
+    m[1, :] = x * 2.0
+    m[2] = np.sin(x)
+    m[0, 1:3] = x[:2]
+    return np.sum(m * m)
+
+
+def test_arrays_stored_into_slices_print_element_loops():
+    """`m[i] = row` with an array on the right makes Numba compile its shape-mismatch
+    error path (several seconds per distinct type): updates print element loops."""
+    x = np.array([0.1, 0.5, 0.9, 1.3])
+    check_grads_python(rows_filled_in_place, (x,))
+    source = jitad.jit_grad(rows_filled_in_place).source(x)
+    # (every update here stores an array: a fixed index with a name on the right is one)
+    stores = re.findall(r"^\s*(\w+\[[^\]]*\]) = ([A-Za-z_]\w*)\s*(?:#|$)", source, re.M)
+    assert [s for s in stores if not re.search(r"\b[ij]\d\b", s[0])] == []
+    assert source.count("_view[j0] = ") >= 3       # the updates and their adjoints

@@ -259,10 +259,12 @@ def scale(b, factor, t):
     return None if t is None else b.mul(t, factor)
 
 
-def add_into(target: str, update: str, update_operand, target_ndim: int) -> str:
-    """`target += update` for arrays as an explicit loop nest (Numba compiles an in-place
-    array operator through its ufunc machinery, seconds the first time); `update` may
-    broadcast (size-1 and missing leading axes)."""
+def add_into(target: str, update: str, update_operand, target_ndim: int,
+             operator: str = "+=") -> str:
+    """`target += update` (or another `operator`, such as `=`) for arrays as an explicit
+    loop nest (Numba compiles an in-place array operator through its ufunc machinery, and
+    an array assigned to a slice through its shape-mismatch error path: seconds each);
+    `update` may broadcast (size-1 and missing leading axes)."""
     if update_operand.ndim == 0 and not isinstance(update_operand, Var):
         update_operand = None
     index = [f"j{k}" for k in range(target_ndim)]
@@ -277,7 +279,7 @@ def add_into(target: str, update: str, update_operand, target_ndim: int) -> str:
         lines.append(f"check_broadcast({target}.shape, {update}.shape)")
     lines += [("    " * k) + f"for {i} in range({target}.shape[{k}]):"
               for k, i in enumerate(index)]
-    lines.append("    " * target_ndim + f"{target}[{', '.join(index)}] += {element}")
+    lines.append("    " * target_ndim + f"{target}[{', '.join(index)}] {operator} {element}")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ array is dead afterwards (always, for a chain of updates of the same array).
 import numpy as np
 
 from ..errors import ShapeError
-from .core import Primitive, sum_to_shape
+from .core import Primitive, add_into, sum_to_shape
 from .shape import _indexed_shape, index_text
 from ..wengert import Var
 
@@ -50,7 +50,11 @@ def _index_update_rule(acc, value, index):
 
 
 def _index_update_inplace(texts, operands, params):
-    return f"{texts[0]}[{index_text(params['index'])}] = {texts[1]}"
+    target = f"{texts[0]}[{index_text(params['index'])}]"
+    if operands[1].ndim == 0:
+        return f"{target} = {texts[1]}"
+    return f"{texts[0]}_view = {target}\n" + add_into(f"{texts[0]}_view", texts[1], operands[1],
+                                                       operands[1].ndim, "=")
 
 
 def _index_update_vjp(b, g, out, acc, value, index):
