@@ -475,7 +475,9 @@ class Tracer:
     def ravel(self):
         return _reshape(self, (-1,))
 
-    flatten = ravel
+    def flatten(self):
+        flat = _reshape(self, (-1,))
+        return Tracer(flat.var, flat.value)     # a copy, as NumPy's (ravel is a view)
 
     def squeeze(self, axis=None):
         return _squeeze(self, axis)
@@ -486,11 +488,11 @@ class Tracer:
     def copy(self):
         return Tracer(self.var, self.value)     # updates of the copy do not show in self
 
-    def astype(self, dtype):
+    def astype(self, dtype, copy=True):
         if np.dtype(dtype).kind != "f" or self.var.dtype != "float64":
             raise TraceError(located(f"astype({np.dtype(dtype)}) of a traced {self.var.dtype} "
                                      "value is not supported (jitad computes in float64)"))
-        return Tracer(self.var, self.value)
+        return Tracer(self.var, self.value) if copy else self
 
     # NumPy dispatch
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):

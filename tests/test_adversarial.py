@@ -1,0 +1,120 @@
+"""Adversarial inputs: programs and arguments that once gave silently wrong answers or
+crashes. Each test reproduces one bug (it failed before the fix) and checks against NumPy
+and central differences (through the plain-Python path where no compile is needed)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jitad
+from jitad.errors import TraceError
+
+from conftest import check_grads_python, python_value
+
+X4 = np.array([1.0, 2.0, 3.0, 4.0])
+WEIGHTS = np.arange(1.0, 17.0)
+
+
+def _weighted(y):
+    return np.sum(y * WEIGHTS[:np.size(y)].reshape(np.shape(y)))
+
+
+# ---------------------------------------------------------------- views made by gathers
+#
+# NumPy returns views from `r[...]`, `r[..., 1:]`, `np.flip`, `np.rot90`, `np.diagonal`...,
+# which jitad records as gathers: an update of `r` after taking such a view must show in
+# it (NumPy) or be an error, never silently be missed.
+
+GATHER_VIEWS = {
+    "r[...]": lambda r: r[...],
+    "r[..., 1:]": lambda r: r[..., 1:],
+    "np.flip": np.flip,
+    "M[..., 0]": lambda r: r.reshape(2, 2)[..., 0],
+    "np.fliplr": lambda r: np.fliplr(r.reshape(2, 2)),
+    "np.rot90": lambda r: np.rot90(r.reshape(2, 2)),
+    "np.diagonal": lambda r: np.diagonal(r.reshape(2, 2)),
+    "np.diag": lambda r: np.diag(r.reshape(2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", GATHER_VIEWS)
+def test_update_after_a_gathered_view_is_an_error(name):
+    view = GATHER_VIEWS[name]
+
+    def f(x):
+        r = x * 1.0
+        y = view(r)
+        r[1] = 10.0 * x[0]
+        return _weighted(y)
+
+    with pytest.raises(TraceError, match="updated in place after the view was taken"):
+        jitad.jit_grad(f).wengert(X4)
+
+
+@pytest.mark.parametrize("name", ["r[...]", "np.flip", "np.diagonal"])
+def test_write_through_a_gathered_view_is_an_error(name):
+    view = GATHER_VIEWS[name]
+
+    def made(x):
+        r = x * 1.0
+        y = view(r)
+        y[0] = 7.0 * x[1]           # NumPy writes into r
+        return _weighted(r)
+
+    def argument(x):
+        y = view(x)
+        y[0] = 7.0                  # NumPy writes into the caller's x
+        return _weighted(x)
+
+    with pytest.raises(TraceError, match="through a view"):
+        jitad.jit_grad(made).wengert(X4)
+    with pytest.raises(TraceError, match="caller's data"):
+        jitad.jit_grad(argument).wengert(X4)
+
+
+def test_copies_by_gather_stay_independent():
+    def f(x):
+        r = x * 1.0
+        y = np.roll(r, 1) + r[[0, 2, 1, 3]] + np.tile(r, 1)     # copies in NumPy
+        r[1] = 10.0 * x[0]
+        return _weighted(y) + np.sum(r)
+
+    check_grads_python(f, [X4])
+
+
+# ---------------------------------------------------------------- copies that aliased
+
+COPIES = {
+    "np.array": lambda r: np.array(r),
+    "np.array(dtype=float)": lambda r: np.array(r, dtype=float),
+    "np.positive": np.positive,
+    "np.conjugate": np.conjugate,
+    "r.flatten": lambda r: r.flatten(),
+    "r.astype": lambda r: r.astype(np.float64),
+}
+
+
+@pytest.mark.parametrize("name", COPIES)
+def test_copies_do_not_alias(name):
+    copy = COPIES[name]
+
+    def f(x):
+        r = x * 1.0
+        y = copy(r)
+        r[1] = 10.0 * x[0]          # not seen by the copy
+        y[2] = 3.0 * x[3]           # not seen by r
+        return _weighted(y) + 0.5 * _weighted(r * r)
+
+    check_grads_python(f, [X4])
+
+
+def test_np_asarray_and_astype_without_copy_alias():
+    def f(x):
+        r = x * 1.0
+        y = np.asarray(r)
+        z = r.astype(np.float64, copy=False)
+        r[1] = 10.0 * x[0]
+        return _weighted(y) + _weighted(z * z)
+
+    assert python_value(jitad.jit_grad(f), [X4]) == pytest.approx(f(X4.copy()))
+    check_grads_python(f, [X4])
