@@ -286,6 +286,13 @@ class JitGrad:
                 bound = self._signature.bind(*args, **kwargs)
             except TypeError as error:
                 raise ArgumentError(f"{self.__name__}{self._signature}: {error}") from None
+            keyword_only = [k for k in kwargs if self._signature.parameters[k].kind ==
+                            inspect.Parameter.KEYWORD_ONLY]
+            if keyword_only:        # their defaults are read like globals, never passed
+                raise ArgumentError(
+                    f"{self.__name__}: keyword-only parameter(s) {', '.join(keyword_only)} "
+                    "cannot be passed to a jitad function (their defaults are compiled in); "
+                    "make them positional, or bind them with functools.partial")
             bound.apply_defaults()
             args = bound.args
         return list(args)
@@ -360,7 +367,7 @@ class JitGrad:
             raise GuardLimitError(self._guard_limit_message(entry))
         values = [v for v in runtime if v is not None]
         read = reads(self.fun, (key, exact, shapes_of(values)))
-        digest = read.digest
+        digest = None if self.has_aux else read.digest  # the store keeps no aux structure
         timer = stats.Timer()
         with _collector_paused():
             traced = store.load("traces", digest) if digest and load else None

@@ -118,3 +118,43 @@ def test_np_asarray_and_astype_without_copy_alias():
 
     assert python_value(jitad.jit_grad(f), [X4]) == pytest.approx(f(X4.copy()))
     check_grads_python(f, [X4])
+
+
+# ---------------------------------------------------------------- calls
+
+def _loss_and_input(x):
+    return np.sum(x * x), x
+
+
+def test_has_aux_objects_of_one_function_share_nothing_wrong():
+    """A second has_aux object of the same function found the first one's trace in the
+    store, which kept no aux structure: the call crashed (float() of a tuple)."""
+    x = np.array([1.0, 2.0])
+    for _ in range(2):
+        grad, aux = jitad.jit_grad(_loss_and_input, has_aux=True)(x)
+        np.testing.assert_allclose(grad, 2 * x)
+        np.testing.assert_allclose(aux, x)
+
+
+def test_keyword_only_arguments_are_never_silently_ignored():
+    """With *args the keyword-only `scale=5.0` was dropped: the gradient used the default."""
+    def f(x, *rest, scale=3.0):
+        return np.sum(x) * scale
+
+    with pytest.raises(jitad.ArgumentError, match="keyword-only parameter.*scale"):
+        jitad.jit_grad(f).wengert(X4, scale=5.0)
+
+
+def test_a_user_kernel_given_arguments_it_cannot_take_is_a_trace_error():
+    """A scalar kernel given an array failed with Numba's TypingError from inside jitad."""
+    numba = pytest.importorskip("numba")
+    import math
+
+    @numba.njit
+    def softplus_kernel(t):
+        return math.log1p(math.exp(t))
+
+    softplus = jitad.primitive(softplus_kernel, jvp=lambda p, t: t[0] / (1.0 + np.exp(-p[0])))
+    with pytest.raises(TraceError, match=r"(?s)softplus_kernel.* cannot be called with "
+                                         r"\(float64\[4\]\).*test_adversarial.py"):
+        jitad.jit_grad(lambda x: np.sum(softplus(x))).wengert(X4)
