@@ -60,6 +60,10 @@ def classify(value, name: str):
         if value.dtype == np.float64:
             return ("f8", value.ndim, tuple(min(d, 2) for d in value.shape)), value
         if kind in "iu":
+            if kind == "u" and value.itemsize == 8 and value.size and value.max() >= 2 ** 63:
+                raise ArgumentError(f"argument '{name}' is a uint64 array with values of 2**63 "
+                                    "or more: jitad computes with int64; pass "
+                                    f"{name}.astype(np.float64)")
             value = value.astype(np.int64, copy=False)
             return ("i8", value.ndim, tuple(min(d, 2) for d in value.shape)), value
         if kind == "b":

@@ -166,7 +166,10 @@ def bind(prim, *args, **params):
 def _constant_operand(state, value):
     """A Python scalar becomes a Literal; an array becomes a hidden constant input."""
     if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
-        return Literal(value.item() if isinstance(value, np.generic) else value), value
+        literal = value.item() if isinstance(value, np.generic) else value
+        if type(literal) is int and not -2 ** 63 <= literal < 2 ** 63:
+            literal = value = float(literal)   # as NumPy computes with it (no int64 literal)
+        return Literal(literal), value
     if isinstance(value, (list, tuple)):
         value = np.asarray(value)
     if isinstance(value, np.ndarray) and type(value) is not np.ndarray:
@@ -178,8 +181,11 @@ def _constant_operand(state, value):
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             return Literal(value.item()), value.item()
-        if value.dtype.kind not in "fiub":
-            raise TraceError(located(f"unsupported constant array of dtype {value.dtype}"))
+        if value.dtype.kind not in "fiub" or not value.dtype.isnative or \
+                value.dtype.kind == "f" and value.dtype.itemsize not in (4, 8):
+            raise TraceError(located(   # (float16, byte-swapped: the compiled code cannot read it)
+                f"unsupported constant array of dtype {value.dtype.str}: convert it outside the "
+                "function (e.g. c = c.astype(np.float64)) or pass it as an argument"))
         key = id(value)
         if key not in state.const_ids:
             var = Var(state.builder.fresh("c"), _dtype_name(value.dtype), value.shape)

@@ -9,7 +9,7 @@ import pytest
 import jitad
 from jitad.errors import TraceError
 
-from conftest import check_grads_python, python_value
+from conftest import check_grads_python, python_value, python_value_and_grad
 
 X4 = np.array([1.0, 2.0, 3.0, 4.0])
 WEIGHTS = np.arange(1.0, 17.0)
@@ -158,3 +158,37 @@ def test_a_user_kernel_given_arguments_it_cannot_take_is_a_trace_error():
     with pytest.raises(TraceError, match=r"(?s)softplus_kernel.* cannot be called with "
                                          r"\(float64\[4\]\).*test_adversarial.py"):
         jitad.jit_grad(lambda x: np.sum(softplus(x))).wengert(X4)
+
+
+# ---------------------------------------------------------------- numbers and dtypes
+
+def test_python_ints_beyond_int64_compute_as_floats():
+    """`np.sum(x) * n` with a static n = 10**20 printed an int literal Numba cannot type."""
+    def f(x, n):
+        return np.sum(x) * n + np.sum(x * (2 ** 70))
+
+    for n in (10 ** 20, -(10 ** 20)):
+        value, (grad,) = python_value_and_grad(jitad.jit_grad(f), [X4, n])
+        assert value == pytest.approx(f(X4, n), rel=1e-12)
+        np.testing.assert_allclose(grad, np.full(4, float(n) + 2.0 ** 70), rtol=1e-12)
+
+
+HALF = np.array([1.5, 2.5, 3.5, 4.5], dtype=np.float16)
+SWAPPED = np.array([1.5, 2.5, 3.5, 4.5], dtype=">f8")
+
+
+@pytest.mark.parametrize("constant", ["HALF", "SWAPPED"])
+def test_constant_arrays_numba_cannot_read_are_trace_errors(constant):
+    """A float16 or byte-swapped global array crashed in Numba (NotImplementedError)."""
+    c = globals()[constant]
+    with pytest.raises(TraceError, match="unsupported constant array of dtype.*astype"):
+        jitad.jit_grad(lambda x: np.sum(x * c)).wengert(X4)
+
+
+def test_uint64_beyond_int64_is_an_argument_error():
+    """uint64 values of 2**63 or more were converted to negative int64 values."""
+    big = np.array([2 ** 63 + 1, 1, 2, 3], dtype=np.uint64)
+    with pytest.raises(jitad.ArgumentError, match="uint64 array with values of 2\\*\\*63"):
+        jitad.jit_grad(lambda x, y: np.sum(x * y)).wengert(X4, big)
+    small = np.array([1, 2, 3, 4], dtype=np.uint64)       # fine: exactly int64
+    check_grads_python(lambda x, y: np.sum(x * y), [X4, small])
