@@ -20,7 +20,8 @@ import weakref
 import numpy as np
 
 from . import codegen, compile as compiler, disk, stats, store, tape
-from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, shapes_of, static_key
+from .cache import (MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, consts_digest, shapes_of,
+                    static_key)
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
                      NonScalarOutputError, RetraceWarning)
 from .reads import reads, underlying_function
@@ -385,6 +386,8 @@ class JitGrad:
         if digest:      # traces under one digest differ by their guards' outcomes
             digest += repr([e.params["expected"] for e in traced.wengert.entries
                             if e.prim.name == "guard"])
+            if traced.consts:   # and by the constants they froze (a mask's positions)
+                digest += consts_digest(traced.consts)
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
                           digest=digest, reads=read)
         variant.trace_s = timer.seconds                 # for its records (stats)

@@ -9,6 +9,7 @@ by guard outcomes; their number is bounded.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,6 +84,17 @@ def classify(value, name: str):
     raise ArgumentError(f"argument '{name}' has unsupported type {type(value).__name__}: jitad "
                         "takes floats, float64/integer/bool ndarrays (runtime inputs) and "
                         "int, bool, str, None or tuples of them (static, part of the cache key)")
+
+
+def consts_digest(consts) -> str:
+    """A digest of a trace's constant arrays: traces of one function and key that froze
+    different constants (a boolean mask argument's positions) may differ in their code."""
+    digest = hashlib.sha256()
+    for c in consts:
+        c = np.ascontiguousarray(c)
+        digest.update(f"{c.dtype.str}{c.shape}".encode())
+        digest.update(c.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def shapes_of(runtime_values) -> tuple:

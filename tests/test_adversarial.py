@@ -192,3 +192,19 @@ def test_uint64_beyond_int64_is_an_argument_error():
         jitad.jit_grad(lambda x, y: np.sum(x * y)).wengert(X4, big)
     small = np.array([1, 2, 3, 4], dtype=np.uint64)       # fine: exactly int64
     check_grads_python(lambda x, y: np.sum(x * y), [X4, small])
+
+
+def _by_mask_count(x, mask):
+    s = x[mask]
+    if len(s) > 2:                  # a size, not a guard: the code depends on the mask
+        return np.sum(s ** 2)
+    return np.sum(s ** 3)
+
+
+def test_traces_of_other_masks_never_share_a_stored_build():
+    """The second mask's trace found the first one's build in the store (same function,
+    key and guard outcomes) and ran it: sum(s**2) where NumPy computes sum(s**3)."""
+    f = jitad.jit_grad(_by_mask_count)
+    for mask in ([True, True, True, False], [True, True, False, False]):
+        mask = np.array(mask)
+        assert f.value(X4, mask) == pytest.approx(_by_mask_count(X4, mask))
