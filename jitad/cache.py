@@ -66,9 +66,12 @@ def classify(value, name: str):
                                     "or more: jitad computes with int64; pass "
                                     f"{name}.astype(np.float64)")
             value = value.astype(np.int64, copy=False)
-            return ("i8", value.ndim, tuple(min(d, 2) for d in value.shape)), value
+            # (a 0-d array as a scalar: Numba indexes with scalars, not 0-d arrays)
+            return ("i8", value.ndim, tuple(min(d, 2) for d in value.shape)), \
+                value[()] if value.ndim == 0 else value
         if kind == "b":
-            return ("b1", value.ndim, tuple(min(d, 2) for d in value.shape)), value
+            return ("b1", value.ndim, tuple(min(d, 2) for d in value.shape)), \
+                value[()] if value.ndim == 0 else value
         if kind == "f":
             raise ArgumentError(f"argument '{name}' is a {value.dtype} array: jitad computes in "
                                 f"float64; pass {name}.astype(np.float64)")

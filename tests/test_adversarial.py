@@ -208,3 +208,16 @@ def test_traces_of_other_masks_never_share_a_stored_build():
     for mask in ([True, True, True, False], [True, True, False, False]):
         mask = np.array(mask)
         assert f.value(X4, mask) == pytest.approx(_by_mask_count(X4, mask))
+
+
+def test_a_0d_integer_array_indexes_like_an_int():
+    """x[k] with k = np.array(2) generated code Numba could not compile (a 0-d array index)."""
+    f = jitad.jit_grad(lambda x, k: x[k] ** 2 + np.sum(x * k))
+    for k in (np.array(2), np.array(-1, dtype=np.int32)):
+        value, grad = f.value_and_grad(X4, k)
+        assert value == pytest.approx(X4[k] ** 2 + np.sum(X4 * k))
+        want = np.full(4, float(k))
+        want[k] += 2 * X4[k]
+        np.testing.assert_allclose(grad, want)
+    with pytest.raises(IndexError, match="index 7 is out of bounds"):
+        f(X4, np.array(7))
