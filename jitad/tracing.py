@@ -1372,7 +1372,8 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) ->
         if isinstance(result, Tracer):
             outputs = [result.var]
         elif isinstance(result, (int, float, np.integer, np.floating)) and \
-                not isinstance(result, (bool, np.bool_)):
+                not isinstance(result, (bool, np.bool_)) or \
+                type(result) is np.ndarray and result.ndim == 0 and result.dtype.kind in "fiu":
             outputs = [Literal(float(result))]    # a constant: its gradient is zero
         else:
             outputs = [result]

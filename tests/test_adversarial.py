@@ -221,3 +221,18 @@ def test_a_0d_integer_array_indexes_like_an_int():
         np.testing.assert_allclose(grad, want)
     with pytest.raises(IndexError, match="index 7 is out of bounds"):
         f(X4, np.array(7))
+
+
+# ---------------------------------------------------------------- outputs
+
+def test_a_reshaped_scalar_output_prints():
+    """np.sum(x).reshape(()) crashed codegen (a Literal seed read as a Var in a fused loop)."""
+    check_grads_python(lambda x: np.sum(x * x).reshape(()), [X4])
+    check_grads_python(lambda x: np.expand_dims(np.sum(x * x), 0)[0], [X4])
+
+
+def test_a_constant_0d_array_output_is_a_scalar():
+    """`return np.array(5.0)` was refused as 'not a scalar (a float or 0-d array)'."""
+    value, (grad,) = python_value_and_grad(jitad.jit_grad(lambda x: np.array(5.0)), [X4])
+    assert value == 5.0
+    np.testing.assert_array_equal(grad, np.zeros(4))
