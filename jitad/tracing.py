@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import builtins
 import functools
+import inspect
 import linecache
 import math
 import operator
@@ -1211,9 +1212,10 @@ class _Interceptor:
         if isinstance(fun, types.MethodType):
             return types.MethodType(self.entry(fun.__func__), fun.__self__)
         call = getattr(type(fun), "__call__", None)
-        if isinstance(call, types.FunctionType):
+        if isinstance(call, types.FunctionType) and not isinstance(
+                inspect.getattr_static(type(fun), "__call__", None), staticmethod):
             return types.MethodType(self.clone(call), fun)
-        return fun
+        return fun              # (jitad's own objects: called on tracers, they inline)
 
     def original(self, value):
         """The inverse of `translate` (for values cloned code writes into user modules)."""

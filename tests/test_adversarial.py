@@ -236,3 +236,12 @@ def test_a_constant_0d_array_output_is_a_scalar():
     value, (grad,) = python_value_and_grad(jitad.jit_grad(lambda x: np.array(5.0)), [X4])
     assert value == 5.0
     np.testing.assert_array_equal(grad, np.zeros(4))
+
+
+def test_jit_grad_of_a_jitad_object_differentiates_what_it_computes():
+    """jit_grad(loss) with loss a jit_grad object failed with Python's TypeError (its
+    generated __call__ was bound like a method); now it is loss's gradient, an array."""
+    loss = jitad.jit_grad(lambda x: np.sum(x ** 3))
+    with pytest.raises(jitad.NonScalarOutputError, match="returned an array of shape \\(4,\\)"):
+        jitad.jit_grad(loss).wengert(X4)
+    check_grads_python(jitad.jit_grad(lambda x: np.sum(loss(x) ** 2)), [X4])
