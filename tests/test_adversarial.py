@@ -245,3 +245,32 @@ def test_jit_grad_of_a_jitad_object_differentiates_what_it_computes():
     with pytest.raises(jitad.NonScalarOutputError, match="returned an array of shape \\(4,\\)"):
         jitad.jit_grad(loss).wengert(X4)
     check_grads_python(jitad.jit_grad(lambda x: np.sum(loss(x) ** 2)), [X4])
+
+
+# ---------------------------------------------------------------- what custom rules read
+
+RULE_SCALE = 2.0
+
+
+@jitad.custom_vjp
+def _scaled_by_rule(x):
+    return x * 2.0
+
+
+_scaled_by_rule.defvjp(lambda x: (x * 2.0, ()), lambda residuals, g: (g * RULE_SCALE,))
+
+
+def test_rebinding_a_global_a_custom_rule_reads_retraces():
+    """The bwd rule's global RULE_SCALE was rebound, and a redefined rule installed: calls
+    kept the old gradient (no binding a rule read was checked)."""
+    global RULE_SCALE
+    f = jitad.jit_grad(lambda x: np.sum(_scaled_by_rule(x)))
+    try:
+        for scale in (2.0, 7.0):
+            RULE_SCALE = scale
+            np.testing.assert_allclose(python_value_and_grad(f, [X4])[1][0], np.full(4, scale))
+        _scaled_by_rule.defvjp(lambda x: (x * 2.0, ()), lambda residuals, g: (g * 100.0,))
+        np.testing.assert_allclose(python_value_and_grad(f, [X4])[1][0], np.full(4, 100.0))
+    finally:
+        RULE_SCALE = 2.0
+        _scaled_by_rule.defvjp(lambda x: (x * 2.0, ()), lambda residuals, g: (g * RULE_SCALE,))
