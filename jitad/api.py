@@ -20,7 +20,8 @@ import weakref
 import numpy as np
 
 from . import codegen, compile as compiler, disk, stats, store, tape
-from .cache import MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, shapes_of, static_key
+from .cache import (MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, consts_digest, shapes_of,
+                    static_key)
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
                      NonScalarOutputError, RetraceWarning)
 from .reads import reads, underlying_function
@@ -287,6 +288,13 @@ class JitGrad:
                 bound = self._signature.bind(*args, **kwargs)
             except TypeError as error:
                 raise ArgumentError(f"{self.__name__}{self._signature}: {error}") from None
+            keyword_only = [k for k in kwargs if self._signature.parameters[k].kind ==
+                            inspect.Parameter.KEYWORD_ONLY]
+            if keyword_only:        # their defaults are read like globals, never passed
+                raise ArgumentError(
+                    f"{self.__name__}: keyword-only parameter(s) {', '.join(keyword_only)} "
+                    "cannot be passed to a jitad function (their defaults are compiled in); "
+                    "make them positional, or bind them with functools.partial")
             bound.apply_defaults()
             args = bound.args
         return list(args)
@@ -361,7 +369,7 @@ class JitGrad:
             raise GuardLimitError(self._guard_limit_message(entry))
         values = [v for v in runtime if v is not None]
         read = reads(self.fun, (key, exact, shapes_of(values)))
-        digest = read.digest
+        digest = None if self.has_aux else read.digest  # the store keeps no aux structure
         timer = stats.Timer()
         with _collector_paused():
             traced = store.load("traces", digest) if digest and load else None
@@ -379,6 +387,8 @@ class JitGrad:
         if digest:      # traces under one digest differ by their guards' outcomes
             digest += repr([e.params["expected"] for e in traced.wengert.entries
                             if e.prim.name == "guard"])
+            if traced.consts:   # and by the constants they froze (a mask's positions)
+                digest += consts_digest(traced.consts)
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
                           digest=digest, reads=read)
         variant.trace_s = timer.seconds                 # for its records (stats)

@@ -9,6 +9,7 @@ by guard outcomes; their number is bounded.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,10 +61,17 @@ def classify(value, name: str):
         if value.dtype == np.float64:
             return ("f8", value.ndim, tuple(min(d, 2) for d in value.shape)), value
         if kind in "iu":
+            if kind == "u" and value.itemsize == 8 and value.size and value.max() >= 2 ** 63:
+                raise ArgumentError(f"argument '{name}' is a uint64 array with values of 2**63 "
+                                    "or more: jitad computes with int64; pass "
+                                    f"{name}.astype(np.float64)")
             value = value.astype(np.int64, copy=False)
-            return ("i8", value.ndim, tuple(min(d, 2) for d in value.shape)), value
+            # (a 0-d array as a scalar: Numba indexes with scalars, not 0-d arrays)
+            return ("i8", value.ndim, tuple(min(d, 2) for d in value.shape)), \
+                value[()] if value.ndim == 0 else value
         if kind == "b":
-            return ("b1", value.ndim, tuple(min(d, 2) for d in value.shape)), value
+            return ("b1", value.ndim, tuple(min(d, 2) for d in value.shape)), \
+                value[()] if value.ndim == 0 else value
         if kind == "f":
             raise ArgumentError(f"argument '{name}' is a {value.dtype} array: jitad computes in "
                                 f"float64; pass {name}.astype(np.float64)")
@@ -79,6 +87,17 @@ def classify(value, name: str):
     raise ArgumentError(f"argument '{name}' has unsupported type {type(value).__name__}: jitad "
                         "takes floats, float64/integer/bool ndarrays (runtime inputs) and "
                         "int, bool, str, None or tuples of them (static, part of the cache key)")
+
+
+def consts_digest(consts) -> str:
+    """A digest of a trace's constant arrays: traces of one function and key that froze
+    different constants (a boolean mask argument's positions) may differ in their code."""
+    digest = hashlib.sha256()
+    for c in consts:
+        c = np.ascontiguousarray(c)
+        digest.update(f"{c.dtype.str}{c.shape}".encode())
+        digest.update(c.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def shapes_of(runtime_values) -> tuple:

@@ -296,7 +296,8 @@ def fusion_group(entries, start, users, limit=None):
     while stop < (len(entries) if limit is None else limit):
         e = entries[stop]
         if any(isinstance(a, Var) and a.name in reduced for a in e.ins):
-            if e.prim.name in AFTER_THE_LOOP and e.ins[0].name in reduced and not any(
+            if e.prim.name in AFTER_THE_LOOP and isinstance(e.ins[0], Var) and \
+                    e.ins[0].name in reduced and not any(
                     isinstance(a, Var) and a.name in inside for a in e.ins[1:]):
                 reduced.add(e.out.name)     # a reshape of an accumulator: printed after it
                 inside.add(e.out.name)

@@ -328,7 +328,19 @@ class UserKernel:
         if not _traced(args):
             return self.dispatcher(*args)
         rule = CustomRule(self.printed, len(args), kernel=self)
-        out = bind(REGISTRY["kernel_call"], *args, rule=rule)
+        try:
+            out = bind(REGISTRY["kernel_call"], *args, rule=rule)
+        except Exception as error:
+            if not type(error).__module__.startswith("numba"):
+                raise
+            kinds = ", ".join(f"{a.node.dtype}[{','.join(map(str, a.node.shape))}]"
+                              if isinstance(a, Tracer) else type(a).__name__ for a in args)
+            raise TraceError(located(
+                f"jitad.primitive {self.printed} cannot be called with ({kinds}): Numba "
+                f"could not compile the kernel for these arguments (its {type(error).__name__} "
+                "is shown above); pass arguments the kernel accepts (a scalar kernel takes "
+                "floats: call it per element, or write an array kernel with shape=...)")
+            ) from error
         if np.shape(out.value) != out.node.shape:
             raise TraceError(located(
                 f"jitad.primitive {self.printed} returned shape {np.shape(out.value)}, but its "

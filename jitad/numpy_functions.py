@@ -29,8 +29,8 @@ from .errors import ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
 from .tracing import (Tracer, _as_tracer, _broadcast_into, _check_writable, _concatenate,
-                      _expand_dims, _full_like, _rebind, _reshape, _stack, _transpose, bind,
-                      located)
+                      _expand_dims, _full_like, _note_view, _rebind, _reshape, _stack,
+                      _transpose, bind, located)
 
 
 def _p(name):
@@ -86,13 +86,17 @@ def _moved(x, move):
         return move(np.asarray(x, dtype=float))
     shape = x.shape                                   # reads sizes: the map is for this shape
     numbers = np.arange(1, int(np.prod(shape)) + 1, dtype=np.int64).reshape(shape)
-    positions = np.asarray(move(numbers)).astype(np.int64) - 1     # zero fill -> -1
+    moved = np.asarray(move(numbers))
+    positions = moved.astype(np.int64) - 1           # zero fill -> -1
     flat = _reshape(x, (-1,)) if x.ndim != 1 else x
     if positions.size and positions.min() < 0:       # -1 reads the appended zero
         flat = bind(_p("concatenate"), flat, _as_tracer(np.zeros(1)), axis=0)
     if positions.ndim == 0:
         return bind(_p("gather"), flat, int(positions))
-    return bind(_p("gather"), flat, _as_tracer(positions))
+    out = bind(_p("gather"), flat, _as_tracer(positions))
+    if np.shares_memory(moved, numbers):    # NumPy returns a view (flip, rot90, diagonal, r[...]):
+        _note_view(x, out, None)            # x's later updates must show in it, writes go to x
+    return out
 
 
 def _mover(function, **fixed):
@@ -843,10 +847,10 @@ UFUNCS = {
     np.radians: lambda x: x * (math.pi / 180.0),
     np.rad2deg: lambda x: x * (180.0 / math.pi),
     np.degrees: lambda x: x * (180.0 / math.pi),
-    np.positive: lambda x: x,
+    np.positive: lambda x: Tracer(x.node, x.value),      # ufuncs return a new array
     np.matmul: lambda a, b: matmul(a, b),
     np.floor_divide: lambda x, y: bind(_p("floor"), x / y),
-    np.conjugate: lambda x: x,
+    np.conjugate: lambda x: Tracer(x.node, x.value),
 }
 
 def _in_place(function, what):
@@ -906,7 +910,10 @@ def _array_function(original):
             if dtype is not None and np.dtype(dtype).kind != "f":
                 raise TraceError(located(f"np.{original.__name__} of traced values with dtype "
                                          f"{np.dtype(dtype)}: jitad computes in float64"))
-            return _nested(obj)
+            out = _nested(obj)
+            if out is obj and original is np.array and kwargs.get("copy", True) is not False:
+                return Tracer(obj.node, obj.value)       # np.array copies (np.asarray does not)
+            return out
         return original(obj, *args, **kwargs)
     array.__name__ = original.__name__
     array.__wrapped__ = original

@@ -119,6 +119,14 @@ class _Walker:
                 self.storable = False
         elif type(value).__module__ == "jitad.api":
             self.callable(value.fun)                 # a jit_grad object
+        elif type(value).__module__ == "jitad.custom":  # custom_vjp/custom_jvp, jitad.primitive
+            self.storable = False                     # (traces reading them are not stored)
+            attributes = getattr(value, "__dict__", {})
+            for key in ("fun", "fwd", "bwd", "rule", "vjp", "jvp", "shape"):
+                if key in attributes:       # their rules: defvjp/defjvp again, what they read
+                    self.bind(attributes, key, attributes[key])
+                    if attributes[key] is not None:
+                        self.value(attributes[key])
         elif isinstance(value, (types.FunctionType, types.MethodType, functools.partial)) \
                 and not _trusted(getattr(value, "__module__", "")):
             self.callable(value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import builtins
 import functools
+import inspect
 import linecache
 import math
 import operator
@@ -166,7 +167,10 @@ def bind(prim, *args, **params):
 def _constant_operand(state, value):
     """A Python scalar becomes a Literal; an array becomes a hidden constant input."""
     if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
-        return Literal(value.item() if isinstance(value, np.generic) else value), value
+        literal = value.item() if isinstance(value, np.generic) else value
+        if type(literal) is int and not -2 ** 63 <= literal < 2 ** 63:
+            literal = value = float(literal)   # as NumPy computes with it (no int64 literal)
+        return Literal(literal), value
     if isinstance(value, (list, tuple)):
         value = np.asarray(value)
     if isinstance(value, np.ndarray) and type(value) is not np.ndarray:
@@ -178,8 +182,11 @@ def _constant_operand(state, value):
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             return Literal(value.item()), value.item()
-        if value.dtype.kind not in "fiub":
-            raise TraceError(located(f"unsupported constant array of dtype {value.dtype}"))
+        if value.dtype.kind not in "fiub" or not value.dtype.isnative or \
+                value.dtype.kind == "f" and value.dtype.itemsize not in (4, 8):
+            raise TraceError(located(   # (float16, byte-swapped: the compiled code cannot read it)
+                f"unsupported constant array of dtype {value.dtype.str}: convert it outside the "
+                "function (e.g. c = c.astype(np.float64)) or pass it as an argument"))
         key = id(value)
         if key not in state.const_ids:
             var = Var(state.builder.fresh("c"), _dtype_name(value.dtype), value.shape)
@@ -475,7 +482,9 @@ class Tracer:
     def ravel(self):
         return _reshape(self, (-1,))
 
-    flatten = ravel
+    def flatten(self):
+        flat = _reshape(self, (-1,))
+        return Tracer(flat.node, flat.value)     # a copy, as NumPy's (ravel is a view)
 
     def squeeze(self, axis=None):
         return _squeeze(self, axis)
@@ -486,11 +495,11 @@ class Tracer:
     def copy(self):
         return Tracer(self.node, self.value)     # updates of the copy do not show in self
 
-    def astype(self, dtype):
+    def astype(self, dtype, copy=True):
         if np.dtype(dtype).kind != "f" or self.node.dtype != "float64":
             raise TraceError(located(f"astype({np.dtype(dtype)}) of a traced {self.node.dtype} "
                                      "value is not supported (jitad computes in float64)"))
-        return Tracer(self.node, self.value)
+        return Tracer(self.node, self.value) if copy else self
 
     # NumPy dispatch
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -1203,9 +1212,10 @@ class _Interceptor:
         if isinstance(fun, types.MethodType):
             return types.MethodType(self.entry(fun.__func__), fun.__self__)
         call = getattr(type(fun), "__call__", None)
-        if isinstance(call, types.FunctionType):
+        if isinstance(call, types.FunctionType) and not isinstance(
+                inspect.getattr_static(type(fun), "__call__", None), staticmethod):
             return types.MethodType(self.clone(call), fun)
-        return fun
+        return fun              # (jitad's own objects: called on tracers, they inline)
 
     def original(self, value):
         """The inverse of `translate` (for values cloned code writes into user modules)."""
@@ -1364,7 +1374,8 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) ->
         if isinstance(result, Tracer):
             outputs = [result.node]
         elif isinstance(result, (int, float, np.integer, np.floating)) and \
-                not isinstance(result, (bool, np.bool_)):
+                not isinstance(result, (bool, np.bool_)) or \
+                type(result) is np.ndarray and result.ndim == 0 and result.dtype.kind in "fiu":
             outputs = [Literal(float(result))]    # a constant: its gradient is zero
         else:
             outputs = [result]
