@@ -19,6 +19,7 @@ import pickle
 import sys
 import threading
 import types
+import warnings
 from pathlib import Path
 
 import numba
@@ -138,6 +139,14 @@ def tape_kernel(wengert):
 def _stem(source: str, fn_name: str) -> str:
     digest = hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:20]
     return f"{fn_name}_{digest}"
+
+
+# Numba's performance hints about generated code ("np.dot() is faster on contiguous
+# arrays") point at jitad's lines, not the user's, who can do nothing about them. Generated
+# files are named `<function>_<20 hex digits>.py` (warnings match their path without .py)
+# or `<jitad ...>` in memory.
+warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning,
+                        module=r"(.*_[0-9a-f]{20}|<jitad .*>)$")
 
 
 def source_file(source: str, fn_name: str) -> str:

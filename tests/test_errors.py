@@ -2,6 +2,11 @@
 source text) and how to fix it. Values outside a function's domain are not errors.
 """
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +248,21 @@ def test_nan_outside_the_domain_in_array_code():
     value, grad = f.value_and_grad(np.array([-1.0, 1.0]))
     assert math.isnan(value)
     assert math.isnan(grad[0]) and grad[1] == pytest.approx(1.0)     # d(x log x) = log x + 1
+
+
+def test_numba_performance_hints_about_generated_code_are_not_shown(tmp_path):
+    """In a fresh process (pytest resets warning filters a module installs at import)."""
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent("""
+        import numba, numpy as np, jitad
+        a, x = np.arange(24.0).reshape(4, 6), np.ones(3)
+        jitad.jit_grad(lambda a, x: np.sum((a[:, ::2] @ x) ** 2), argnums=1)(a, x)
+        numba.njit(lambda a, x: a @ x)(a[:, ::2], x)      # the user's own code still warns
+    """))
+    env = {**os.environ, "JITAD_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(jitad.__file__).resolve().parent.parent)}   # this checkout
+    run = subprocess.run([sys.executable, "-W", "default", str(script)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    hints = [line for line in run.stderr.splitlines() if "NumbaPerformanceWarning" in line]
+    assert len(hints) == 1 and hints[0].startswith(str(script)), run.stderr
