@@ -506,7 +506,8 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
     head += [f"{names[j]}_tape = np.empty({iterations})" for j in sorted(taped)
              if entries[run.start + j].out.ndim == 0]
     loop = [f"for {counter} in range({iterations}):"]
-    for j in range(period):
+
+    def operands_of(j):
         e = entries[run.start + j]
         operands = []
         for p, (a, d) in enumerate(zip(e.ins, run.operands[j])):
@@ -522,6 +523,18 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
             else:
                 t = text(a)
             operands.append(Var(t, a.dtype, a.shape) if isinstance(a, Var) else a)
+        return operands
+
+    segments = _loop_segments(run, entries, taped, needed, read_outside)
+    j = 0
+    while j < period:
+        if j in segments:
+            loop += ["    " + line for line in _print_loop_segment(
+                run, j, segments[j], entries, names, label, operands_of, counter, taped)]
+            j = segments[j][0]
+            continue
+        e = entries[run.start + j]
+        operands = operands_of(j)
         params0, leaves = run.params[j]
         varying = iter([LoopIndex(first, stride, counter) if stride else first
                         for first, stride in leaves])
@@ -534,6 +547,7 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
                      f"        {names[j]}_tape = np.empty(({iterations},) + {names[j]}.shape)"]
         if j in taped:
             loop.append(f"    {names[j]}_tape[{counter}] = {names[j]}")
+        j += 1
     loop += [f"    {names[r]}_prev = {names[r]}" for r in sorted(carried)]
     for index in range(run.start, run.stop):
         e = entries[index]
@@ -547,6 +561,136 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
         elif block == iterations - 1 or j in run.chains:
             printed[e.out.name] = names[j]
     return head + loop
+
+
+def _loop_fusable(e, shape) -> bool:
+    """An elementwise entry of a loop body computable element by element over `shape`
+    (array operands of exactly that shape: no broadcasting inside loop bodies)."""
+    if e.prim.name not in FUSABLE or e.out.shape != shape or e.out.dtype not in _NUMPY_DTYPE:
+        return False
+    if e.prim.name == "full_like":
+        return e.ins[1].ndim == 0
+    return all(a.ndim == 0 or a.shape == shape for a in e.ins if isinstance(a, Var))
+
+
+def _loop_segments(run, entries, taped, needed, read_outside) -> dict:
+    """The runs of offsets of a re-rolled loop body printed as one loop over elements:
+    first offset -> (stop, offsets stored to arrays). A segment is two or more elementwise
+    entries of one shape, possibly ending in full sums (accumulated as scalars); an entry
+    reading such a sum ends it. Only values read after the segment (by later offsets, the
+    next iteration, a tape, code after the loop) or updated in place are stored; the
+    others stay per-element scalars, so the body allocates no temporaries for them."""
+    readers: dict = {}
+    for j, descriptors in enumerate(run.operands):
+        for d in descriptors:
+            if d[0] in ("local", "carried"):
+                readers.setdefault(d[1], []).append((j, d[0]))
+    segments, j = {}, 0
+    while j < run.period:
+        first = entries[run.start + j]
+        shape = first.out.shape
+        if not shape or not _loop_fusable(first, shape):
+            j += 1
+            continue
+        stop, reduced = j, set()
+        while stop < run.period:
+            e = entries[run.start + stop]
+            if any(d[0] == "local" and d[1] in reduced for d in run.operands[stop]):
+                break
+            if e.prim.name == "sum" and e.out.ndim == 0 and e.ins[0].shape == shape \
+                    and e.ins[0].dtype == "float64":
+                reduced.add(stop)
+            elif not _loop_fusable(e, shape):
+                break
+            stop += 1
+        if stop - j < 2:
+            j = max(stop, j + 1)
+            continue
+        kept = set()
+        for s in range(j, stop):
+            last = entries[run.stop - run.period + s].out.name
+            if s not in reduced and (s in taped or s in needed or read_outside(last) or any(
+                    kind == "carried" or not j <= r < stop for r, kind in readers.get(s, ()))):
+                kept.add(s)
+        # In-place links store into their buffer; a buffer made in the segment is stored
+        # only when some link of it is read after the segment.
+        for s in sorted(run.chains.intersection(range(j, stop))):
+            root = s
+            while root in run.chains and run.operands[root][0][0] == "local":
+                root = run.operands[root][0][1]
+            if root in run.chains or not j <= root < stop:
+                kept.add(s)             # an accumulator from before the segment
+            elif s in kept:
+                kept.update(k for k in range(root, s + 1) if k == root or k in run.chains)
+        segments[j] = (stop, kept)
+        j = stop
+    return segments
+
+
+def _print_loop_segment(run, j0, segment, entries, names, label, operands_of, counter,
+                        taped) -> list:
+    """One segment of a loop body (see `_loop_segments`) as a loop nest over its elements;
+    stored values are written straight into their tape row when taped."""
+    stop, kept = segment
+    shape = entries[run.start + j0].out.shape
+    index = ", ".join(f"i{k}" for k in range(len(shape)))
+    element_name = {s: f"{label[entries[run.start + s].out.name]}_e" for s in range(j0, stop)}
+    inside = set(element_name)
+    operands = {s: operands_of(s) for s in range(j0, stop)}
+    outside = []
+    for s in range(j0, stop):
+        e = entries[run.start + s]
+        for p, (a, d) in enumerate(zip(operands[s], run.operands[s])):
+            if isinstance(a, Var) and a.ndim and not (d[0] == "local" and d[1] in inside):
+                outside.append((a.name, p == 0 and e.prim.name == "full_like"))
+    ref = next(name for name, _ in outside)
+    head = [f"# fused: {stop - j0} elementwise entries of the loop body in one loop"]
+    head += [f"check_broadcast({ref}.shape, {name}.shape)"
+             for name in dict.fromkeys(name for name, _ in outside) if name != ref]
+    body, after = [], []
+    for s in range(j0, stop):
+        e = entries[run.start + s]
+        elements = []
+        for a, d in zip(operands[s], run.operands[s]):
+            if not isinstance(a, Var):
+                elements.append(a)
+            elif d[0] == "local" and d[1] in inside:
+                elements.append(Var(element_name[d[1]], a.dtype, ()))
+            elif d[0] == "tape" and a.name.endswith("]"):       # a row of a tape
+                elements.append(Var(f"{a.name[:-1]}, {index}]", a.dtype, ()))
+            else:
+                elements.append(Var(f"{a.name}[{index}]" if a.ndim else a.name, a.dtype, ()))
+        if e.prim.name == "sum":
+            head.append(_comment(f"{names[s]} = 0.0", e.loc))
+            body.append(f"{names[s]} += {elements[0].name}")
+            if s in taped:
+                after.append(f"{names[s]}_tape[{counter}] = {names[s]}")
+            continue
+        if e.prim.name == "full_like":
+            line = f"{element_name[s]} = {operand_text(elements[1])}"
+        else:
+            params0, leaves = run.params[s]
+            varying = iter([LoopIndex(first, stride, counter) if stride else first
+                            for first, stride in leaves])
+            params = {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
+            line = e.prim.lines(element_name[s], elements, params)[0]
+        body.append(_comment(line, e.loc))
+        if s in kept:
+            body.append(f"{names[s]}[{index}] = {element_name[s]}")
+        if s in run.chains:
+            continue
+        if s in kept and s in taped:
+            head += [f"if {counter} == 0:",
+                     f"    {names[s]}_tape = np.empty(({run.iterations},) + {ref}.shape, "
+                     f"dtype={_NUMPY_DTYPE[e.out.dtype]})",
+                     f"{names[s]} = {names[s]}_tape[{counter}]"]
+        elif s in kept:
+            head.append(f"{names[s]} = np.empty({ref}.shape, dtype={_NUMPY_DTYPE[e.out.dtype]})")
+    lines = list(head)
+    for depth in range(len(shape)):
+        lines.append("    " * depth + f"for i{depth} in range({ref}.shape[{depth}]):")
+    lines += ["    " * len(shape) + line for line in body]
+    return lines + after
 
 
 def printable_runs(wengert: WengertList, runs=None) -> tuple:
