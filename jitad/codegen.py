@@ -19,9 +19,9 @@ from .primitives.custom import KERNELS, user_kernels
 from .wengert import Literal, Var, WengertList
 
 RESERVED = {"np", "math", "GuardFailed", *runtime.__all__, *llvm.WRAPPER_NAMES}
-# Names codegen makes up (loop indices and counters, per-element, view, carried, tape and
+# Names codegen makes up (loop indices and counters, per-element, view, carried, tape, row and
 # copied values, llvm adjoint buffers): printed value names never take this form.
-GENERATED = re.compile(r"^([ijk]\d*|adjoint\d+)$|_(e|view|prev|tape|out)$")
+GENERATED = re.compile(r"^([ijk]\d*|adjoint\d+)$|_(e|view|prev|tape|rows|out)$")
 COMMENT_COLUMN = 44
 
 
@@ -563,6 +563,9 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
     return head + loop
 
 
+ROWS = 2    # buffers of a value stored by a loop body: this iteration's and the previous one's
+
+
 def _loop_fusable(e, shape) -> bool:
     """An elementwise entry of a loop body computable element by element over `shape`
     (array operands of exactly that shape: no broadcasting inside loop bodies)."""
@@ -592,25 +595,31 @@ def _loop_segments(run, entries, taped, needed, read_outside) -> dict:
         if not shape or not _loop_fusable(first, shape):
             j += 1
             continue
-        stop, reduced = j, set()
+        stop, reduced, hoisted = j, set(), set()
         while stop < run.period:
             e = entries[run.start + stop]
-            if any(d[0] == "local" and d[1] in reduced for d in run.operands[stop]):
+            local = [d[1] for d in run.operands[stop] if d[0] == "local" and d[1] >= j]
+            if reduced.intersection(local):
                 break
             if e.prim.name == "sum" and e.out.ndim == 0 and e.ins[0].shape == shape \
                     and e.ins[0].dtype == "float64":
                 reduced.add(stop)
+            elif e.prim.name == "getitem" and e.prim.view and e.out.ndim and not local:
+                hoisted.add(stop)       # a view of an array from before: taken first
             elif not _loop_fusable(e, shape):
                 break
             stop += 1
-        if stop - j < 2:
+        while stop - 1 in hoisted:
+            hoisted.discard(stop - 1)
+            stop -= 1
+        if stop - j - len(hoisted) < 2:
             j = max(stop, j + 1)
             continue
         kept = set()
-        for s in range(j, stop):
+        for s in set(range(j, stop)) - hoisted - reduced:
             last = entries[run.stop - run.period + s].out.name
-            if s not in reduced and (s in taped or s in needed or read_outside(last) or any(
-                    kind == "carried" or not j <= r < stop for r, kind in readers.get(s, ()))):
+            if s in taped or s in needed or read_outside(last) or any(
+                    kind == "carried" or not j <= r < stop for r, kind in readers.get(s, ())):
                 kept.add(s)
         # In-place links store into their buffer; a buffer made in the segment is stored
         # only when some link of it is read after the segment.
@@ -622,41 +631,55 @@ def _loop_segments(run, entries, taped, needed, read_outside) -> dict:
                 kept.add(s)             # an accumulator from before the segment
             elif s in kept:
                 kept.update(k for k in range(root, s + 1) if k == root or k in run.chains)
-        segments[j] = (stop, kept)
+        segments[j] = (stop, kept, hoisted)
         j = stop
     return segments
 
 
+def _loop_params(run, j, counter) -> dict:
+    """The parameters of offset `j` of `run` at iteration `counter` (indices affine in it)."""
+    params0, leaves = run.params[j]
+    varying = iter([LoopIndex(first, stride, counter) if stride else first
+                    for first, stride in leaves])
+    return {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
+
+
 def _print_loop_segment(run, j0, segment, entries, names, label, operands_of, counter,
                         taped) -> list:
-    """One segment of a loop body (see `_loop_segments`) as a loop nest over its elements;
-    stored values are written straight into their tape row when taped."""
-    stop, kept = segment
+    """One segment of a loop body (see `_loop_segments`) as a loop nest over its elements.
+    Stored values are written straight into their tape row when taped, else into one of
+    two rows allocated at the first iteration (a carried value is read while the next is
+    computed), so the body allocates nothing after its first iteration."""
+    stop, kept, hoisted = segment
     shape = entries[run.start + j0].out.shape
     index = ", ".join(f"i{k}" for k in range(len(shape)))
-    element_name = {s: f"{label[entries[run.start + s].out.name]}_e" for s in range(j0, stop)}
-    inside = set(element_name)
-    operands = {s: operands_of(s) for s in range(j0, stop)}
+    inside = [s for s in range(j0, stop) if s not in hoisted]
+    element_name = {s: f"{label[entries[run.start + s].out.name]}_e" for s in inside}
+    operands = {s: operands_of(s) for s in inside}
+    head = [f"# fused: {len(inside)} elementwise entries of the loop body in one loop"]
+    for s in sorted(hoisted):
+        e = entries[run.start + s]
+        lines = e.prim.lines(names[s], operands_of(s), _loop_params(run, s, counter))
+        head += [_comment(lines[0], e.loc)] + lines[1:]
     outside = []
-    for s in range(j0, stop):
+    for s in inside:
         e = entries[run.start + s]
         for p, (a, d) in enumerate(zip(operands[s], run.operands[s])):
-            if isinstance(a, Var) and a.ndim and not (d[0] == "local" and d[1] in inside):
+            if isinstance(a, Var) and a.ndim and not (d[0] == "local" and d[1] in element_name):
                 outside.append((a.name, p == 0 and e.prim.name == "full_like"))
     ref = next(name for name, _ in outside)
-    head = [f"# fused: {stop - j0} elementwise entries of the loop body in one loop"]
     head += [f"check_broadcast({ref}.shape, {name}.shape)"
              for name in dict.fromkeys(name for name, _ in outside) if name != ref]
     body, after = [], []
-    for s in range(j0, stop):
+    for s in inside:
         e = entries[run.start + s]
         elements = []
         for a, d in zip(operands[s], run.operands[s]):
             if not isinstance(a, Var):
                 elements.append(a)
-            elif d[0] == "local" and d[1] in inside:
+            elif d[0] == "local" and d[1] in element_name:
                 elements.append(Var(element_name[d[1]], a.dtype, ()))
-            elif d[0] == "tape" and a.name.endswith("]"):       # a row of a tape
+            elif d[0] == "tape" and a.ndim and a.name.endswith("]"):    # a row of a tape
                 elements.append(Var(f"{a.name[:-1]}, {index}]", a.dtype, ()))
             else:
                 elements.append(Var(f"{a.name}[{index}]" if a.ndim else a.name, a.dtype, ()))
@@ -669,11 +692,7 @@ def _print_loop_segment(run, j0, segment, entries, names, label, operands_of, co
         if e.prim.name == "full_like":
             line = f"{element_name[s]} = {operand_text(elements[1])}"
         else:
-            params0, leaves = run.params[s]
-            varying = iter([LoopIndex(first, stride, counter) if stride else first
-                            for first, stride in leaves])
-            params = {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
-            line = e.prim.lines(element_name[s], elements, params)[0]
+            line = e.prim.lines(element_name[s], elements, _loop_params(run, s, counter))[0]
         body.append(_comment(line, e.loc))
         if s in kept:
             body.append(f"{names[s]}[{index}] = {element_name[s]}")
@@ -684,8 +703,11 @@ def _print_loop_segment(run, j0, segment, entries, names, label, operands_of, co
                      f"    {names[s]}_tape = np.empty(({run.iterations},) + {ref}.shape, "
                      f"dtype={_NUMPY_DTYPE[e.out.dtype]})",
                      f"{names[s]} = {names[s]}_tape[{counter}]"]
-        elif s in kept:
-            head.append(f"{names[s]} = np.empty({ref}.shape, dtype={_NUMPY_DTYPE[e.out.dtype]})")
+        elif s in kept:     # rows used in turn: the previous iteration's value stays
+            head += [f"if {counter} == 0:",
+                     f"    {names[s]}_rows = np.empty(({ROWS},) + {ref}.shape, "
+                     f"dtype={_NUMPY_DTYPE[e.out.dtype]})",
+                     f"{names[s]} = {names[s]}_rows[{counter} % {ROWS}]"]
     lines = list(head)
     for depth in range(len(shape)):
         lines.append("    " * depth + f"for i{depth} in range({ref}.shape[{depth}]):")
