@@ -530,7 +530,7 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
     while j < period:
         if j in segments:
             loop += ["    " + line for line in _print_loop_segment(
-                run, j, segments[j], entries, names, label, operands_of, counter, taped)]
+                run, j, segments[j], entries, names, label, operands_of, counter, taped, head)]
             j = segments[j][0]
             continue
         e = entries[run.start + j]
@@ -645,11 +645,12 @@ def _loop_params(run, j, counter) -> dict:
 
 
 def _print_loop_segment(run, j0, segment, entries, names, label, operands_of, counter,
-                        taped) -> list:
+                        taped, before) -> list:
     """One segment of a loop body (see `_loop_segments`) as a loop nest over its elements.
     Stored values are written straight into their tape row when taped, else into one of
     two rows allocated at the first iteration (a carried value is read while the next is
-    computed), so the body allocates nothing after its first iteration."""
+    computed), so the body allocates nothing after its first iteration. Shape checks of
+    operands defined before the loop go to `before` (printed before it)."""
     stop, kept, hoisted = segment
     shape = entries[run.start + j0].out.shape
     index = ", ".join(f"i{k}" for k in range(len(shape)))
@@ -661,15 +662,16 @@ def _print_loop_segment(run, j0, segment, entries, names, label, operands_of, co
         e = entries[run.start + s]
         lines = e.prim.lines(names[s], operands_of(s), _loop_params(run, s, counter))
         head += [_comment(lines[0], e.loc)] + lines[1:]
-    outside = []
+    outside = {}            # array operands from outside the segment: loop-invariant?
     for s in inside:
-        e = entries[run.start + s]
-        for p, (a, d) in enumerate(zip(operands[s], run.operands[s])):
+        for a, d in zip(operands[s], run.operands[s]):
             if isinstance(a, Var) and a.ndim and not (d[0] == "local" and d[1] in element_name):
-                outside.append((a.name, p == 0 and e.prim.name == "full_like"))
-    ref = next(name for name, _ in outside)
-    head += [f"check_broadcast({ref}.shape, {name}.shape)"
-             for name in dict.fromkeys(name for name, _ in outside) if name != ref]
+                outside[a.name] = outside.get(a.name, True) and d[0] == "outside"
+    ref = next((name for name, invariant in outside.items() if invariant), next(iter(outside)))
+    for name, invariant in outside.items():     # invariant pairs are checked once
+        if name != ref:
+            (before if invariant and outside[ref] else head).append(
+                f"check_broadcast({ref}.shape, {name}.shape)")
     body, after = [], []
     for s in inside:
         e = entries[run.start + s]
