@@ -604,7 +604,8 @@ def _loop_segments(run, entries, taped, needed, read_outside) -> dict:
             if e.prim.name == "sum" and e.out.ndim == 0 and e.ins[0].shape == shape \
                     and e.ins[0].dtype == "float64":
                 reduced.add(stop)
-            elif e.prim.name == "getitem" and e.prim.view and e.out.ndim and not local:
+            elif e.prim.name == "getitem" and e.prim.view and e.out.ndim and not local \
+                    and stop not in taped and stop not in needed:
                 hoisted.add(stop)       # a view of an array from before: taken first
             elif not _loop_fusable(e, shape):
                 break
