@@ -234,3 +234,42 @@ def test_lstm_example_loop_bodies_allocate_only_at_their_first_iteration():
     for body in bodies:
         assert allocations_after_first_iteration(body) == 0, "\n".join(body)
         assert not whole_array_calls(body), "\n".join(body)
+
+
+def matrix_state(A, B):
+    """A 2-D state: the fused body loops over both axes."""
+    H, total = np.zeros(A.shape), 0.0
+    for t in range(B.shape[0]):
+        H = np.tanh(H * A + B[t])
+        total += np.sum(H * H)
+    return total + np.sum(H)
+
+
+def leaky(w, x):
+    """Comparisons, maximum and where inside the body."""
+    h, total = np.zeros(w.shape[0]), 0.0
+    for t in range(x.shape[0]):
+        h = np.maximum(h * w + x[t], 0.1 * (h * w + x[t]))
+        total += np.sum(np.where(h > 0.2, h, -h) ** 2)
+    return total
+
+
+def normalized(w, x):
+    """Powers, roots, and a sum the rest of the body divides by."""
+    h = np.ones(w.shape[0]) * 0.5
+    for t in range(x.shape[0]):
+        h = 0.3 * (h * w + x[t]) ** 2 + np.sqrt(np.abs(h) + 1.0)
+        h = h / (1.0 + np.sum(h * h))
+    return np.sum(h * w)
+
+
+@pytest.mark.parametrize("fun, shapes", [(matrix_state, ((3, 4), (9, 3, 4))),
+                                         (leaky, ((5,), (9, 5))), (normalized, ((5,), (9, 5)))],
+                         ids=["matrix_state", "leaky", "normalized"])
+def test_more_bodies_fuse_and_differentiate(fun, shapes):
+    rng = np.random.default_rng(7)
+    args = [rng.uniform(-1.0, 1.0, shape) for shape in shapes]
+    f = jitad.jit_grad(fun, code_shape="loops")
+    source = source_of(f, *args)
+    assert source.count("# loop:") == 2 and "of the loop body in one loop" in source
+    check_grads_python(f, args)
