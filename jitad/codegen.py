@@ -624,14 +624,18 @@ def _loop_segments(run, entries, taped, needed, read_outside) -> dict:
                 kept.add(s)
         # In-place links store into their buffer; a buffer made in the segment is stored
         # only when some link of it is read after the segment.
+        links: dict = {}
         for s in sorted(run.chains.intersection(range(j, stop))):
             root = s
             while root in run.chains and run.operands[root][0][0] == "local":
                 root = run.operands[root][0][1]
             if root in run.chains or not j <= root < stop:
                 kept.add(s)             # an accumulator from before the segment
-            elif s in kept:
-                kept.update(k for k in range(root, s + 1) if k == root or k in run.chains)
+            else:
+                links.setdefault(root, []).append(s)
+        for root, chain in links.items():
+            if kept.intersection(chain):
+                kept.update([root, *chain])
         segments[j] = (stop, kept, hoisted)
         j = stop
     return segments
