@@ -19,9 +19,9 @@ from .primitives.custom import KERNELS, user_kernels
 from .wengert import Literal, Var, WengertList
 
 RESERVED = {"np", "math", "GuardFailed", *runtime.__all__, *llvm.WRAPPER_NAMES}
-# Names codegen makes up (loop indices and counters, per-element, view, carried, tape and
+# Names codegen makes up (loop indices and counters, per-element, view, carried, tape, row and
 # copied values, llvm adjoint buffers): printed value names never take this form.
-GENERATED = re.compile(r"^([ijk]\d*|adjoint\d+)$|_(e|view|prev|tape|out)$")
+GENERATED = re.compile(r"^([ijk]\d*|adjoint\d+)$|_(e|view|prev|tape|rows|out)$")
 COMMENT_COLUMN = 44
 
 
@@ -507,7 +507,8 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
     head += [f"{names[j]}_tape = np.empty({iterations})" for j in sorted(taped)
              if entries[run.start + j].out.ndim == 0]
     loop = [f"for {counter} in range({iterations}):"]
-    for j in range(period):
+
+    def operands_of(j):
         e = entries[run.start + j]
         operands = []
         for p, (a, d) in enumerate(zip(e.ins, run.operands[j])):
@@ -523,6 +524,18 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
             else:
                 t = text(a)
             operands.append(Var(t, a.dtype, a.shape) if isinstance(a, Var) else a)
+        return operands
+
+    segments = _loop_segments(run, entries, taped, needed, read_outside)
+    j = 0
+    while j < period:
+        if j in segments:
+            loop += ["    " + line for line in _print_loop_segment(
+                run, j, segments[j], entries, names, label, operands_of, counter, taped, head)]
+            j = segments[j][0]
+            continue
+        e = entries[run.start + j]
+        operands = operands_of(j)
         params0, leaves = run.params[j]
         varying = iter([LoopIndex(first, stride, counter) if stride else first
                         for first, stride in leaves])
@@ -535,6 +548,7 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
                      f"        {names[j]}_tape = np.empty(({iterations},) + {names[j]}.shape)"]
         if j in taped:
             loop.append(f"    {names[j]}_tape[{counter}] = {names[j]}")
+        j += 1
     loop += [f"    {names[r]}_prev = {names[r]}" for r in sorted(carried)]
     for index in range(run.start, run.stop):
         e = entries[index]
@@ -548,6 +562,165 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
         elif block == iterations - 1 or j in run.chains:
             printed[e.out.name] = names[j]
     return head + loop
+
+
+ROWS = 2    # buffers of a value stored by a loop body: this iteration's and the previous one's
+
+
+def _loop_fusable(e, shape) -> bool:
+    """An elementwise entry of a loop body computable element by element over `shape`
+    (array operands of exactly that shape: no broadcasting inside loop bodies)."""
+    if e.prim.name not in FUSABLE or e.out.shape != shape or e.out.dtype not in _NUMPY_DTYPE:
+        return False
+    if e.prim.name == "full_like":
+        return e.ins[1].ndim == 0
+    return all(a.ndim == 0 or a.shape == shape for a in e.ins if isinstance(a, Var))
+
+
+def _loop_segments(run, entries, taped, needed, read_outside) -> dict:
+    """The runs of offsets of a re-rolled loop body printed as one loop over elements:
+    first offset -> (stop, offsets stored to arrays). A segment is two or more elementwise
+    entries of one shape, possibly ending in full sums (accumulated as scalars); an entry
+    reading such a sum ends it. Only values read after the segment (by later offsets, the
+    next iteration, a tape, code after the loop) or updated in place are stored; the
+    others stay per-element scalars, so the body allocates no temporaries for them."""
+    readers: dict = {}
+    for j, descriptors in enumerate(run.operands):
+        for d in descriptors:
+            if d[0] in ("local", "carried"):
+                readers.setdefault(d[1], []).append((j, d[0]))
+    segments, j = {}, 0
+    while j < run.period:
+        first = entries[run.start + j]
+        shape = first.out.shape
+        if not shape or not _loop_fusable(first, shape):
+            j += 1
+            continue
+        stop, reduced, hoisted = j, set(), set()
+        while stop < run.period:
+            e = entries[run.start + stop]
+            local = [d[1] for d in run.operands[stop] if d[0] == "local" and d[1] >= j]
+            if reduced.intersection(local):
+                break
+            if e.prim.name == "sum" and e.out.ndim == 0 and e.ins[0].shape == shape \
+                    and e.ins[0].dtype == "float64":
+                reduced.add(stop)
+            elif e.prim.name == "getitem" and e.prim.view and e.out.ndim and not local \
+                    and stop not in taped and stop not in needed:
+                hoisted.add(stop)       # a view of an array from before: taken first
+            elif not _loop_fusable(e, shape):
+                break
+            stop += 1
+        while stop - 1 in hoisted:
+            hoisted.discard(stop - 1)
+            stop -= 1
+        if stop - j - len(hoisted) < 2:
+            j = max(stop, j + 1)
+            continue
+        kept = set()
+        for s in set(range(j, stop)) - hoisted - reduced:
+            last = entries[run.stop - run.period + s].out.name
+            if s in taped or s in needed or read_outside(last) or any(
+                    kind == "carried" or not j <= r < stop for r, kind in readers.get(s, ())):
+                kept.add(s)
+        # In-place links store into their buffer; a buffer made in the segment is stored
+        # only when some link of it is read after the segment.
+        links: dict = {}
+        for s in sorted(run.chains.intersection(range(j, stop))):
+            root = s
+            while root in run.chains and run.operands[root][0][0] == "local":
+                root = run.operands[root][0][1]
+            if root in run.chains or not j <= root < stop:
+                kept.add(s)             # an accumulator from before the segment
+            else:
+                links.setdefault(root, []).append(s)
+        for root, chain in links.items():
+            if kept.intersection(chain):
+                kept.update([root, *chain])
+        segments[j] = (stop, kept, hoisted)
+        j = stop
+    return segments
+
+
+def _loop_params(run, j, counter) -> dict:
+    """The parameters of offset `j` of `run` at iteration `counter` (indices affine in it)."""
+    params0, leaves = run.params[j]
+    varying = iter([LoopIndex(first, stride, counter) if stride else first
+                    for first, stride in leaves])
+    return {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
+
+
+def _print_loop_segment(run, j0, segment, entries, names, label, operands_of, counter,
+                        taped, before) -> list:
+    """One segment of a loop body (see `_loop_segments`) as a loop nest over its elements.
+    Stored values are written straight into their tape row when taped, else into one of
+    two rows allocated at the first iteration (a carried value is read while the next is
+    computed), so the body allocates nothing after its first iteration. Shape checks of
+    operands defined before the loop go to `before` (printed before it)."""
+    stop, kept, hoisted = segment
+    shape = entries[run.start + j0].out.shape
+    index = ", ".join(f"i{k}" for k in range(len(shape)))
+    inside = [s for s in range(j0, stop) if s not in hoisted]
+    element_name = {s: f"{label[entries[run.start + s].out.name]}_e" for s in inside}
+    operands = {s: operands_of(s) for s in inside}
+    head = [f"# fused: {len(inside)} elementwise entries of the loop body in one loop"]
+    for s in sorted(hoisted):
+        e = entries[run.start + s]
+        lines = e.prim.lines(names[s], operands_of(s), _loop_params(run, s, counter))
+        head += [_comment(lines[0], e.loc)] + lines[1:]
+    outside = {}            # array operands from outside the segment: loop-invariant?
+    for s in inside:
+        for a, d in zip(operands[s], run.operands[s]):
+            if isinstance(a, Var) and a.ndim and not (d[0] == "local" and d[1] in element_name):
+                outside[a.name] = outside.get(a.name, True) and d[0] == "outside"
+    ref = next((name for name, invariant in outside.items() if invariant), next(iter(outside)))
+    for name, invariant in outside.items():     # invariant pairs are checked once
+        if name != ref:
+            (before if invariant and outside[ref] else head).append(
+                f"check_broadcast({ref}.shape, {name}.shape)")
+    body, after = [], []
+    for s in inside:
+        e = entries[run.start + s]
+        elements = []
+        for a, d in zip(operands[s], run.operands[s]):
+            if not isinstance(a, Var):
+                elements.append(a)
+            elif d[0] == "local" and d[1] in element_name:
+                elements.append(Var(element_name[d[1]], a.dtype, ()))
+            elif d[0] == "tape" and a.ndim and a.name.endswith("]"):    # a row of a tape
+                elements.append(Var(f"{a.name[:-1]}, {index}]", a.dtype, ()))
+            else:
+                elements.append(Var(f"{a.name}[{index}]" if a.ndim else a.name, a.dtype, ()))
+        if e.prim.name == "sum":
+            head.append(_comment(f"{names[s]} = 0.0", e.loc))
+            body.append(f"{names[s]} += {elements[0].name}")
+            if s in taped:
+                after.append(f"{names[s]}_tape[{counter}] = {names[s]}")
+            continue
+        if e.prim.name == "full_like":
+            line = f"{element_name[s]} = {operand_text(elements[1])}"
+        else:
+            line = e.prim.lines(element_name[s], elements, _loop_params(run, s, counter))[0]
+        body.append(_comment(line, e.loc))
+        if s in kept:
+            body.append(f"{names[s]}[{index}] = {element_name[s]}")
+        if s in run.chains:
+            continue
+        if s in kept and s in taped:
+            head += [f"if {counter} == 0:",
+                     f"    {names[s]}_tape = np.empty(({run.iterations},) + {ref}.shape, "
+                     f"dtype={_NUMPY_DTYPE[e.out.dtype]})",
+                     f"{names[s]} = {names[s]}_tape[{counter}]"]
+        elif s in kept:     # rows used in turn: the previous iteration's value stays
+            head += [f"if {counter} == 0:",
+                     f"    {names[s]}_rows = np.empty(({ROWS},) + {ref}.shape, "
+                     f"dtype={_NUMPY_DTYPE[e.out.dtype]})",
+                     f"{names[s]} = {names[s]}_rows[{counter} % {ROWS}]"]
+    lines = list(head)
+    for depth in range(len(shape)):
+        lines.append("    " * depth + f"for i{depth} in range({ref}.shape[{depth}]):")
+    lines += ["    " * len(shape) + line for line in body]
+    return lines + after
 
 
 def printable_runs(wengert: WengertList, runs=None) -> tuple:
