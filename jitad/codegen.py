@@ -14,14 +14,14 @@ import keyword
 import re
 
 from . import llvm, reroll, runtime, tape
-from .primitives.core import operand_text
+from .primitives.core import add_into, operand_text
 from .primitives.custom import KERNELS, user_kernels
 from .wengert import Literal, Var, WengertList
 
 RESERVED = {"np", "math", "GuardFailed", *runtime.__all__, *llvm.WRAPPER_NAMES}
 # Names codegen makes up (loop indices and counters, per-element, view, carried, tape, row and
 # copied values, llvm adjoint buffers): printed value names never take this form.
-GENERATED = re.compile(r"^([ijk]\d*|adjoint\d+)$|_(e|view|prev|tape|rows|out)$")
+GENERATED = re.compile(r"^([ijk]\d*|adjoint\d+)$|_(e|view|prev|tape|row|rows|out)$")
 COMMENT_COLUMN = 44
 
 
@@ -546,7 +546,12 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
         if j in taped and e.out.ndim:       # an (iterations, *shape) array, sized at run time
             loop += [f"    if {counter} == 0:",
                      f"        {names[j]}_tape = np.empty(({iterations},) + {names[j]}.shape)"]
-        if j in taped:
+        if j in taped and e.out.ndim:       # element by element (see core.add_into)
+            row = f"{names[j]}_tape_row"
+            loop += [f"    {row} = {names[j]}_tape[{counter}]"] + [
+                "    " + line for line in add_into(row, names[j], e.out, e.out.ndim,
+                                                   "=").splitlines()]
+        elif j in taped:
             loop.append(f"    {names[j]}_tape[{counter}] = {names[j]}")
         j += 1
     loop += [f"    {names[r]}_prev = {names[r]}" for r in sorted(carried)]

@@ -111,3 +111,24 @@ def test_arrays_stored_into_slices_print_element_loops():
     stores = re.findall(r"^\s*(\w+\[[^\]]*\]) = ([A-Za-z_]\w*)\s*(?:#|$)", source, re.M)
     assert [s for s in stores if not re.search(r"\b[ij]\d\b", s[0])] == []
     assert source.count("_view[j0] = ") >= 3       # the updates and their adjoints
+
+
+def sine_recurrence(w, xs):
+    h = np.zeros(w.shape[0])
+    total = 0.0
+    for t in range(xs.shape[0]):
+        h = np.sin(w @ h) + xs[t]       # w @ h is taped: its cosine is needed backwards
+        total = total + np.sum(h * h)
+    return total
+
+
+def test_array_tapes_of_re_rolled_loops_are_filled_element_by_element():
+    w, xs = RNG.standard_normal((3, 3)) * 0.5, RNG.standard_normal((9, 3))
+    f = jitad.jit_grad(sine_recurrence, code_shape="loops")
+    source = f.source(w, xs)
+    assert "_tape_row[j0] = " in source
+    assert re.search(r"_tape\[k\d*\] = ", source) is None
+    value, grad = f.value_and_grad(w, xs)
+    assert_close(value, sine_recurrence(w, xs))
+    assert_close(grad, numeric_grad(sine_recurrence, (w, xs))[0], rtol=1e-5, atol=1e-7,
+                 what="gradient")
