@@ -523,14 +523,16 @@ class JitGrad:
                         source, name, wengert, shape = build_from(
                             variant, mode, variant.wrt, self.__name__, self.code_shape,
                             False, wengert)
-                    if record is not None:
-                        record.shape = shape
                     if shape == "tape":
+                        if record is not None:
+                            record.shape = shape
                         return compiler.tape_kernel(wengert)
-                built = source, name
+                built = source, name, shape
                 if variant.digest:
                     store.save("builds", key, built)
-        source, name = built          # (a stored build leaves the record's shape None)
+        source, name, shape = built
+        if record is not None:
+            record.shape = shape
         with stats.stage("compile"):
             return compiler.compile_source(source, name, tuple(runtime_args),
                                            variant.trace.wengert.loc, background=background)

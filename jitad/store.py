@@ -56,7 +56,7 @@ def load(kind: str, key: str):
 
 
 def save(kind: str, key: str, value) -> None:
-    """Store `value` (a Trace for "traces", a (source, function name) pair for "builds");
+    """Store `value` (a Trace for "traces", (source, function name, code shape) for "builds");
     a value with parts that have no data form is not stored."""
     full_key = _full_key(kind, key)
     try:
@@ -151,15 +151,15 @@ def _decode_trace(data: dict):
 
 
 def _encode_build(built) -> list:
-    source, name = built
-    return [str(source), str(name)]
+    source, name, shape = built
+    return [str(source), str(name), str(shape)]
 
 
 def _decode_build(data) -> tuple:
-    source, name = data
-    if type(source) is not str or type(name) is not str or not name.isidentifier():
-        raise ValueError("a build is two strings")
-    return source, name
+    source, name, shape = data
+    if not (type(source) is type(name) is type(shape) is str) or not name.isidentifier():
+        raise ValueError("a build is three strings")
+    return source, name, shape
 
 
 _ENCODE = {"traces": _encode_trace, "builds": _encode_build}

@@ -176,7 +176,8 @@ def test_truncated_entries_are_ignored(capsys, own_cache):
 
 @pytest.mark.parametrize("kind, value", [
     ("traces", ["source", "name"]), ("traces", {"vars": 3}), ("traces", None),
-    ("builds", ["x = 1", "not a name"]), ("builds", [1, 2]), ("builds", {"dict": {}})])
+    ("builds", ["x = 1", "not a name", "loops"]), ("builds", ["x = 1", "f"]),
+    ("builds", [1, 2, 3]), ("builds", {"dict": {}})])
 def test_an_authenticated_entry_of_the_wrong_type_is_ignored(capsys, own_cache, monkeypatch,
                                                              kind, value):
     saved = {}

@@ -58,9 +58,11 @@ def traces_of(capsys, f, *args):
 def test_a_second_jit_grad_of_the_same_function_does_not_trace(capsys):
     want = np.sin(X) + X * np.cos(X)
     for expected_traces in (1, 0):
-        grad, traces = traces_of(capsys, jitad.jit_grad(stored), X)
+        f = jitad.jit_grad(stored)
+        grad, traces = traces_of(capsys, f, X)
         assert traces == expected_traces
         assert_close(grad, want, 1e-12, 1e-14, "gradient")
+        assert f.stats()[0]["shape"] == "straight"     # also when the build was loaded
 
 
 def test_changed_globals_and_helpers_trace_again(capsys, monkeypatch):
