@@ -113,9 +113,25 @@ class _VerifiedCache(caching.FunctionCache):
             disk.root().fail(error)
 
 
-def _njit(function, **options):
-    """`numba.njit(**options)(function)`, cached on disk (verified) when the cache is usable."""
-    dispatcher = numba.njit(**options)(function)
+class _TypesNotValues(numba.core.registry.CPUDispatcher):
+    """A runtime helper's dispatcher, compiled per argument *type*: generated code passes
+    traced constants (a shape `(5, 2)`, axes `1, 2, 0`), which Numba types as literals and
+    would compile (and cache) one version per value."""
+
+    def get_call_template(self, args, kws):
+        return super().get_call_template(
+            tuple(numba.types.unliteral(a) for a in args),
+            {k: numba.types.unliteral(a) for k, a in kws.items()})
+
+
+def _njit(function, types_not_values=False, **options):
+    """`numba.njit(**options)(function)`, cached on disk (verified) when the cache is usable;
+    `types_not_values`: compiled per argument type only (see `_TypesNotValues`)."""
+    if types_not_values:
+        dispatcher = _TypesNotValues(py_func=function, locals={},
+                                     targetoptions={"nopython": True, **options})
+    else:
+        dispatcher = numba.njit(**options)(function)
     # Code calling a user's kernel is not cached on disk: its source names the kernel, not
     # the kernel's code, so a cached copy could call an older version of it.
     if disk.usable() and "user_kernel" not in function.__globals__:
@@ -126,7 +142,8 @@ def _njit(function, **options):
 @functools.cache
 def _runtime_kernel(name: str, cache: Path, **options):
     """jitad's runtime function `name` as a dispatcher (one per cache directory)."""
-    return _njit(runtime.COMPILED.get(name) or getattr(runtime, name), **options)
+    return _njit(runtime.COMPILED.get(name) or getattr(runtime, name), types_not_values=True,
+                 **options)
 
 
 def tape_kernel(wengert):

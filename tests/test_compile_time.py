@@ -5,13 +5,14 @@ arrays as strided views (runtime.transpose3/4), stacked matrix products as loops
 The helpers are checked against NumPy, compiled and as plain Python; gradients of code
 using them against central differences. No test measures time.
 """
+import numba
 import numpy as np
 import pytest
 
 import jitad
 from jitad import compile as compiler, disk, runtime
 
-from conftest import assert_close, check_grads_python, numeric_grad
+from conftest import adjoint_list, assert_close, check_grads_python, numeric_grad
 
 RNG = np.random.default_rng(13)
 
@@ -89,3 +90,60 @@ def test_scatter_add_loops_accumulate_like_numpy(rows):
     if rows:        # rows shaped unlike the accumulator's: NumPy's ValueError
         with pytest.raises(ValueError):
             _compiled("scatter_add")(np.zeros((5,) + rows), index, values[..., :1])
+
+
+# ---------------------------------------------------------------- fewer specializations
+
+def _literal_signatures(dispatcher):
+    return [s for s in dispatcher.signatures if "Literal" in str(s)]
+
+
+def columns(x, y):
+    return np.sum(np.exp(x[:, 1:]) * y[:, :-1])
+
+
+def test_runtime_helpers_compile_per_type_not_per_traced_constant():
+    """Generated code passes traced shapes and axes as constants (Numba types them as
+    literals): the helpers are compiled once per argument type, so the disk cache serves
+    every traced shape."""
+    helper = _compiled("check_sizes")
+    for n in (3, 4, 6):                     # three traced shapes of the same types
+        x, y = RNG.standard_normal((2, n)), RNG.standard_normal((2, n))
+        value, (gx, gy) = jitad.jit_grad(columns, argnums=(0, 1)).value_and_grad(x, y)
+        for got, want in zip((gx, gy), numeric_grad(columns, (x, y), (0, 1))):
+            assert_close(got, want)
+    assert "check_sizes(" in jitad.jit_grad(columns).source(x, y)
+    assert helper.signatures and not _literal_signatures(helper)
+    two_d = [s for s in helper.signatures if str(s) == "(UniTuple(int64, 2), UniTuple(int64, 2))"]
+    assert len(two_d) == 1
+
+
+def test_a_plain_dispatcher_would_compile_per_traced_constant():
+    """The check above can fail: Numba's own dispatcher compiles one version per value."""
+    plain = numba.njit(runtime.check_sizes)
+
+    @numba.njit
+    def calls(a, b):
+        plain(a.shape, (2, 3))
+        plain(b.shape, (2, 4))
+
+    calls(np.ones((2, 3)), np.ones((2, 4)))
+    assert len(_literal_signatures(plain)) == 2
+
+
+def centered(x, means):
+    """As the GMM writes it: whole-array slices with new axes."""
+    return np.sum(np.exp(x[:, None, :] - means[None, :, :]) * means[None])
+
+
+def test_whole_slices_are_the_array_itself():
+    x, means = RNG.standard_normal((4, 3)), RNG.standard_normal((2, 3))
+    check_grads_python(centered, (x, means), argnums=(0, 1))
+    f = jitad.jit_grad(centered, argnums=(0, 1))
+    assert "getitem" not in [e.prim.name for e in adjoint_list(f, (x, means)).entries]
+    source = f.source(x, means)
+    assert "[:, :]" not in source and "check_sizes" not in source
+    value, (gx, gm) = f.value_and_grad(x, means)
+    assert_close(value, centered(x, means))
+    for got, want in zip((gx, gm), numeric_grad(centered, (x, means), (0, 1))):
+        assert_close(got, want)
