@@ -22,6 +22,7 @@ import types
 from pathlib import Path
 
 import numba
+import numba.core.codegen
 from numba.core import caching
 
 from . import __version__, disk, runtime, tape
@@ -207,10 +208,43 @@ def load_python(source: str, fn_name: str):
     return getattr(module, fn_name)
 
 
+# ---------------------------------------------------------------- long generated functions
+# Numba runs LLVM's function passes on each new function, then the module passes, whose
+# pipeline runs the same function passes again. Their time grows faster than linearly with
+# a function's size (the LSTM's 1,400 lines: 40 s in the first round of 84 s), so for long
+# generated functions the first round is skipped: the module passes optimize them as fully.
+LONG_SOURCE_LINES = 1000
+_LONG: set = set()      # names of the long generated functions being compiled
+
+
+def _optimize_functions_once(original):
+    @functools.wraps(original)
+    def optimize_functions(library, ll_module):
+        if library.name in _LONG and any("jitad_generated" in f.name
+                                         for f in ll_module.functions):
+            ll_module.data_layout = library._codegen._data_layout
+            return None
+        return original(library, ll_module)
+    return optimize_functions
+
+
+_LIBRARY = numba.core.codegen.CPUCodeLibrary
+if hasattr(_LIBRARY, "_optimize_functions"):        # (else: Numba's default)
+    _LIBRARY._optimize_functions = _optimize_functions_once(_LIBRARY._optimize_functions)
+
+
 def _compiled(function, signature):
     """A dispatcher compiled for `signature` (or loaded from the verified disk cache)."""
     dispatcher = _njit(function, error_model="numpy")
-    dispatcher.compile(signature)
+    name = function.__code__.co_name
+    long = len(linecache.getlines(function.__code__.co_filename)) >= LONG_SOURCE_LINES
+    if long:
+        _LONG.add(name)
+    try:
+        dispatcher.compile(signature)
+    finally:
+        if long:
+            _LONG.discard(name)
     # Later calls with other argument types raise TypeError (the API's fast path falls
     # back to its full path then) instead of silently compiling a new version.
     dispatcher.disable_compile()
