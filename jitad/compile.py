@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import numba
+import numba.core.codegen
 from numba.core import caching
 
 from . import __version__, disk, runtime, tape
@@ -114,9 +115,25 @@ class _VerifiedCache(caching.FunctionCache):
             disk.root().fail(error)
 
 
-def _njit(function, **options):
-    """`numba.njit(**options)(function)`, cached on disk (verified) when the cache is usable."""
-    dispatcher = numba.njit(**options)(function)
+class _TypesNotValues(numba.core.registry.CPUDispatcher):
+    """A runtime helper's dispatcher, compiled per argument *type*: generated code passes
+    traced constants (a shape `(5, 2)`, axes `1, 2, 0`), which Numba types as literals and
+    would compile (and cache) one version per value."""
+
+    def get_call_template(self, args, kws):
+        return super().get_call_template(
+            tuple(numba.types.unliteral(a) for a in args),
+            {k: numba.types.unliteral(a) for k, a in kws.items()})
+
+
+def _njit(function, types_not_values=False, **options):
+    """`numba.njit(**options)(function)`, cached on disk (verified) when the cache is usable;
+    `types_not_values`: compiled per argument type only (see `_TypesNotValues`)."""
+    if types_not_values:
+        dispatcher = _TypesNotValues(py_func=function, locals={},
+                                     targetoptions={"nopython": True, **options})
+    else:
+        dispatcher = numba.njit(**options)(function)
     # Code calling a user's kernel is not cached on disk: its source names the kernel, not
     # the kernel's code, so a cached copy could call an older version of it.
     if disk.usable() and "user_kernel" not in function.__globals__:
@@ -127,7 +144,8 @@ def _njit(function, **options):
 @functools.cache
 def _runtime_kernel(name: str, cache: Path, **options):
     """jitad's runtime function `name` as a dispatcher (one per cache directory)."""
-    return _njit(runtime.COMPILED.get(name) or getattr(runtime, name), **options)
+    return _njit(runtime.COMPILED.get(name) or getattr(runtime, name), types_not_values=True,
+                 **options)
 
 
 def tape_kernel(wengert):
@@ -199,10 +217,43 @@ def load_python(source: str, fn_name: str):
     return getattr(module, fn_name)
 
 
+# ---------------------------------------------------------------- long generated functions
+# Numba runs LLVM's function passes on each new function, then the module passes, whose
+# pipeline runs the same function passes again. Their time grows faster than linearly with
+# a function's size (the LSTM's 1,400 lines: 40 s in the first round of 84 s), so for long
+# generated functions the first round is skipped: the module passes optimize them as fully.
+LONG_SOURCE_LINES = 1000
+_LONG: set = set()      # names of the long generated functions being compiled
+
+
+def _optimize_functions_once(original):
+    @functools.wraps(original)
+    def optimize_functions(library, ll_module):
+        if library.name in _LONG and any("jitad_generated" in f.name
+                                         for f in ll_module.functions):
+            ll_module.data_layout = library._codegen._data_layout
+            return None
+        return original(library, ll_module)
+    return optimize_functions
+
+
+_LIBRARY = numba.core.codegen.CPUCodeLibrary
+if hasattr(_LIBRARY, "_optimize_functions"):        # (else: Numba's default)
+    _LIBRARY._optimize_functions = _optimize_functions_once(_LIBRARY._optimize_functions)
+
+
 def _compiled(function, signature):
     """A dispatcher compiled for `signature` (or loaded from the verified disk cache)."""
     dispatcher = _njit(function, error_model="numpy")
-    dispatcher.compile(signature)
+    name = function.__code__.co_name
+    long = len(linecache.getlines(function.__code__.co_filename)) >= LONG_SOURCE_LINES
+    if long:
+        _LONG.add(name)
+    try:
+        dispatcher.compile(signature)
+    finally:
+        if long:
+            _LONG.discard(name)
     # Later calls with other argument types raise TypeError (the API's fast path falls
     # back to its full path then) instead of silently compiling a new version.
     dispatcher.disable_compile()

@@ -7,13 +7,14 @@ using them against central differences. No test measures time.
 """
 import re
 
+import numba
 import numpy as np
 import pytest
 
 import jitad
 from jitad import compile as compiler, disk, runtime
 
-from conftest import assert_close, check_grads_python, numeric_grad
+from conftest import adjoint_list, assert_close, check_grads_python, numeric_grad
 
 RNG = np.random.default_rng(13)
 
@@ -132,3 +133,84 @@ def test_array_tapes_of_re_rolled_loops_are_filled_element_by_element():
     assert_close(value, sine_recurrence(w, xs))
     assert_close(grad, numeric_grad(sine_recurrence, (w, xs))[0], rtol=1e-5, atol=1e-7,
                  what="gradient")
+
+
+# ---------------------------------------------------------------- fewer specializations
+
+def _literal_signatures(dispatcher):
+    return [s for s in dispatcher.signatures if "Literal" in str(s)]
+
+
+def columns(x, y):
+    return np.sum(np.exp(x[:, 1:]) * y[:, :-1])
+
+
+def test_runtime_helpers_compile_per_type_not_per_traced_constant():
+    """Generated code passes traced shapes and axes as constants (Numba types them as
+    literals): the helpers are compiled once per argument type, so the disk cache serves
+    every traced shape."""
+    helper = _compiled("check_sizes")
+    for n in (3, 4, 6):                     # three traced shapes of the same types
+        x, y = RNG.standard_normal((2, n)), RNG.standard_normal((2, n))
+        value, (gx, gy) = jitad.jit_grad(columns, argnums=(0, 1)).value_and_grad(x, y)
+        for got, want in zip((gx, gy), numeric_grad(columns, (x, y), (0, 1))):
+            assert_close(got, want)
+    assert "check_sizes(" in jitad.jit_grad(columns).source(x, y)
+    assert helper.signatures and not _literal_signatures(helper)
+    two_d = [s for s in helper.signatures if str(s) == "(UniTuple(int64, 2), UniTuple(int64, 2))"]
+    assert len(two_d) == 1
+
+
+def test_a_plain_dispatcher_would_compile_per_traced_constant():
+    """The check above can fail: Numba's own dispatcher compiles one version per value."""
+    plain = numba.njit(runtime.check_sizes)
+
+    @numba.njit
+    def calls(a, b):
+        plain(a.shape, (2, 3))
+        plain(b.shape, (2, 4))
+
+    calls(np.ones((2, 3)), np.ones((2, 4)))
+    assert len(_literal_signatures(plain)) == 2
+
+
+def centered(x, means):
+    """As the GMM writes it: whole-array slices with new axes."""
+    return np.sum(np.exp(x[:, None, :] - means[None, :, :]) * means[None])
+
+
+def test_whole_slices_are_the_array_itself():
+    x, means = RNG.standard_normal((4, 3)), RNG.standard_normal((2, 3))
+    check_grads_python(centered, (x, means), argnums=(0, 1))
+    f = jitad.jit_grad(centered, argnums=(0, 1))
+    assert "getitem" not in [e.prim.name for e in adjoint_list(f, (x, means)).entries]
+    source = f.source(x, means)
+    assert "[:, :]" not in source and "check_sizes" not in source
+    value, (gx, gm) = f.value_and_grad(x, means)
+    assert_close(value, centered(x, means))
+    for got, want in zip((gx, gm), numeric_grad(centered, (x, means), (0, 1))):
+        assert_close(got, want)
+
+
+def softplus_total(x, w):
+    return np.sum(np.log1p(np.exp(x * w[None, :])) * x)
+
+
+def test_long_generated_functions_are_optimized_once_and_right(monkeypatch):
+    """Long generated functions skip Numba's first round of LLVM function passes (the
+    module passes optimize them): forced here on a short one, whose gradient stays right."""
+    calls = []
+    patched = compiler._LIBRARY._optimize_functions
+
+    def spy(library, ll_module):
+        calls.append(library.name in compiler._LONG)
+        return patched(library, ll_module)
+
+    monkeypatch.setattr(compiler, "LONG_SOURCE_LINES", 1)
+    monkeypatch.setattr(compiler._LIBRARY, "_optimize_functions", spy)
+    x, w = RNG.standard_normal((3, 4)), RNG.standard_normal(4)
+    value, (gx, gw) = jitad.jit_grad(softplus_total, argnums=(0, 1)).value_and_grad(x, w)
+    assert any(calls) and not compiler._LONG
+    assert_close(value, softplus_total(x, w))
+    for got, want in zip((gx, gw), numeric_grad(softplus_total, (x, w), (0, 1))):
+        assert_close(got, want)

@@ -63,6 +63,16 @@ def _fold(e):
     return Literal(value)
 
 
+def _whole_view(e):
+    """The array `x[:, :]` (full slices only, as `x[:, None]` traces) is a view of: `x`
+    (the same memory, so in-place updates alias it as before), or None."""
+    x = e.ins[0]
+    if type(x) is Var and x.shape == e.out.shape and x.dtype == e.out.dtype and all(
+            item == ("slice", None, None, None) for item in e.params["index"]):
+        return x
+    return None
+
+
 def fold_and_share(wengert: WengertList) -> WengertList:
     """Constant folding, identity removal and CSE in one forward walk."""
     replace: dict = {}          # name -> operand that now stands for it
@@ -100,6 +110,8 @@ def fold_and_share(wengert: WengertList) -> WengertList:
             substitute = _identity(e)
         if substitute is None and literal:
             substitute = _fold(e)
+        if substitute is None and name == "getitem":
+            substitute = _whole_view(e)
         if substitute is not None:
             replace[e.out.name] = substitute
             continue
