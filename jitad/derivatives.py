@@ -26,7 +26,7 @@ from .transforms import simplify, value_and_grad
 from .transforms.derivatives import hvp as hvp_list, jvp_list, vjp
 from .wengert import Literal, Var, WengertList
 
-COMPILED_LOOP_ENTRIES = 2000     # longer kernels are looped over from Python
+COMPILED_LOOP_LINES = 2000     # kernels printed longer are looped over from Python
 _JACOBIANS = ("jacobian_auto", "jacobian_fwd", "jacobian_rev")
 _ARRAY_OUTPUTS = ("jvp",) + _JACOBIANS            # modes whose function may return an array
 _DENSE = ("hessian",) + _JACOBIANS                 # modes looping over sizes fixed at build
@@ -105,17 +105,18 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
         source = codegen.generate(kernel, inner, f"Called by {base}_{mode} per direction.",
                                   shape, runs)
         name = f"{base}_{mode}"
-        loop = _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc)
+        python = source.count("\n") > COMPILED_LOOP_LINES
+        loop = _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc, python)
     return source + "\n\n" + loop, name, kernel, shape
 
 
-def _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc) -> str:
-    """A function looping over unit directions, calling `inner` (the kernel) once each."""
+def _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc, python) -> str:
+    """A function looping over unit directions, calling `inner` (the kernel) once each; run
+    as Python when `python`: Numba would inline a long kernel into its loop and optimize it
+    again (seconds per thousand lines), and such a kernel runs long enough for a Python
+    loop to cost nothing."""
     label = codegen.labels(WengertList(kernel.name, kernel.inputs, [], []))
     params = ", ".join(label[v.name] for v in traced.inputs)
-    # Numba would inline a long kernel into its loop and optimize it again (seconds per
-    # thousand entries); such a kernel runs long enough for a Python loop to cost nothing.
-    python = len(kernel.entries) > COMPILED_LOOP_ENTRIES
     head = ("_jitad_python_loop = True  # run as Python: calls the compiled kernel per "
             "direction\n" if python else "") + f"import numpy as np\n\n\ndef {name}({params}):\n" \
         f'    """{codegen.docstring_text(doc)}"""\n'
@@ -123,17 +124,18 @@ def _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc) -> str:
         v = label[traced.inputs[wrt[0] + 1].name]
         shape = traced.outputs[0].shape
         rows = "T_out" if shape == () else f"T_out.reshape((k, {int(np.prod(shape))}))"
-        copy = _copy_lines("T2_out[j_out, m_out]" if shape else "T2_out[j_out]", "t_out", shape)
+        copy = _copy_lines("T2_out[j_out, m_out]" if shape else "T2_out[j_out]", "t_out", shape,
+                           python)
         return head + (
             f"    k = {v}.shape[0]\n    y_out, t_out = {inner}({params}, {v}[0])\n"
             f"    T_out = np.empty((k,) + {shape!r})\n    T2_out = {rows}\n"
             f"    for j_out in range(k):\n"
             f"        if j_out:\n            t_out = {inner}({params}, {v}[j_out])[1]\n"
             + "".join(f"        {line}\n" for line in copy) + "    return y_out, T_out\n")
-    return head + _dense_body(mode, inner, params, traced, wrt, blocks)
+    return head + _dense_body(mode, inner, params, traced, wrt, blocks, python)
 
 
-def _dense_body(mode, inner, params, traced, wrt, blocks) -> str:
+def _dense_body(mode, inner, params, traced, wrt, blocks, python) -> str:
     """Fill a dense Jacobian or Hessian: per unit direction of each seed (the tangent of a
     differentiated input; in reverse mode the output's cotangent) one call of `inner`, whose
     results are one row (column, in forward mode) of each block `B…_out` (the raveled
@@ -147,13 +149,13 @@ def _dense_body(mode, inner, params, traced, wrt, blocks) -> str:
             if mode == "hessian":           # seed j's product, part i: row of block (j, i)
                 arrays[f"B{j}_{i}_out"] = (size(xs[j]), size(xs[i])), xs[j] + xs[i]
                 picked = "r_out" if k == 1 else f"r_out[{i}]"
-                fills[j] += _copy_lines(f"B{j}_{i}_out[k_out, m_out]", picked, xs[i])
+                fills[j] += _copy_lines(f"B{j}_{i}_out[k_out, m_out]", picked, xs[i], python)
         if mode == "jacobian_fwd":
             arrays[f"B{j}_out"] = (size(ys), size(xs[j])), ys + xs[j]
-            fills[j] += _copy_lines(f"B{j}_out[m_out, k_out]", "r_out[1]", ys)
+            fills[j] += _copy_lines(f"B{j}_out[m_out, k_out]", "r_out[1]", ys, python)
         elif mode == "jacobian_rev":
             arrays[f"B{j}_out"] = (size(ys), size(xs[j])), ys + xs[j]
-            fills[0] += _copy_lines(f"B{j}_out[k_out, m_out]", f"r_out[1][{j}]", xs[j])
+            fills[0] += _copy_lines(f"B{j}_out[k_out, m_out]", f"r_out[1][{j}]", xs[j], python)
     lines = [f"    d{j}_out = {'0.0' if s == () else f'np.zeros({size(s)})'}"
              for j, s in enumerate(seeds)]
     lines += [f"    {a} = np.empty({dims!r})" for a, (dims, _) in arrays.items()]
@@ -175,13 +177,16 @@ def _dense_body(mode, inner, params, traced, wrt, blocks) -> str:
     return "\n".join(lines) + f"\n    return {result}\n"
 
 
-def _copy_lines(target: str, value: str, shape: tuple) -> list:
+def _copy_lines(target: str, value: str, shape: tuple, python: bool) -> list:
     """Lines storing the elements of `value` (of `shape`, raveled) at `target`, indexed by
-    `m_out`: an element loop (a NumPy row or column assignment makes Numba compile its
-    shape-mismatch error path, about ten seconds)."""
+    `m_out`: an element loop in compiled code (a NumPy row or column assignment makes Numba
+    compile its shape-mismatch error path, about ten seconds), one assignment in a loop run
+    as Python (`python`)."""
     if shape == ():
         return [f"{target.replace('m_out', '0')} = {value}"]
     flat = f"np.ravel({value})" if len(shape) > 1 else value
+    if python:
+        return [f"{target.replace('m_out', ':')} = {flat}"]
     return [f"v_out = {flat}", f"for m_out in range({int(np.prod(shape))}):",
             f"    {target} = v_out[m_out]"]
 

@@ -225,7 +225,7 @@ def test_a_batch_of_tangents_is_one_call_and_matches_one_at_a_time():
 
 def test_long_kernels_are_looped_from_python(monkeypatch):
     import jitad.derivatives
-    monkeypatch.setattr(jitad.derivatives, "COMPILED_LOOP_ENTRIES", 0)
+    monkeypatch.setattr(jitad.derivatives, "COMPILED_LOOP_LINES", 0)
 
     def cubic(x):
         return np.sum(x ** 3) + x[0] * x[1]
