@@ -161,7 +161,60 @@ def _jvp_list(primals, tangents_fn, what):
         for k, i in enumerate(positions):
             ps[i], ts[i] = tracers[k], tracers[n + k]
         return [tangents_fn(tuple(ps), tuple(ts))]
-    return _subtrace(run, specs, what), [primals[i] for i in positions]
+    rule = _subtrace(run, specs, what)
+    _check_linear(rule, n, what)
+    return rule, [primals[i] for i in positions]
+
+
+# How a rule's tangent computation may use tangents (JAX transposes such rules, so does
+# jitad): through linear primitives, in one factor of a product, as the numerator of a
+# division or the right-hand side of a solve, and as the branches of a select.
+_ONE_FACTOR = {"mul", "matmul", "batch_matmul", "outer"}
+_LINEAR_IN = {"div": (0,), "solve": (1,), "solve_triangular": (1,), "select": (1, 2)}
+
+
+def _check_linear(rule: RuleList, n: int, what: str) -> None:
+    """A TraceError unless the rule's output is linear in its last `n` inputs (the tangents):
+    a nonlinear (or affine) tangent rule has no transpose, and would give wrong gradients."""
+    tangent = {v.name for v in rule.inputs[-n:]} if n else set()
+    # Values that are zeros: np.zeros_like(x), the zero tangents of untraced arguments
+    # (constant arrays), and what linear operations and products make of them.
+    zero = {v.name for v, value in _state().consts
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not value.any()}
+
+    def fail(why):
+        raise TraceError(located(f"{what} is not linear in the tangents ({why}): its tangent "
+                                 "output must be a linear function of them, such as "
+                                 "g(primals) * t (it is transposed for reverse mode)"))
+
+    def fixed(a):               # an operand neither tangent nor zero
+        return not (isinstance(a, Var) and (a.name in tangent or a.name in zero)
+                    or isinstance(a, Literal) and a.value == 0)
+    for e in rule.entries:
+        name = e.prim.name
+        moving = [k for k, a in enumerate(e.ins) if isinstance(a, Var) and a.name in tangent]
+        if not moving:
+            if name in ("full", "full_like") and e.ins[-1] == Literal(0.0) or \
+                    name in _ONE_FACTOR and not all(fixed(a) for a in e.ins) or \
+                    name in ("add", "sub", "neg") and not any(fixed(a) for a in e.ins):
+                zero.add(e.out.name)
+            continue
+        if name in _ONE_FACTOR:
+            ok = len(moving) == 1
+        elif name in _LINEAR_IN:
+            ok = set(moving) <= set(_LINEAR_IN[name])
+        else:
+            ok = e.prim.linear or name == "stop_gradient"
+        if ok and name in ("add", "sub"):
+            ok = not any(fixed(a) for a in e.ins)
+            if not ok:
+                fail(f"{name} of a tangent and a value that is not 0")
+        if not ok:
+            fail(f"{name} of {'tangents' if len(moving) > 1 else 'a tangent'}")
+        tangent.add(e.out.name)
+    for out in rule.outputs:
+        if out is not None and fixed(out):
+            fail("an output that does not depend on the tangents and is not 0")
 
 
 def _zero_like(a):
@@ -378,7 +431,9 @@ def _kernel_jvp_list(jvp, args, specs, out, what) -> RuleList:
         tangents = tuple(ts[n + k] if _is_value(a) else None for k, a in enumerate(args))
         return [_tangent_leaf(_call_user(jvp, primals, tangents), out, what)]
     tangent_specs = [(d, s, np.ones(s) if s else 1.0) for d, s, _ in specs]
-    return _subtrace(run, specs + tangent_specs, what)
+    rule = _subtrace(run, specs + tangent_specs, what)
+    _check_linear(rule, n, what)
+    return rule
 
 
 def _register(kernel, name: str) -> str:

@@ -375,3 +375,36 @@ def test_rules_may_read_captured_arrays():
     scaled_back = jitad.custom_vjp(lambda x: W * x)
     scaled_back.defvjp(lambda x: (W * x, ()), lambda r, g: (W * g,))
     check_grads_python(lambda x: np.sum(np.sin(scaled_back(x))), (X,))
+
+
+@pytest.mark.parametrize("tangent_out, why", [
+    (lambda x, t: t * t, "mul of tangents"),
+    (lambda x, t: np.exp(t), "exp of a tangent"),
+    (lambda x, t: math.cos(x) * t + 1.0, "add of a tangent and a value that is not 0"),
+    (lambda x, t: math.cos(x), "does not depend on the tangents"),
+    (lambda x, t: 1.0 / t, "div of a tangent")])
+def test_a_jvp_rule_that_is_not_linear_in_the_tangents_is_a_trace_error(tangent_out, why):
+    @jitad.custom_jvp
+    def sine(x):
+        return math.sin(x)
+    sine.defjvp(lambda primals, tangents: (sine(primals[0]),
+                                           tangent_out(primals[0], tangents[0])))
+    with pytest.raises(jitad.TraceError, match=f"not linear in the tangents .*{why}"):
+        jitad.jit_grad(lambda x: sine(x) * 2.0)(0.3)
+    kernel = jitad.primitive(numba.njit(lambda x: math.sin(x)),
+                             jvp=lambda primals, tangents: tangent_out(primals[0], tangents[0]))
+    with pytest.raises(jitad.TraceError, match="not linear in the tangents"):
+        jitad.jit_grad(lambda x: kernel(x) * 2.0)(0.3)
+
+
+def test_linear_jvp_rules_pass_the_check_and_differentiate_by_hand():
+    a = np.array([[2.0, 0.5], [0.3, 1.5]])
+
+    @jitad.custom_jvp
+    def solved(x):
+        return np.linalg.solve(a, x) + np.floor(x)
+    solved.defjvp(lambda p, t: (solved(p[0]), np.linalg.solve(a, t[0]) + np.zeros_like(p[0])
+                                + np.where(p[0] > 0, t[0], 0.0) * 0.0))
+    x = np.array([0.4, -0.7])
+    grad = jitad.jit_grad(lambda x: np.sum(solved(x) * np.array([1.0, 3.0])))(x)
+    assert_close(grad, np.linalg.solve(a.T, np.array([1.0, 3.0])), 1e-14, 0.0, "gradient")
