@@ -218,11 +218,15 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
             body.append(f"check_sizes({out_name}.shape, {e.out.shape})")
         i += 1
     params = ", ".join(printed[v.name] for v in wengert.inputs)   # before outputs rename
-    results = []
+    results, returned = [], set()
     for a in wengert.outputs:
         if isinstance(a, Var) and a.ndim > 0 and not storage.owns(a.name):
             body.append(f"{text(a)}_out = np.copy({text(a)})")    # never return a view or input
             printed[a.name] = f"{text(a)}_out"
+        if isinstance(a, Var) and a.ndim > 0 and a.name in returned:   # (one value, twice)
+            results.append(f"np.copy({text(a)})")
+            continue
+        returned.add(a.name if isinstance(a, Var) else None)
         results.append(text(a))
     body.append(f"return {wengert.returned_text(results)}")
     lines = [f"def {fn_name}({params}):", f'    """{docstring_text(docstring)}"""']

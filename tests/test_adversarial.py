@@ -274,3 +274,18 @@ def test_rebinding_a_global_a_custom_rule_reads_retraces():
     finally:
         RULE_SCALE = 2.0
         _scaled_by_rule.defvjp(lambda x: (x * 2.0, ()), lambda residuals, g: (g * RULE_SCALE,))
+
+
+@pytest.mark.parametrize("shape", ["auto", "llvm", "tape"])
+def test_equal_outputs_are_distinct_arrays(shape):
+    """Gradients that are the same value (CSE) come back as separate arrays: updating one in
+    place (gx *= 0.5) must not change the other."""
+    x, y = np.ones(3), np.arange(3.0)
+    f = jitad.jit_grad(lambda x, y: np.sum(x * 2.0 + y * 2.0), argnums=(0, 1), code_shape=shape)
+    for gx, gy in (f(x, y), f.value_and_grad(x, y)[1]):
+        assert not np.shares_memory(gx, gy)
+        gx *= 0.5
+        np.testing.assert_array_equal(gy, [2.0, 2.0, 2.0])
+    g = jitad.jit_grad(lambda x: (np.sum(x ** 2), (x * 2.0, x * 2.0)), has_aux=True)
+    _, (a, b) = g(x)
+    assert not np.shares_memory(a, b)
