@@ -523,16 +523,15 @@ class JitGrad:
                         source, name, wengert, shape = build_from(
                             variant, mode, variant.wrt, self.__name__, self.code_shape,
                             False, wengert)
-                    if shape == "tape":
-                        if record is not None:
-                            record.shape = shape
-                        return compiler.tape_kernel(wengert)
                 built = source, name, shape
-                if variant.digest:
+                if variant.digest and shape != "tape":      # (the tape has no source)
                     store.save("builds", key, built)
         source, name, shape = built
         if record is not None:
             record.shape = shape
+        if shape == "tape":             # (only just built: a stored build has source)
+            with _collector_paused():
+                return compiler.tape_kernel(wengert)
         with stats.stage("compile"):
             return compiler.compile_source(source, name, tuple(runtime_args),
                                            variant.trace.wengert.loc, background=background)

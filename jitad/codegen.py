@@ -220,13 +220,14 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
     params = ", ".join(printed[v.name] for v in wengert.inputs)   # before outputs rename
     results, returned = [], set()
     for a in wengert.outputs:
-        if isinstance(a, Var) and a.ndim > 0 and not storage.owns(a.name):
-            body.append(f"{text(a)}_out = np.copy({text(a)})")    # never return a view or input
-            printed[a.name] = f"{text(a)}_out"
-        if isinstance(a, Var) and a.ndim > 0 and a.name in returned:   # (one value, twice)
-            results.append(f"np.copy({text(a)})")
-            continue
-        returned.add(a.name if isinstance(a, Var) else None)
+        if isinstance(a, Var) and a.ndim > 0:
+            if a.name in returned:          # one value returned twice: two arrays
+                results.append(f"np.copy({text(a)})")
+                continue
+            returned.add(a.name)
+            if not storage.owns(a.name):    # never return a view or input
+                body.append(f"{text(a)}_out = np.copy({text(a)})")
+                printed[a.name] = f"{text(a)}_out"
         results.append(text(a))
     body.append(f"return {wengert.returned_text(results)}")
     lines = [f"def {fn_name}({params}):", f'    """{docstring_text(docstring)}"""']
@@ -539,20 +540,15 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
             j = segments[j][0]
             continue
         e = entries[run.start + j]
-        operands = operands_of(j)
-        params0, leaves = run.params[j]
-        varying = iter([LoopIndex(first, stride, counter) if stride else first
-                        for first, stride in leaves])
-        params = {k: reroll.replace_int_leaves(v, varying) for k, v in params0.items()}
-        lines = e.prim.lines(names[j], operands, params, in_place=j in run.chains)
+        lines = e.prim.lines(names[j], operands_of(j), _loop_params(run, j, counter),
+                             in_place=j in run.chains)
         loop.append("    " + _comment(lines[0], e.loc).replace("\n", "\n    "))
         loop += ["    " + line for line in lines[1:]]
-        if j in taped and e.out.ndim:       # an (iterations, *shape) array, sized at run time
+        if j in taped and e.out.ndim:       # an (iterations, *shape) array, sized at run time,
+            row = f"{names[j]}_tape_row"    # filled element by element (see core.add_into)
             loop += [f"    if {counter} == 0:",
-                     f"        {names[j]}_tape = np.empty(({iterations},) + {names[j]}.shape)"]
-        if j in taped and e.out.ndim:       # element by element (see core.add_into)
-            row = f"{names[j]}_tape_row"
-            loop += [f"    {row} = {names[j]}_tape[{counter}]"] + [
+                     f"        {names[j]}_tape = np.empty(({iterations},) + {names[j]}.shape)",
+                     f"    {row} = {names[j]}_tape[{counter}]"] + [
                 "    " + line for line in add_into(row, names[j], e.out, e.out.ndim,
                                                    "=").splitlines()]
         elif j in taped:
@@ -715,16 +711,13 @@ def _print_loop_segment(run, j0, segment, entries, names, label, operands_of, co
             body.append(f"{names[s]}[{index}] = {element_name[s]}")
         if s in run.chains:
             continue
-        if s in kept and s in taped:
+        if s in kept:       # a tape row, or rows used in turn (the previous value stays)
+            buffer, count, row = (f"{names[s]}_tape", run.iterations, counter) if s in taped \
+                else (f"{names[s]}_rows", ROWS, f"{counter} % {ROWS}")
             head += [f"if {counter} == 0:",
-                     f"    {names[s]}_tape = np.empty(({run.iterations},) + {ref}.shape, "
+                     f"    {buffer} = np.empty(({count},) + {ref}.shape, "
                      f"dtype={_NUMPY_DTYPE[e.out.dtype]})",
-                     f"{names[s]} = {names[s]}_tape[{counter}]"]
-        elif s in kept:     # rows used in turn: the previous iteration's value stays
-            head += [f"if {counter} == 0:",
-                     f"    {names[s]}_rows = np.empty(({ROWS},) + {ref}.shape, "
-                     f"dtype={_NUMPY_DTYPE[e.out.dtype]})",
-                     f"{names[s]} = {names[s]}_rows[{counter} % {ROWS}]"]
+                     f"{names[s]} = {buffer}[{row}]"]
     lines = list(head)
     for depth in range(len(shape)):
         lines.append("    " * depth + f"for i{depth} in range({ref}.shape[{depth}]):")

@@ -2,7 +2,7 @@
 
 Step: a NumPy call on tracers -> entries of the Wengert list (the adapters that
 `tracing.Tracer.__array_function__`, `__array_ufunc__` and the traced `numpy`/`scipy`
-modules dispatch to). Each adapter composes existing primitives, as `jnp.node` is built
+modules dispatch to). Each adapter composes existing primitives, as `jnp.var` is built
 from `lax` ops, so its derivatives follow from theirs:
 
 * statistics and products (`var`, `std`, `cross`, `kron`, `inner`, `tensordot`, `einsum`,

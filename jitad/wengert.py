@@ -219,19 +219,7 @@ class Builder:
         if prim.normalize is not None:
             params = prim.normalize(operands, params)
         dtype, shape = prim.shape_rule(*operands, **params)
-        if name is None:
-            name = self.hint
-        if name is None:            # (fresh() without a hint, inline: the common case)
-            used, prefix, counter = self.used, self.prefix, self.counter + 1
-            name = f"{prefix}{counter}"
-            while name in used:
-                counter += 1
-                name = f"{prefix}{counter}"
-            self.counter = counter
-            used.add(name)
-        else:
-            name = self.fresh(name)
-        out = Var(name, dtype, shape)
+        out = Var(self.fresh(self.hint if name is None else name), dtype, shape)
         self.entries.append(Entry(out, prim, operands, params, self.loc, False, self.sweep))
         return out
 

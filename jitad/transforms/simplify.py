@@ -1,7 +1,8 @@
 """Simplification passes: Wengert list -> an equivalent, shorter Wengert list.
 
-Constant folding, identity removal (`x*1`, `x+0`, `x**1`, `--x`, a fill's shape read from
-another fill), common-subexpression elimination and dead-code elimination. Run on traced and on differentiated lists.
+Constant folding, identity removal (`x*1`, `x+0`, `x**1`, `--x`, `x[:, :]`, a fill's shape
+read from another fill), common-subexpression elimination and dead-code elimination. Run on
+traced and on differentiated lists.
 """
 from ..primitives import REGISTRY
 from ..wengert import Literal, Var, WengertList
