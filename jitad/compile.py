@@ -278,16 +278,19 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
         helper = function.__globals__.get(name)
         if isinstance(helper, types.FunctionType) and helper.__globals__ is function.__globals__:
             function.__globals__[name] = _njit(helper, error_model="numpy")
-    if function.__globals__.get("_jitad_python_loop"):
-        return function         # a Python loop over a long kernel's directions (see derivatives)
+    python_loop = function.__globals__.get("_jitad_python_loop")
     signature = tuple(numba.typeof(a) for a in example_args)
     compiled = _COMPILED.get((function, signature))
     if compiled is not None:    # another object with the same source (a lambda per call)
         return compiled
     try:
-        with BACKGROUND_COMPILE if background else contextlib.nullcontext(), \
-                disk.lock(f"compile\n{function.__code__.co_filename}\n{signature}"):
-            dispatcher = _compiled(function, signature)
+        if python_loop:     # Python around compiled kernels (see derivatives): one run
+            function(*example_args)         # compiles them now, in this stage
+            dispatcher = function
+        else:
+            with BACKGROUND_COMPILE if background else contextlib.nullcontext(), \
+                    disk.lock(f"compile\n{function.__code__.co_filename}\n{signature}"):
+                dispatcher = _compiled(function, signature)
     except numba.core.errors.NumbaError as error:
         first_line = str(error).strip().splitlines()[0]
         raise JitadError(

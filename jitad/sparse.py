@@ -121,11 +121,17 @@ def _routed(out_index, in_index, out_size, in_size, matrix):
     return _binary(route @ matrix)
 
 
+class TooDense(Exception):
+    """A Hessian analysis recorded more coupled pairs than it was allowed."""
+
+
 class _Analysis:
     """One walk over a list: dependency matrices per value and, for Hessians, the coupled
-    input pairs recorded at each nonlinear entry."""
+    input pairs recorded at each nonlinear entry (at most `max_pairs`, with repeats, when
+    given: more raise TooDense)."""
 
-    def __init__(self, wengert: WengertList, wrt, values: dict, second_order: bool):
+    def __init__(self, wengert: WengertList, wrt, values: dict, second_order: bool,
+                 max_pairs=None):
         xs = [wengert.inputs[i] for i in ([wrt] if isinstance(wrt, int) else wrt)]
         self.n = sum(_size(x.shape) for x in xs)      # the inputs' elements, one after another
         self.deps, offset = {}, 0
@@ -140,6 +146,14 @@ class _Analysis:
         self.pairs_rows, self.pairs_cols = [], []
         self.scalar_pairs = []          # (i, j) coupled by scalar entries
         self.live = _differentiably_reaching(wengert) if second_order else None
+        self.pairs_left = max_pairs
+
+    def _record(self, count: int) -> None:
+        """Count `count` more coupled pairs against `max_pairs`."""
+        if self.pairs_left is not None:
+            self.pairs_left -= count
+            if self.pairs_left < 0:
+                raise TooDense
 
     def of(self, a):
         """The dependency matrix of operand `a` (None: depends on nothing)."""
@@ -159,6 +173,7 @@ class _Analysis:
         if left is None or right is None:
             return
         product = (left.T @ right).tocoo()
+        self._record(2 * product.nnz)
         self.pairs_rows += [product.row, product.col]
         self.pairs_cols += [product.col, product.row]
 
@@ -167,6 +182,7 @@ class _Analysis:
         if left is None or right is None:
             return
         left, right = _elements(left), _elements(right)
+        self._record(2 * len(left) * len(right))
         self.scalar_pairs += [(i, j) for i in left for j in right]
 
     def run(self, entries):
@@ -336,11 +352,16 @@ def _differentiably_reaching(wengert: WengertList) -> set:
     return live
 
 
+def _index_operands(wengert: WengertList) -> set:
+    """Names of the integer operands of gathers and scatters (whose values decide patterns)."""
+    return {e.ins[-1].name for e in wengert.entries
+            if e.prim.name in ("gather", "scatter_add") and isinstance(e.ins[-1], Var)}
+
+
 def index_values(wengert: WengertList, args: list) -> dict:
     """Concrete values of the integer operands of gathers and scatters, computed from the
     runtime arguments `args` (in the order of `wengert.inputs`) with NumPy."""
-    needed = {e.ins[-1].name for e in wengert.entries
-              if e.prim.name in ("gather", "scatter_add") and isinstance(e.ins[-1], Var)}
+    needed = _index_operands(wengert)
     if not needed:
         return {}
     for e in reversed(wengert.entries):
@@ -369,12 +390,27 @@ def jacobian_pattern(wengert: WengertList, wrt, args=()) -> tuple:
     return coo.row[order].astype(np.int64), coo.col[order].astype(np.int64)
 
 
-def hessian_pattern(wengert: WengertList, wrt, args=()) -> tuple:
+def hessian_pattern(wengert: WengertList, wrt, args=(), max_pairs=None) -> tuple:
     """(rows, cols), symmetric: the input pairs coupled by some nonlinear entry that reaches
-    the scalar output (Walther's dependency-set propagation)."""
-    analysis = _Analysis(wengert, wrt, index_values(wengert, list(args)), True)
+    the scalar output (Walther's dependency-set propagation). Raises TooDense after
+    `max_pairs` coupled pairs (counted with repeats), when given."""
+    analysis = _Analysis(wengert, wrt, index_values(wengert, list(args)), True, max_pairs)
     analysis.run(wengert.entries)
     return analysis.hessian()
+
+
+def fixed_hessian_colouring(wengert: WengertList, wrt, max_pairs: int):
+    """(rows, cols, colours): the Hessian's pattern and a star colouring of it, the same for
+    every call of a specialization; None where the pattern depends on index arrays among
+    the arguments, or has more than `max_pairs` coupled pairs (see `hessian_pattern`)."""
+    if _index_operands(wengert):
+        return None
+    try:
+        rows, cols = hessian_pattern(wengert, wrt, (), max_pairs)
+    except TooDense:
+        return None
+    n = sum(_size(wengert.inputs[i].shape) for i in wrt)
+    return rows, cols, star_colouring(rows, cols, n)
 
 
 # ---------------------------------------------------------------- colourings

@@ -483,3 +483,109 @@ def test_tuple_argnums_give_blocks_equal_to_differences_with_exact_patterns():
                                rtol=1e-14)
     np.testing.assert_allclose(J[1].toarray(), np.eye(n - 1, n) * x[1:, None], rtol=1e-14)
     assert (J[0].nnz, J[1].nnz) == (2 * (n - 1), n - 1)
+
+
+# ---------------------------------------------------------------- dense Hessians by colours
+
+def _dense_hessian(fun, monkeypatch, argnums=0):
+    """`jitad.hessian(fun)`, using a colouring from the smallest sizes on."""
+    monkeypatch.setattr(jitad.derivatives, "COLOURED_FROM", 0)
+    return jitad.hessian(fun, argnums=argnums)
+
+
+@pytest.mark.parametrize("fun,args", HESSIAN_CASES, ids=lambda a: getattr(a, "__name__", ""))
+def test_dense_hessian_from_colours_equals_differences(fun, args, monkeypatch):
+    h = _dense_hessian(fun, monkeypatch)
+    H = h(*args)
+    np.testing.assert_allclose(H, fd_hessian(fun, args), rtol=1e-5, atol=1e-5)
+    assert H.shape == (N, N) and H.flags.c_contiguous
+    colours = HESSIANS[fun].plan(*args)[2].max() + 1
+    # Gathers by argument index arrays: the pattern depends on their values, never baked in.
+    coloured = fun is not gathered and 2 * colours <= N
+    assert ("COLOUR_out" in h.source(*args)) == coloured
+    if coloured:            # both triangles are read from the same products
+        np.testing.assert_array_equal(H, H.T)
+
+
+def test_dense_hessian_of_gathers_is_right_for_new_index_values(monkeypatch):
+    h = _dense_hessian(gathered, monkeypatch)
+    for idx in (IDX, np.roll(IDX, 3), np.zeros(N, dtype=np.int64)):
+        np.testing.assert_allclose(h(X, idx), fd_hessian(gathered, (X, idx)), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def coupled_blocks(a, b):      # a (3, 4) matrix and a vector: a[i, j] meets b[j]
+    return np.sum(np.sin(a) * b) + np.sum(a ** 3) + np.sum(b[1:] * b[:-1] ** 2)
+
+
+def test_dense_hessian_blocks_from_colours_of_matrix_arguments(monkeypatch):
+    rng = np.random.default_rng(4)
+    a, b = rng.uniform(-1, 1, (3, 4)), rng.uniform(-1, 1, 4)
+    h = _dense_hessian(coupled_blocks, monkeypatch, argnums=(0, 1))
+    blocks = h(a, b)
+    assert "COLOUR_out" in h.source(a, b)
+    grad = jitad.jit_grad(lambda y: coupled_blocks(y[:12].reshape(3, 4), y[12:]))
+    y = np.concatenate([a.ravel(), b])
+    fd = np.stack([(grad(y + 1e-6 * e) - grad(y - 1e-6 * e)) / 2e-6 for e in np.eye(16)])
+    ends = (0, 12, 16)
+    for i in range(2):
+        for j in range(2):
+            want = fd[ends[i]:ends[i + 1], ends[j]:ends[j + 1]]
+            want = want.reshape((a.shape, b.shape)[i] + (a.shape, b.shape)[j])
+            assert blocks[i][j].shape == want.shape and blocks[i][j].flags.c_contiguous
+            np.testing.assert_allclose(blocks[i][j], want, rtol=1e-6, atol=1e-6)
+    single = _dense_hessian(coupled_blocks, monkeypatch)(a, b)
+    np.testing.assert_allclose(single, fd[:12, :12].reshape(3, 4, 3, 4), rtol=1e-6, atol=1e-6)
+
+
+def test_a_dense_hessian_runs_one_product_per_colour():
+    """At the default threshold a loop-form Rosenbrock of 64 unknowns costs 3 Hessian-vector
+    products per Hessian, not 64."""
+    x = np.random.default_rng(2).uniform(-1.2, 1.2, 64)
+    h = jitad.hessian(rosen_loop)
+    H = h(x)
+    variant = next(v for entry in h._cache.values() for vs in entry.variants.values()
+                   for v in vs)
+    driver = variant.kernels["hessian"]
+    name = "rosen_loop_hvp"
+    kernel, calls = driver.__globals__[name], []
+    driver.__globals__[name] = lambda *args: calls.append(1) or kernel(*args)
+    try:
+        np.testing.assert_array_equal(h(x), H)
+    finally:
+        driver.__globals__[name] = kernel
+    assert len(calls) == 3
+    by_hand = np.zeros((64, 64))
+    for i in range(63):         # 100 (x[i+1] - x[i]^2)^2 + (1 - x[i])^2
+        by_hand[i, i] += 1200 * x[i] ** 2 - 400 * x[i + 1] + 2
+        by_hand[i + 1, i + 1] += 200
+        by_hand[i, i + 1] = by_hand[i + 1, i] = -400 * x[i]
+    np.testing.assert_allclose(H, by_hand, rtol=1e-12, atol=1e-12)
+
+
+def test_a_dense_pattern_stops_the_analysis_early_and_loops_over_columns(monkeypatch):
+    def dense(x):
+        return np.sum(x) ** 2 + np.sum(np.sin(x))
+    x = np.linspace(0.1, 1.0, N)
+    wengert, wrt, _ = _traced(dense, (x,))
+    analysis = jitad.sparse._Analysis(wengert, wrt, {}, True, max_pairs=20)
+    with pytest.raises(jitad.sparse.TooDense):
+        analysis.run(wengert.entries)
+    assert analysis.scalar_pairs == [] and analysis.pairs_rows == []   # none were built
+    h = _dense_hessian(dense, monkeypatch)
+    assert "COLOUR_out" not in h.source(x)
+    np.testing.assert_allclose(h(x), 2.0 - np.diag(np.sin(x)), rtol=1e-14)
+
+
+def test_a_wrong_colouring_gives_a_wrong_dense_hessian(monkeypatch):
+    """The checks above bite: one colour for every column (not a star colouring) mixes
+    neighbours' entries."""
+    monkeypatch.setattr(jitad.sparse, "star_colouring", lambda rows, cols, n:
+                        np.zeros(n, dtype=np.int64))
+    monkeypatch.setattr(jitad.sparse, "hessian_sources", lambda rows, cols, colours:
+                        (rows, colours[cols]))
+
+    def tridiagonal(x):     # (its own function: no stored build of a right colouring)
+        return np.sum((x[1:] - x[:-1] ** 2) ** 2)
+    H = _dense_hessian(tridiagonal, monkeypatch)(X)
+    assert not np.allclose(H, fd_hessian(tridiagonal, (X,)), rtol=1e-5, atol=1e-5)
