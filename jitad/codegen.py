@@ -18,7 +18,7 @@ from .primitives.core import add_into, operand_text
 from .primitives.custom import KERNELS, user_kernels
 from .wengert import Literal, Var, WengertList
 
-RESERVED = {"np", "math", "GuardFailed", *runtime.__all__, *llvm.WRAPPER_NAMES}
+RESERVED = {"np", "math", "GuardFailed", "ShapeChanged", *runtime.__all__, *llvm.WRAPPER_NAMES}
 # Names codegen makes up (loop indices and counters, per-element, view, carried, tape, row and
 # copied values, llvm adjoint buffers): printed value names never take this form.
 GENERATED = re.compile(r"^([ijk]\d*|adjoint\d+)$|_(e|view|prev|tape|row|rows|out)$")
@@ -159,8 +159,8 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
     # Element reads at fixed positions were traced for exact shapes: checked once per call.
     read = {e.ins[0].name for e in entries if e.prim.name == "getitem"
             and any(isinstance(item, int) for item in e.params["index"])}
-    body += [f"check_shape({v.name!r}, {label[v.name]}.shape, {v.shape})"
-             for v in wengert.inputs if v.name in read]
+    body += [line for v in wengert.inputs if v.name in read
+             for line in runtime.shape_check_lines(v.name, label[v.name], v.shape)]
     runs_at = {r.start: r for r in runs}
     starts = sorted(runs_at)
     producer = {e.out.name: e for e in entries}
@@ -825,7 +825,7 @@ def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "a
         imports.append("import math")
     if "np." in function:
         imports.append("import numpy as np")
-    helpers = [h for h in runtime.__all__ if f"{h}(" in function]
+    helpers = [h for h in (*runtime.__all__, "ShapeChanged") if f"{h}(" in function]
     if helpers:
         imports.append(f"from jitad.runtime import {', '.join(helpers)}")
     if "GuardFailed" in function:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import GuardFailed
 
-__all__ = ["check_broadcast", "check_shape", "check_sizes", "check_slice", "checked_index",
+__all__ = ["check_broadcast", "check_sizes", "check_slice", "checked_index",
            "checked_indices", "max_rows", "min_rows", "prod_rows", "scatter_add",
            "scatter_set", "solve_triangular"]
 
@@ -56,18 +56,20 @@ def check_broadcast(shape, other) -> None:
 
 
 class ShapeChanged(ValueError):
-    """An argument whose shape differs from the exact one its specialization was traced for."""
+    """An argument whose shape differs from the exact one its specialization was traced for
+    (`shape` None: raised from compiled code, with constants only)."""
 
     def __init__(self, name, shape, traced):
-        super().__init__(f"{name} has shape {_shape_text(shape)}, but this specialization reads "
-                         f"its elements at positions traced for shape {_shape_text(traced)}")
+        has = "another shape" if shape is None else f"shape {_shape_text(shape)}"
+        super().__init__(f"{name} has {has}, but this specialization reads its elements at "
+                         f"positions traced for shape {_shape_text(traced)}")
 
 
-def check_shape(name, shape, traced) -> None:
-    """Raise ValueError unless argument `name` has exactly the `traced` shape."""
-    for k in range(len(shape)):
-        if shape[k] != traced[k]:
-            raise ShapeChanged(name, shape, traced)
+def shape_check_lines(name: str, array: str, traced: tuple) -> list:
+    """Generated lines raising ShapeChanged unless the argument `name` (printed `array`) has
+    exactly the `traced` shape: inline, with constant arguments, which Numba compiles in
+    no time (a helper function took it about half a second in a new cache)."""
+    return [f"if {array}.shape != {traced!r}:", f"    raise ShapeChanged({name!r}, None, {traced!r})"]
 
 
 def check_sizes(shape, traced) -> None:

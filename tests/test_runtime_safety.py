@@ -161,7 +161,7 @@ def test_llvm_and_tape_check_the_lengths_they_were_encoded_for():
     f = jitad.jit_grad(reads, argnums=(0, 1), code_shape="llvm")
     x, y = np.array([1.0, 2.0, 3.0]), np.array([4.0])
     assert f.value_and_grad(x, y)[0] == 9.0
-    with pytest.raises(ValueError, match=r"x has shape \(2,\), but .* shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"x has another shape, but .* shape \(3,\)"):
         f.njit_value_and_grad(x, y)(x[:2], y)
     variant, _ = traced(f, [x, y])
     _, _, wengert, _ = build(variant, "value_and_grad", variant.wrt, "reads", "tape",
@@ -212,7 +212,7 @@ def test_element_reads_check_the_exact_shape_they_were_traced_for():
     source, run = generated(reads, [np.arange(1.0, 4.0)])
     assert run(np.array([2.0, 0.0, 5.0]))[0] == 15.0
     for bad in (np.ones(2), np.ones(4)):
-        with pytest.raises(ValueError, match=rf"x has shape \({bad.size},\), but this "
+        with pytest.raises(ValueError, match=r"x has another shape, but this "
                                              r"specialization .* shape \(3,\)"):
             run(bad)
 
