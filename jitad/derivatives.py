@@ -28,7 +28,7 @@ from .transforms.derivatives import hvp as hvp_list, jvp_list, vjp
 from .wengert import Literal, Var, WengertList
 
 COMPILED_LOOP_LINES = 2000     # kernels printed longer are looped over from Python
-COLOURED_FROM = 64             # Hessians of this many columns or more may use a colouring
+COLOURED_FROM = 64             # derivatives of this many columns or more may use a colouring
 _JACOBIANS = ("jacobian_auto", "jacobian_fwd", "jacobian_rev")
 _ARRAY_OUTPUTS = ("jvp",) + _JACOBIANS            # modes whose function may return an array
 _DENSE = ("hessian",) + _JACOBIANS                 # modes looping over sizes fixed at build
@@ -38,6 +38,10 @@ _WHAT = {"jvp": "Value and directional derivative (forward mode)",
          "jvp_batch": "Value and directional derivatives along each row of the tangents",
          "jacobian_fwd": "Dense Jacobian (forward mode, one column per input)",
          "jacobian_rev": "Dense Jacobian (reverse mode, one row per output)"}
+_WHAT_COLOURED = {
+    "hessian": "Dense Hessian (one Hessian-vector product per colour of its sparsity pattern)",
+    "jacobian_fwd": "Dense Jacobian (forward mode, one product per colour of its sparsity "
+                    "pattern)"}
 
 
 # ---------------------------------------------------------------- lists
@@ -91,14 +95,13 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
         if mode == "jvp" and is_batch(traced, wrt):
             mode = "jvp_batch"
         kernel = kernel_list(traced, mode, wrt)
-        plan = _colouring(traced, wrt) if mode == "hessian" else None
+        plan = _colouring(mode, traced, wrt)
         shape, runs = codegen.choose_shape(kernel, code_shape)
         if shape == "tape":             # loops call kernels compiled by Numba
             shape, runs = codegen.choose_shape(kernel, "loops")
     inputs = ", ".join(f"{v.name}: {v.type_text()}" for v in variant.trace.wengert.inputs)
     wrt_names = ", ".join(variant.trace.wengert.inputs[i].name for i in wrt)
-    what = _WHAT[mode] if plan is None else \
-        "Dense Hessian (one Hessian-vector product per colour of its sparsity pattern)"
+    what = _WHAT[mode] if plan is None else _WHAT_COLOURED[mode]
     doc = f"{what} of {traced.name} ({traced.loc}), specialized for {inputs}; " \
           f"d/d({wrt_names})."
     base = codegen.identifier(fn_name)
@@ -112,33 +115,34 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
         name = f"{base}_{mode}"
         python = source.count("\n") > COMPILED_LOOP_LINES
         loop = _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc, python) \
-            if plan is None else _coloured_source(name, inner, traced, kernel, wrt, blocks,
-                                                  doc, plan)
+            if plan is None else _coloured_source(mode, name, inner, traced, kernel, wrt,
+                                                  blocks, doc, plan)
     return source + "\n\n" + loop, name, kernel, shape
 
 
-def _colouring(traced, wrt):
-    """(rows, cols, colours) of a Hessian worth assembling from one HVP per colour (at most
-    half as many as columns) rather than one per column, when its pattern is the same for
-    every call (see `sparse.fixed_hessian_colouring`); else None. Below COLOURED_FROM
-    columns a compiled loop over all of them is quicker than Python over a few. The
-    pattern's analysis stops early on dense Hessians (after n**2 / 8 coupled pairs, or
-    64 n: pairs are counted with repeats)."""
+def _colouring(mode, traced, wrt):
+    """(rows, cols, colours) of a Hessian or forward-mode Jacobian worth assembling from one
+    product per colour (at most half as many as columns) rather than one per column, when
+    its pattern is the same for every call (see `sparse.fixed_colouring`); else None.
+    Below COLOURED_FROM columns a compiled loop over all of them is quicker than Python
+    over a few. The pattern's analysis stops early on dense derivatives (after n**2 / 8
+    pairs, or 64 n: pairs are counted with repeats)."""
     n = sum(int(np.prod(traced.inputs[i].shape)) for i in wrt)
-    if n < COLOURED_FROM or any(traced.inputs[i].shape == () for i in wrt):
+    if mode not in ("hessian", "jacobian_fwd") or n < COLOURED_FROM or \
+            any(traced.inputs[i].shape == () for i in wrt):
         return None
     from . import sparse
-    plan = sparse.fixed_hessian_colouring(traced, wrt, max(n * n // 8, 64 * n))
+    plan = sparse.fixed_colouring(traced, wrt, mode == "hessian", max(n * n // 8, 64 * n))
     if plan is None or 2 * (int(plan[2].max(initial=-1)) + 1) > n:
         return None
     return plan
 
 
-def _coloured_source(name, inner, traced, kernel, wrt, blocks, doc, plan) -> str:
-    """A dense Hessian assembled from one Hessian-vector product per colour of a star
-    colouring of its sparsity pattern (Gebremedhin, Manne and Pothen 2005): the products,
-    a row per colour, hold every nonzero; run as Python (a few calls of the compiled
-    kernel and two NumPy gathers)."""
+def _coloured_source(mode, name, inner, traced, kernel, wrt, blocks, doc, plan) -> str:
+    """A dense Hessian or Jacobian assembled from one product per colour of its sparsity
+    pattern (a star colouring for Hessians, after Gebremedhin, Manne and Pothen 2005; a
+    distance-1 column colouring for Jacobians): the products, a row per colour, hold
+    every nonzero. Run as Python: a few calls of the compiled kernel, two NumPy gathers."""
     from . import sparse
     rows, cols, colours = plan
     label = codegen.labels(WengertList(kernel.name, kernel.inputs, [], []))
@@ -146,36 +150,50 @@ def _coloured_source(name, inner, traced, kernel, wrt, blocks, doc, plan) -> str
     xs = [traced.inputs[i].shape for i in wrt]
     sizes = [int(np.prod(s)) for s in xs]
     ends, n, count = np.cumsum([0] + sizes).tolist(), sum(sizes), int(colours.max()) + 1
-    source = sparse.layout(rows, cols, sparse.hessian_sources(rows, cols, colours), (n, n))
+    hessian = mode == "hessian"
+    ys = traced.outputs[0].shape
+    m = n if hessian else int(np.prod(ys))
+    sources = (sparse.hessian_sources if hessian else sparse.jacobian_sources)(rows, cols,
+                                                                                colours)
+    where = sparse.layout(rows, cols, sources, (m, n))
     directions = "SEED_out[c_out]" if len(wrt) == 1 and len(xs[0]) == 1 else ", ".join(
         f"SEED_out[c_out, {a}:{b}].reshape({s!r})" for a, b, s in zip(ends, ends[1:], xs))
-    fills = [f"        P_out[c_out] = {'r_out' if len(xs[0]) == 1 else 'np.ravel(r_out)'}"] \
-        if len(wrt) == 1 else \
-        [f"        P_out[c_out, {a}:{b}] = np.ravel(r_out[{j}])"
-         for j, (a, b) in enumerate(zip(ends, ends[1:]))]
+    if not hessian:         # (value, J v)
+        fills = [f"        P_out[c_out] = {'r_out[1]' if len(ys) == 1 else 'np.ravel(r_out[1])'}"]
+    elif len(wrt) == 1:     # H v
+        fills = [f"        P_out[c_out] = {'r_out' if len(xs[0]) == 1 else 'np.ravel(r_out)'}"]
+    else:                   # (H v)_1, (H v)_2, ...
+        fills = [f"        P_out[c_out, {a}:{b}] = np.ravel(r_out[{j}])"
+                 for j, (a, b) in enumerate(zip(ends, ends[1:]))]
+    block = [[f"np.ascontiguousarray(D_out[{ends[j] if hessian else ''}:"
+              f"{ends[j + 1] if hessian else ''}, {ends[i]}:{ends[i + 1]}])"
+              f".reshape({(xs[j] if hessian else ys) + xs[i]!r})"
+              for i in range(len(wrt))] for j in range(len(wrt) if hessian else 1)]
     if len(wrt) == 1 and not blocks:
-        result = "H_out" if len(xs[0]) == 1 else f"H_out.reshape({xs[0] + xs[0]!r})"
+        whole = (xs[0] if hessian else ys) + xs[0]
+        result = "D_out" if whole == (m, n) else f"D_out.reshape({whole!r})"
+    elif hessian:
+        result = _tuple_text([_tuple_text(row) for row in block])
     else:
-        rows_text = [_tuple_text([f"np.ascontiguousarray(H_out[{ends[j]}:{ends[j + 1]}, "
-                                  f"{ends[i]}:{ends[i + 1]}]).reshape({xs[j] + xs[i]!r})"
-                                  for i in range(len(wrt))]) for j in range(len(wrt))]
-        result = _tuple_text(rows_text)
+        result = _tuple_text(block[0])
+    what = ("Hessian", "Hessian-vector", "a star") if hessian else \
+        ("Jacobian", "Jacobian-vector", "a distance-1")
     return (
         "_jitad_python_loop = True  # run as Python: calls the compiled kernel once per "
         "colour\nimport numpy as np\n\n"
-        f"# The Hessian's sparsity pattern, found on the Wengert list: {len(rows)} nonzeros "
-        f"in {n}\n# columns of {count} colours (a star colouring). The Hessian-vector "
-        "product seeded with\n# a colour's columns holds them all: H.flat[AT_out] = "
+        f"# The {what[0]}'s sparsity pattern, found on the Wengert list: {len(rows)} nonzeros; "
+        f"its {n}\n# columns take {count} colours ({what[2]} colouring). The {what[1]} "
+        "product seeded\n# with a colour's columns holds them all: D.flat[AT_out] = "
         "products.flat[FROM_out].\n"
         + _int_array_text("COLOUR_out", colours)
         + _int_array_text("AT_out", rows * n + cols)
-        + _int_array_text("FROM_out", source["gather"])
+        + _int_array_text("FROM_out", where["gather"])
         + f"SEED_out = (COLOUR_out == np.arange({count})[:, None]).astype(np.float64)\n\n\n"
         f"def {name}({params}):\n    \"\"\"{codegen.docstring_text(doc)}\"\"\"\n"
-        f"    P_out = np.empty(({count}, {n}))\n    for c_out in range({count}):\n"
+        f"    P_out = np.empty(({count}, {m}))\n    for c_out in range({count}):\n"
         f"        r_out = {inner}({params}, {directions})\n" + "\n".join(fills) + "\n"
-        f"    H_out = np.zeros({n * n})\n    H_out[AT_out] = P_out.ravel()[FROM_out]\n"
-        f"    H_out = H_out.reshape(({n}, {n}))\n    return {result}\n")
+        f"    D_out = np.zeros({m * n})\n    D_out[AT_out] = P_out.ravel()[FROM_out]\n"
+        f"    D_out = D_out.reshape(({m}, {n}))\n    return {result}\n")
 
 
 def _int_array_text(name: str, values) -> str:

@@ -11,9 +11,10 @@ Dependency sets are sparse 0/1 matrices `D[v]` (elements of value `v` x elements
 differentiated input); scalar values carry Python sets instead (lazy unions along sums), so
 loop-form code costs a few microseconds per entry. They are exact for elementwise
 primitives (with broadcasting), static indexing, gathers and scatters (the index values are
-read from the arguments), shape primitives, reductions and `matmul`/`outer` (per element
-triple); unknown primitives and `prod` are treated conservatively (every output element
-depends on every operand element, and nonlinear ones couple all of them). `select`,
+read from the arguments), updates of arrays made in the function (`r[i] = v`), shape
+primitives, reductions and `matmul`/`outer` (per element triple); unknown primitives and
+`prod` are treated conservatively (every output element depends on every operand element,
+and nonlinear ones couple all of them). `select`,
 `maximum`, `minimum` and `abs` depend on both branches (the pattern holds for every branch).
 """
 from __future__ import annotations
@@ -280,15 +281,20 @@ class _Analysis:
             return _select(ds[0], _grid(ins[0].shape)[as_python_index(e.params["index"])])
         if name == "gather":
             return _select(ds[0], _grid(ins[0].shape)[self.values[ins[1].name]])
-        if name in ("index_add", "scatter_add"):
+        if name in ("index_add", "scatter_add", "index_update"):
             acc, update = ins[0], ins[1]
-            where = as_python_index(e.params["index"]) if name == "index_add" else \
-                self.values[ins[2].name]
+            where = self.values[ins[2].name] if name == "scatter_add" else \
+                as_python_index(e.params["index"])
             positions = _grid(acc.shape)[where]
             source = np.broadcast_to(_grid(update.shape), positions.shape)
             routed = _routed(positions.ravel(), source.ravel(), _size(acc.shape),
                              _size(update.shape), ds[1])
-            return _union(ds[0], routed)
+            kept = ds[0]
+            if name == "index_update" and kept is not None:     # overwritten: forgotten
+                keep = np.ones(_size(acc.shape))
+                keep[positions.ravel()] = 0.0
+                kept = _binary(sp.diags(keep) @ kept)
+            return _union(kept, routed)
         if name == "concatenate":
             axis, offset, grids = e.params["axis"], 0, []
             for x in ins:
@@ -399,18 +405,25 @@ def hessian_pattern(wengert: WengertList, wrt, args=(), max_pairs=None) -> tuple
     return analysis.hessian()
 
 
-def fixed_hessian_colouring(wengert: WengertList, wrt, max_pairs: int):
-    """(rows, cols, colours): the Hessian's pattern and a star colouring of it, the same for
-    every call of a specialization; None where the pattern depends on index arrays among
-    the arguments, or has more than `max_pairs` coupled pairs (see `hessian_pattern`)."""
+def fixed_colouring(wengert: WengertList, wrt, hessian: bool, max_pairs: int):
+    """(rows, cols, colours): the Hessian's (`hessian`) or Jacobian's pattern and a star or
+    column colouring of it, the same for every call of a specialization; None where the
+    pattern depends on index arrays among the arguments, or is denser than `max_pairs`
+    (Hessians: coupled pairs, counted with repeats; Jacobians: nonzeros, and pairs of
+    nonzeros sharing a row, which the column colouring's graph costs)."""
     if _index_operands(wengert):
         return None
-    try:
-        rows, cols = hessian_pattern(wengert, wrt, (), max_pairs)
-    except TooDense:
-        return None
     n = sum(_size(wengert.inputs[i].shape) for i in wrt)
-    return rows, cols, star_colouring(rows, cols, n)
+    if hessian:
+        try:
+            rows, cols = hessian_pattern(wengert, wrt, (), max_pairs)
+        except TooDense:
+            return None
+        return rows, cols, star_colouring(rows, cols, n)
+    rows, cols = jacobian_pattern(wengert, wrt)
+    if len(rows) > max_pairs or np.sum(np.bincount(rows) ** 2) > max_pairs:
+        return None
+    return rows, cols, column_colouring(rows, cols, (_size(wengert.outputs[0].shape), n))
 
 
 # ---------------------------------------------------------------- colourings

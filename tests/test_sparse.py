@@ -589,3 +589,51 @@ def test_a_wrong_colouring_gives_a_wrong_dense_hessian(monkeypatch):
         return np.sum((x[1:] - x[:-1] ** 2) ** 2)
     H = _dense_hessian(tridiagonal, monkeypatch)(X)
     assert not np.allclose(H, fd_hessian(tridiagonal, (X,)), rtol=1e-5, atol=1e-5)
+
+
+def filled(x):          # an array made in the function, filled in place (issue 11's pattern)
+    r = np.zeros(len(x) + 1)
+    for i in range(len(x) - 1):
+        r[i] = x[i + 1] ** 2 - x[i]
+    r[1] = x[3]         # overwrites r[1]: x[1] and x[2] no longer reach it
+    r[-2:] = x[0] * x[-2:]
+    return r
+
+
+def test_jacobian_pattern_of_updates_is_exact():
+    wengert, wrt, runtime = _traced_jacobian(filled, (X,))
+    rows, cols = jacobian_pattern(wengert, wrt, runtime)
+    assert_pattern((rows, cols), nonzeros(fd_jacobian(filled, (X,)), 1e-7))
+    assert (1, 3) in set(zip(rows.tolist(), cols.tolist()))
+    assert (1, 1) not in set(zip(rows.tolist(), cols.tolist()))
+
+
+@pytest.mark.parametrize("fun", [chain_residuals, filled], ids=lambda f: f.__name__)
+def test_dense_forward_jacobian_from_colours_equals_differences(fun, monkeypatch):
+    monkeypatch.setattr(jitad.derivatives, "COLOURED_FROM", 0)
+    x = np.random.default_rng(6).uniform(0.5, 1.5, 12)
+    f = jitad.jacobian(fun, mode="fwd")
+    J = f(x)
+    assert "COLOUR_out" in f.source(x) and J.flags.c_contiguous
+    np.testing.assert_allclose(J, fd_jacobian(fun, (x,)), rtol=1e-6, atol=1e-7)
+    rows, cols, colours = jitad.sparse.sparse_jacobian(fun).plan(x)
+    assert column_violations(rows, cols, colours) == [] and colours.max() + 1 <= 6
+
+
+def sheets(a, b):       # a (4, 5) matrix and a vector; output (2, 20 + 4)
+    out = np.concatenate(((np.sin(a) * b).ravel(), b[1:] * b[:-1]))
+    return np.stack([out, out ** 2])
+
+
+def test_dense_jacobian_blocks_from_colours_of_matrix_arguments(monkeypatch):
+    monkeypatch.setattr(jitad.derivatives, "COLOURED_FROM", 0)
+    rng = np.random.default_rng(8)
+    a, b = rng.uniform(-1, 1, (4, 5)), rng.uniform(-1, 1, 5)
+    f = jitad.jacobian(sheets, argnums=(0, 1), mode="fwd")
+    Ja, Jb = f(a, b)
+    assert "COLOUR_out" in f.source(a, b)
+    y = np.concatenate([a.ravel(), b])
+    fd = fd_jacobian(lambda y: sheets(y[:20].reshape(4, 5), y[20:]), (y,))
+    assert Ja.shape == (2, 24, 4, 5) and Jb.shape == (2, 24, 5)
+    np.testing.assert_allclose(Ja.reshape(48, 20), fd[:, :20], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(Jb.reshape(48, 5), fd[:, 20:], rtol=1e-6, atol=1e-7)
