@@ -198,8 +198,9 @@ def call_compiling(kernel, args):
 
 def standalone_dispatcher(kernel):
     """A separate dispatcher of the same compiled function, free to specialize further
-    (for users' own @numba.njit code)."""
-    return _njit(kernel.py_func, error_model="numpy")
+    (for users' own @numba.njit code); a generated function run as Python (a loop around
+    compiled kernels) is compiled here."""
+    return _njit(getattr(kernel, "py_func", kernel), error_model="numpy")
 
 
 def load_python(source: str, fn_name: str):

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import codegen, stats, tracing
 from .api import JitGrad, _as_method, _entry, _fast_key, jit_grad
-from .errors import ArgumentError, JitadError
+from .errors import ArgumentError
 from .reads import underlying_function
 from .tracing import Tracer, trace
 from .transforms import simplify, value_and_grad
@@ -380,16 +380,11 @@ class Transformed(JitGrad):
 
     def njit_kernel(self, *args, **kwargs):
         """The compiled Numba dispatcher for these argument kinds, callable from a user's
-        own `@numba.njit` code with the runtime arguments, in order."""
+        own `@numba.njit` code with the runtime arguments, in order. (Where calls loop from
+        Python around the compiled product, the loop is compiled here, on first use.)"""
         from . import compile as compiler
         variant, runtime_args = self._variant(args, kwargs)
-        kernel = self._kernel(variant, self._mode, runtime_args)
-        if not hasattr(kernel, "py_func"):
-            raise JitadError(f"{self.__name__}: this {self._factory} loops from Python over a "
-                             "compiled kernel (a long one, or one product per colour of a "
-                             "sparse Hessian); use jitad.hvp or jitad.jvp for a kernel to "
-                             "call from Numba code")
-        return compiler.standalone_dispatcher(kernel)
+        return compiler.standalone_dispatcher(self._kernel(variant, self._mode, runtime_args))
 
     def _build(self, variant):
         return build(variant, self._mode, variant.wrt, self.__name__, self.code_shape)

@@ -7,6 +7,7 @@ there; and the values of those dense differences.
 """
 import math
 
+import numba
 import numpy as np
 import pytest
 
@@ -637,3 +638,16 @@ def test_dense_jacobian_blocks_from_colours_of_matrix_arguments(monkeypatch):
     assert Ja.shape == (2, 24, 4, 5) and Jb.shape == (2, 24, 5)
     np.testing.assert_allclose(Ja.reshape(48, 20), fd[:, :20], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(Jb.reshape(48, 5), fd[:, 20:], rtol=1e-6, atol=1e-7)
+
+
+def test_a_coloured_dense_hessian_is_callable_from_numba_code():
+    x = np.random.default_rng(9).uniform(-1.2, 1.2, 64)
+    h = jitad.hessian(rosen_loop)
+    assert "COLOUR_out" in h.source(x)
+    kernel = h.njit_kernel(x)
+
+    @numba.njit
+    def newton_direction(x, g):
+        return np.linalg.solve(kernel(x), g)
+    g = jitad.jit_grad(rosen_loop)(x)
+    np.testing.assert_allclose(newton_direction(x, g), np.linalg.solve(h(x), g), rtol=1e-10)
