@@ -41,7 +41,9 @@ _WHAT = {"jvp": "Value and directional derivative (forward mode)",
 _WHAT_COLOURED = {
     "hessian": "Dense Hessian (one Hessian-vector product per colour of its sparsity pattern)",
     "jacobian_fwd": "Dense Jacobian (forward mode, one product per colour of its sparsity "
-                    "pattern)"}
+                    "pattern)",
+    "jacobian_rev": "Dense Jacobian (reverse mode, one product per colour of its rows' "
+                    "sparsity pattern)"}
 
 
 # ---------------------------------------------------------------- lists
@@ -121,19 +123,23 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
 
 
 def _colouring(mode, traced, wrt):
-    """(rows, cols, colours) of a Hessian or forward-mode Jacobian worth assembling from one
-    product per colour (at most half as many as columns) rather than one per column, when
-    its pattern is the same for every call (see `sparse.fixed_colouring`); else None.
-    Below COLOURED_FROM columns a compiled loop over all of them is quicker than Python
-    over a few. The pattern's analysis stops early on dense derivatives (after n**2 / 8
-    pairs, or 64 n: pairs are counted with repeats)."""
-    n = sum(int(np.prod(traced.inputs[i].shape)) for i in wrt)
-    if mode not in ("hessian", "jacobian_fwd") or n < COLOURED_FROM or \
-            any(traced.inputs[i].shape == () for i in wrt):
+    """(rows, cols, colours) of a Hessian or Jacobian worth assembling from one product per
+    colour (at most half as many colours as seeded columns, or rows in reverse mode) rather
+    than one per column (row), when its pattern is the same for every call (see
+    `sparse.fixed_colouring`); else None. Below COLOURED_FROM seeds a compiled loop over
+    all of them is quicker than Python over a few. The pattern's analysis stops early on
+    dense derivatives (after k**2 / 8 pairs, or 64 k, for k seeds: pairs are counted with
+    repeats)."""
+    kind = {"hessian": "hessian", "jacobian_fwd": "columns", "jacobian_rev": "rows"}.get(mode)
+    if kind is None or any(traced.inputs[i].shape == () for i in wrt):
+        return None
+    k = int(np.prod(traced.outputs[0].shape)) if kind == "rows" else \
+        sum(int(np.prod(traced.inputs[i].shape)) for i in wrt)
+    if k < COLOURED_FROM:
         return None
     from . import sparse
-    plan = sparse.fixed_colouring(traced, wrt, mode == "hessian", max(n * n // 8, 64 * n))
-    if plan is None or 2 * (int(plan[2].max(initial=-1)) + 1) > n:
+    plan = sparse.fixed_colouring(traced, wrt, kind, max(k * k // 8, 64 * k))
+    if plan is None or 2 * (int(plan[2].max(initial=-1)) + 1) > k:
         return None
     return plan
 
@@ -141,8 +147,9 @@ def _colouring(mode, traced, wrt):
 def _coloured_source(mode, name, inner, traced, kernel, wrt, blocks, doc, plan) -> str:
     """A dense Hessian or Jacobian assembled from one product per colour of its sparsity
     pattern (a star colouring for Hessians, after Gebremedhin, Manne and Pothen 2005; a
-    distance-1 column colouring for Jacobians): the products, a row per colour, hold
-    every nonzero. Run as Python: a few calls of the compiled kernel, two NumPy gathers."""
+    distance-1 colouring of the columns, or in reverse mode of the rows, for Jacobians):
+    the products, a row per colour, hold every nonzero. Run as Python: a few calls of the
+    compiled kernel, two NumPy gathers."""
     from . import sparse
     rows, cols, colours = plan
     label = codegen.labels(WengertList(kernel.name, kernel.inputs, [], []))
@@ -150,19 +157,30 @@ def _coloured_source(mode, name, inner, traced, kernel, wrt, blocks, doc, plan) 
     xs = [traced.inputs[i].shape for i in wrt]
     sizes = [int(np.prod(s)) for s in xs]
     ends, n, count = np.cumsum([0] + sizes).tolist(), sum(sizes), int(colours.max()) + 1
-    hessian = mode == "hessian"
+    hessian, reverse = mode == "hessian", mode == "jacobian_rev"
     ys = traced.outputs[0].shape
     m = n if hessian else int(np.prod(ys))
-    sources = (sparse.hessian_sources if hessian else sparse.jacobian_sources)(rows, cols,
-                                                                                colours)
-    where = sparse.layout(rows, cols, sources, (m, n))
-    directions = "SEED_out[c_out]" if len(wrt) == 1 and len(xs[0]) == 1 else ", ".join(
-        f"SEED_out[c_out, {a}:{b}].reshape({s!r})" for a, b, s in zip(ends, ends[1:], xs))
-    if not hessian:         # (value, J v)
+    if hessian:             # products (H S)[i, c]
+        width = n
+        at = sparse.layout(rows, cols, sparse.hessian_sources(rows, cols, colours),
+                           (n, n))["gather"]
+    elif reverse:           # products (S^T J)[c, j]
+        width, at = n, colours[rows] * n + cols
+    else:                   # products (J S)[i, c]
+        width, at = m, colours[cols] * m + rows
+    seeded = [ys] if reverse else xs
+    seed_ends = [0, m] if reverse else ends
+    directions = "SEED_out[c_out]" if len(seeded) == 1 and len(seeded[0]) == 1 else \
+        ", ".join(f"SEED_out[c_out, {a}:{b}].reshape({s!r})"
+                  for a, b, s in zip(seed_ends, seed_ends[1:], seeded))
+    if reverse:             # (value, (S^T J_1, S^T J_2, ...))
+        fills = [f"        P_out[c_out, {a}:{b}] = np.ravel(r_out[1][{j}])"
+                 for j, (a, b) in enumerate(zip(ends, ends[1:]))]
+    elif not hessian:       # (value, J S)
         fills = [f"        P_out[c_out] = {'r_out[1]' if len(ys) == 1 else 'np.ravel(r_out[1])'}"]
-    elif len(wrt) == 1:     # H v
+    elif len(wrt) == 1:     # H S
         fills = [f"        P_out[c_out] = {'r_out' if len(xs[0]) == 1 else 'np.ravel(r_out)'}"]
-    else:                   # (H v)_1, (H v)_2, ...
+    else:                   # (H S)_1, (H S)_2, ...
         fills = [f"        P_out[c_out, {a}:{b}] = np.ravel(r_out[{j}])"
                  for j, (a, b) in enumerate(zip(ends, ends[1:]))]
     block = [[f"np.ascontiguousarray(D_out[{ends[j] if hessian else ''}:"
@@ -176,21 +194,22 @@ def _coloured_source(mode, name, inner, traced, kernel, wrt, blocks, doc, plan) 
         result = _tuple_text([_tuple_text(row) for row in block])
     else:
         result = _tuple_text(block[0])
-    what = ("Hessian", "Hessian-vector", "a star") if hessian else \
-        ("Jacobian", "Jacobian-vector", "a distance-1")
+    what = ("Hessian", "Hessian-vector products", "columns", "a star") if hessian else \
+        ("Jacobian", "vector-Jacobian products", "rows", "a distance-1") if reverse else \
+        ("Jacobian", "Jacobian-vector products", "columns", "a distance-1")
     return (
         "_jitad_python_loop = True  # run as Python: calls the compiled kernel once per "
         "colour\nimport numpy as np\n\n"
-        f"# The {what[0]}'s sparsity pattern, found on the Wengert list: {len(rows)} nonzeros; "
-        f"its {n}\n# columns take {count} colours ({what[2]} colouring). The {what[1]} "
-        "product seeded\n# with a colour's columns holds them all: D.flat[AT_out] = "
+        f"# The {what[0]}'s sparsity pattern, found on the Wengert list: {len(rows)} nonzeros. "
+        f"Its\n# {what[2]} take {count} colours ({what[3]} colouring); the {what[1]} "
+        f"seeded with\n# each colour's {what[2]} hold them all: D.flat[AT_out] = "
         "products.flat[FROM_out].\n"
         + _int_array_text("COLOUR_out", colours)
         + _int_array_text("AT_out", rows * n + cols)
-        + _int_array_text("FROM_out", where["gather"])
+        + _int_array_text("FROM_out", at)
         + f"SEED_out = (COLOUR_out == np.arange({count})[:, None]).astype(np.float64)\n\n\n"
         f"def {name}({params}):\n    \"\"\"{codegen.docstring_text(doc)}\"\"\"\n"
-        f"    P_out = np.empty(({count}, {m}))\n    for c_out in range({count}):\n"
+        f"    P_out = np.empty(({count}, {width}))\n    for c_out in range({count}):\n"
         f"        r_out = {inner}({params}, {directions})\n" + "\n".join(fills) + "\n"
         f"    D_out = np.zeros({m * n})\n    D_out[AT_out] = P_out.ravel()[FROM_out]\n"
         f"    D_out = D_out.reshape(({m}, {n}))\n    return {result}\n")

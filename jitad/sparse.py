@@ -405,25 +405,30 @@ def hessian_pattern(wengert: WengertList, wrt, args=(), max_pairs=None) -> tuple
     return analysis.hessian()
 
 
-def fixed_colouring(wengert: WengertList, wrt, hessian: bool, max_pairs: int):
-    """(rows, cols, colours): the Hessian's (`hessian`) or Jacobian's pattern and a star or
-    column colouring of it, the same for every call of a specialization; None where the
-    pattern depends on index arrays among the arguments, or is denser than `max_pairs`
-    (Hessians: coupled pairs, counted with repeats; Jacobians: nonzeros, and pairs of
-    nonzeros sharing a row, which the column colouring's graph costs)."""
+def fixed_colouring(wengert: WengertList, wrt, kind: str, max_pairs: int):
+    """(rows, cols, colours): the pattern of the Hessian (`kind` "hessian", star colouring)
+    or of the Jacobian (colouring its "columns" or its "rows"), the same for every call of a
+    specialization; None where the pattern depends on index arrays among the arguments, or
+    is denser than `max_pairs` (Hessians: coupled pairs, counted with repeats; Jacobians:
+    nonzeros, and pairs of nonzeros sharing a row (column), which the colouring's graph
+    costs)."""
     if _index_operands(wengert):
         return None
     n = sum(_size(wengert.inputs[i].shape) for i in wrt)
-    if hessian:
+    if kind == "hessian":
         try:
             rows, cols = hessian_pattern(wengert, wrt, (), max_pairs)
         except TooDense:
             return None
         return rows, cols, star_colouring(rows, cols, n)
     rows, cols = jacobian_pattern(wengert, wrt)
-    if len(rows) > max_pairs or np.sum(np.bincount(rows) ** 2) > max_pairs:
+    m = _size(wengert.outputs[0].shape)
+    shared = rows if kind == "columns" else cols    # the colouring's graph: pairs sharing one
+    if len(rows) > max_pairs or np.sum(np.bincount(shared) ** 2) > max_pairs:
         return None
-    return rows, cols, column_colouring(rows, cols, (_size(wengert.outputs[0].shape), n))
+    if kind == "columns":
+        return rows, cols, column_colouring(rows, cols, (m, n))
+    return rows, cols, column_colouring(cols, rows, (n, m))
 
 
 # ---------------------------------------------------------------- colourings

@@ -651,3 +651,27 @@ def test_a_coloured_dense_hessian_is_callable_from_numba_code():
         return np.linalg.solve(kernel(x), g)
     g = jitad.jit_grad(rosen_loop)(x)
     np.testing.assert_allclose(newton_direction(x, g), np.linalg.solve(h(x), g), rtol=1e-10)
+
+
+def constraints(a, b):      # 2 x 6 outputs, each reading one row of a and one b
+    return np.stack([np.sum(a * a, axis=1) + b ** 3, np.sum(np.sin(a), axis=1) * b])
+
+
+def test_dense_reverse_jacobian_from_row_colours_equals_differences(monkeypatch):
+    monkeypatch.setattr(jitad.derivatives, "COLOURED_FROM", 0)
+    rng = np.random.default_rng(10)
+    a, b = rng.uniform(-1, 1, (6, 5)), rng.uniform(-1, 1, 6)
+    f = jitad.jacobian(constraints, argnums=(0, 1), mode="rev")
+    Ja, Jb = f(a, b)
+    source = f.source(a, b)
+    assert "COLOUR_out" in source and "rows take 2 colours" in source
+    y = np.concatenate([a.ravel(), b])
+    fd = fd_jacobian(lambda y: constraints(y[:30].reshape(6, 5), y[30:]), (y,))
+    assert Ja.shape == (2, 6, 6, 5) and Jb.shape == (2, 6, 6) and Ja.flags.c_contiguous
+    np.testing.assert_allclose(Ja.reshape(12, 30), fd[:, :30], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(Jb.reshape(12, 6), fd[:, 30:], rtol=1e-6, atol=1e-7)
+    x = rng.uniform(0.5, 1.5, 12)
+    g = jitad.jacobian(lambda x: x[:6] * x[6:] - np.sin(x[:6]), mode="rev")
+    assert "COLOUR_out" in g.source(x)
+    np.testing.assert_allclose(g(x), fd_jacobian(lambda x: x[:6] * x[6:] - np.sin(x[:6]),
+                                                 (x,)), rtol=1e-6, atol=1e-7)
