@@ -664,6 +664,8 @@ class JitGrad:
                 if grad_entry is not None:
                     self._trampolines["__call__"].__code__ = grad_entry.__code__
                 return
+            for name in (mode, "__call__") if grad_entry is not None else (mode,):
+                self._trampolines[name].__code__ = self._plain_code[name]   # via `_current`
             setattr(self, mode, _as_method(entry, self, getattr(JitGrad, mode)))
             if grad_entry is not None:
                 type(self).__call__ = staticmethod(_as_method(grad_entry, self,

@@ -144,3 +144,18 @@ def test_the_benchmark_rosenbrock_loop_tapes_nothing():
     assert source.count("for k") == 2 and "_tape" not in source
     assert "x[" in source[source.index("# reverse sweep"):].split("for k1")[1]
     assert sum(source.count(f"np.{alloc}(") for alloc in ("full", "empty", "zeros")) == 1
+
+
+def test_entries_past_the_shared_globals_bound(monkeypatch):
+    """Once the shared globals are full, entries are the methods themselves, and references
+    taken before still reach them."""
+    monkeypatch.setattr(jitad.api, "_SHARED_GLOBALS", 0)
+    f = jitad.jit_grad(cubes)
+    value_and_grad = f.value_and_grad
+    for n in (3, 4, 3):
+        x = np.linspace(0.5, 2.0, n)
+        value, grad = value_and_grad(x)
+        assert value == pytest.approx(np.sum(x ** 3)) and np.allclose(grad, 3.0 * x ** 2)
+        np.testing.assert_allclose(f(x), 3.0 * x ** 2)
+    _, names = python_calls(lambda: f.value_and_grad(np.linspace(0.5, 2.0, 4)))
+    assert len(names) == 1      # the method is the latest signature's entry
