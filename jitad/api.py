@@ -10,7 +10,9 @@ import contextlib
 import functools
 import gc
 import inspect
+import itertools
 import os
+import re
 import threading
 import time
 import types
@@ -495,7 +497,7 @@ class JitGrad:
         stale = False
         for entries in self._fast.values():
             for fast_key, entry in list(entries.items()):
-                if entry.__globals__.get("_jitad_kernel") is first:
+                if entry.kernel is first:
                     stale = True
                     if entries.get(fast_key) is entry:
                         entries.pop(fast_key, None)
@@ -547,10 +549,20 @@ class JitGrad:
                 return entry(*args)
         return self._run(mode, args, kwargs)
 
-    def _entry_missed(self, mode: str, args: tuple, same_signature: bool):
-        """Where a generated entry sends the calls it does not cover: other signatures to
-        `_call`; its own signature with another dtype, layout or branch outcome to `_run`."""
-        return self._run(mode, args, {}) if same_signature else self._call(mode, args, {})
+    def _entry_missed(self, mode: str, args: tuple, failed):
+        """Where a generated entry sends the calls it does not cover: calls its checks refuse
+        (`failed` False) to `_call`; calls its kernel refused (`failed` is the entry: another
+        dtype, rank, layout or branch outcome) to the entry of their own signature if that is
+        another one, else to `_run`."""
+        if not failed:
+            return self._call(mode, args, {})
+        try:
+            entry = self._fast[mode].get(_fast_key(args))
+        except TypeError:
+            entry = None
+        if entry is None or entry is failed:
+            return self._run(mode, args, {})
+        return entry(*args)
 
     def _run(self, mode: str, args, kwargs):
         """The full path: classify, find or trace a variant, run it, and remember a fast path.
@@ -600,9 +612,11 @@ class JitGrad:
         return self._call(mode, args, {})
 
     def _install_trampolines(self) -> None:
-        """`value_and_grad`, `value` and `__call__` as functions with the user's parameters
-        that call the current entry: cheap Python calls from the start, and references
-        taken before a compile (`minimize(f.value_and_grad, ...)`) stay fast after it."""
+        """`value_and_grad`, `value` and `__call__` as functions with the user's parameters,
+        the object's methods for good: they call the full path until a signature is compiled,
+        then run the code of its entry (`_install_entry` swaps their `__code__`), so that
+        references taken before a compile (`minimize(f.value_and_grad, ...)`) cost no more
+        than the entry itself."""
         self._current = {}
         signature, packed = _parameters_source(self._names, len(self._defaults))
         namespace = {"_jitad_current": self._current,
@@ -614,10 +628,12 @@ class JitGrad:
              f"    value, grad = _jitad_current['value_and_grad']({packed})\n"
              f"    return {'(grad, value[1])' if self.has_aux else 'grad'}\n", _GENERATED, "exec"),
              namespace)
+        self._namespace = namespace             # the entries' globals too (see `_entry`)
         self._trampolines = {"value_and_grad": _as_method(namespace["value_and_grad"], self,
                                                           JitGrad.value_and_grad),
                              "value": _as_method(namespace["value"], self, JitGrad.value),
                              "__call__": _as_method(namespace["grad"], self, JitGrad.__call__)}
+        self._plain_code = {name: f.__code__ for name, f in self._trampolines.items()}
         self._reset_trampolines()
 
     def _reset_trampolines(self) -> None:
@@ -625,20 +641,31 @@ class JitGrad:
         for mode in MODES:
             self._current[mode] = functools.partial(self._call_positional, mode)
             setattr(self, mode, self._trampolines[mode])
+        for name, function in self._trampolines.items():
+            function.__code__ = self._plain_code[name]
         type(self).__call__ = staticmethod(self._trampolines["__call__"])
 
     def _install_entry(self, kernel, mode: str, args, variant) -> None:
-        """Generate the entry for this exact signature; make it the object's own method
-        (not for *args functions, whose entries must take any count: they stay in `_fast`)."""
+        """Generate the entry for this exact signature; make the methods run it (not for
+        *args functions, whose entries must take any count: they stay in `_fast`)."""
         params = self._names if self._own_methods else [f"a{i}" for i in range(len(args))]
         defaults = self._defaults if self._own_methods else []
+        # Entries share the trampolines' globals (under names of their own), a bounded number.
+        shared = self._own_methods and len(self._namespace) < _SHARED_GLOBALS
         entry, grad_entry = _entry(kernel, mode, args, params, defaults, variant.trace.consts,
                                    variant.reads.bindings, self._single,
                                    functools.partial(self._entry_missed, mode),
-                                   variant.trace.aux)
+                                   variant.trace.aux, self._namespace if shared else None)
         self._fast[mode][_fast_key(args)] = entry
         if self._own_methods:
             self._current[mode] = entry
+            if shared:
+                self._trampolines[mode].__code__ = entry.__code__
+                if grad_entry is not None:
+                    self._trampolines["__call__"].__code__ = grad_entry.__code__
+                return
+            for name in (mode, "__call__") if grad_entry is not None else (mode,):
+                self._trampolines[name].__code__ = self._plain_code[name]   # via `_current`
             setattr(self, mode, _as_method(entry, self, getattr(JitGrad, mode)))
             if grad_entry is not None:
                 type(self).__call__ = staticmethod(_as_method(grad_entry, self,
@@ -697,10 +724,20 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _FAST_PATH_ENTRIES = 64
+_SHARED_GLOBALS = 4096     # (about 10 an entry)
+_ENTRY_SERIALS = itertools.count()
+# The prefix of the globals an entry names (`_entry`).
+_ENTRY_GLOBAL = re.compile(r"\b_jitad_(?=(kernel|ndarray|missed|failed|static_key|float|fill|"
+                           r"entry|grad_entry|[ksbvc]\d+|default\d+)\b)")
 # The file name of generated entries: inside jitad's package, so that error locations skip them.
 _GENERATED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "<generated entry>")
 _NDARRAY = np.ndarray
 _FAST_ARRAY_DTYPES = (np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_))
+
+
+# Kernels that reject arrays of another rank than their specialization's: a sealed Numba
+# dispatcher (TypeError) and the tape (ShapeChanged).
+_RANK_CHECKING = (compiler.numba.core.registry.CPUDispatcher, tape.TapeKernel)
 
 
 def _is_runtime(value) -> bool:
@@ -774,45 +811,57 @@ def _parameters_source(params, n_defaults: int) -> tuple:
     return signature, ", ".join(params)
 
 
-def _entry(kernel, mode, args, params, defaults, consts, bindings, single, missed, aux=None):
+def _entry(kernel, mode, args, params, defaults, consts, bindings, single, missed, aux=None,
+           namespace=None):
     """`(entry, grad_entry)`: Python source generated for exactly this argument signature.
 
-    `entry(*params)` checks float classes, array shapes and static values inline (dtypes,
-    ranks and layouts are checked by the dispatcher, which raises TypeError) and that the
-    `bindings` the trace read still hold, runs the kernel and returns what the `mode` method
-    returns; `grad_entry` returns the gradient only. Other arguments go to
-    `missed(args, same_signature)`, and so do calls whose bindings were rebound or whose
-    kernel raises (the full path retraces, or raises with the user's line). The parameters
+    `entry(*params)` checks float classes, array shapes (the size of one-axis arrays, where
+    the kernel checks ranks) and static values inline (dtypes, ranks and layouts are checked
+    by the dispatcher, which raises TypeError) and that the `bindings` the trace read still
+    hold, runs the kernel and returns what the `mode` method returns; `grad_entry` returns
+    the gradient only. Other arguments go to `missed(args, False)`; calls whose bindings were
+    rebound or whose kernel raises to `missed(args, entry)` (the full path retraces, or
+    raises with the user's line). The parameters
     are the user's, with their defaults, and no *args/**kwargs: such functions are the
     cheapest Python calls (wrong counts raise Python's own TypeError). Numba already returns
     Python floats and arrays: no conversion is needed.
+
+    With `namespace` (the trampolines' globals), the entries are defined there, their
+    globals named `_jitad<serial>_...` (so that a trampoline can run their code).
     """
-    namespace = {"_jitad_kernel": kernel, "_jitad_ndarray": _NDARRAY, "_jitad_missed": missed,
+    globals_ = {"_jitad_kernel": kernel, "_jitad_ndarray": _NDARRAY, "_jitad_missed": missed,
                  "_jitad_failed": (TypeError, ValueError, IndexError, KeyError, GuardFailed),
                  "_jitad_static_key": static_key, "_jitad_float": float}
     checks = []
+    ranks_checked = isinstance(kernel, _RANK_CHECKING)
     for i, (name, a) in enumerate(zip(params, args)):
-        namespace[f"_jitad_k{i}"] = a.__class__
-        namespace[f"_jitad_s{i}"] = a.shape if a.__class__ is _NDARRAY else a
-        if a.__class__ is _NDARRAY:
+        globals_[f"_jitad_k{i}"] = a.__class__
+        globals_[f"_jitad_s{i}"] = a.shape if a.__class__ is _NDARRAY else a
+        if a.__class__ is _NDARRAY and a.ndim == 1 and ranks_checked:
+            # The kernel refuses other ranks (TypeError, ShapeChanged): for one axis, the size
+            # is the shape, and `.size` builds no tuple.
+            globals_[f"_jitad_s{i}"] = a.size
+            checks.append(f"{name}.__class__ is not _jitad_ndarray or "
+                          f"{name}.size != _jitad_s{i}")
+        elif a.__class__ is _NDARRAY:
             checks.append(f"{name}.__class__ is not _jitad_ndarray or "
                           f"{name}.shape != _jitad_s{i}")
         elif a.__class__ is float:
             checks.append(f"{name}.__class__ is not _jitad_float")
         elif a.__class__ is tuple:      # (1, True) == (1, 1): compare with the item types
-            namespace[f"_jitad_s{i}"] = static_key(a)
+            globals_[f"_jitad_s{i}"] = static_key(a)
             checks.append(f"{name}.__class__ is not _jitad_k{i} or "
                           f"_jitad_static_key({name}) != _jitad_s{i}")
         else:
             checks.append(f"{name}.__class__ is not _jitad_k{i} or {name} != _jitad_s{i}")
     held = []
     for i, (container, key, value) in enumerate(bindings):
-        namespace[f"_jitad_b{i}"], namespace[f"_jitad_v{i}"] = container, value
+        globals_[f"_jitad_b{i}"], globals_[f"_jitad_v{i}"] = container, value
         read = f"_jitad_b{i}.cell_contents" if key is None else f"_jitad_b{i}[{key!r}]" \
             if isinstance(container, dict) else f"_jitad_b{i}.{key}"
         held.append(f"{read} is _jitad_v{i}")
-    namespace.update({f"_jitad_c{i}": c for i, c in enumerate(consts)})
-    namespace.update({f"_jitad_default{i}": d for i, d in enumerate(defaults)})
+    globals_.update({f"_jitad_c{i}": c for i, c in enumerate(consts)})
+    globals_.update({f"_jitad_default{i}": d for i, d in enumerate(defaults)})
     call_args = ", ".join([p for p, a in zip(params, args) if _is_runtime(a)] +
                           [f"_jitad_c{i}" for i in range(len(consts))])
     signature, packed = _parameters_source(params, len(defaults))
@@ -820,7 +869,7 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
     kernel_call = f"_jitad_kernel({call_args})"
     bodies = {"entry": f"return {kernel_call}"}
     if aux is not None:     # has_aux: `(value, aux)` as `_shaped_result` makes it (no grad_entry)
-        namespace["_jitad_fill"] = functools.partial(_filled, aux)
+        globals_["_jitad_fill"] = functools.partial(_filled, aux)
         outputs = "value[1:]" if mode == "value" else "value[1]"
         regroup = f"((value[0], _jitad_fill({outputs})) if value.__class__ is tuple " \
                   "else (value, _jitad_fill(())))"
@@ -839,15 +888,24 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
         if held:        # the globals, closure cells and defaults the trace read
             body = f"if {' and '.join(held)}:\n            " + body.replace("\n", "\n    ")
         source += (
-            f"def {fn}({signature}):\n"
+            f"def _jitad_{fn}({signature}):\n"
             f"    if {' or '.join(checks) or 'False'}:\n"
             f"        return _jitad_missed({packed}, False){pick}\n"
             f"    try:\n        {body}\n"
             f"    except _jitad_failed:  # another dtype, layout or branch; a kernel's error\n"
             f"        pass\n"
-            f"    return _jitad_missed({packed}, True){pick}\n")
+            f"    return _jitad_missed({packed}, _jitad_entry){pick}\n")
+    if namespace is not None:
+        prefix = f"_jitad{next(_ENTRY_SERIALS)}_"
+        source = _ENTRY_GLOBAL.sub(prefix, source)
+        globals_ = {_ENTRY_GLOBAL.sub(prefix, name): value for name, value in globals_.items()}
+    else:
+        namespace, prefix = {}, "_jitad_"
+    namespace.update(globals_)
     exec(compile(source, _GENERATED, "exec"), namespace)
-    return namespace["entry"], namespace.get("grad_entry")
+    entry, grad_entry = namespace[f"{prefix}entry"], namespace.get(f"{prefix}grad_entry")
+    entry.kernel = kernel           # (see `_switch`)
+    return entry, grad_entry
 
 
 def jit_grad(fun=None, *, argnums=0, code_shape="auto", has_aux=False, tiers=True):
