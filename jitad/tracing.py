@@ -475,15 +475,15 @@ class Tracer:
         axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
         return _transpose(self, axes or None)
 
-    def reshape(self, *shape):
+    def reshape(self, *shape, order="C"):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        return _reshape(self, shape)
+        return _reshape(self, shape, order)
 
-    def ravel(self):
-        return _reshape(self, (-1,))
+    def ravel(self, order="C"):
+        return _reshape(self, (-1,), order)
 
-    def flatten(self):
-        flat = _reshape(self, (-1,))
+    def flatten(self, order="C"):
+        flat = _reshape(self, (-1,), order)
         return Tracer(flat.node, flat.value)     # a copy, as NumPy's (ravel is a view)
 
     def squeeze(self, axis=None):
@@ -548,10 +548,19 @@ def _transpose(x, axes=None):
 
 
 def _reshape(x, shape, order="C"):
+    """NumPy's reshape in C or Fortran index order (order 'A' and 'K' follow the memory
+    layout, which a trace does not fix: they are a TraceError beyond one axis)."""
     shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
-    if order != "C":
-        raise TraceError(located("reshape supports order='C' only"))
-    return bind(REGISTRY["reshape"], x, shape=shape)
+    if order not in ("C", "F", "A", "K"):
+        raise TraceError(located(f"reshape: order must be 'C', 'F', 'A' or 'K', got {order!r}"))
+    if order == "C" or x.ndim <= 1 and len(shape) <= 1:
+        return bind(REGISTRY["reshape"], x, shape=shape)
+    if order != "F":
+        raise TraceError(located(f"reshape/ravel with order={order!r} depends on the memory "
+                                 "layout, which jitad does not trace: use order='C' or 'F'"))
+    reversed_x = _transpose(x, tuple(range(x.ndim))[::-1])      # F order is C order of x.T
+    flat = bind(REGISTRY["reshape"], reversed_x, shape=shape[::-1])
+    return _transpose(flat, tuple(range(len(shape)))[::-1])
 
 
 def _expand_dims(x, axis):
@@ -642,7 +651,7 @@ _FUNCTIONS = {
     np.outer: lambda a, b: bind(REGISTRY["outer"], a, b),
     np.transpose: lambda x, axes=None: _transpose(x, axes),
     np.reshape: _reshape,
-    np.ravel: lambda x: _reshape(x, (-1,)),
+    np.ravel: lambda x, order="C": _reshape(x, (-1,), order),
     np.expand_dims: _expand_dims,
     np.squeeze: _squeeze,
     np.concatenate: _concatenate,

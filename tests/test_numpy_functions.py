@@ -499,3 +499,26 @@ def test_the_readme_table_is_the_generated_one():
     from jitad.supported import table
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert table() in readme, "regenerate README.md's table: python -m jitad supported"
+
+
+def weights(shape):
+    return np.arange(1.0, 1.0 + np.prod(shape)).reshape(shape) ** 1.5
+
+
+@pytest.mark.parametrize("fun", [
+    lambda x: np.sum(x.reshape(2, 3).ravel("F") * weights(6)),
+    lambda x: np.sum(np.ravel(x.reshape(2, 3), order="F") ** 2 * weights(6)),
+    lambda x: np.sum(x.reshape(2, 3).flatten("F") ** 3 * weights(6)),
+    lambda x: np.sum(x.reshape(2, 3).reshape(3, 2, order="F") * weights((3, 2))),
+    lambda x: np.sum(np.reshape(x.reshape(1, 2, 3), (3, -1), "F") * weights((3, 2))),
+    lambda x: np.sum(x.ravel("K") * x.ravel("A") * weights(6)),       # one axis: any order
+], ids=["ravel", "np.ravel", "flatten", "reshape", "np.reshape", "one axis"])
+def test_fortran_order_reshapes_match_numpy(fun):
+    check_grads_python(fun, (np.linspace(0.5, 1.5, 6),))
+
+
+def test_layout_dependent_orders_are_a_located_trace_error():
+    f = jitad.jit_grad(lambda x: np.sum(x.reshape(2, 3).ravel("K")))
+    with pytest.raises(TraceError, match=r"order='K' depends on the memory layout.*\n.*"
+                                         r"test_numpy_functions.py"):
+        f(np.ones(6))
