@@ -133,6 +133,11 @@ def _state() -> _TraceState:
 
 def bind(prim, *args, **params):
     """Apply a primitive to tracers/constants: record an entry and compute its value."""
+    return _bind(prim, args, params, False)
+
+
+def _bind(prim, args, params, in_place):
+    """`bind`; with `in_place`, the value of an update is computed into args[0]'s array."""
     state = getattr(_STATE, "current", None) or _state()
     operands, values = [], []
     for a in args:
@@ -154,7 +159,8 @@ def bind(prim, *args, **params):
         raise IndexError(located(f"{prim.name}: {error}", frame)) from None
     entry = builder.entries[-1]
     try:
-        value = prim.impl(*values, **entry.params)  # IEEE float64: log(-1) is NaN, as compiled
+        value = (prim.impl_in_place if in_place else prim.impl)(  # IEEE float64: log(-1) is
+            *values, **entry.params)                                # NaN, as compiled
     except (IndexError, ValueError) as error:     # NumPy's, e.g. an index out of bounds
         kind = IndexError if isinstance(error, IndexError) else ValueError
         raise kind(located(f"{prim.name}: {error}", frame)) from None
@@ -724,8 +730,20 @@ class _StaleTracer(Tracer):
 
 
 def _write(target, prim_name, *operands, **params):
-    """`target` becomes `prim(target, *operands)`: its live views go stale."""
-    _rebind(target, bind(REGISTRY[prim_name], target, *operands, **params))
+    """`target` becomes `prim(target, *operands)`: its live views go stale. The value of an
+    `index_update` is computed in place when nothing else holds target's array (so a loop
+    of n updates copies no array; a copy (`r.copy()`) or a view holds it, and then it is
+    copied first, as `index_update`'s impl does)."""
+    in_place = prim_name == "index_update" and _sole_holder(target)
+    _rebind(target, _bind(REGISTRY[prim_name], (target, *operands), params, in_place))
+
+
+def _sole_holder(target) -> bool:
+    """Whether `target.value` is an array that owns its memory and that nothing but `target`
+    refers to (a NumPy view of it refers to it as its base; CPython counts references)."""
+    value = target.value
+    return type(value) is np.ndarray and value.base is None and value.flags.writeable and \
+        sys.getrefcount(value) == 3     # target's slot, `value` and getrefcount's argument
 
 
 def _rebind(target, new):
