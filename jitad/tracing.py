@@ -118,6 +118,7 @@ class _TraceState:
         self.reads_sizes = False
         self.consts: list = []        # (Var, ndarray) for arrays captured from the user's code
         self.const_ids: dict = {}
+        self.scalars: dict = {}       # (prim, operands, params) -> (Var, value): see `_bind`
 
 
 _STATE = threading.local()
@@ -148,6 +149,18 @@ def _bind(prim, args, params, in_place):
             operand, value = _constant_operand(state, a)
             operands.append(operand)
             values.append(value)
+    key = None
+    if not prim.effect and "rule" not in params:
+        # A scalar computed again from the same operands (`p[0]` in every iteration of a
+        # loop) is the same value: recorded once (simplify would share it anyway).
+        try:
+            key = (prim.name, *[a if type(a) is Var else (type(a.value), a.value)
+                                for a in operands], *sorted(params.items()))
+            known = state.scalars.get(key)
+        except TypeError:       # (unhashable parameters)
+            key = known = None
+        if known is not None:
+            return Tracer(*known)
     frame = user_frame()
     builder = state.builder
     builder.loc = describe_frame(frame)[0]
@@ -165,6 +178,8 @@ def _bind(prim, args, params, in_place):
         kind = IndexError if isinstance(error, IndexError) else ValueError
         raise kind(located(f"{prim.name}: {error}", frame)) from None
     out = Tracer(var, value)
+    if key is not None and not var.shape and not isinstance(value, np.ndarray):
+        state.scalars[key] = var, value       # (immutable: a NumPy or Python scalar)
     if prim.view and var.shape and isinstance(args[0], Tracer):
         _note_view(args[0], out, entry.params.get("index") if prim.name == "getitem" else None)
     return out
