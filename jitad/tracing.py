@@ -839,6 +839,10 @@ def _broadcast_into(value, region, exact):
 
 
 def _indexed_region(target, static):
+    shape = target.node.shape
+    if len(static) == len(shape) and all(type(i) is int and -d <= i < d
+                                         for i, d in zip(static, shape)):
+        return ()               # (an element: the common case, without NumPy)
     try:
         return np.broadcast_to(np.empty(()), target.node.shape)[
             tuple(i if isinstance(i, int) else slice(*i[1:]) for i in static)].shape
