@@ -405,8 +405,10 @@ def escaping(entries, outputs, runs) -> dict:
 
     for index, e in enumerate(entries):
         for a in e.ins:
-            if type(a) is Var and a.name in owner:
-                read(index, a)
+            if type(a) is Var:
+                site = owner.get(a.name)        # (a read inside its own run needs nothing)
+                if site is not None and not site[0].start <= index < site[0].stop:
+                    read(index, a)
     for a in outputs:
         if isinstance(a, Var) and a.name in owner:
             read(len(entries), a)
