@@ -623,6 +623,9 @@ def _full_like(x, fill_value, dtype=None):
 
 
 def _getitem(x, index):
+    if type(index) is int:      # `t[i]`: the common case, as the loop below does it
+        _read_sizes()
+        return bind(REGISTRY["getitem"], x, index=(index,))
     items = index if isinstance(index, tuple) else (index,)
     if numpy_functions.is_advanced(items):
         return numpy_functions.advanced_getitem(x, items)
@@ -791,7 +794,8 @@ def _setitem(target, index, value):
     if not isinstance(value, Tracer):
         value = value if _is_operand(value) else np.asarray(value, dtype=float)
     items = index if isinstance(index, tuple) else (index,)
-    if numpy_functions.is_advanced(items) or (    # index arrays among others, masks, Ellipsis,
+    advanced = type(index) is not int and numpy_functions.is_advanced(items)    # (r[i]: not)
+    if advanced or (    # index arrays among others, masks, Ellipsis,
             len(items) == 1 and isinstance(items[0], (np.ndarray, list))):  # constant indices
         numpy_functions.advanced_setitem(target, items, value)
         return
@@ -825,7 +829,7 @@ def _setitem(target, index, value):
 
 def _broadcast_into(value, region, exact):
     """`value` broadcast to the updated region (a scalar stays one unless `exact`)."""
-    shape = np.shape(_concrete(value))
+    shape = value.node.shape if isinstance(value, Tracer) else np.shape(value)
     if shape == region or (shape == () and not exact):
         return value
     try:
