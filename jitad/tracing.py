@@ -153,9 +153,9 @@ def _bind(prim, args, params, in_place):
     if not prim.effect and "rule" not in params:
         # A scalar computed again from the same operands (`p[0]` in every iteration of a
         # loop) is the same value: recorded once (simplify would share it anyway).
-        try:
-            key = (prim.name, *[a if type(a) is Var else (type(a.value), a.value)
-                                for a in operands], *sorted(params.items()))
+        try:        # (reprs tell 0.0 from -0.0 and 1 from 1.0 and True)
+            key = (prim.name, *[a if type(a) is Var else repr(a.value) for a in operands],
+                   *((hash(p := tuple(sorted(params.items()))), repr(p)) if params else ()))
             known = state.scalars.get(key)
         except TypeError:       # (unhashable parameters)
             key = known = None

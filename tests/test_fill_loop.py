@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jitad
+from conftest import python_value
 from jitad.primitives import REGISTRY
 from jitad.primitives.core import Primitive
 from jitad.tracing import trace
@@ -66,6 +67,8 @@ def test_an_array_held_elsewhere_is_copied_before_its_update(copies):
         v = r[1:]               # a NumPy view of it, too (stale after the update)
         r[0] = x[0]
         s[1] = x[1]
+        if s[0] > 0.5:          # (s[0] is 0: a branch on the value tracing computed)
+            return 1e6 * x[0]
         return r[0] + 10.0 * s[0] + 100.0 * s[1] + 1000.0 * r[1] + 0.0 * v.size
     x = np.array([2.0, 3.0])
     assert traced(f, [x]).wengert.entries
@@ -127,3 +130,17 @@ def test_fill_loop_gradient_matches_hand_formula():
     assert g.stats()[-1]["shape"] == "loops"
     assert value == pytest.approx(0.5 * np.sum(r ** 2), rel=1e-12)
     np.testing.assert_allclose(grad, [np.sum(r * e), -np.sum(r * p[0] * t * e)], rtol=1e-10)
+
+
+def test_a_scalar_is_recorded_once_only_for_equal_operands():
+    # p[0] twice is one entry; x * 0.0 and x * -0.0 (or x * 1 and x * True) are not
+    def f(x):
+        a = x[0] * 0.0
+        b = x[0] * -0.0
+        return 1.0 / a - 1.0 / b + (x[1] * 1 + x[1] * True) + x[0] * x[0]
+    x = np.array([2.0, 3.0])
+    entries = traced(f, [x]).wengert.entries
+    assert [e.prim.name for e in entries].count("getitem") == 2
+    assert sum(e.prim.name == "mul" for e in entries) == 5
+    with np.errstate(all="ignore"):
+        assert python_value(jitad.jit_grad(f), [x]) == f(x) == np.inf
