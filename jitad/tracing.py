@@ -153,9 +153,11 @@ def _bind(prim, args, params, in_place):
     if not prim.effect and "rule" not in params:
         # A scalar computed again from the same operands (`p[0]` in every iteration of a
         # loop) is the same value: recorded once (simplify would share it anyway).
-        try:        # (reprs tell 0.0 from -0.0 and 1 from 1.0 and True)
-            key = (prim.name, *[a if type(a) is Var else repr(a.value) for a in operands],
-                   *((hash(p := tuple(sorted(params.items()))), repr(p)) if params else ()))
+        try:
+            frozen = tuple(sorted(params.items())) if params else ()
+            hash(frozen)        # (TypeError: unhashable parameters, such as arrays)
+            key = (prim.name, repr(frozen),     # (reprs tell 0.0 from -0.0, 1 from True)
+                   *[a if type(a) is Var else repr(a.value) for a in operands])
             known = state.scalars.get(key)
         except TypeError:       # (unhashable parameters)
             key = known = None
@@ -856,10 +858,6 @@ def _indexed_region(target, static):
 
 def _canonical_index(target, static):
     return REGISTRY["getitem"].canonical_params((target.node,), {"index": static})["index"]
-
-
-def _concrete(value):
-    return value.value if isinstance(value, Tracer) else value
 
 
 def _augmented(prim_name, symbol):
