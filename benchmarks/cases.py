@@ -93,6 +93,14 @@ def lotka_volterra_rk4(p, state0, dt, target):
 
 # --- inputs ----------------------------------------------------------------
 
+def fill_loop(p, t, y):
+    """Residuals of an exponential decay fit, built in place element by element."""
+    r = np.zeros(len(t))
+    for i in range(len(t)):
+        r[i] = p[0] * np.exp(-p[1] * t[i]) - y[i]
+    return 0.5 * np.sum(r ** 2)
+
+
 def seed_args(size, rng):
     return 2.0, 5.0
 
@@ -145,6 +153,11 @@ def synthetic_args(n_ops, rng):
 
 def synthetic_functions(n_ops):
     return synthetic.user_function(n_ops), synthetic.reference_function(n_ops)
+
+
+def fill_loop_args(n, rng):
+    t = np.linspace(0.0, 5.0, n)
+    return np.array([1.5, 0.5]), t, 2.0 * np.exp(-0.7 * t) + 0.05 * rng.standard_normal(n)
 
 
 def gmm_args(size, rng):
@@ -212,6 +225,9 @@ CASES = {case.name: case for case in [
          reference.seed_hessian, size_label=lambda size: "x=(2.0, 5.0)", derivative="hessian"),
     Case("rosen_loop_hessian", 0, (100, 1000), (1000,), rosen_args, rosen_loop,
          reference.rosen_hessian, size_label=lambda n: f"n={n:,}", derivative="hessian"),
+    # an array made in the function and filled in place, one element per iteration
+    Case("fill_loop", 0, (10_000,), (1_000,), fill_loop_args, fill_loop, reference.fill_loop,
+         size_label=lambda n: f"{n:,} iterations"),
     # the ADBench workloads (examples/), against benchmarks/adbench.py
     Case("gmm", (0, 1, 2), GMM_SIZES, ((1000, 2, 5),), gmm_args, gmm.gmm_objective,
          adbench.gmm, size_label=_gmm_label),

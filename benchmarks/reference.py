@@ -38,6 +38,19 @@ def rosen(x):
 
 
 @numba.njit
+def fill_loop(p, t, y):
+    """0.5 * sum((p0 exp(-p1 t) - y)^2) in one loop, gradient wrt p."""
+    value, g0, g1 = 0.0, 0.0, 0.0
+    for i in range(t.shape[0]):
+        e = math.exp(-p[1] * t[i])
+        r = p[0] * e - y[i]
+        value += r * r
+        g0 += r * e
+        g1 -= r * p[0] * t[i] * e
+    return 0.5 * value, np.array([g0, g1])
+
+
+@numba.njit
 def logreg(w, X, y, lam):
     """mean(logaddexp(0, -y * X@w)) + lam/2 |w|^2, gradient wrt w."""
     n = X.shape[0]

@@ -37,16 +37,29 @@ def identifier(name: str) -> str:
 def labels(wengert: WengertList) -> dict:
     """The printed name of every value of the list: an identifier, distinct from the others,
     from builtins and from every name codegen makes up (`GENERATED`), so that a parameter
-    called `i0`, `x_e` or `range` is never shadowed by generated code."""
-    printed, used, builtin = {}, set(), vars(builtins)
-    for name in [v.name for v in wengert.inputs] + [e.out.name for e in wengert.entries]:
-        label = identifier(name)
-        while label in used or label in builtin or \
+    called `i0`, `x_e` or `range` is never shadowed by generated code. The inputs' names
+    are chosen first, the others when first looked up (most values of a re-rolled list are
+    never printed)."""
+    return _Labels(v.name for v in wengert.inputs)
+
+
+class _Labels(dict):
+    """name -> printed name, chosen at the first lookup (see `labels`)."""
+
+    def __init__(self, first):
+        super().__init__()
+        self.used: set = set()
+        for name in first:
+            self[name]      # noqa: B018 (chosen now)
+
+    def __missing__(self, name):
+        label, builtin = identifier(name), vars(builtins)
+        while label in self.used or label in builtin or \
                 (label.startswith("__") and hasattr(builtins, label)) or GENERATED.search(label):
             label += "_"
-        printed[name] = label
-        used.add(label)
-    return printed
+        self[name] = label
+        self.used.add(label)
+        return label
 
 
 def docstring_text(text: str) -> str:

@@ -64,7 +64,10 @@ def int_leaves(params: dict) -> list:
     """The integer leaves of an entry's parameter values (bools excluded), in order."""
     out: list = []
     for value in params.values():
-        _collect_int_leaves(value, out)
+        if type(value) is tuple and all(type(v) is int for v in value):
+            out += value            # (an index of ints: the common case)
+        else:
+            _collect_int_leaves(value, out)
     return out
 
 
@@ -90,10 +93,17 @@ def replace_int_leaves(value, leaves):
     return value
 
 
+def _open(value):
+    """A parameter value with its integer leaves left open ("#")."""
+    if type(value) is tuple and all(type(v) is int for v in value):
+        return ("#",) * len(value)      # (an index of ints: the common case)
+    return replace_int_leaves(value, iter(lambda: "#", None))
+
+
 def _token(entry) -> tuple:
     """What must agree between blocks, with integers in parameters left open."""
-    params = tuple(sorted((k, replace_int_leaves(v, iter(lambda: "#", None)))
-                          for k, v in entry.params.items())) if entry.params else ()
+    params = tuple(sorted((k, _open(v)) for k, v in entry.params.items())) \
+        if entry.params else ()
     operands = tuple([("L", repr(a.value)) if isinstance(a, Literal) else "V"
                       for a in entry.ins])
     return entry.prim.name, params, operands, entry.out.dtype, entry.out.shape
@@ -405,8 +415,10 @@ def escaping(entries, outputs, runs) -> dict:
 
     for index, e in enumerate(entries):
         for a in e.ins:
-            if type(a) is Var and a.name in owner:
-                read(index, a)
+            if type(a) is Var:
+                site = owner.get(a.name)        # (a read inside its own run needs nothing)
+                if site is not None and not site[0].start <= index < site[0].stop:
+                    read(index, a)
     for a in outputs:
         if isinstance(a, Var) and a.name in owner:
             read(len(entries), a)

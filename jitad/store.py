@@ -80,7 +80,10 @@ def _value(value):
     if value is None or type(value) in (bool, int, float, str):
         return value
     if type(value) in (tuple, list):
-        return {"tuple" if type(value) is tuple else "list": [_value(v) for v in value]}
+        items = list(value)
+        if not all(type(v) is int for v in items):      # (an index of ints: as it is)
+            items = [_value(v) for v in items]
+        return {"tuple" if type(value) is tuple else "list": items}
     if type(value) is dict and all(type(k) is str for k in value):
         return {"dict": {k: _value(v) for k, v in value.items()}}
     raise _Unstorable(type(value).__name__)
@@ -101,30 +104,34 @@ def _encode_trace(traced) -> dict:
     if traced.consts:
         raise _Unstorable("arrays captured from the user's code")
     wengert = traced.wengert
-    index: dict = {}
+    index: dict = {}            # Var (by identity) -> its row in `variables`
     variables: list = []
 
     def var(v):
-        if id(v) not in index:
-            index[id(v)] = len(variables)
+        if v not in index:
+            index[v] = len(variables)
             variables.append([v.name, v.dtype, list(v.shape)])
-        return index[id(v)]
+        return index[v]
 
     def operand(a):
-        if isinstance(a, Var):
-            return var(a)
+        if type(a) is Var:
+            return index[a] if a in index else var(a)
         if isinstance(a, Literal):
             return [_value(a.value)]
         raise _Unstorable(type(a).__name__)
 
     inputs = [var(v) for v in wengert.inputs]
-    entries = [[var(e.out), e.prim.name, [operand(a) for a in e.ins], _value(e.params),
-                e.loc, e.accumulate, e.sweep] for e in wengert.entries]
+    entries = [[var(e.out), e.prim.name, [operand(a) for a in e.ins],
+                _value(e.params) if e.params else _NO_PARAMS, e.loc, e.accumulate, e.sweep]
+               for e in wengert.entries]
     return {"name": wengert.name, "loc": wengert.loc, "out_tree": _value(wengert.out_tree),
             "vars": variables, "inputs": inputs, "entries": entries,
             "outputs": [operand(a) for a in wengert.outputs],
             "guards": _value([tuple(g) for g in traced.guards]),
             "reads_sizes": traced.reads_sizes}
+
+
+_NO_PARAMS = _value({})
 
 
 def _decode_trace(data: dict):

@@ -118,6 +118,7 @@ class _TraceState:
         self.reads_sizes = False
         self.consts: list = []        # (Var, ndarray) for arrays captured from the user's code
         self.const_ids: dict = {}
+        self.scalars: dict = {}       # (prim, operands, params) -> (Var, value): see `_bind`
 
 
 _STATE = threading.local()
@@ -133,6 +134,11 @@ def _state() -> _TraceState:
 
 def bind(prim, *args, **params):
     """Apply a primitive to tracers/constants: record an entry and compute its value."""
+    return _bind(prim, args, params, False)
+
+
+def _bind(prim, args, params, in_place):
+    """`bind`; with `in_place`, the value of an update is computed into args[0]'s array."""
     state = getattr(_STATE, "current", None) or _state()
     operands, values = [], []
     for a in args:
@@ -143,6 +149,20 @@ def bind(prim, *args, **params):
             operand, value = _constant_operand(state, a)
             operands.append(operand)
             values.append(value)
+    key = None
+    if not prim.effect and "rule" not in params:
+        # A scalar computed again from the same operands (`p[0]` in every iteration of a
+        # loop) is the same value: recorded once (simplify would share it anyway).
+        try:
+            frozen = tuple(sorted(params.items())) if params else ()
+            hash(frozen)        # (TypeError: unhashable parameters, such as arrays)
+            key = (prim.name, repr(frozen),     # (reprs tell 0.0 from -0.0, 1 from True)
+                   *[a if type(a) is Var else repr(a.value) for a in operands])
+            known = state.scalars.get(key)
+        except TypeError:       # (unhashable parameters)
+            key = known = None
+        if known is not None:
+            return Tracer(*known)
     frame = user_frame()
     builder = state.builder
     builder.loc = describe_frame(frame)[0]
@@ -154,11 +174,14 @@ def bind(prim, *args, **params):
         raise IndexError(located(f"{prim.name}: {error}", frame)) from None
     entry = builder.entries[-1]
     try:
-        value = prim.impl(*values, **entry.params)  # IEEE float64: log(-1) is NaN, as compiled
+        value = (prim.impl_in_place if in_place else prim.impl)(  # IEEE float64: log(-1) is
+            *values, **entry.params)                                # NaN, as compiled
     except (IndexError, ValueError) as error:     # NumPy's, e.g. an index out of bounds
         kind = IndexError if isinstance(error, IndexError) else ValueError
         raise kind(located(f"{prim.name}: {error}", frame)) from None
     out = Tracer(var, value)
+    if key is not None and not var.shape and not isinstance(value, np.ndarray):
+        state.scalars[key] = var, value       # (immutable: a NumPy or Python scalar)
     if prim.view and var.shape and isinstance(args[0], Tracer):
         _note_view(args[0], out, entry.params.get("index") if prim.name == "getitem" else None)
     return out
@@ -611,6 +634,9 @@ def _full_like(x, fill_value, dtype=None):
 
 
 def _getitem(x, index):
+    if type(index) is int:      # `t[i]`: the common case, as the loop below does it
+        _read_sizes()
+        return bind(REGISTRY["getitem"], x, index=(index,))
     items = index if isinstance(index, tuple) else (index,)
     if numpy_functions.is_advanced(items):
         return numpy_functions.advanced_getitem(x, items)
@@ -733,8 +759,20 @@ class _StaleTracer(Tracer):
 
 
 def _write(target, prim_name, *operands, **params):
-    """`target` becomes `prim(target, *operands)`: its live views go stale."""
-    _rebind(target, bind(REGISTRY[prim_name], target, *operands, **params))
+    """`target` becomes `prim(target, *operands)`: its live views go stale. The value of an
+    `index_update` is computed in place when nothing else holds target's array (so a loop
+    of n updates copies no array; a copy (`r.copy()`) or a view holds it, and then it is
+    copied first, as `index_update`'s impl does)."""
+    in_place = prim_name == "index_update" and _sole_holder(target)
+    _rebind(target, _bind(REGISTRY[prim_name], (target, *operands), params, in_place))
+
+
+def _sole_holder(target) -> bool:
+    """Whether `target.value` is an array that owns its memory and that nothing but `target`
+    refers to (a NumPy view of it refers to it as its base; CPython counts references)."""
+    value = target.value
+    return type(value) is np.ndarray and value.base is None and value.flags.writeable and \
+        sys.getrefcount(value) == 3     # target's slot, `value` and getrefcount's argument
 
 
 def _rebind(target, new):
@@ -767,7 +805,8 @@ def _setitem(target, index, value):
     if not isinstance(value, Tracer):
         value = value if _is_operand(value) else np.asarray(value, dtype=float)
     items = index if isinstance(index, tuple) else (index,)
-    if numpy_functions.is_advanced(items) or (    # index arrays among others, masks, Ellipsis,
+    advanced = type(index) is not int and numpy_functions.is_advanced(items)    # (r[i]: not)
+    if advanced or (    # index arrays among others, masks, Ellipsis,
             len(items) == 1 and isinstance(items[0], (np.ndarray, list))):  # constant indices
         numpy_functions.advanced_setitem(target, items, value)
         return
@@ -801,7 +840,7 @@ def _setitem(target, index, value):
 
 def _broadcast_into(value, region, exact):
     """`value` broadcast to the updated region (a scalar stays one unless `exact`)."""
-    shape = np.shape(_concrete(value))
+    shape = value.node.shape if isinstance(value, Tracer) else np.shape(value)
     if shape == region or (shape == () and not exact):
         return value
     try:
@@ -815,6 +854,10 @@ def _broadcast_into(value, region, exact):
 
 
 def _indexed_region(target, static):
+    shape = target.node.shape
+    if len(static) == len(shape) and all(type(i) is int and -d <= i < d
+                                         for i, d in zip(static, shape)):
+        return ()               # (an element: the common case, without NumPy)
     try:
         return np.broadcast_to(np.empty(()), target.node.shape)[
             tuple(i if isinstance(i, int) else slice(*i[1:]) for i in static)].shape
@@ -824,10 +867,6 @@ def _indexed_region(target, static):
 
 def _canonical_index(target, static):
     return REGISTRY["getitem"].canonical_params((target.node,), {"index": static})["index"]
-
-
-def _concrete(value):
-    return value.value if isinstance(value, Tracer) else value
 
 
 def _augmented(prim_name, symbol):

@@ -125,12 +125,31 @@ class Primitive:
         IEEE float64 semantics (`1.0 / 0.0` is inf, overflow is inf, `(-8.0) ** (1/3)` is
         NaN) rather than Python's exceptions and complex results, without warnings (or
         errors under `np.seterr(all="raise")`). Printers depend on operand ranks and parameters only,
-        so the compiled evaluator is cached by those.
+        so the compiled evaluator is cached by those; the integers of an `index` parameter
+        are arguments of it (as in re-rolled loops), so `t[i]` for every i shares one.
         """
+        return self._evaluate(values, params, False)
+
+    def impl_in_place(self, *values, **params):
+        """`impl` of an update primitive, writing into (and returning) the array values[0]:
+        for the tracer, when nothing else holds that array."""
+        return self._evaluate(values, params, True)
+
+    def _evaluate(self, values, params, in_place):
         values = [np.float64(v) if type(v) is float else v for v in values]
         ndims = tuple([0 if type(v) is np.float64 else getattr(v, "ndim", 0) for v in values])
+        leaves = []
+        if "index" in params:
+            index = params["index"]
+            if all(type(i) is int for i in index):     # (the common case: t[i], M[i, j])
+                leaves, slotted = index, _SLOTS[:len(index)]
+            else:
+                _int_leaves(index, leaves)
+                slotted = _with_slots(index, iter(range(len(leaves))))
+            params = dict(params, index=slotted)
         try:
-            key = (ndims, tuple(sorted(params.items()))) if params else ndims
+            key = (ndims, in_place, tuple(sorted(params.items()))) if params or in_place \
+                else ndims
             fn = self._impl_cache.get(key)
         except TypeError:           # unhashable parameters: no caching
             key, fn = None, None
@@ -138,14 +157,51 @@ class Primitive:
             names = [f"a{i}" for i in range(len(values))]
             operands = [Var(n, "float64", (0,) * nd) for n, nd in zip(names, ndims)]
             body = "\n    ".join(line.replace("\n", "\n    ")    # multi-line statements
-                                   for line in self.lines("out", operands, params))
+                                   for line in self.lines("out", operands, params, in_place))
+            arguments = ", ".join(names + [f"k{i}" for i in range(len(leaves))])
             namespace = dict(SOURCE_NAMESPACE)
-            exec(f"def impl({', '.join(names)}):\n    {body}\n    return out", namespace)
-            fn = namespace["impl"]
+            exec(f"def impl({arguments}):\n    {body}\n    return {'a0' if in_place else 'out'}",
+                 namespace)
+            fn = np.errstate(all="ignore")(namespace["impl"])     # (cheaper than `with`)
             if key is not None:
                 self._impl_cache[key] = fn
-        with np.errstate(all="ignore"):
-            return fn(*values)
+        return fn(*values, *leaves)
+
+
+class _Slot(int):
+    """An integer of an `index` parameter, printed as the evaluator's argument `k<n>`."""
+
+    def __str__(self) -> str:
+        return f"k{int(self)}"
+
+    __repr__ = __str__
+
+    def __format__(self, spec) -> str:
+        return str(self)
+
+    def __eq__(self, other):
+        return type(other) is _Slot and int(self) == int(other)
+
+    __hash__ = int.__hash__
+
+
+_SLOTS = tuple(_Slot(i) for i in range(32))
+
+
+def _int_leaves(value, out):
+    if type(value) is int:
+        out.append(value)
+    elif type(value) is tuple:
+        for v in value:
+            _int_leaves(v, out)
+
+
+def _with_slots(value, slots):
+    if type(value) is int:
+        return _Slot(next(slots))
+    if type(value) is tuple:
+        return tuple(_with_slots(v, slots) for v in value)
+    return value
 
 
 # ---------------------------------------------------------------- dtype and shape rules

@@ -93,7 +93,7 @@ def fold_and_share(wengert: WengertList) -> WengertList:
         if name == "neg" and type(ins[0]) is Var and ins[0].name in negations:
             replace[e.out.name] = negations[ins[0].name]
             continue
-        if name == "mul":
+        if name == "mul" and (type(ins[0]) is Literal or type(ins[1]) is Literal):
             e = _negation(e)
             name = e.prim.name
         elif name == "full_like" and type(ins[0]) is Var:
