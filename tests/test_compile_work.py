@@ -69,6 +69,18 @@ def test_unit_reshapes_print_as_views():
     assert "reshape(" not in source and "None]" in source
 
 
+def row_extrema(x):
+    return np.sum(np.max(x, axis=1, keepdims=True) * np.min(x, axis=1)[:, None] - x)
+
+
+def test_row_reductions_print_without_reshapes():
+    x = RNG.standard_normal((4, 3))
+    check_grads_python(row_extrema, (x,))
+    source = source_of(row_extrema, (x,))
+    assert "max_rows(x)[:, None]" in source and "min_rows(x)" in source
+    assert "reshape(" not in source
+
+
 def literal_reshape(x):
     return np.sum(np.sin(x.reshape(2, 6, 1))[0] ** 2)      # the first 6 elements of x
 
