@@ -230,6 +230,8 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
                 isinstance(item, tuple) for item in e.params["index"]):
             body.append(f"check_sizes({out_name}.shape, {e.out.shape})")
         i += 1
+    if all(v.name in read for v in wengert.inputs if v.ndim > 0):
+        body = _without_shape_checks(body)
     params = ", ".join(printed[v.name] for v in wengert.inputs)   # before outputs rename
     results, returned = [], set()
     for a in wengert.outputs:
@@ -246,6 +248,24 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
     lines = [f"def {fn_name}({params}):", f'    """{docstring_text(docstring)}"""']
     lines += ["    " + line.replace("\n", "\n    ") for line in body]
     return "\n".join(lines) + "\n"
+
+
+# The per-operation checks of size-generic code (shapes the specialization does not fix).
+SHAPE_CHECKS = ("check_broadcast(", "check_sizes(", "check_slice(")
+
+
+def _without_shape_checks(body: list) -> list:
+    """`body` without its SHAPE_CHECKS lines, for a function whose every array argument's
+    exact shape is checked on entry: every value's shape is then the traced one (shape
+    rules are functions of shapes and parameters), so those checks cannot fail, and each
+    costs Numba a call to type and lower. (Each check is a statement before the loop it
+    guards: no block is left empty.)"""
+    kept = []
+    for item in body:
+        lines = [line for line in item.split("\n") if not line.lstrip().startswith(SHAPE_CHECKS)]
+        if lines:
+            kept.append("\n".join(lines))
+    return kept
 
 
 FUSABLE = {"add", "sub", "mul", "div", "neg", "integer_pow", "pow", "abs", "exp", "log", "log1p",

@@ -106,7 +106,7 @@ def checked_indices(index, size, axis=0):
 
 
 def max_rows(x):
-    """Maximum of each row of a contiguous 2-D array (compiled: `extremum_rows`)."""
+    """Maximum of each row of a 2-D array (compiled: `max_rows_loops`)."""
     out = np.empty(x.shape[0])
     for i in range(x.shape[0]):
         out[i] = np.max(x[i])
@@ -114,7 +114,7 @@ def max_rows(x):
 
 
 def min_rows(x):
-    """Minimum of each row of a contiguous 2-D array (compiled: `extremum_rows`)."""
+    """Minimum of each row of a 2-D array (compiled: `min_rows_loops`)."""
     out = np.empty(x.shape[0])
     for i in range(x.shape[0]):
         out[i] = np.min(x[i])
@@ -153,7 +153,7 @@ def min_rows_loops(x):
 
 
 def prod_rows(x):
-    """Product of each row of a contiguous 2-D array."""
+    """Product of each row of a 2-D array."""
     out = np.empty(x.shape[0])
     for i in range(x.shape[0]):
         out[i] = np.prod(x[i])

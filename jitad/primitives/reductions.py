@@ -48,7 +48,13 @@ def sum_source(texts, operands, params, numpy_name="sum"):
     text = f"np.sum({x_text}, axis={_axis_arg(axis)})"
     if numpy_name == "mean":
         text = f"({text} / ({count_text(x_text, axis)}))"
-    return f"{text}.reshape({kept_shape_text(x_text, x, axis, True)})" if keepdims else text
+    return _kept(text, x, axis) if keepdims else text
+
+
+def _kept(text, x, axis):
+    """`text`, reduced over `axis`, with those axes back as size 1: a view (`t[:, None]`),
+    which Numba compiles in a few instructions where a reshape costs hundreds."""
+    return f"{text}[{', '.join('None' if k in axis else ':' for k in range(x.ndim))}]"
 
 
 def rows_source(helper, numpy_name):
@@ -58,6 +64,9 @@ def rows_source(helper, numpy_name):
         axis, keepdims = params["axis"], params["keepdims"]
         if len(axis) == x.ndim:
             return sum_source(texts, operands, params, numpy_name)
+        if x.ndim == 2 and axis == (1,):    # rows already: no transpose, no reshapes
+            rows = f"{helper}({x_text})"
+            return _kept(rows, x, axis) if keepdims else rows
         kept = tuple(i for i in range(x.ndim) if i not in axis)
         moved = f"np.ascontiguousarray({transpose_text(x_text, x.ndim, kept + axis)})"
         rows = f"{helper}({moved}.reshape((-1, {count_text(x_text, axis)})))"

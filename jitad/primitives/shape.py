@@ -157,6 +157,41 @@ def _expand_dims_rule(x, axis):
     return x.dtype, tuple(shape)
 
 
+def unit_axes_view(text, shape, target, target_dims) -> str | None:
+    """`text[...]` turning an array of `shape` into one of `target` by dropping and inserting
+    size-1 axes only (`x[:, 0]`, `x[:, None]`), with a check that the other sizes still
+    agree; None when they differ or are the same (a reshape to the same shape makes a
+    transposed view contiguous). `target_dims[j]`: the text of target's size j (None: the
+    size NumPy infers from the others, a `-1`).
+
+    Basic indexing is a view Numba compiles in a few instructions; a printed `.reshape`
+    costs 100-400 at every site. Sizes 0, 1 and more are separate specializations, so
+    size-1 axes stay size 1; the others are compared per call (a ValueError makes the API
+    retrace for exact shapes). Printers run with placeholder shapes of zeros while
+    tracing: those reshape."""
+    if not shape or not target or 0 in shape or 0 in target or tuple(shape) == tuple(target) \
+            or [n for n in shape if n != 1] != [n for n in target if n != 1]:
+        return None
+    items, pairs, k = [], [], 0
+    for j, n in enumerate(target):
+        if n == 1:
+            items.append("None")
+            continue
+        while shape[k] == 1:
+            items.append("0")
+            k += 1
+        items.append(":")
+        if target_dims[j] is not None:
+            pairs.append(f"{text}.shape[{k}] != {target_dims[j]}")
+        k += 1
+    items += ["0"] * (len(shape) - k)
+    view = f"{text}[{', '.join(items)}]"
+    if not pairs:
+        return view
+    return (f"{view}\nif {' or '.join(pairs)}:\n"
+            f"    raise ValueError('a reshape printed as a view met sizes other than traced')")
+
+
 def _expand_dims_source(texts, operands, params):
     x, axis = operands[0], params["axis"]
     dims, k = [], 0
@@ -168,7 +203,7 @@ def _expand_dims_source(texts, operands, params):
             k += 1
     if x.ndim == 0:             # a scalar is a float in generated code: it has no .reshape
         return f"np.full({shape_text(texts[0], dims)}, {texts[0]})"
-    return f"np.ascontiguousarray({texts[0]}).reshape({shape_text(texts[0], dims)})"
+    return texts[0] + "[" + ", ".join("None" if d == 1 else ":" for d in dims) + "]"
 
 
 def _reshape_source(texts, operands, params):
@@ -177,6 +212,11 @@ def _reshape_source(texts, operands, params):
         return f"np.full({tuple(1 for _ in shape)}, {texts[0]})"
     if shape == ():             # the single element, as a float
         return _element(texts[0], x)
+    if 0 not in x.shape:        # (not the placeholder shapes of tracing)
+        target = _reshape_rule(x, shape)[1]
+        view = unit_axes_view(texts[0], x.shape, target, [None if n < 0 else n for n in shape])
+        if view is not None:
+            return view
     return f"np.ascontiguousarray({texts[0]}).reshape({shape})"
 
 
@@ -186,6 +226,10 @@ def _reshape_like_source(texts, operands, params):
         return _element(texts[0], x)
     if x.ndim == 0:
         return f"np.full({texts[1]}.shape, {texts[0]})"
+    view = unit_axes_view(texts[0], x.shape, target.shape,
+                          [f"{texts[1]}.shape[{j}]" for j in range(target.ndim)])
+    if view is not None:
+        return view
     return f"np.ascontiguousarray({texts[0]}).reshape({texts[1]}.shape)"
 
 
