@@ -540,8 +540,10 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
     carried = {d[1] for ds in run.operands for d in ds if d[0] == "carried"} - run.chains
     head = [f"# loop: {iterations} iterations of {period} entries, re-rolled from the trace"]
     for (j, p), init in sorted(run.inits.items()):
-        if run.operands[j][p][1] not in run.chains:      # chains update their buffer in place
-            head.append(f"{names[run.operands[j][p][1]]}_prev = {text(init)}")
+        line = f"{names[run.operands[j][p][1]]}_prev = {text(init)}"
+        # (chains update their buffer in place; operands reading one carried value share it)
+        if run.operands[j][p][1] not in run.chains and line not in head:
+            head.append(line)
     head += [f"{names[j]}_tape = np.empty({iterations})" for j in sorted(taped)
              if entries[run.start + j].out.ndim == 0]
     loop = [f"for {counter} in range({iterations}):"]

@@ -626,20 +626,6 @@ def sheets(a, b):       # a (4, 5) matrix and a vector; output (2, 20 + 4)
     return np.stack([out, out ** 2])
 
 
-def test_dense_jacobian_blocks_from_colours_of_matrix_arguments(monkeypatch):
-    monkeypatch.setattr(jitad.derivatives, "COLOURED_FROM", 0)
-    rng = np.random.default_rng(8)
-    a, b = rng.uniform(-1, 1, (4, 5)), rng.uniform(-1, 1, 5)
-    f = jitad.jacobian(sheets, argnums=(0, 1), mode="fwd")
-    Ja, Jb = f(a, b)
-    assert "COLOUR_out" in f.source(a, b)
-    y = np.concatenate([a.ravel(), b])
-    fd = fd_jacobian(lambda y: sheets(y[:20].reshape(4, 5), y[20:]), (y,))
-    assert Ja.shape == (2, 24, 4, 5) and Jb.shape == (2, 24, 5)
-    np.testing.assert_allclose(Ja.reshape(48, 20), fd[:, :20], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(Jb.reshape(48, 5), fd[:, 20:], rtol=1e-6, atol=1e-7)
-
-
 def test_a_coloured_dense_hessian_is_callable_from_numba_code():
     x = np.random.default_rng(9).uniform(-1.2, 1.2, 64)
     h = jitad.hessian(rosen_loop)
@@ -657,19 +643,28 @@ def constraints(a, b):      # 2 x 6 outputs, each reading one row of a and one b
     return np.stack([np.sum(a * a, axis=1) + b ** 3, np.sum(np.sin(a), axis=1) * b])
 
 
-def test_dense_reverse_jacobian_from_row_colours_equals_differences(monkeypatch):
+@pytest.mark.parametrize("fun,mode,shapes,colouring", [
+    (sheets, "fwd", ((4, 5), (5,)), "columns take"),
+    (constraints, "rev", ((6, 5), (6,)), "rows take 2 colours")], ids=["fwd", "rev"])
+def test_dense_jacobian_blocks_from_colours_of_matrix_arguments(fun, mode, shapes, colouring,
+                                                                 monkeypatch):
     monkeypatch.setattr(jitad.derivatives, "COLOURED_FROM", 0)
     rng = np.random.default_rng(10)
-    a, b = rng.uniform(-1, 1, (6, 5)), rng.uniform(-1, 1, 6)
-    f = jitad.jacobian(constraints, argnums=(0, 1), mode="rev")
+    a, b = (rng.uniform(-1, 1, shape) for shape in shapes)
+    f = jitad.jacobian(fun, argnums=(0, 1), mode=mode)
     Ja, Jb = f(a, b)
-    source = f.source(a, b)
-    assert "COLOUR_out" in source and "rows take 2 colours" in source
+    assert "COLOUR_out" in f.source(a, b) and colouring in f.source(a, b)
     y = np.concatenate([a.ravel(), b])
-    fd = fd_jacobian(lambda y: constraints(y[:30].reshape(6, 5), y[30:]), (y,))
-    assert Ja.shape == (2, 6, 6, 5) and Jb.shape == (2, 6, 6) and Ja.flags.c_contiguous
-    np.testing.assert_allclose(Ja.reshape(12, 30), fd[:, :30], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(Jb.reshape(12, 6), fd[:, 30:], rtol=1e-6, atol=1e-7)
+    fd = fd_jacobian(lambda y: fun(y[:a.size].reshape(a.shape), y[a.size:]), (y,))
+    out = fun(a, b).shape
+    assert Ja.shape == out + a.shape and Jb.shape == out + b.shape and Ja.flags.c_contiguous
+    np.testing.assert_allclose(Ja.reshape(-1, a.size), fd[:, :a.size], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(Jb.reshape(-1, b.size), fd[:, a.size:], rtol=1e-6, atol=1e-7)
+
+
+def test_dense_reverse_jacobian_of_a_vector_from_row_colours(monkeypatch):
+    monkeypatch.setattr(jitad.derivatives, "COLOURED_FROM", 0)
+    rng = np.random.default_rng(10)
     x = rng.uniform(0.5, 1.5, 12)
     g = jitad.jacobian(lambda x: x[:6] * x[6:] - np.sin(x[:6]), mode="rev")
     assert "COLOUR_out" in g.source(x)
