@@ -162,12 +162,12 @@ def _coloured_source(mode, name, inner, traced, kernel, wrt, blocks, doc, plan) 
     m = n if hessian else int(np.prod(ys))
     if hessian:             # products (H S)[i, c]
         width = n
-        at = sparse.layout(rows, cols, sparse.hessian_sources(rows, cols, colours),
+        read_from = sparse.layout(rows, cols, sparse.hessian_sources(rows, cols, colours),
                            (n, n))["gather"]
     elif reverse:           # products (S^T J)[c, j]
-        width, at = n, colours[rows] * n + cols
+        width, read_from = n, colours[rows] * n + cols
     else:                   # products (J S)[i, c]
-        width, at = m, colours[cols] * m + rows
+        width, read_from = m, colours[cols] * m + rows
     seeded = [ys] if reverse else xs
     seed_ends = [0, m] if reverse else ends
     directions = "SEED_out[c_out]" if len(seeded) == 1 and len(seeded[0]) == 1 else \
@@ -206,7 +206,7 @@ def _coloured_source(mode, name, inner, traced, kernel, wrt, blocks, doc, plan) 
         "products.flat[FROM_out].\n"
         + _int_array_text("COLOUR_out", colours)
         + _int_array_text("AT_out", rows * n + cols)
-        + _int_array_text("FROM_out", at)
+        + _int_array_text("FROM_out", read_from)
         + f"SEED_out = (COLOUR_out == np.arange({count})[:, None]).astype(np.float64)\n\n\n"
         f"def {name}({params}):\n    \"\"\"{codegen.docstring_text(doc)}\"\"\"\n"
         f"    P_out = np.empty(({count}, {width}))\n    for c_out in range({count}):\n"
