@@ -173,16 +173,17 @@ def _coloured_source(mode, name, inner, traced, kernel, wrt, blocks, doc, plan) 
     directions = "SEED_out[c_out]" if len(seeded) == 1 and len(seeded[0]) == 1 else \
         ", ".join(f"SEED_out[c_out, {a}:{b}].reshape({s!r})"
                   for a, b, s in zip(seed_ends, seed_ends[1:], seeded))
-    if reverse:             # (value, (S^T J_1, S^T J_2, ...))
-        fills = [f"        P_out[c_out, {a}:{b}] = np.ravel(r_out[1][{j}])"
-                 for j, (a, b) in enumerate(zip(ends, ends[1:]))]
-    elif not hessian:       # (value, J S)
-        fills = [f"        P_out[c_out] = {'r_out[1]' if len(ys) == 1 else 'np.ravel(r_out[1])'}"]
-    elif len(wrt) == 1:     # H S
-        fills = [f"        P_out[c_out] = {'r_out' if len(xs[0]) == 1 else 'np.ravel(r_out)'}"]
-    else:                   # (H S)_1, (H S)_2, ...
-        fills = [f"        P_out[c_out, {a}:{b}] = np.ravel(r_out[{j}])"
-                 for j, (a, b) in enumerate(zip(ends, ends[1:]))]
+    # The kernel returns (value, (S^T J_1, ...)) in reverse mode, (value, J S) in forward
+    # mode, H S or (H S)_1, (H S)_2, ... for Hessians: one product row, or a part per input.
+    parts = [f"r_out[1][{j}]" for j in range(len(wrt))] if reverse else \
+        ["r_out[1]"] if not hessian else ["r_out"] if len(wrt) == 1 else \
+        [f"r_out[{j}]" for j in range(len(wrt))]
+    if len(parts) == 1:
+        flat = len(ys if not (hessian or reverse) else xs[0]) == 1
+        fills = [f"        P_out[c_out] = {parts[0] if flat else f'np.ravel({parts[0]})'}"]
+    else:
+        fills = [f"        P_out[c_out, {a}:{b}] = np.ravel({part})"
+                 for part, a, b in zip(parts, ends, ends[1:])]
     block = [[f"np.ascontiguousarray(D_out[{ends[j] if hessian else ''}:"
               f"{ends[j + 1] if hessian else ''}, {ends[i]}:{ends[i + 1]}])"
               f".reshape({(xs[j] if hessian else ys) + xs[i]!r})"
