@@ -66,6 +66,7 @@ class Outcome:
 
     first_call: float = math.nan
     per_call: float = math.nan
+    specialized_at: float = math.nan    # jitad: when a first tier answered, its code was in
     value: object = None
     grad: object = None
     error: str | None = None
@@ -178,10 +179,15 @@ def measure(tool, case_name, size, timing):
     value, grad = value_and_grad(*args) if case.derivative == "value_and_grad" else \
         (0.0, value_and_grad(*args))        # an hvp or Hessian row compares the array only
     first_call = time.perf_counter() - start
+    specialized_at = math.nan
     if settle and settle[0] is not None:
+        tiered = any(row["tier"] != "specialized" for row in getattr(
+            settle[0].__self__, "stats", lambda: [])())
         settle[0]()
+        if tiered:
+            specialized_at = time.perf_counter() - start
     per_call = time_per_call(lambda: value_and_grad(*args), timing)
-    return Outcome(first_call, per_call, _to_host(value), _to_host(grad))
+    return Outcome(first_call, per_call, specialized_at, _to_host(value), _to_host(grad))
 
 
 def measure_call_overhead(timing):
@@ -485,7 +491,10 @@ def table(rows, peers):
             elif outcome.error:
                 cells += [f"**error: {outcome.error}**", "—"]
             else:
-                cells += [format_seconds(outcome.first_call), format_seconds(outcome.per_call)]
+                first = format_seconds(outcome.first_call)
+                if not math.isnan(outcome.specialized_at):
+                    first += f" (compiled at {format_seconds(outcome.specialized_at)})"
+                cells += [first, format_seconds(outcome.per_call)]
             if tool == "jitad":
                 cells.append(format_ratio(ratio(row)))
             check_cell = outcome.check if outcome else ""
@@ -525,7 +534,8 @@ def header(timing, timeout, jitad_problem, peers):
         "temporary directory); `jax.jit` tracing and XLA compilation for JAX.",
         f"- *per call*: {timing.describe()}; calls are made from Python with "
         "the same arguments each time, for jitad after its specialized code is in "
-        "(`f.wait()`: a long list's first calls run on the tape tier).",
+        "(`f.wait()`: a long list's first calls run on the tape tier, array code's on "
+        "the NumPy tier; *compiled at* says when the specialized code was in).",
         "- *ratio*: jitad per call / hand-written per call.",
         "- *ref FD err*: relative error of the hand-written value and gradient "
         "against the user function and Richardson-extrapolated central "

@@ -22,6 +22,7 @@ import weakref
 import numpy as np
 
 from . import codegen, compile as compiler, disk, stats, store, tape
+from .numpy_tier import NumpyKernel
 from .cache import (MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, consts_digest, shapes_of,
                     static_key)
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
@@ -77,10 +78,11 @@ def differentiated(variant: Variant, mode: str, wrt: tuple):
 
 
 def build_from(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str,
-               for_reading: bool, wengert):
-    """`build` for the `differentiated` list `wengert`: choose a code shape, print."""
+               for_reading: bool, wengert, chosen=None, vectorized=False):
+    """`build` for the `differentiated` list `wengert`: choose a code shape (unless `chosen`
+    already: `codegen.choose_shape`'s answer), print (`vectorized`: for NumPy)."""
     with stats.stage("analysis"):
-        shape, runs = codegen.choose_shape(wengert, code_shape)
+        shape, runs = chosen or codegen.choose_shape(wengert, code_shape)
         if variant.trace.aux is not None and shape in ("llvm", "tape"):   # they return no aux
             shape, runs = codegen.choose_shape(wengert, "loops")
     kind = "value and gradient" if mode == "value_and_grad" else "value"
@@ -94,7 +96,7 @@ def build_from(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape
     if shape == "tape" and not for_reading:
         return None, name, wengert, shape
     with stats.stage("codegen"):
-        source = codegen.generate(wengert, name, doc, shape, runs)
+        source = codegen.generate(wengert, name, doc, shape, runs, vectorized)
     return source, name, wengert, shape
 
 
@@ -104,11 +106,26 @@ def build_from(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape
 # (straight-line source at ~1-3 ms a line is chosen below 200 entries; loops and LLVM
 # take ~0.1-1 ms an entry), which is not worth a second tier.
 TIERS_FROM_ENTRIES = 1000
+# Array code takes Numba seconds from a few dozen entries on (type inference and LLVM over
+# each loop nest): from this many entries, first calls are answered by the NumPy tier.
+NUMPY_TIER_FROM_ENTRIES = 40
+# Kernels that serve first calls while the specialized code compiles.
+FIRST_TIERS = (tape.TapeKernel, NumpyKernel)
 
 
-def tiers_enabled() -> bool:
-    """False when the JITAD_TIERS environment variable turns tiers off (0, false, no, off)."""
-    return os.environ.get("JITAD_TIERS", "1").strip().lower() not in ("0", "false", "no", "off")
+def _specialized_of(job, variant, mode, first):
+    """The kernel serving `variant`'s `mode` once `job` (compiling it) is done, or None if
+    the compile failed (calls then stay on the first tier `first`)."""
+    _Background.start_new([job])
+    job.done.wait()
+    kernel = variant.kernels.get(mode)
+    return None if kernel is first else kernel
+
+
+def tiers_enabled(variable: str = "JITAD_TIERS") -> bool:
+    """False when the environment variable `variable` (JITAD_TIERS: every tier;
+    JITAD_NUMPY_TIER: the NumPy tier) turns tiers off (0, false, no, off)."""
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class JitGrad:
@@ -239,7 +256,7 @@ class JitGrad:
         """
         variant, runtime_args = self._variant(args, kwargs)
         kernel = self._kernel(variant, "value_and_grad", runtime_args)
-        if isinstance(kernel, tape.TapeKernel):         # the specialized code may be compiling
+        if isinstance(kernel, FIRST_TIERS):             # the specialized code may be compiling
             self.wait()
             kernel = variant.kernels["value_and_grad"]
         if not hasattr(kernel, "py_func"):
@@ -257,12 +274,12 @@ class JitGrad:
 
     def stats(self) -> list:
         """Per compiled specialization, a dict: function, signature, mode, code shape, tier
-        ("specialized" or "tape"), seconds of trace/analysis/codegen/compile, calls the
-        tape served, and the background compile's state (None, "compiling", "done",
-        "failed"). The same figures go to the `jitad` logger (INFO)."""
+        ("specialized", "tape" or "numpy"), seconds of trace/analysis/codegen/compile, calls
+        the first tier served, and the background compile's state (None, "compiling",
+        "done", "failed"). The same figures go to the `jitad` logger (INFO)."""
         for record, kernel in self._records:
             if kernel is not None:
-                record.tape_calls = kernel.calls
+                record.tier_calls = kernel.calls
         return [record.as_dict() for record, _ in self._records]
 
     @property
@@ -434,18 +451,20 @@ class JitGrad:
                                   trace_s=getattr(variant, "trace_s", 0.0))
             with stats.recording(record):
                 kernel = variant.kernels[mode] = self._compiled(variant, mode, runtime_args)
-            tiered = isinstance(kernel, tape.TapeKernel)
-            record.tier = "tape" if tiered else "specialized"
+            tiered = isinstance(kernel, FIRST_TIERS)
+            record.tier = "numpy" if isinstance(kernel, NumpyKernel) else \
+                "tape" if tiered else "specialized"
             self._records.append((record, kernel if tiered else None))
             self.compile_count += 1
             stats.finished(record)
         return kernel
 
     def _compiled(self, variant: Variant, mode: str, runtime_args):
-        """The specialized kernel (see `_specialized`), or, for long lists the tape can run,
-        the tape kernel while the specialized one compiles in the background."""
+        """The specialized kernel (see `_specialized`), or, for lists that take Numba seconds
+        (long lists the tape can run, array code), a first-tier kernel (tape or NumPy)
+        while the specialized one compiles in the background."""
         key = f"{variant.digest}-{mode}-{variant.wrt}-{self.code_shape}-{self.__name__}"
-        plain = mode in MODES and variant.trace.aux is None     # what the tape can return
+        plain = mode in MODES and variant.trace.aux is None     # what the tiers can return
         forced_tape = plain and self.code_shape == "tape"
         tiered = plain and self.tiers and tiers_enabled() and \
             not (variant.digest and store.load("builds", key) is not None)
@@ -457,25 +476,49 @@ class JitGrad:
             stats.current().shape = "tape"
             with stats.stage("codegen"):
                 return compiler.tape_kernel(wengert)
-        if forced_tape or len(wengert.entries) < TIERS_FROM_ENTRIES or \
-                not tape.encodable(wengert, True):
-            return self._specialized(variant, mode, runtime_args, key, wengert)
-        with stats.stage("codegen"):            # (the tape's encoding)
-            first = compiler.tape_kernel(wengert)
+        chosen = None
+        if forced_tape:
+            first = None
+        elif len(wengert.entries) >= TIERS_FROM_ENTRIES and tape.encodable(wengert, True):
+            with stats.stage("codegen"):            # (the tape's encoding)
+                first = compiler.tape_kernel(wengert)
+        else:
+            first, chosen = self._numpy_tier(variant, mode, wengert, runtime_args)
+        if first is None:
+            return self._specialized(variant, mode, runtime_args, key, wengert, chosen=chosen)
         record = stats.current()
         record.background = "compiling"
         job = _Background(functools.partial(self._compile_later, variant, mode, runtime_args,
-                                            key, wengert, first, record))
+                                            key, wengert, first, record, chosen))
+        first.specialized = functools.partial(_specialized_of, job, variant, mode, first)
         self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]
         return first        # (the job starts once the first call has run: `_finish`)
 
-    def _compile_later(self, variant, mode, runtime_args, key, wengert, first, record):
+    def _numpy_tier(self, variant: Variant, mode: str, wengert, runtime_args) -> tuple:
+        """(a NumpyKernel or None, the code shape chosen or None): the NumPy tier for array
+        code of at least NUMPY_TIER_FROM_ENTRIES entries printed as source."""
+        if len(wengert.entries) < NUMPY_TIER_FROM_ENTRIES or \
+                not tiers_enabled("JITAD_NUMPY_TIER") or \
+                all(e.out.ndim == 0 for e in wengert.entries):
+            return None, None
+        with _collector_paused(), stats.stage("analysis"):
+            chosen = codegen.choose_shape(wengert, self.code_shape)
+        if chosen[0] not in ("straight", "loops"):
+            return None, chosen
+        source, name, _, _ = build_from(variant, mode, variant.wrt, self.__name__,
+                                        self.code_shape, True, wengert, chosen, vectorized=True)
+        with stats.stage("codegen"):
+            return compiler.numpy_kernel(source, name, tuple(runtime_args), wengert), chosen
+
+    def _compile_later(self, variant, mode, runtime_args, key, wengert, first, record,
+                       chosen):
         """(In a background thread) compile the specialized kernel and make calls use it
-        instead of the tape kernel `first`; on failure, log it and keep the tape."""
+        instead of the first-tier kernel `first`; on failure, log it and keep the first
+        tier."""
         try:
             with stats.recording(record):
                 kernel = self._specialized(variant, mode, runtime_args, key, wengert,
-                                           background=True)
+                                           background=True, chosen=chosen)
         except Exception as error:      # noqa: BLE001 -- the tape keeps serving calls
             record.background = "failed"
             stats.failed(record, error)
@@ -484,8 +527,9 @@ class JitGrad:
         if isinstance(kernel, tape.TapeKernel):     # too long for anything but the tape
             return
         self._switch(variant, mode, first, kernel)
-        record.tier, record.tape_calls = "specialized", first.calls
-        stats.switched(record)
+        first_tier = record.tier
+        record.tier, record.tier_calls = "specialized", first.calls
+        stats.switched(record, first_tier)
 
     def _switch(self, variant, mode, first, kernel) -> None:
         """Serve calls with `kernel` instead of the tape kernel `first`: in the variant, and by
@@ -505,7 +549,7 @@ class JitGrad:
             self._reset_trampolines()
 
     def _specialized(self, variant: Variant, mode: str, runtime_args, key: str, wengert=None,
-                     background: bool = False):
+                     background: bool = False, chosen=None):
         """A kernel from the stored build of this variant, else from building (and storing)
         one (from its `differentiated` list `wengert` when given); Numba's own cache then
         skips compiling source it has seen."""
@@ -524,7 +568,7 @@ class JitGrad:
                     else:
                         source, name, wengert, shape = build_from(
                             variant, mode, variant.wrt, self.__name__, self.code_shape,
-                            False, wengert)
+                            False, wengert, chosen)
                 built = source, name, shape
                 if variant.digest and shape != "tape":      # (the tape has no source)
                     store.save("builds", key, built)
@@ -736,8 +780,8 @@ _FAST_ARRAY_DTYPES = (np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool
 
 
 # Kernels that reject arrays of another rank than their specialization's: a sealed Numba
-# dispatcher (TypeError) and the tape (ShapeChanged).
-_RANK_CHECKING = (compiler.numba.core.registry.CPUDispatcher, tape.TapeKernel)
+# dispatcher and the NumPy tier (TypeError), the tape (ShapeChanged).
+_RANK_CHECKING = (compiler.numba.core.registry.CPUDispatcher, *FIRST_TIERS)
 
 
 def _is_runtime(value) -> bool:
@@ -921,9 +965,11 @@ def jit_grad(fun=None, *, argnums=0, code_shape="auto", has_aux=False, tiers=Tru
             arrays, nested tuples of them) is computed by the same compiled code and returned
             as `((loss, aux), grad)` by `value_and_grad`, `(grad, aux)` by a call.
         tiers: long lists (TIERS_FROM_ENTRIES entries or more, differentiated) that the tape
-            interpreter can run answer their first calls on it while the specialized code
-            compiles in a background thread (`.wait()` blocks until it is in); False compiles
-            before the first call returns. JITAD_TIERS=0 turns tiers off everywhere.
+            interpreter can run, and array code (NUMPY_TIER_FROM_ENTRIES entries or more),
+            answer their first calls on the tape or NumPy while the specialized code compiles
+            in a background thread (`.wait()` blocks until it is in); False compiles before
+            the first call returns. JITAD_TIERS=0 turns tiers off everywhere,
+            JITAD_NUMPY_TIER=0 the NumPy tier.
 
     Returns:
         A `JitGrad`: call it for the gradient; `.value_and_grad`, `.value`, `.wengert`,

@@ -14,7 +14,7 @@ import keyword
 import re
 
 from . import llvm, reroll, runtime, tape
-from .primitives.core import add_into, operand_text
+from .primitives.core import VECTORIZED, add_into, operand_text
 from .primitives.custom import KERNELS, user_kernels
 from .wengert import Literal, Var, WengertList
 
@@ -205,7 +205,8 @@ def print_function(wengert: WengertList, fn_name: str, docstring: str, runs=(),
             i = run.stop
             continue
         later = bisect.bisect_right(starts, i)
-        group = fusion_group(entries, i, users, starts[later] if later < len(starts) else None)
+        group = None if VECTORIZED.get() else \
+            fusion_group(entries, i, users, starts[later] if later < len(starts) else None)
         if group is not None and not (group[1] == i + 1 and storage.may_update_in_place(e, i)):
             body += _print_fused(group, entries, wengert.outputs, storage, printed, label, text,
                                  users)
@@ -566,7 +567,8 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
             operands.append(Var(t, a.dtype, a.shape) if isinstance(a, Var) else a)
         return operands
 
-    segments = _loop_segments(run, entries, taped, needed, read_outside)
+    segments = {} if VECTORIZED.get() else \
+        _loop_segments(run, entries, taped, needed, read_outside)
     j = 0
     while j < period:
         if j in segments:
@@ -841,12 +843,22 @@ def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
 
 
 def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "auto",
-             runs=None) -> str:
+             runs=None, vectorized: bool = False) -> str:
     """Module source for `wengert`: imports (only those used) and the function.
 
     `shape` is a code shape ("straight", "loops"; "tape" prints straight-line source for
     reading) or "auto" (see `choose_shape`); `runs` are loops' precomputed runs.
+    `vectorized` prints for NumPy rather than Numba (see numpy_tier.py): one NumPy
+    statement per array entry, no element loops (loops over re-rolled iterations stay).
     """
+    token = VECTORIZED.set(vectorized)
+    try:
+        return _generate(wengert, fn_name, docstring, shape, runs)
+    finally:
+        VECTORIZED.reset(token)
+
+
+def _generate(wengert, fn_name, docstring, shape, runs) -> str:
     if shape == "auto":
         shape, runs = choose_shape(wengert)
     if shape == "llvm":

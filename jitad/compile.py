@@ -28,6 +28,7 @@ from numba.core import caching
 
 from . import __version__, disk, runtime, tape
 from .errors import JitadError
+from .numpy_tier import NumpyKernel
 
 
 class _Locator(caching._CacheLocator):
@@ -146,6 +147,15 @@ def _runtime_kernel(name: str, cache: Path, **options):
     """jitad's runtime function `name` as a dispatcher (one per cache directory)."""
     return _njit(runtime.COMPILED.get(name) or getattr(runtime, name), types_not_values=True,
                  **options)
+
+
+def numpy_kernel(source: str, fn_name: str, example_args: tuple, wengert):
+    """A NumpyKernel for `source` printed for NumPy (see numpy_tier.py), in a namespace of its
+    own (compiling other source never rebinds its helpers to Numba's)."""
+    filename = source_file(source, fn_name)
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return NumpyKernel(source, fn_name, filename, example_args, wengert.outputs,
+                       wengert.returned_text)
 
 
 def tape_kernel(wengert):

@@ -4,8 +4,8 @@ Not a pipeline step: the API opens a `Record` per compiled specialization and ma
 current (`recording`) while its steps run; any step times itself with
 `stage("trace")`, `stage("analysis")`, `stage("codegen")` or `stage("compile")`, which adds
 the seconds to the current record (no record: only the time is measured). Each finished
-specialization is logged at INFO on the `jitad` logger; the switch from the tape tier to
-the specialized code, and background compiles that fail, too. First calls that take longer
+specialization is logged at INFO on the `jitad` logger; the switch from a first tier (tape
+or NumPy) to the specialized code, and background compiles that fail, too. First calls that take longer
 than PROGRESS_AFTER_S print a progress line on stderr when it is a terminal
 (JITAD_PROGRESS=0 turns it off).
 """
@@ -29,7 +29,8 @@ _current: dict = {}          # thread ident -> the record its stages go to
 @dataclass
 class Record:
     """One specialization (a traced variant and a mode): its signature, code shape, the
-    tier serving its calls ("specialized" or "tape") and the seconds of each stage."""
+    tier serving its calls ("specialized", "tape" or "numpy") and the seconds of each
+    stage."""
 
     function: str
     signature: str
@@ -40,7 +41,7 @@ class Record:
     analysis_s: float = 0.0
     codegen_s: float = 0.0
     compile_s: float = 0.0
-    tape_calls: int = 0             # calls the tape tier served (specialized calls: uncounted)
+    tier_calls: int = 0             # calls the first tier served (specialized calls: uncounted)
     background: str | None = None   # None, "compiling", "done" or "failed"
     stage: str | None = field(default=None, repr=False)   # the stage now running
 
@@ -99,24 +100,24 @@ def stage(name: str):
 
 def finished(record: Record) -> None:
     """Log a specialization that is ready to serve calls."""
-    if record.tier == "tape" and record.background:
-        logger.info("%s(%s) %s: tape tier while the specialized code compiles in the "
+    if record.tier in ("tape", "numpy") and record.background:
+        logger.info("%s(%s) %s: %s tier while the specialized code compiles in the "
                     "background (%s)", record.function, record.signature, record.mode,
-                    record.figures())
+                    record.tier, record.figures())
     else:
         logger.info("%s(%s) %s: %s code, %s tier (%s)", record.function, record.signature,
                     record.mode, record.shape, record.tier, record.figures() or "from the cache")
 
 
-def switched(record: Record) -> None:
-    logger.info("%s(%s) %s: the specialized %s code took over from the tape after %d "
+def switched(record: Record, first_tier: str) -> None:
+    logger.info("%s(%s) %s: the specialized %s code took over from the %s tier after %d "
                 "call(s) (%s)", record.function, record.signature, record.mode, record.shape,
-                record.tape_calls, record.figures())
+                first_tier, record.tier_calls, record.figures())
 
 
 def failed(record: Record, error: BaseException) -> None:
-    logger.warning("%s(%s) %s: compiling the specialized code failed; calls stay on the tape "
-                   "(%s: %s)", record.function, record.signature, record.mode,
+    logger.warning("%s(%s) %s: compiling the specialized code failed; calls stay on the %s "
+                   "tier (%s: %s)", record.function, record.signature, record.mode, record.tier,
                    type(error).__name__, error)
 
 

@@ -19,15 +19,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import zlib
 
 import numpy as np
 import pytest
 
 import jitad
-from jitad import codegen
-from jitad.api import build_source
-from jitad.compile import load_python
+from jitad import api, codegen
+from jitad import compile as compiler
+from jitad.api import build_from, build_source, differentiated
+from jitad.compile import load_python, numpy_kernel
 from jitad.primitives import REGISTRY
 from jitad.primitives.custom import has_forward_mode
 from jitad.transforms import jvp, simplify, value_and_grad
@@ -48,6 +50,9 @@ def pytest_configure(config):
     _PREVIOUS_CACHE_DIR = os.environ.get("JITAD_CACHE_DIR")
     _SESSION_CACHE_DIR = tempfile.mkdtemp(prefix="jitad-test-cache-")
     os.environ["JITAD_CACHE_DIR"] = _SESSION_CACHE_DIR
+    # First calls run the compiled code, which the tests are about (child processes too);
+    # tests/test_numpy_tier.py turns the NumPy tier on where it tests it.
+    os.environ["JITAD_NUMPY_TIER"] = "0"
 
 
 def pytest_unconfigure(config):
@@ -63,6 +68,23 @@ def pytest_unconfigure(config):
 def jitad_cache_dir():
     """The session's temporary jitad cache directory."""
     return _SESSION_CACHE_DIR
+
+
+@pytest.fixture
+def tiered(monkeypatch):
+    """Tiers from 20 entries on, and a gate that holds background compiles until opened."""
+    monkeypatch.setattr(api, "TIERS_FROM_ENTRIES", 20)
+    monkeypatch.delenv("JITAD_TIERS", raising=False)
+    gate = threading.Event()
+    real = compiler.compile_source
+
+    def gated(*args, **kwargs):
+        if kwargs.get("background"):
+            gate.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compiler, "compile_source", gated)
+    return gate
 
 
 # ---------------------------------------------------------------- small utilities
@@ -167,6 +189,20 @@ def python_value_and_grad(f: jitad.JitGrad, args):
     return value, tuple(grads)
 
 
+def numpy_tier_value_and_grad(f: jitad.JitGrad, args):
+    """(value, grads tuple) from the NumPy tier's kernel (source printed for NumPy, run as
+    plain Python), or None where the tier never serves (scalar lists: llvm and tape)."""
+    variant, runtime_args = traced(f, args)
+    wengert = differentiated(variant, "value_and_grad", variant.wrt)
+    chosen = codegen.choose_shape(wengert, getattr(f, "code_shape", "auto"))
+    if chosen[0] not in ("straight", "loops") or all(e.out.ndim == 0 for e in wengert.entries):
+        return None
+    source, name, _, _ = build_from(variant, "value_and_grad", variant.wrt, f.__name__,
+                                    "auto", True, wengert, chosen, vectorized=True)
+    value, grads = numpy_kernel(source, name, tuple(runtime_args), wengert)(*runtime_args)
+    return value, tuple(grads)
+
+
 def python_value(f: jitad.JitGrad, args):
     variant, runtime_args = traced(f, args)
     source, name, _ = build_source(variant, "value", variant.wrt, f.__name__, **_code_shape(f))
@@ -250,6 +286,11 @@ def check_grads_python(fun, args, argnums=0, order=1, rtol=1e-6, atol=1e-8, eps=
     with np.errstate(all="ignore"):
         want_value = f.fun(*args)
     assert_close(value, want_value, 1e-12, 1e-12, f"{what}: value")
+    vectorized = numpy_tier_value_and_grad(f, args)
+    if vectorized is not None:      # the same list printed for NumPy: equal to rounding
+        assert_close(vectorized[0], value, 1e-12, 1e-12, f"{what}: NumPy tier value")
+        for i, g, h in zip(wrt, vectorized[1], grads):
+            assert_close(g, h, 1e-10, 1e-12, f"{what}: NumPy tier gradient of argument {i}")
     for i, g in zip(wrt, grads):
         if np.ndim(args[i]) == 0:
             assert np.ndim(g) == 0, f"{what}: gradient of float argument {i} is not a scalar: {g!r}"

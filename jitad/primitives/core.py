@@ -7,6 +7,7 @@ its test domain.
 """
 from __future__ import annotations
 
+import contextvars
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,6 +20,11 @@ from ..wengert import Literal, Var
 
 # Names the printed source may use; also the namespace in which traced values are computed.
 SOURCE_NAMESPACE = {"np": np, "math": math, **{n: getattr(runtime, n) for n in runtime.__all__}}
+
+
+# True while source is printed for NumPy (the first-call tier runs it as plain Python, see
+# numpy_tier.py): array updates print as one NumPy statement, not as an element loop nest.
+VECTORIZED = contextvars.ContextVar("jitad_vectorized", default=False)
 
 
 def operand_text(a) -> str:
@@ -320,11 +326,16 @@ def add_into(target: str, update: str, update_operand, target_ndim: int,
     """`target += update` (or another `operator`, such as `=`) for arrays as an explicit
     loop nest (Numba compiles an in-place array operator through its ufunc machinery, and
     an array assigned to a slice through its shape-mismatch error path: seconds each);
-    `update` may broadcast (size-1 and missing leading axes)."""
+    `update` may broadcast (size-1 and missing leading axes). One NumPy statement when
+    printing for NumPy (`VECTORIZED`)."""
     if update_operand.ndim == 0 and not isinstance(update_operand, Var):
         update_operand = None
     index = [f"j{k}" for k in range(target_ndim)]
     lines = []
+    if VECTORIZED.get():
+        if update_operand is not None and update_operand.ndim:
+            lines.append(f"check_broadcast({target}.shape, {update}.shape)")
+        return "\n".join(lines + [f"{target}[...] {operator} {update}"])
     if update_operand is None or update_operand.ndim == 0:
         element = update
     else:
