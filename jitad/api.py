@@ -106,9 +106,10 @@ def build_from(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape
 # (straight-line source at ~1-3 ms a line is chosen below 200 entries; loops and LLVM
 # take ~0.1-1 ms an entry), which is not worth a second tier.
 TIERS_FROM_ENTRIES = 1000
-# Array code takes Numba seconds from a few dozen entries on (type inference and LLVM over
-# each loop nest): from this many entries, first calls are answered by the NumPy tier.
-NUMPY_TIER_FROM_ENTRIES = 40
+# Array code takes Numba seconds from a few entries on (type inference and LLVM over each
+# loop nest; a matmul, a tanh and two sums, 21 entries differentiated: 2-5 s): from this
+# many entries, first calls are answered by the NumPy tier.
+NUMPY_TIER_FROM_ENTRIES = 10
 # Kernels that serve first calls while the specialized code compiles.
 FIRST_TIERS = (tape.TapeKernel, NumpyKernel)
 
@@ -505,6 +506,7 @@ class JitGrad:
             chosen = codegen.choose_shape(wengert, self.code_shape)
         if chosen[0] not in ("straight", "loops"):
             return None, chosen
+        stats.current().shape = chosen[0]
         source, name, _, _ = build_from(variant, mode, variant.wrt, self.__name__,
                                         self.code_shape, True, wengert, chosen, vectorized=True)
         with stats.stage("codegen"):
