@@ -390,7 +390,7 @@ class JitGrad:
         values = [v for v in runtime if v is not None]
         read = reads(self.fun, (key, exact, shapes_of(values)))
         digest = None if self.has_aux else read.digest  # the store keeps no aux structure
-        timer = stats.Timer()
+        timer, unsaved = stats.Timer(), None
         with _collector_paused():
             traced = store.load("traces", digest) if digest and load else None
             if traced is None:
@@ -400,7 +400,7 @@ class JitGrad:
                 traced.reads_sizes = traced.reads_sizes or exact
                 self._check_output(traced)
                 if digest and not traced.consts:
-                    store.save("traces", digest, traced)
+                    unsaved = functools.partial(store.save, "traces", digest, traced)
         self.trace_count += 1
         runtime_index = {p: k for k, p in enumerate(i for i, v in enumerate(runtime)
                                                     if v is not None)}
@@ -410,7 +410,7 @@ class JitGrad:
             if traced.consts:   # and by the constants they froze (a mask's positions)
                 digest += consts_digest(traced.consts)
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
-                          digest=digest, reads=read)
+                          digest=digest, reads=read, unsaved=unsaved)
         variant.trace_s = timer.seconds                 # for its records (stats)
         entry.add(variant, values)
         return variant
@@ -469,6 +469,9 @@ class JitGrad:
         forced_tape = plain and self.code_shape == "tape"
         tiered = plain and self.tiers and tiers_enabled() and \
             not (variant.digest and store.load("builds", key) is not None)
+        if forced_tape or not tiered:       # (a first tier's job stores it after the result)
+            with _collector_paused():
+                variant.store_trace()
         if not (forced_tape or tiered):
             return self._specialized(variant, mode, runtime_args, key)
         with _collector_paused(), stats.stage("analysis"):
@@ -486,6 +489,8 @@ class JitGrad:
         else:
             first, chosen = self._numpy_tier(variant, mode, wengert, runtime_args)
         if first is None:
+            with _collector_paused():
+                variant.store_trace()
             return self._specialized(variant, mode, runtime_args, key, wengert, chosen=chosen)
         record = stats.current()
         record.background = "compiling"
@@ -519,6 +524,7 @@ class JitGrad:
         tier."""
         try:
             with stats.recording(record):
+                variant.store_trace()
                 kernel = self._specialized(variant, mode, runtime_args, key, wengert,
                                            background=True, chosen=chosen)
         except Exception as error:      # noqa: BLE001 -- the tape keeps serving calls

@@ -118,6 +118,14 @@ class Variant:
     kernels: dict = field(default_factory=dict)
     digest: str | None = None
     reads: object = None            # reads.Reads: the bindings a call checks
+    unsaved: object = None          # stores its trace on disk when called (`store_trace`)
+
+    def store_trace(self) -> None:
+        """Store the trace on disk, once: deferred from tracing to its first compile (to the
+        background for a tiered first call, after its first result)."""
+        save, self.unsaved = self.unsaved, None
+        if save is not None:
+            save()
 
 
 @dataclass

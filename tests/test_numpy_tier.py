@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import jitad
-from jitad import api, runtime
+from jitad import api, runtime, store
 from jitad import compile as compiler
 from jitad.numpy_tier import NumpyKernel, _checked
 
@@ -69,6 +69,26 @@ def test_the_numpy_tier_answers_until_the_specialized_kernel_is_in(numpy_tier, t
     assert compiled_value == pytest.approx(value, rel=1e-13)
     for g, h in zip(grads, compiled_grads):
         np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-14)
+
+
+def test_the_trace_is_stored_on_disk_after_the_first_result(numpy_tier, tiered, args,
+                                                            monkeypatch):
+    """Storing a long trace takes seconds (the LSTM's: 2-4 s): a tiered first call leaves it
+    to the background job; the next process finds it all the same."""
+    stored_at_start = []
+    real_start = api._Background.start
+
+    def start(job):
+        stored_at_start.append(store.load("traces", variant.reads.digest) is not None)
+        real_start(job)
+
+    monkeypatch.setattr(api._Background, "start", start)
+    f = jitad.jit_grad(make_model(0.76), argnums=(0, 1))
+    variant, _ = f._variant(args, {})
+    f(*args)
+    assert stored_at_start == [False]
+    tiered.set()
+    assert f.wait() and store.load("traces", variant.reads.digest) is not None
 
 
 def test_source_printed_for_numpy_has_no_element_loops(args):
