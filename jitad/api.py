@@ -527,7 +527,7 @@ class JitGrad:
                 variant.store_trace()
                 kernel = self._specialized(variant, mode, runtime_args, key, wengert,
                                            background=True, chosen=chosen)
-        except Exception as error:      # noqa: BLE001 -- the tape keeps serving calls
+        except Exception as error:      # noqa: BLE001 -- the first tier keeps serving
             record.background = "failed"
             stats.failed(record, error)
             return

@@ -20,16 +20,13 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import JitadError
-from .runtime import ShapeChanged
-
-# Exceptions the compiled code raises the same way (checks of shapes, indices, guards): the
-# tier lets them through. Anything else (ZeroDivisionError of Python floats, math's domain
-# errors, ...) may differ from compiled code, which then answers.
-_SHARED_ERRORS = (JitadError, ShapeChanged)
 
 
 def _same_everywhere(error) -> bool:
-    return isinstance(error, _SHARED_ERRORS) or type(error).__module__.startswith("jitad.")
+    """Does the compiled code raise `error` the same way? jitad's own errors (checks of
+    shapes, indices, guards) yes; anything else (ZeroDivisionError of Python floats, math's
+    domain errors, ...) may differ from compiled code, which then answers."""
+    return type(error).__module__.startswith("jitad.")
 
 
 class NumpyKernel:
