@@ -73,15 +73,15 @@ class NumpyKernel:
         return checked
 
     def _argument(self, a, kind):
+        """`a` checked against its kind, floats as NumPy's (IEEE results, never Python's
+        ZeroDivisionError or complex powers)."""
         if type(kind) is tuple:
             if not (isinstance(a, np.ndarray) and a.dtype == kind[0] and a.ndim == kind[1]):
                 raise TypeError(f"{self.function.__name__}: an argument of another dtype or "
                                 f"rank than {kind[0]}[{kind[1]}-d] (the NumPy tier's "
                                 "signature)")
             return a
-        if kind is float:
-            return np.float64(a)
-        return a
+        return np.float64(a) if isinstance(a, (float, np.floating)) else a
 
     def _compiled_or_raise(self, args, error):
         kernel = self.specialized() if self.specialized is not None else None

@@ -160,6 +160,19 @@ def test_errors_of_python_arithmetic_are_answered_by_the_compiled_code():
         kernel(x, -1.0)
 
 
+def test_float_arguments_compute_as_numpy_floats():
+    """Python would raise at `y / 0.0` and make `y ** 0.5` complex for y < 0; Numba gives
+    inf and nan, and so does the tier, by itself."""
+    def powers(x, y):
+        return np.sum(x * y ** 0.5) + np.sum(x) / (y + 4.0)
+    x = np.array([0.5, 1.0, 2.0])
+    kernel, _ = kernel_for(powers, [x, 4.0], (0, 1))
+    kernel.specialized = lambda: pytest.fail("the compiled code was asked")
+    value, (grad_x, grad_y) = kernel(x, -4.0)
+    assert math.isnan(value) and type(value) is float and type(grad_y) is float
+    assert np.isnan(grad_x).all() and kernel.calls == 1
+
+
 def test_jitad_errors_come_from_the_tier_itself(args):
     kernel, runtime_args = kernel_for(make_model(0.74), args, (0, 1))
     kernel.specialized = lambda: pytest.fail("the compiled code was asked")
