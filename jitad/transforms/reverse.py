@@ -5,6 +5,7 @@ primitives, built by each primitive's VJP rule. Adjoints accumulate over every
 path, `v̄_i = Σ_j v̄_j ∂v_j/∂v_i`; only values that depend on a differentiated
 input and reach the output get adjoints (activity analysis).
 """
+from .. import collector
 from ..primitives import REGISTRY
 from ..wengert import Builder, Entry, Literal, Var, WengertList
 
@@ -27,6 +28,7 @@ def active_names(wengert: WengertList, wrt: list) -> set:
     return depends & reaches
 
 
+@collector.paused
 def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
     """The list computing `(value, grad_1, …)` for the scalar output and the inputs `wrt`
     (outputs after the first are auxiliary: returned after the gradients, not differentiated)."""
