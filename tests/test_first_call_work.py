@@ -1,7 +1,8 @@
 """The work of a long loop's first result (tracing, analysis, tape encoding), counted.
 
 Nothing here is timed: the tests count the garbage collector's passes during the stages
-(`gc.callbacks`) and check the tape encoding against an independent reading of the list.
+(`gc.callbacks`) and the entries reverse mode makes, and check the tape encoding against
+an independent reading of the list.
 """
 import gc
 import threading
@@ -12,9 +13,21 @@ import pytest
 import jitad
 from jitad import collector, tape
 from jitad.runtime import TAPE_OPCODES
+from jitad.transforms import reverse
+from jitad.transforms.reverse import value_and_grad
+from jitad.transforms.simplify import simplify
+from jitad.wengert import Literal, Var
 
-from conftest import adjoint_list, traced
+from conftest import adjoint_list, check_grads_python, traced
 from test_reroll_arrays import rosenbrock_loop
+
+
+def rosen_loop(x):
+    """benchmarks/cases.py's rosen_loop."""
+    s = 0.0
+    for i in range(len(x) - 1):
+        s += 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+    return s
 
 
 @pytest.fixture
@@ -81,10 +94,10 @@ def test_tape_encoding_reads_the_list():
     assert kernel.code.shape == (len(rows), 5)
 
     def slot(a):
-        key = a.name if isinstance(a, jitad.wengert.Var) else repr(a.value)
+        key = a.name if isinstance(a, Var) else repr(a.value)
         if key not in slots:
             slots[key] = len(slots)
-            if not isinstance(a, jitad.wengert.Var):
+            if not isinstance(a, Var):
                 assert kernel.constants[slots[key]] == a.value
         return slots[key]
     for e, row in zip(rows, kernel.code.tolist()):
@@ -99,3 +112,31 @@ def test_tape_encoding_reads_the_list():
                     e.params["n"] if name == "integer_pow" else ins[2]]
         assert [TAPE_OPCODES[row[0]]] + row[1:] == want, str(e)
     assert len(kernel.constants) == len(slots)
+
+
+def test_reverse_mode_makes_nothing_simplify_removes():
+    """No product with the cotangent 1.0 of a sum's terms, and no update of zeros that a
+    redirected update replaces: the adjoint list of the benchmark's loop is already
+    simplified."""
+    f = jitad.jit_grad(rosen_loop)
+    x = np.random.default_rng(0).uniform(-1.0, 1.0, 200)
+    variant, _ = traced(f, [x])
+    forward = simplify(variant.trace.wengert)
+    adjoint = value_and_grad(forward, [0])
+    assert len(simplify(adjoint).entries) == len(adjoint.entries)
+    assert not any(e.prim.name == "mul" and Literal(1.0) in e.ins for e in adjoint.entries)
+    assert len(adjoint.entries) < 2.2 * len(forward.entries)
+
+
+def test_a_wrong_fold_in_reverse_mode_fails(monkeypatch):
+    """Folding every product with a literal (not only with 1) drops factors: caught."""
+    bind = reverse._AdjointBuilder.bind
+
+    def wrong(self, prim, *operands, name=None, **params):
+        if prim is reverse._MUL and type(operands[0]) is Literal and type(operands[1]) is Var:
+            return operands[1]
+        return bind(self, prim, *operands, name=name, **params)
+    monkeypatch.setattr(reverse._AdjointBuilder, "bind", wrong)
+    f = jitad.jit_grad(rosenbrock_loop)
+    with pytest.raises(AssertionError):
+        check_grads_python(f, [np.random.default_rng(0).uniform(-1.0, 1.0, 8)])
