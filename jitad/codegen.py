@@ -847,13 +847,13 @@ def fused_loops(wengert: WengertList, runs: tuple) -> tuple:
     if fused is None:
         return wengert, runs
     fused_runs = printable_runs(fused)
-    if len(fused_runs[0]) != len(runs[0]) - 1 or \
+    if len(fused_runs[0]) > len(runs[0]) or \
             _straight(fused, fused_runs[0]) > _straight(wengert, runs[0]) + FUSION_SLACK:
         return wengert, runs
     return fused, fused_runs
 
 
-FUSION_SLACK = 200      # straight entries a fusion may add (copies, unshared iterations)
+FUSION_SLACK = 200      # straight entries a fusion may add (copies, iterations not shared)
 
 
 def _straight(wengert, runs) -> int:
