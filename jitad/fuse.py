@@ -57,6 +57,9 @@ class _Fusion:
         self.serial = 0
 
     def fused(self) -> WengertList | None:
+        """The reordered list: entries before the forward loop, the straight entries the
+        reverse loop reads, both loops block by block, the iterations only one loop has,
+        the other straight entries, the rest. None if the pair does not qualify."""
         f, r, entries = self.f, self.r, self.entries
         if not self._scalar_loops():
             return None
