@@ -13,7 +13,7 @@ import itertools
 import keyword
 import re
 
-from . import llvm, reroll, runtime, tape
+from . import fuse, llvm, reroll, runtime, tape
 from .primitives.core import VECTORIZED, add_into, operand_text
 from .primitives.custom import KERNELS, user_kernels
 from .wengert import Literal, Var, WengertList
@@ -842,6 +842,26 @@ def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
     return "loops", runs
 
 
+def fused_loops(wengert: WengertList, runs: tuple) -> tuple:
+    """(list, printable runs): `wengert` with its forward loop and the reverse sweep's loop
+    fused into one (see fuse.py) where the re-roller finds the fused loop, else as given."""
+    fused = fuse.fuse_loops(wengert, runs[0])
+    if fused is None:
+        return wengert, runs
+    fused_runs = printable_runs(fused)
+    if len(fused_runs[0]) > len(runs[0]) or \
+            _straight(fused, fused_runs[0]) > _straight(wengert, runs[0]) + FUSION_SLACK:
+        return wengert, runs
+    return fused, fused_runs
+
+
+FUSION_SLACK = 200      # straight entries a fusion may add (copies, iterations not shared)
+
+
+def _straight(wengert, runs) -> int:
+    return len(wengert.entries) - sum(r.stop - r.start for r in runs)
+
+
 def generate(wengert: WengertList, fn_name: str, docstring: str, shape: str = "auto",
              runs=None, vectorized: bool = False) -> str:
     """Module source for `wengert`: imports (only those used) and the function.
@@ -864,7 +884,8 @@ def _generate(wengert, fn_name, docstring, shape, runs) -> str:
     if shape == "llvm":
         return llvm.print_module(wengert, fn_name, docstring_text(docstring), labels(wengert))
     if shape == "loops":
-        function = print_function(wengert, fn_name, docstring, *(runs or printable_runs(wengert)))
+        wengert, runs = fused_loops(wengert, runs or printable_runs(wengert))
+        function = print_function(wengert, fn_name, docstring, *runs)
     else:
         function = print_function(wengert, fn_name, docstring)
     imports = []

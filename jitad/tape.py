@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import collector
 from .runtime import TAPE_OPCODES, ShapeChanged
 from .wengert import Literal, Var
 
@@ -70,19 +71,22 @@ class TapeKernel:
 
     successor = None
 
+    @collector.paused
     def __init__(self, wengert, interpreter):
         self.interpreter = interpreter
         self.out_tree = wengert.out_tree
+        # Slots are numbered in order of first use: values by name, literals by repr. The
+        # rows go into one flat list of ints (no tuple per row), one pass over the entries.
         slot_of: dict = {}
-        constants: list = []
+        literals: dict = {}                         # literal key -> value
+        number = slot_of.setdefault
 
         def slot(a):
-            key = a.name if type(a) is Var else ("literal", repr(a.value))
-            number = slot_of.get(key)
-            if number is None:
-                number = slot_of[key] = len(constants)
-                constants.append(float(a.value) if isinstance(a, Literal) else 0.0)
-            return number
+            if type(a) is Var:
+                return number(a.name, len(slot_of))
+            key = ("literal", repr(a.value))
+            literals[key] = float(a.value)
+            return number(key, len(slot_of))
 
         self.scalar_slots = [(p, slot(v)) for p, v in enumerate(wengert.inputs) if v.ndim == 0]
         self.array_positions = [p for p, v in enumerate(wengert.inputs) if v.ndim >= 1]
@@ -93,7 +97,9 @@ class TapeKernel:
             start += int(np.prod(v.shape))
         self.buffer_size = start
         region: dict = {}                 # adjoint array -> the input array it is shaped like
-        rows = []
+        code: list = []
+        row = code.extend
+        load, store_add, guard = OPCODE["load"], OPCODE["store_add"], OPCODE["guard"]
         for e in wengert.entries:
             name = e.prim.name
             if name == "full_like":
@@ -101,28 +107,28 @@ class TapeKernel:
                 continue
             if name == "getitem":
                 first, shape = offset[e.ins[0].name]
-                rows.append((OPCODE["load"], slot(e.out), 0, 0,
-                             first + _flat(e.params["index"], shape)))
+                row((load, slot(e.out), 0, 0, first + _flat(e.params["index"], shape)))
             elif name == "index_add":
                 region[e.out.name] = region[e.ins[0].name]
                 first, shape = offset[region[e.out.name]]
-                rows.append((OPCODE["store_add"], 0, slot(e.ins[1]), 0,
-                             first + _flat(e.params["index"], shape)))
+                row((store_add, 0, slot(e.ins[1]), 0, first + _flat(e.params["index"], shape)))
             elif name == "guard":
-                rows.append((OPCODE["guard"], 0, slot(e.ins[0]),
-                             slot(Literal(1.0 if e.params["expected"] else 0.0)), e.params["id"]))
+                row((guard, 0, slot(e.ins[0]),
+                     slot(Literal(1.0 if e.params["expected"] else 0.0)), e.params["id"]))
             else:
                 ins = e.ins
                 arity = len(ins)
                 a = slot(ins[0]) if arity else 0
                 b = slot(ins[1]) if arity > 1 else 0
                 c = e.params["n"] if name == "integer_pow" else slot(ins[2]) if arity > 2 else 0
-                rows.append((OPCODE[name], slot(e.out), a, b, c))
+                row((OPCODE[name], slot(e.out), a, b, c))
         self.outputs = [("slot", slot(a)) if a.ndim == 0 else ("array", offset[region[a.name]])
                         for a in wengert.outputs]         # literal outputs take slots too
         self.calls = 0
-        self.code = np.array(rows, dtype=np.int64).reshape(-1, 5)
-        self.constants = np.array(constants, dtype=np.float64)
+        self.code = np.array(code, dtype=np.int64).reshape(-1, 5)
+        self.constants = np.zeros(len(slot_of))
+        for key, value in literals.items():
+            self.constants[slot_of[key]] = value
         self.shapes = [(p, wengert.inputs[p].name, wengert.inputs[p].shape)
                        for p in self.array_positions]
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import collector
 from .errors import NonScalarOutputError, ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
@@ -1385,6 +1386,7 @@ def split_aux(result, fun_name: str):
     return result[0], walk(result[1]), outputs
 
 
+@collector.paused
 def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) -> Trace:
     """Trace `fun(*args)`.
 

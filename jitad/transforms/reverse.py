@@ -5,6 +5,7 @@ primitives, built by each primitive's VJP rule. Adjoints accumulate over every
 path, `v̄_i = Σ_j v̄_j ∂v_j/∂v_i`; only values that depend on a differentiated
 input and reach the output get adjoints (activity analysis).
 """
+from .. import collector
 from ..primitives import REGISTRY
 from ..wengert import Builder, Entry, Literal, Var, WengertList
 
@@ -27,12 +28,13 @@ def active_names(wengert: WengertList, wrt: list) -> set:
     return depends & reaches
 
 
+@collector.paused
 def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
     """The list computing `(value, grad_1, …)` for the scalar output and the inputs `wrt`
     (outputs after the first are auxiliary: returned after the gradients, not differentiated)."""
     active = active_names(wengert, wrt)
     used = {v.name for v in wengert.inputs} | {e.out.name for e in wengert.entries}
-    b = Builder(REGISTRY, used_names=used, prefix="t")
+    b = _AdjointBuilder(REGISTRY, used_names=used, prefix="t")
     b.entries = list(wengert.entries)
     b.sweep = "reverse"
     output, *aux = wengert.outputs          # aux outputs (has_aux) are not differentiated
@@ -66,6 +68,24 @@ def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
                        loc=wengert.loc, out_tree=len(wrt))
 
 
+class _AdjointBuilder(Builder):
+    """The adjoint sweep's builder: a product with a literal 1 (the cotangent of a sum's
+    terms is 1.0, so every term's chain rule starts with one) is its other operand, without
+    an entry, as `simplify` would make it (same dtype and shape only)."""
+
+    def bind(self, prim, *operands, name=None, **params):
+        if prim is _MUL and len(operands) == 2:
+            for one, other in (operands, operands[::-1]):
+                if type(one) is Literal and one.value == 1 and type(one.value) is not bool \
+                        and (type(other) is Var and other.dtype == "float64"
+                             or type(other) is Literal and type(other.value) is float):
+                    return other
+        return super().bind(prim, *operands, name=name, **params)
+
+
+_MUL = REGISTRY["mul"]
+
+
 def _accumulate(b, adjoint, var, contribution, via, created):
     """Add `contribution` into the adjoint of `var`, naming values after their path."""
     name = f"{var.name}_bar"
@@ -73,8 +93,9 @@ def _accumulate(b, adjoint, var, contribution, via, created):
     if isinstance(contribution, Var) and id(contribution) in created:
         sparse = _is_sparse_update(contribution, created)
         if previous is not None and sparse:
-            adjoint[var.name] = _redirect_sparse_update(b, previous, created[id(contribution)],
-                                                        name)
+            update = created[id(contribution)]
+            adjoint[var.name] = _redirect_sparse_update(b, previous, update, name)
+            _drop_unread(b, (update, created[id(update.ins[0])]), created)
             return
         if previous is None and sparse:
             b.rename(created[id(contribution)].ins[0], name)   # the zeros it starts from
@@ -105,6 +126,21 @@ def _redirect_sparse_update(b, accumulator, entry, name):
     total = b.bind(entry.prim, accumulator, *entry.ins[1:], name=name, **entry.params)
     b.entries[-1].accumulate = True
     return total
+
+
+def _drop_unread(b, dropped, created) -> None:
+    """Remove the entries `dropped` (made by the rule that made `created`: the update of
+    zeros a redirected update replaces) if no other entry the rule made reads them. They
+    are near the end of the list: each removal moves the few entries after it."""
+    names = {e.out.name for e in dropped}
+    for e in created.values():
+        if e.out.name not in names and any(type(a) is Var and a.name in names for a in e.ins):
+            return
+    for e in dropped:
+        k = len(b.entries) - 1
+        while b.entries[k] is not e:
+            k -= 1
+        del b.entries[k]
 
 
 def keep_masked_zeros(b, entries) -> list:

@@ -4,10 +4,12 @@ Constant folding, identity removal (`x*1`, `x+0`, `x**1`, `--x`, `x[:, :]`, a fi
 read from another fill), common-subexpression elimination and dead-code elimination. Run on
 traced and on differentiated lists.
 """
+from .. import collector
 from ..primitives import REGISTRY
 from ..wengert import Literal, Var, WengertList
 
 
+@collector.paused
 def simplify(wengert: WengertList) -> WengertList:
     """All passes, in order; returns a new list (entries are reused, not mutated)."""
     return eliminate_dead_code(fold_and_share(wengert))

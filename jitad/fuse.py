@@ -1,0 +1,178 @@
+"""Loop fusion: a forward loop and the reverse sweep's loop, interleaved block by block.
+
+Step: part of codegen (list -> list, before printing loops). Reverse mode turns a
+re-rolled forward loop into a second loop over the same iterations. Printed apart, each
+loop is bound by its own chain: the forward one by its carried value (`s = s + term`),
+whose additions wait for each other, while the adjoint loop's work would fit beside it.
+Where the reverse loop reads the forward loop's values only through values it can
+recompute (element reads of inputs and a few cheap operations on them, see
+`reroll.recomputable`), it depends on the forward loop for nothing: the list is
+reordered so that block t of the forward loop is followed by block t of the reverse loop
+(each copy of a recomputed value placed just before its first reader in the block), and
+the re-roller then finds one loop. The straight code between the loops moves before the
+fused loop where the reverse loop reads it (copying the recomputed values it reads), after
+it otherwise.
+
+Every entry keeps its operation and the values of its operands (a recomputed copy computes
+the same operations on the same elements), and a list's meaning does not depend on its
+order beyond its dependencies (in-place updates are a printing decision made on the new
+list): the results are bitwise those of the unfused list.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from . import reroll
+from .wengert import Entry, Var, WengertList
+
+
+def fuse_loops(wengert: WengertList, runs: list) -> WengertList | None:
+    """`wengert` with the last forward loop among `runs` and the reverse loop right after
+    it interleaved block by block, or None when there is no such pair (see the module)."""
+    ordered = sorted(runs, key=lambda r: r.start)
+    entries = wengert.entries
+    for f, r in zip(ordered, ordered[1:]):
+        if _sweep(entries, f) == "forward" and _sweep(entries, r) == "reverse":
+            return _Fusion(wengert, f, r).fused()
+    return None
+
+
+def _sweep(entries, run):
+    """The sweep of every entry of `run`, or None where it has both."""
+    sweeps = {entries[i].sweep for i in range(run.start, run.stop)}
+    return sweeps.pop() if len(sweeps) == 1 else None
+
+
+class _Fusion:
+    """The reordering of one (forward run `f`, reverse run `r`) pair."""
+
+    def __init__(self, wengert, f, r):
+        self.wengert, self.entries, self.f, self.r = wengert, wengert.entries, f, r
+        self.site = {e.out.name: i for i, e in enumerate(self.entries)}
+        producer = {e.out.name: e for e in self.entries}
+        stable = {v.name for v in wengert.inputs} | {
+            e.out.name for e in self.entries if e.sweep != "reverse" and e.out.ndim == 0}
+        self.recomputable = reroll.recomputable(self.entries, f, stable, producer)
+        self.used = set(self.site) | {v.name for v in wengert.inputs}
+        self.serial = 0
+
+    def fused(self) -> WengertList | None:
+        """The reordered list: entries before the forward loop, the straight entries the
+        reverse loop reads, both loops block by block, the iterations only one loop has,
+        the other straight entries, the rest. None if the pair does not qualify."""
+        f, r, entries = self.f, self.r, self.entries
+        if not self._scalar_loops():
+            return None
+        before = self._moved_before()
+        if before is None:
+            return None
+        out = list(entries[:f.start])
+        memo: dict = {}
+        for i in range(f.stop, r.start):
+            if i in before:
+                out += self._with_copies(entries[i], [None] * len(entries[i].ins), memo)
+        both = min(f.iterations, r.iterations)
+        for t in range(both):
+            out += entries[f.start + t * f.period:f.start + (t + 1) * f.period]
+            memo = {}
+            for j in range(r.period):
+                e = entries[r.start + t * r.period + j]
+                out += self._with_copies(e, [d if d[0] == "tape" else None
+                                             for d in r.operands[j]], memo, t)
+        out += entries[f.start + both * f.period:f.stop]
+        out += entries[r.start + both * r.period:r.stop]
+        out += [entries[i] for i in range(f.stop, r.start) if i not in before]
+        out += entries[r.stop:]
+        return dataclasses.replace(self.wengert, entries=out)
+
+    def _scalar_loops(self) -> bool:
+        """Both loops compute scalars (the reverse one may update array elements in place),
+        with iterations to share."""
+        f, r, entries = self.f, self.r, self.entries
+        if f.chains or any(entries[i].out.ndim for i in range(f.start, f.stop)):
+            return False
+        return min(f.iterations, r.iterations) >= reroll.MIN_ITERATIONS and all(
+            not entries[r.start + j].out.ndim or (j in r.chains and all(
+                type(item) is int for item in entries[r.start + j].params.get("index", (None,))))
+            for j in range(r.period))
+
+    def _moved_before(self) -> set | None:
+        """Indices of the straight entries between the loops that the reverse loop reads,
+        directly or not (they move before the fused loop); None if one of them, or the
+        reverse loop, reads a value of the forward loop that cannot be recomputed."""
+        f, r, entries = self.f, self.r, self.entries
+        needed, moved = set(), set()
+        for i in range(r.start, r.stop):
+            for a in entries[i].ins:
+                if isinstance(a, Var):
+                    site = self.site.get(a.name, -1)
+                    if f.start <= site < f.stop and f.block_of(site)[1] not in \
+                            self.recomputable:
+                        return None
+                    needed.add(a.name)
+        for i in range(r.start - 1, f.stop - 1, -1):
+            e = entries[i]
+            if e.out.name not in needed:
+                continue
+            moved.add(i)
+            for a in e.ins:
+                if isinstance(a, Var):
+                    site = self.site.get(a.name, -1)
+                    if f.start <= site < f.stop and f.block_of(site)[1] not in \
+                            self.recomputable:
+                        return None
+                    needed.add(a.name)
+        return moved
+
+    def _with_copies(self, e, tapes, memo, t=None) -> list:
+        """`e` reading copies of the forward loop's values it reads (each made once per
+        `memo`), preceded by the entries making the new copies. `tapes`: per operand,
+        the reverse loop's descriptor of a tape read at block `t` (an iteration affine in
+        it), else None (the operand's own block)."""
+        made, ins = [], []
+        for a, d in zip(e.ins, tapes):
+            site = self.site.get(a.name, -1) if isinstance(a, Var) else -1
+            if not self.f.start <= site < self.f.stop:
+                ins.append(a)
+                continue
+            block, j = self.f.block_of(site)
+            key = (j, d[3], d[4]) if d is not None else (j, block, None)
+            at = d[3] + d[4] * t if d is not None else block
+            ins.append(self._copy(j, at, key, memo, made, e.sweep))
+        if not made and all(x is y for x, y in zip(ins, e.ins)):
+            return made + [e]
+        return made + [dataclasses.replace(e, ins=tuple(ins))]
+
+    def _copy(self, j, block, key, memo, made, sweep) -> Var:
+        """The value of offset `j` of the forward loop at `block`, recomputed by new entries
+        appended to `made` (once per `key`: the same iteration in every fused block)."""
+        if key in memo:
+            return memo[key]
+        f = self.f
+        e = self.entries[f.start + j]
+        if e.prim.name == "getitem":
+            ins = e.ins
+        else:
+            ins = []
+            for a, d in zip(e.ins, f.operands[j]):
+                if d[0] in ("local", "carried"):
+                    step = 1 if d[0] == "carried" else 0
+                    ins.append(self._copy(d[1], block - step, (d[1], key[1] - step, key[2]),
+                                          memo, made, sweep))
+                else:
+                    ins.append(a)
+        params0, leaves = f.params[j]
+        at = iter([first + stride * block for first, stride in leaves])
+        params = {k: reroll.replace_int_leaves(v, at) for k, v in params0.items()}
+        out = Var(self._fresh(e.out.name), e.out.dtype, e.out.shape)
+        made.append(Entry(out, e.prim, tuple(ins), params, e.loc, False, sweep))
+        memo[key] = out
+        return out
+
+    def _fresh(self, name) -> str:
+        while True:
+            self.serial += 1
+            fresh = f"{name}_r{self.serial}"
+            if fresh not in self.used:
+                self.used.add(fresh)
+                return fresh
