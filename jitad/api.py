@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import inspect
 import itertools
 import os
@@ -21,7 +20,7 @@ import weakref
 
 import numpy as np
 
-from . import codegen, compile as compiler, disk, stats, store, tape
+from . import codegen, collector, compile as compiler, disk, stats, store, tape
 from .numpy_tier import NumpyKernel
 from .cache import (MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, consts_digest, shapes_of,
                     static_key)
@@ -34,19 +33,6 @@ from .wengert import Literal, Var
 
 MODES = ("value_and_grad", "value")
 CODE_SHAPES = ("auto", "straight", "loops", "llvm", "tape")
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """Tracing and transforming create millions of long-lived objects; Python's cyclic
-    collector would rescan them over and over (quadratic time on 100,000-op traces)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def build_source(variant: Variant, mode: str, wrt: tuple, fn_name: str,
@@ -391,7 +377,7 @@ class JitGrad:
         read = reads(self.fun, (key, exact, shapes_of(values)))
         digest = None if self.has_aux else read.digest  # the store keeps no aux structure
         timer, unsaved = stats.Timer(), None
-        with _collector_paused():
+        with collector.pause():
             traced = store.load("traces", digest) if digest and load else None
             if traced is None:
                 with stats.stage("trace") as timer:
@@ -470,11 +456,11 @@ class JitGrad:
         tiered = plain and self.tiers and tiers_enabled() and \
             not (variant.digest and store.load("builds", key) is not None)
         if forced_tape or not tiered:       # (a first tier's job stores it after the result)
-            with _collector_paused():
+            with collector.pause():
                 variant.store_trace()
         if not (forced_tape or tiered):
             return self._specialized(variant, mode, runtime_args, key)
-        with _collector_paused(), stats.stage("analysis"):
+        with collector.pause(), stats.stage("analysis"):
             wengert = differentiated(variant, mode, variant.wrt)
         if forced_tape and tape.encodable(wengert, True):     # (inputs of any rank)
             stats.current().shape = "tape"
@@ -489,7 +475,7 @@ class JitGrad:
         else:
             first, chosen = self._numpy_tier(variant, mode, wengert, runtime_args)
         if first is None:
-            with _collector_paused():
+            with collector.pause():
                 variant.store_trace()
             return self._specialized(variant, mode, runtime_args, key, wengert, chosen=chosen)
         record = stats.current()
@@ -507,7 +493,7 @@ class JitGrad:
                 not tiers_enabled("JITAD_NUMPY_TIER") or \
                 all(e.out.ndim == 0 for e in wengert.entries):
             return None, None
-        with _collector_paused(), stats.stage("analysis"):
+        with collector.pause(), stats.stage("analysis"):
             chosen = codegen.choose_shape(wengert, self.code_shape)
         if chosen[0] not in ("straight", "loops"):
             return None, chosen
@@ -568,7 +554,7 @@ class JitGrad:
                 else contextlib.nullcontext():
             built = store.load("builds", key) if variant.digest else None
             if built is None:
-                with _collector_paused():
+                with collector.pause():
                     if wengert is None:
                         source, name, wengert, shape = build(
                             variant, mode, variant.wrt, self.__name__, self.code_shape,
@@ -584,7 +570,7 @@ class JitGrad:
         if record is not None:
             record.shape = shape
         if shape == "tape":             # (only just built: a stored build has source)
-            with _collector_paused():
+            with collector.pause():
                 return compiler.tape_kernel(wengert)
         with stats.stage("compile"):
             return compiler.compile_source(source, name, tuple(runtime_args),
@@ -764,12 +750,8 @@ class _Background:
 
 
 def _after_fork_in_child() -> None:
-    """Restart the background compiles the parent was running (their threads are gone);
-    re-enable the collector a background analysis may have paused."""
-    jobs = list(_Background.running)
-    if jobs:
-        gc.enable()
-    for job in jobs:
+    """Restart the background compiles the parent was running (their threads are gone)."""
+    for job in list(_Background.running):
         job.start()
 
 

@@ -24,8 +24,8 @@ import hashlib
 import numpy as np
 import scipy.sparse as sp
 
-from . import codegen, compile as compiler
-from .api import JitGrad, _collector_paused
+from . import codegen, collector, compile as compiler
+from .api import JitGrad
 from .errors import ArgumentError, GuardFailed, NonScalarOutputError
 from .primitives.shape import as_python_index
 from .transforms import jvp, simplify, value_and_grad
@@ -637,7 +637,7 @@ class _Sparse:
         key = (id(variant), digest.digest())
         plan = self._plans.get(key)
         if plan is None:
-            with _collector_paused():
+            with collector.pause():
                 plan = self._make_plan(simplify(wengert), list(variant.wrt), runtime_args, x)
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
@@ -670,7 +670,7 @@ class _Sparse:
         return tuple(tuple(c[a:b] for c in columns) for a, b in zip(ends, ends[1:]))
 
     def _compile(self, variant, runtime_args, x):
-        with _collector_paused():
+        with collector.pause():
             product, name, source = self._built(variant, for_reading=False)
             if source is None:
                 return compiler.tape_kernel(product)
