@@ -29,6 +29,7 @@ from .api import JitGrad, _collector_paused
 from .errors import ArgumentError, GuardFailed, NonScalarOutputError
 from .primitives.shape import as_python_index
 from .transforms import jvp, simplify, value_and_grad
+from .transforms.cut import gathers_to_cut, local_list, reverse_products
 from .transforms.simplify import eliminate_dead_code
 from .wengert import Literal, Var, WengertList
 
@@ -364,6 +365,16 @@ def _index_operands(wengert: WengertList) -> set:
             if e.prim.name in ("gather", "scatter_add") and isinstance(e.ins[-1], Var)}
 
 
+def _index_sources(wengert: WengertList) -> set:
+    """Positions of the inputs that the integer operands of gathers and scatters are
+    computed from (a plan is kept per value of these)."""
+    needed = _index_operands(wengert)
+    for e in reversed(wengert.entries):
+        if e.out.name in needed:
+            needed.update(a.name for a in e.ins if isinstance(a, Var))
+    return {k for k, v in enumerate(wengert.inputs) if v.name in needed}
+
+
 def index_values(wengert: WengertList, args: list) -> dict:
     """Concrete values of the integer operands of gathers and scatters, computed from the
     runtime arguments `args` (in the order of `wengert.inputs`) with NumPy."""
@@ -553,16 +564,28 @@ def layout(rows, cols, sources, shape) -> dict:
     """Where each nonzero (rows, cols) is read from the compressed products (an array with
     one row per colour, raveled): a pattern sorted by row, then column, as the pattern
     functions return it, becomes CSR index arrays and a gather index into the products."""
+    return csr_layout(rows, cols, sources[1] * shape[0] + sources[0], shape)
+
+
+def csr_layout(rows, cols, gather, shape, sum_at=None) -> dict:
+    """A `layout` from the products' positions `gather` of each nonzero (rows, cols), sorted
+    by row, then column; with `sum_at`, the products read are summed into the nonzeros
+    `sum_at` (several may add into one)."""
     index_type = np.int32 if max(shape) < 2 ** 31 - 1 else np.int64
     indptr = np.zeros(shape[0] + 1, dtype=index_type)
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
-    return {"gather": sources[1] * shape[0] + sources[0], "indices": cols.astype(index_type),
-            "indptr": indptr, "shape": shape}
+    where = {"gather": gather, "indices": cols.astype(index_type), "indptr": indptr,
+             "shape": shape}
+    if sum_at is not None:
+        where["sum_at"] = sum_at
+    return where
 
 
 def decompress(products, where: dict):
-    """The CSR matrix from `products` (colours x rows) and a `layout`."""
+    """The CSR matrix from `products` (a row per colour) and a `layout`."""
     data = products.ravel().take(where["gather"])
+    if "sum_at" in where:
+        data = np.bincount(where["sum_at"], weights=data, minlength=len(where["indices"]))
     return sp.csr_matrix((data, where["indices"].copy(), where["indptr"].copy()),
                          shape=where["shape"], copy=False)
 
@@ -587,6 +610,7 @@ class _Sparse:
         self.__name__ = self._inner.__name__
         self._plans: dict = {}          # (id(variant), index digest) -> plan
         self._variants: dict = {}       # id(variant) -> variant (keeps ids valid)
+        self._index_sources: dict = {}  # id(variant) -> positions index values come from
 
     def __repr__(self) -> str:
         return f"<jitad sparse {self.kind} of {self.__name__}, argnums={self.argnums}>"
@@ -629,10 +653,13 @@ class _Sparse:
     def _plan(self, variant, runtime_args, x):
         """The pattern, colouring and layout for this variant and these index values."""
         wengert = variant.trace.wengert
+        read = self._index_sources.get(id(variant))
+        if read is None:
+            read = self._index_sources[id(variant)] = _index_sources(wengert)
         digest = hashlib.sha256()
-        for a in runtime_args:      # gathers' patterns depend on the index arrays' values
-            if isinstance(a, np.ndarray) and a.dtype.kind in "iub":
-                digest.update(f"{a.dtype}{a.shape}".encode())
+        for k, a in enumerate(runtime_args):    # gathers' patterns depend on their indices
+            if isinstance(a, np.ndarray) and (a.dtype.kind in "iub" or k in read):
+                digest.update(f"{k}{a.dtype}{a.shape}".encode())
                 digest.update(np.ascontiguousarray(a).tobytes())
         key = (id(variant), digest.digest())
         plan = self._plans.get(key)
@@ -648,11 +675,17 @@ class _Sparse:
     def _evaluate(self, variant, values, x):
         runtime_args = values + variant.trace.consts
         plan = self._plan(variant, runtime_args, x)
-        kernel = variant.kernels.get(self.mode)
-        if kernel is None:
-            kernel = variant.kernels[self.mode] = self._compile(variant, runtime_args, x)
-        products = np.empty((len(plan["seeds"]), plan["layout"]["shape"][0]))
-        for k, seed in enumerate(plan["seeds"]):    # a constant product is a float: broadcast
+        mode, seeds = plan.get("mode", self.mode), plan["seeds"]
+        kernel = variant.kernels.get(mode)
+        if kernel is None and seeds:
+            kernel = variant.kernels[mode] = self._compile(variant, plan, runtime_args)
+        if mode != self.mode:       # reverse: a flat product per seed
+            products = np.empty((len(seeds), plan["width"]))
+            for k, seed in enumerate(seeds):
+                products[k] = compiler.call_compiling(kernel, runtime_args + seed)
+            return self._split(decompress(products, plan["layout"]), x)
+        products = np.empty((len(seeds), plan["layout"]["shape"][0]))
+        for k, seed in enumerate(seeds):    # a constant product is a float: broadcast
             product = compiler.call_compiling(kernel, runtime_args + seed)
             products[k] = np.concatenate([np.ravel(p) for p in product]) \
                 if isinstance(product, tuple) else np.ravel(product)
@@ -669,34 +702,40 @@ class _Sparse:
             return tuple(columns)
         return tuple(tuple(c[a:b] for c in columns) for a, b in zip(ends, ends[1:]))
 
-    def _compile(self, variant, runtime_args, x):
+    def _compile(self, variant, plan, runtime_args):
         with _collector_paused():
-            product, name, source = self._built(variant, for_reading=False)
+            product, name, source = self._built(variant, plan, for_reading=False)
             if source is None:
                 return compiler.tape_kernel(product)
-        return compiler.compile_source(source, name,
-                                       tuple(runtime_args) + tuple(a * 0.0 for a in x),
+        return compiler.compile_source(source, name, tuple(runtime_args) + tuple(plan["seeds"][0]),
                                        variant.trace.wengert.loc)
 
-    def _built(self, variant, for_reading=True):
+    def _built(self, variant, plan=None, for_reading=True):
         """(product list, function name, generated source; None for the tape interpreter
-        unless `for_reading`)."""
+        unless `for_reading`) of the products of `plan` (by default: forward mode)."""
+        mode = plan.get("mode", self.mode) if plan is not None else self.mode
         wengert = simplify(variant.trace.wengert)
-        base, picks = self._base(wengert, list(variant.wrt))
-        product = product_list(base, list(variant.wrt), picks, f"{wengert.name}_{self.mode}")
+        product = self._product(wengert, list(variant.wrt), plan, f"{wengert.name}_{mode}")
         shape, runs = codegen.choose_shape(product)
-        name = f"{codegen.identifier(self.__name__)}_{self.mode}"
+        name = f"{codegen.identifier(self.__name__)}_{mode}"
         if shape == "tape" and not for_reading:
             return product, name, None
-        doc = f"{self.doc} of {wengert.name} ({product.loc}): one compressed column of a " \
-              "sparse derivative per seed."
+        doc = f"{self.doc if mode == self.mode else REVERSE_DOC} of {wengert.name} " \
+              f"({product.loc}): one compressed {'column' if mode == self.mode else 'row'} " \
+              "of a sparse derivative per seed."
         return product, name, codegen.generate(product, name, doc, shape, runs)
 
+    def _product(self, wengert, wrt, plan, name):
+        base, picks = self._base(wengert, wrt)
+        return product_list(base, wrt, picks, name)
+
     def source(self, *args, **kwargs) -> str:
-        """The generated source of the product run once per colour (seed: the last input)."""
+        """The generated source of the product run once per colour (seed: the last input):
+        the one these arguments' plan uses."""
         args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
         variant = candidates[0] if candidates else self._traced(args, key, runtime, names)
-        return self._built(variant)[2]
+        plan = self._plan(variant, values + variant.trace.consts, x)
+        return self._built(variant, plan)[2]
 
 
 def product_list(base: WengertList, wrt: list, picks: list, name: str) -> WengertList:
@@ -731,16 +770,115 @@ class SparseJacobian(_Sparse):
                 f"got {type(out).__name__}")
 
     def _make_plan(self, wengert, wrt, runtime_args, xs):
+        """Forward mode over column colours, or reverse mode over the row colours of the
+        list cut at its gathers (`cut_pattern`), whichever runs fewer products (a reverse
+        one counting REVERSE_COST forward ones)."""
         (out,) = wengert.outputs
         shape = (_size(out.shape), sum(x.size for x in xs))
-        rows, cols = jacobian_pattern(wengert, wrt, runtime_args)
+        values = index_values(wengert, runtime_args)
+        cut = cut_pattern(wengert, wrt, values, shape) if out.shape != () else None
+        reverse = None
+        if cut is None:
+            rows, cols = jacobian_pattern(wengert, wrt, runtime_args)
+        else:
+            rows, cols = cut["rows"], cut["cols"]
+            graph = np.sum(np.bincount(rows, minlength=1) ** 2)     # the colourings' graphs
+            if np.sum(np.bincount(cut["local_cols"], minlength=1) ** 2) <= \
+                    4 * graph + 64 * sum(shape):
+                reverse = reverse_plan(cut, out.shape)
+                if REVERSE_COST * len(reverse["seeds"]) <= np.bincount(rows, minlength=1).max():
+                    return reverse      # fewer than any column colouring can have
         colours = column_colouring(rows, cols, shape)
+        if reverse is not None and \
+                REVERSE_COST * len(reverse["seeds"]) < int(colours.max(initial=-1)) + 1:
+            return reverse
         return {"rows": rows, "cols": cols, "colours": colours,
                 "seeds": seeds(colours, [x.shape for x in xs]),
                 "layout": layout(rows, cols, jacobian_sources(rows, cols, colours), shape)}
 
     def _base(self, wengert, wrt):
         return wengert, [0]
+
+    def _product(self, wengert, wrt, plan, name):
+        if plan is not None and plan.get("mode") == REVERSE_MODE:
+            return reverse_products(wengert, wrt, gathers_to_cut(wengert, wrt), name)
+        return super()._product(wengert, wrt, plan, name)
+
+
+REVERSE_MODE = "sparse_jacobian_rev"
+REVERSE_DOC = "Vector-Jacobian product (reverse mode, the gathers of differentiated inputs cut)"
+REVERSE_COST = 1.5      # forward products a reverse one costs (measured: bundle adjustment)
+
+
+def cut_pattern(wengert: WengertList, wrt, values: dict, shape) -> dict | None:
+    """The Jacobian's pattern through the list cut at its gathers (`transforms.cut`): the
+    local pattern (`local_rows`, `local_cols`: columns are the inputs' elements, then
+    each cut gather's elements), the local column each nonzero (`rows`, `cols`, sorted by
+    row, then column) sums (`at`: the position in rows/cols of each local nonzero), and
+    the local width. None where a gathered element is not one input element."""
+    cuts = gathers_to_cut(wengert, wrt)
+    sources = _cut_sources(wengert, wrt, cuts, values)
+    if sources is None:
+        return None
+    local, local_wrt = local_list(wengert, wrt, cuts)
+    analysis = _Analysis(local, local_wrt, values, False)
+    analysis.run(local.entries)
+    d = analysis.of(local.outputs[0])
+    coo = _binary(d).tocoo() if d is not None else sp.coo_matrix((shape[0], len(sources)))
+    target = sources[coo.col]
+    kept = target >= 0          # gathered constants: no column
+    local_rows, local_cols = coo.row[kept].astype(np.int64), coo.col[kept].astype(np.int64)
+    keys, at = np.unique(local_rows * shape[1] + target[kept], return_inverse=True)
+    return {"rows": keys // shape[1], "cols": keys % shape[1], "local_rows": local_rows,
+            "local_cols": local_cols, "at": at.ravel(), "width": len(sources), "shape": shape}
+
+
+def _cut_sources(wengert, wrt, cuts, values):
+    """Per local column, the input element (raveled, inputs one after another) it is, or -1
+    for a constant: the inputs' elements themselves, then each cut gather's elements, read
+    from its dependency matrix; None where an element depends on several."""
+    needed = {e.out.name for e in cuts}
+    prefix = []
+    for e in reversed(wengert.entries):
+        if e.out.name in needed:
+            prefix.append(e)
+            needed.update(a.name for a in e.ins if isinstance(a, Var))
+    analysis = _Analysis(wengert, wrt, values, False)
+    analysis.run(prefix[::-1])
+    parts = [np.arange(analysis.n)]
+    for e in cuts:
+        source = np.full(_size(e.out.shape), -1, dtype=np.int64)
+        d = analysis.of(e.out)
+        if d is not None:
+            d = sp.csr_matrix(d)
+            counts = np.diff(d.indptr)
+            if counts.max(initial=0) > 1:
+                return None
+            source[counts == 1] = d.indices
+        parts.append(source)
+    return np.concatenate(parts)
+
+
+def reverse_plan(cut: dict, out_shape) -> dict:
+    """One vector-Jacobian product of the cut list per colour of its local rows (rows of
+    one colour share no local column: the product's local column j is the one row's
+    J_local[i, j]), and the layout summing them into the Jacobian's nonzeros."""
+    rows, cols, local_rows, local_cols = cut["rows"], cut["cols"], cut["local_rows"], \
+        cut["local_cols"]
+    (m, n), width = cut["shape"], cut["width"]
+    colours = column_colouring(local_cols, local_rows, (width, m))
+    count = int(colours.max(initial=-1)) + 1
+    read_from = colours[local_rows] * width + local_cols
+    if len(rows) == len(read_from):     # one local nonzero per nonzero: a gather
+        gather = np.empty_like(read_from)
+        gather[cut["at"]] = read_from
+        where = csr_layout(rows, cols, gather, (m, n))
+    else:                               # a row reads an element twice: sums
+        where = csr_layout(rows, cols, read_from, (m, n), sum_at=cut["at"])
+    seeds = (colours == np.arange(count)[:, None]).astype(np.float64)
+    return {"mode": REVERSE_MODE, "rows": rows, "cols": cols, "colours": colours,
+            "seeds": [[s.reshape(out_shape)] for s in seeds], "width": width,
+            "layout": where, "local": (local_rows, local_cols)}
 
 
 class SparseHessian(_Sparse):

@@ -1,0 +1,67 @@
+"""Cutting a list at the gathers that read the differentiated inputs: Wengert list -> list.
+
+Residuals written with gathers (`cams[obs[:, 0]]`, `X[obs[:, 1]]`) read every parameter in
+many rows. Cut there, the gathered values become inputs of a *local* list: its Jacobian wrt
+those values (and the inputs read directly) has, per row, only the row's own gathered
+elements, so its rows fall into few colours. `reverse_products` is the list computing one
+vector-Jacobian product of the local list per call; `sparse.SparseJacobian` maps the
+gathered columns back to the inputs' columns (the index values route them).
+
+A gather is cut when its base is a *selection* of the inputs' elements (slices, reshapes,
+transposes, broadcasts, concatenations, other gathers): then each gathered element is one
+input element (or a constant), with derivative 1, and the routing is exact.
+"""
+from ..primitives import REGISTRY
+from ..wengert import Builder, Var, WengertList
+from .derivatives import vjp
+from .simplify import simplify
+
+# Every output element is one element of operand 0 (for concatenate: of one operand).
+_SELECTIONS = {"getitem", "gather", "reshape", "reshape_like", "expand_dims", "transpose",
+               "broadcast_like", "concatenate"}
+
+
+def gathers_to_cut(wengert: WengertList, wrt: list) -> list:
+    """The `gather` entries whose base is a selection of elements of the inputs `wrt`."""
+    depends = {wengert.inputs[i].name for i in wrt}        # differentiably
+    selected = set(depends)
+    found = []
+    for e in wengert.entries:
+        if e.prim.nondifferentiable:
+            continue
+        read = [k for k, a in enumerate(e.ins) if isinstance(a, Var) and a.name in depends]
+        if not read:
+            continue
+        depends.add(e.out.name)
+        if e.prim.name in _SELECTIONS and all(e.ins[k].name in selected for k in read) and \
+                (e.prim.name == "concatenate" or read == [0]):
+            selected.add(e.out.name)
+            if e.prim.name == "gather":
+                found.append(e)
+    return found
+
+
+def local_list(wengert: WengertList, wrt: list, cuts: list) -> tuple:
+    """(the list with each cut gather's result an input after the others, the differentiated
+    inputs: `wrt` then the cut results). Every other entry is kept, unused ones included."""
+    cut = {id(e) for e in cuts}
+    inputs = list(wengert.inputs) + [e.out for e in cuts]
+    local = WengertList(wengert.name, inputs, [e for e in wengert.entries if id(e) not in cut],
+                        list(wengert.outputs), wengert.loc)
+    return local, list(wrt) + list(range(len(wengert.inputs), len(inputs)))
+
+
+def reverse_products(wengert: WengertList, wrt: list, cuts: list, name: str) -> WengertList:
+    """The list `(inputs…, cotangent) -> cotangent^T J_local`, its parts (one per local
+    input) raveled one after another: the gathers run as traced, then the local list's
+    reverse sweep, which stops at them."""
+    local, local_wrt = local_list(wengert, wrt, cuts)
+    products = vjp(local, local_wrt)
+    assert products.entries[:len(local.entries)] == local.entries
+    used = {v.name for v in products.inputs} | {e.out.name for e in products.entries}
+    b = Builder(REGISTRY, used_names=used, prefix="t")
+    b.entries = list(wengert.entries) + products.entries[len(local.entries):]
+    flat = [b.reshape(p, shape=(-1,)) for p in products.outputs[1:1 + len(local_wrt)]]
+    out = b.concatenate(*flat, axis=0) if len(flat) > 1 else flat[0]
+    return simplify(WengertList(name, list(wengert.inputs) + [products.inputs[-1]], b.entries,
+                                [out], loc=wengert.loc))
