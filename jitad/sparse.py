@@ -29,7 +29,7 @@ from .api import JitGrad, _collector_paused
 from .errors import ArgumentError, GuardFailed, NonScalarOutputError
 from .primitives.shape import as_python_index
 from .transforms import jvp, simplify, value_and_grad
-from .transforms.cut import gathers_to_cut, local_list, reverse_products
+from .transforms.cut import gathers_to_cut, local_list, output_parts, reverse_products
 from .transforms.simplify import eliminate_dead_code
 from .wengert import Literal, Var, WengertList
 
@@ -365,16 +365,6 @@ def _index_operands(wengert: WengertList) -> set:
             if e.prim.name in ("gather", "scatter_add") and isinstance(e.ins[-1], Var)}
 
 
-def _index_sources(wengert: WengertList) -> set:
-    """Positions of the inputs that the integer operands of gathers and scatters are
-    computed from (a plan is kept per value of these)."""
-    needed = _index_operands(wengert)
-    for e in reversed(wengert.entries):
-        if e.out.name in needed:
-            needed.update(a.name for a in e.ins if isinstance(a, Var))
-    return {k for k, v in enumerate(wengert.inputs) if v.name in needed}
-
-
 def index_values(wengert: WengertList, args: list) -> dict:
     """Concrete values of the integer operands of gathers and scatters, computed from the
     runtime arguments `args` (in the order of `wengert.inputs`) with NumPy."""
@@ -610,7 +600,6 @@ class _Sparse:
         self.__name__ = self._inner.__name__
         self._plans: dict = {}          # (id(variant), index digest) -> plan
         self._variants: dict = {}       # id(variant) -> variant (keeps ids valid)
-        self._index_sources: dict = {}  # id(variant) -> positions index values come from
 
     def __repr__(self) -> str:
         return f"<jitad sparse {self.kind} of {self.__name__}, argnums={self.argnums}>"
@@ -653,13 +642,10 @@ class _Sparse:
     def _plan(self, variant, runtime_args, x):
         """The pattern, colouring and layout for this variant and these index values."""
         wengert = variant.trace.wengert
-        read = self._index_sources.get(id(variant))
-        if read is None:
-            read = self._index_sources[id(variant)] = _index_sources(wengert)
         digest = hashlib.sha256()
-        for k, a in enumerate(runtime_args):    # gathers' patterns depend on their indices
-            if isinstance(a, np.ndarray) and (a.dtype.kind in "iub" or k in read):
-                digest.update(f"{k}{a.dtype}{a.shape}".encode())
+        for a in runtime_args:      # gathers' patterns depend on the index arrays' values
+            if isinstance(a, np.ndarray) and a.dtype.kind in "iub":
+                digest.update(f"{a.dtype}{a.shape}".encode())
                 digest.update(np.ascontiguousarray(a).tobytes())
         key = (id(variant), digest.digest())
         plan = self._plans.get(key)
@@ -675,21 +661,21 @@ class _Sparse:
     def _evaluate(self, variant, values, x):
         runtime_args = values + variant.trace.consts
         plan = self._plan(variant, runtime_args, x)
-        mode, seeds = plan.get("mode", self.mode), plan["seeds"]
-        kernel = variant.kernels.get(mode)
-        if kernel is None and seeds:
-            kernel = variant.kernels[mode] = self._compile(variant, plan, runtime_args)
-        if mode != self.mode:       # reverse: a flat product per seed
-            products = np.empty((len(seeds), plan["width"]))
-            for k, seed in enumerate(seeds):
-                products[k] = compiler.call_compiling(kernel, runtime_args + seed)
-            return self._split(decompress(products, plan["layout"]), x)
-        products = np.empty((len(seeds), plan["layout"]["shape"][0]))
-        for k, seed in enumerate(seeds):    # a constant product is a float: broadcast
-            product = compiler.call_compiling(kernel, runtime_args + seed)
+        products = np.empty((len(plan["seeds"]), plan.get("width", plan["layout"]["shape"][0])))
+        for k, seed in enumerate(plan["seeds"]):    # a constant product is a float: broadcast
+            product = compiler.call_compiling(self._kernel(variant, plan, k, runtime_args),
+                                              runtime_args + seed)
             products[k] = np.concatenate([np.ravel(p) for p in product]) \
                 if isinstance(product, tuple) else np.ravel(product)
         return self._split(decompress(products, plan["layout"]), x)
+
+    def _kernel(self, variant, plan, k, runtime_args):
+        """The compiled product that seed `k` of `plan` is run with (compiled on first use)."""
+        mode = plan["kernels"][k] if "kernels" in plan else self.mode
+        kernel = variant.kernels.get(mode)
+        if kernel is None:
+            kernel = variant.kernels[mode] = self._compile(variant, plan, k, runtime_args)
+        return kernel
 
     def _split(self, matrix, xs):
         """The matrix, or for a tuple `argnums` its blocks (column blocks of a Jacobian,
@@ -702,20 +688,21 @@ class _Sparse:
             return tuple(columns)
         return tuple(tuple(c[a:b] for c in columns) for a, b in zip(ends, ends[1:]))
 
-    def _compile(self, variant, plan, runtime_args):
+    def _compile(self, variant, plan, k, runtime_args):
         with _collector_paused():
-            product, name, source = self._built(variant, plan, for_reading=False)
+            product, name, source = self._built(variant, plan, k, for_reading=False)
             if source is None:
                 return compiler.tape_kernel(product)
-        return compiler.compile_source(source, name, tuple(runtime_args) + tuple(plan["seeds"][0]),
+        return compiler.compile_source(source, name, tuple(runtime_args) + tuple(plan["seeds"][k]),
                                        variant.trace.wengert.loc)
 
-    def _built(self, variant, plan=None, for_reading=True):
+    def _built(self, variant, plan=None, k=0, for_reading=True):
         """(product list, function name, generated source; None for the tape interpreter
-        unless `for_reading`) of the products of `plan` (by default: forward mode)."""
-        mode = plan.get("mode", self.mode) if plan is not None else self.mode
+        unless `for_reading`) of the product seed `k` of `plan` is run with (by default:
+        forward mode)."""
+        mode = plan["kernels"][k] if plan is not None and "kernels" in plan else self.mode
         wengert = simplify(variant.trace.wengert)
-        product = self._product(wengert, list(variant.wrt), plan, f"{wengert.name}_{mode}")
+        product = self._product(wengert, list(variant.wrt), plan, k, f"{wengert.name}_{mode}")
         shape, runs = codegen.choose_shape(product)
         name = f"{codegen.identifier(self.__name__)}_{mode}"
         if shape == "tape" and not for_reading:
@@ -725,17 +712,18 @@ class _Sparse:
               "of a sparse derivative per seed."
         return product, name, codegen.generate(product, name, doc, shape, runs)
 
-    def _product(self, wengert, wrt, plan, name):
+    def _product(self, wengert, wrt, plan, k, name):
         base, picks = self._base(wengert, wrt)
         return product_list(base, wrt, picks, name)
 
     def source(self, *args, **kwargs) -> str:
-        """The generated source of the product run once per colour (seed: the last input):
-        the one these arguments' plan uses."""
+        """The generated source of the products run once per colour (seeds: the last
+        inputs), those these arguments' plan uses."""
         args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
         variant = candidates[0] if candidates else self._traced(args, key, runtime, names)
         plan = self._plan(variant, values + variant.trace.consts, x)
-        return self._built(variant, plan)[2]
+        first = {mode: k for k, mode in reversed(list(enumerate(plan.get("kernels", [None]))))}
+        return "\n\n".join(self._built(variant, plan, k)[2] for k in sorted(first.values()))
 
 
 def product_list(base: WengertList, wrt: list, picks: list, name: str) -> WengertList:
@@ -785,7 +773,7 @@ class SparseJacobian(_Sparse):
             graph = np.sum(np.bincount(rows, minlength=1) ** 2)     # the colourings' graphs
             if np.sum(np.bincount(cut["local_cols"], minlength=1) ** 2) <= \
                     4 * graph + 64 * sum(shape):
-                reverse = reverse_plan(cut, out.shape)
+                reverse = reverse_plan(cut, output_parts(wengert))
                 if REVERSE_COST * len(reverse["seeds"]) <= np.bincount(rows, minlength=1).max():
                     return reverse      # fewer than any column colouring can have
         colours = column_colouring(rows, cols, shape)
@@ -799,10 +787,12 @@ class SparseJacobian(_Sparse):
     def _base(self, wengert, wrt):
         return wengert, [0]
 
-    def _product(self, wengert, wrt, plan, name):
-        if plan is not None and plan.get("mode") == REVERSE_MODE:
-            return reverse_products(wengert, wrt, gathers_to_cut(wengert, wrt), name)
-        return super()._product(wengert, wrt, plan, name)
+    def _product(self, wengert, wrt, plan, k, name):
+        if plan is None or "kernels" not in plan:
+            return super()._product(wengert, wrt, plan, k, name)
+        parts = output_parts(wengert)
+        return reverse_products(wengert, wrt, gathers_to_cut(wengert, wrt),
+                                [parts[i][0] for i in plan["parts"][k]], name)
 
 
 REVERSE_MODE = "sparse_jacobian_rev"
@@ -859,15 +849,16 @@ def _cut_sources(wengert, wrt, cuts, values):
     return np.concatenate(parts)
 
 
-def reverse_plan(cut: dict, out_shape) -> dict:
+def reverse_plan(cut: dict, parts: list) -> dict:
     """One vector-Jacobian product of the cut list per colour of its local rows (rows of
     one colour share no local column: the product's local column j is the one row's
-    J_local[i, j]), and the layout summing them into the Jacobian's nonzeros."""
+    J_local[i, j]), and the layout summing them into the Jacobian's nonzeros. Each product
+    seeds only the output parts (`transforms.cut.output_parts`) holding its rows: its
+    kernel is the reverse sweep from those parts."""
     rows, cols, local_rows, local_cols = cut["rows"], cut["cols"], cut["local_rows"], \
         cut["local_cols"]
     (m, n), width = cut["shape"], cut["width"]
     colours = column_colouring(local_cols, local_rows, (width, m))
-    count = int(colours.max(initial=-1)) + 1
     read_from = colours[local_rows] * width + local_cols
     if len(rows) == len(read_from):     # one local nonzero per nonzero: a gather
         gather = np.empty_like(read_from)
@@ -875,10 +866,20 @@ def reverse_plan(cut: dict, out_shape) -> dict:
         where = csr_layout(rows, cols, gather, (m, n))
     else:                               # a row reads an element twice: sums
         where = csr_layout(rows, cols, read_from, (m, n), sum_at=cut["at"])
-    seeds = (colours == np.arange(count)[:, None]).astype(np.float64)
+    starts = [start for _, start in parts] + [m]
+    used = np.zeros(m, dtype=bool)
+    used[local_rows] = True
+    part_of = np.searchsorted(starts, np.arange(m), side="right") - 1
+    seeds, seeded = [], []
+    for c in range(int(colours.max(initial=-1)) + 1):
+        full = ((colours == c) & used).astype(np.float64)
+        seeded.append(tuple(np.unique(part_of[full > 0]).tolist()))
+        seeds.append([full[starts[k]:starts[k + 1]].reshape(parts[k][0].shape)
+                      for k in seeded[-1]])
     return {"mode": REVERSE_MODE, "rows": rows, "cols": cols, "colours": colours,
-            "seeds": [[s.reshape(out_shape)] for s in seeds], "width": width,
-            "layout": where, "local": (local_rows, local_cols)}
+            "seeds": seeds, "parts": seeded, "width": width, "layout": where,
+            "kernels": [REVERSE_MODE + "".join(f"_{k}" for k in p) for p in seeded],
+            "local": (local_rows, local_cols)}
 
 
 class SparseHessian(_Sparse):

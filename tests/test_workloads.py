@@ -131,7 +131,7 @@ def test_bundle_adjustment_sparse_jacobian():
     assert colours.max() + 1 <= 15 + 1        # a camera, a point and a weight per row
     variant, runtime = traced(jacobian._inner, args)
     plan = jacobian._plan(variant, list(runtime), params)
-    product, name, source = jacobian._built(variant)
+    product, name, source = jacobian._built(variant, plan)
     kernel = load_python(source, name)
     products = np.stack([np.ravel(kernel(*runtime, *seed)) for seed in plan["seeds"]])
     from jitad.sparse import decompress

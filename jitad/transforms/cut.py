@@ -11,9 +11,11 @@ A gather is cut when its base is a *selection* of the inputs' elements (slices, 
 transposes, broadcasts, concatenations, other gathers): then each gathered element is one
 input element (or a constant), with derivative 1, and the routing is exact.
 """
+import numpy as np
+
 from ..primitives import REGISTRY
 from ..wengert import Builder, Var, WengertList
-from .derivatives import vjp
+from .reverse import value_and_grad
 from .simplify import simplify
 
 # Every output element is one element of operand 0 (for concatenate: of one operand).
@@ -51,17 +53,40 @@ def local_list(wengert: WengertList, wrt: list, cuts: list) -> tuple:
     return local, list(wrt) + list(range(len(wengert.inputs), len(inputs)))
 
 
-def reverse_products(wengert: WengertList, wrt: list, cuts: list, name: str) -> WengertList:
-    """The list `(inputs…, cotangent) -> cotangent^T J_local`, its parts (one per local
-    input) raveled one after another: the gathers run as traced, then the local list's
-    reverse sweep, which stops at them."""
+def output_parts(wengert: WengertList) -> list:
+    """(value, first raveled output element) of each operand of the output when it is a
+    concatenation along axis 0 (each operand's elements are then one stretch of the
+    output's), else of the output itself."""
+    (out,) = wengert.outputs
+    entry = next((e for e in reversed(wengert.entries) if e.out is out), None)
+    if entry is None or entry.prim.name != "concatenate" or entry.params["axis"] != 0 or \
+            not all(isinstance(a, Var) for a in entry.ins):
+        return [(out, 0)]
+    starts = np.cumsum([0] + [int(np.prod(a.shape)) for a in entry.ins])
+    return list(zip(entry.ins, starts.tolist()))
+
+
+def reverse_products(wengert: WengertList, wrt: list, cuts: list, seeded: list,
+                     name: str) -> WengertList:
+    """The list `(inputs…, cotangents…) -> sum_k cotangent_k^T J_local[part k]`, its parts
+    (one per local input) raveled one after another: the gathers run as traced, then the
+    local list's reverse sweep (which stops at them) from the values `seeded` (output
+    parts, see `output_parts`), one cotangent input each; parts not seeded cost nothing."""
     local, local_wrt = local_list(wengert, wrt, cuts)
-    products = vjp(local, local_wrt)
-    assert products.entries[:len(local.entries)] == local.entries
-    used = {v.name for v in products.inputs} | {e.out.name for e in products.entries}
+    used = {v.name for v in local.inputs} | {e.out.name for e in local.entries}
     b = Builder(REGISTRY, used_names=used, prefix="t")
+    b.entries = list(local.entries)
+    cotangents, total = [], None
+    for v in seeded:
+        cotangents.append(Var(b.fresh(f"{v.name}_ct"), "float64", v.shape))
+        term = b.mul(v, cotangents[-1])
+        if v.shape != ():
+            term = b.sum(term, axis=None, keepdims=False)
+        total = term if total is None else b.add(total, term)
+    products = value_and_grad(WengertList(name, local.inputs, b.entries, [total]), local_wrt)
+    assert products.entries[:len(local.entries)] == local.entries
     b.entries = list(wengert.entries) + products.entries[len(local.entries):]
     flat = [b.reshape(p, shape=(-1,)) for p in products.outputs[1:1 + len(local_wrt)]]
     out = b.concatenate(*flat, axis=0) if len(flat) > 1 else flat[0]
-    return simplify(WengertList(name, list(wengert.inputs) + [products.inputs[-1]], b.entries,
-                                [out], loc=wengert.loc))
+    return simplify(WengertList(name, list(wengert.inputs) + cotangents, b.entries, [out],
+                                loc=wengert.loc))
