@@ -813,11 +813,12 @@ REVERSE_COST = 1.5
 
 
 def cut_pattern(wengert: WengertList, wrt, values: dict, shape) -> dict | None:
-    """The Jacobian's pattern through the list cut at its gathers (`transforms.cut`): the
-    local pattern (`local_rows`, `local_cols`: columns are the inputs' elements, then
-    each cut gather's elements), the local column each nonzero (`rows`, `cols`, sorted by
-    row, then column) sums (`at`: the position in rows/cols of each local nonzero), and
-    the local width. None where a gathered element is not one input element."""
+    """The Jacobian's pattern through the list cut at its gathers (`transforms.cut`):
+    `local_rows`, `local_cols`, the pattern of the local Jacobian, whose `width` columns
+    are the inputs' elements, then each cut gather's elements; `rows`, `cols`, the
+    Jacobian's pattern (sorted by row, then column), and `at`, the nonzero of it each local
+    nonzero adds into (the gathers' index values route the columns). None where a
+    gathered element is not one input element."""
     cuts = gathers_to_cut(wengert, wrt)
     sources = _cut_sources(wengert, wrt, cuts, values)
     if sources is None:
