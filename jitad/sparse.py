@@ -670,8 +670,10 @@ class _Sparse:
         for k, seed in enumerate(plan["seeds"]):    # a constant product is a float: broadcast
             product = compiler.call_compiling(self._kernel(variant, plan, k, runtime_args),
                                               runtime_args + seed)
-            products[k] = np.concatenate([np.ravel(p) for p in product]) \
-                if isinstance(product, tuple) else np.ravel(product)
+            if isinstance(product, tuple):
+                np.concatenate([np.ravel(p) for p in product], out=products[k])
+            else:
+                products[k] = np.ravel(product)
         return self._split(decompress(products, plan["layout"]), x)
 
     def _kernel(self, variant, plan, k, runtime_args):

@@ -133,7 +133,7 @@ def test_bundle_adjustment_sparse_jacobian():
     plan = jacobian._plan(variant, list(runtime), params)
     kernels = [load_python(*jacobian._built(variant, plan, k)[:0:-1])
                for k in range(len(plan["seeds"]))]
-    products = np.stack([np.ravel(kernel(*runtime, *seed))
+    products = np.stack([np.concatenate([np.ravel(part) for part in kernel(*runtime, *seed)])
                          for kernel, seed in zip(kernels, plan["seeds"])])
     from jitad.sparse import decompress
     got = decompress(products, plan["layout"])

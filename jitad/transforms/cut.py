@@ -68,10 +68,10 @@ def output_parts(wengert: WengertList) -> list:
 
 def reverse_products(wengert: WengertList, wrt: list, cuts: list, seeded: list,
                      name: str) -> WengertList:
-    """The list `(inputs…, cotangents…) -> sum_k cotangent_k^T J_local[part k]`, its parts
-    (one per local input) raveled one after another: the gathers run as traced, then the
-    local list's reverse sweep (which stops at them) from the values `seeded` (output
-    parts, see `output_parts`), one cotangent input each; parts not seeded cost nothing."""
+    """The list `(inputs…, cotangents…) -> sum_k cotangent_k^T J_local[part k]`, one output
+    per local input: the gathers run as traced, then the local list's reverse sweep (which
+    stops at them) from the values `seeded` (output parts, see `output_parts`), one
+    cotangent input each; parts not seeded cost nothing."""
     local, local_wrt = local_list(wengert, wrt, cuts)
     used = {v.name for v in local.inputs} | {e.out.name for e in local.entries}
     b = Builder(REGISTRY, used_names=used, prefix="t")
@@ -85,8 +85,6 @@ def reverse_products(wengert: WengertList, wrt: list, cuts: list, seeded: list,
         total = term if total is None else b.add(total, term)
     products = value_and_grad(WengertList(name, local.inputs, b.entries, [total]), local_wrt)
     assert products.entries[:len(local.entries)] == local.entries
-    b.entries = list(wengert.entries) + products.entries[len(local.entries):]
-    flat = [b.reshape(p, shape=(-1,)) for p in products.outputs[1:1 + len(local_wrt)]]
-    out = b.concatenate(*flat, axis=0) if len(flat) > 1 else flat[0]
-    return simplify(WengertList(name, list(wengert.inputs) + cotangents, b.entries, [out],
-                                loc=wengert.loc))
+    return simplify(WengertList(name, list(wengert.inputs) + cotangents,
+                                list(wengert.entries) + products.entries[len(local.entries):],
+                                products.outputs[1:1 + len(local_wrt)], loc=wengert.loc))
