@@ -650,8 +650,8 @@ class _Sparse:
         digest = hashlib.sha256()
         for a in runtime_args:      # gathers' patterns depend on the index arrays' values
             if isinstance(a, np.ndarray) and a.dtype.kind in "iub":
-                digest.update(f"{a.dtype}{a.shape}".encode())
-                digest.update(np.ascontiguousarray(a).tobytes())
+                digest.update(f"{a.dtype.str}{a.shape}".encode())
+                digest.update(np.ascontiguousarray(a))      # (a buffer: not copied)
         key = (id(variant), digest.digest())
         plan = self._plans.get(key)
         if plan is None:
