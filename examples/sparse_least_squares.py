@@ -2,8 +2,10 @@
 
 Planar "cameras" (an angle and a translation each) observe planar points; each residual
 touches one camera and one point, so the Jacobian has 4 nonzeros per row. jitad finds that
-pattern on the traced list, colours its columns and evaluates the Jacobian with one
-forward-mode product per colour: a handful, whatever the number of cameras and points.
+pattern on the traced list, cuts the list at the gathers of each residual's camera and
+point, colours the rows of what is left (rows of one colour share no gathered element) and
+evaluates the Jacobian with one reverse-mode product per colour: a handful (here 2),
+whatever the number of cameras and points.
 """
 import time
 

@@ -6,6 +6,9 @@ specialization it finds the sparsity pattern by propagating dependency sets thro
 on the column intersection graph; `star_colouring` for symmetric Hessians), compiles one
 forward-mode (Jacobian) or forward-over-reverse (Hessian-vector) kernel, runs it once per
 colour with the colour's seed vector, and decompresses the products into scipy.sparse CSR.
+Jacobians may instead run reverse mode over the colours of the rows of the list cut at the
+gathers that read the differentiated inputs (`cut_pattern`, `reverse_plan`): residuals
+that gather per-row parameters (bundle adjustment) colour into a few rows there.
 
 Dependency sets are sparse 0/1 matrices `D[v]` (elements of value `v` x elements of the
 differentiated input); scalar values carry Python sets instead (lazy unions along sums), so
@@ -29,6 +32,7 @@ from .api import JitGrad
 from .errors import ArgumentError, GuardFailed, NonScalarOutputError
 from .primitives.shape import as_python_index
 from .transforms import jvp, simplify, value_and_grad
+from .transforms.cut import gathers_to_cut, local_list, output_parts, reverse_products
 from .transforms.simplify import eliminate_dead_code
 from .wengert import Literal, Var, WengertList
 
@@ -553,16 +557,28 @@ def layout(rows, cols, sources, shape) -> dict:
     """Where each nonzero (rows, cols) is read from the compressed products (an array with
     one row per colour, raveled): a pattern sorted by row, then column, as the pattern
     functions return it, becomes CSR index arrays and a gather index into the products."""
+    return csr_layout(rows, cols, sources[1] * shape[0] + sources[0], shape)
+
+
+def csr_layout(rows, cols, gather, shape, sum_at=None) -> dict:
+    """A `layout` from the products' positions `gather` of each nonzero (rows, cols), sorted
+    by row, then column; with `sum_at`, the products read are summed into the nonzeros
+    `sum_at` (several may add into one)."""
     index_type = np.int32 if max(shape) < 2 ** 31 - 1 else np.int64
     indptr = np.zeros(shape[0] + 1, dtype=index_type)
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
-    return {"gather": sources[1] * shape[0] + sources[0], "indices": cols.astype(index_type),
-            "indptr": indptr, "shape": shape}
+    where = {"gather": gather, "indices": cols.astype(index_type), "indptr": indptr,
+             "shape": shape}
+    if sum_at is not None:
+        where["sum_at"] = sum_at
+    return where
 
 
 def decompress(products, where: dict):
-    """The CSR matrix from `products` (colours x rows) and a `layout`."""
+    """The CSR matrix from `products` (a row per colour) and a `layout`."""
     data = products.ravel().take(where["gather"])
+    if "sum_at" in where:
+        data = np.bincount(where["sum_at"], weights=data, minlength=len(where["indices"]))
     return sp.csr_matrix((data, where["indices"].copy(), where["indptr"].copy()),
                          shape=where["shape"], copy=False)
 
@@ -615,7 +631,9 @@ class _Sparse:
 
     def plan(self, *args, **kwargs):
         """(rows, cols, colours) used for these arguments: the pattern and its colouring
-        (for a tuple `argnums`, of all differentiated elements one after another)."""
+        (for a tuple `argnums`, of all differentiated elements one after another; for a
+        Jacobian in reverse mode, the colours of the rows of the list cut at its gathers,
+        see `reverse_plan`)."""
         args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
         variant = candidates[0] if candidates else self._traced(args, key, runtime, names)
         p = self._plan(variant, values + variant.trace.consts, x)
@@ -632,8 +650,8 @@ class _Sparse:
         digest = hashlib.sha256()
         for a in runtime_args:      # gathers' patterns depend on the index arrays' values
             if isinstance(a, np.ndarray) and a.dtype.kind in "iub":
-                digest.update(f"{a.dtype}{a.shape}".encode())
-                digest.update(np.ascontiguousarray(a).tobytes())
+                digest.update(f"{a.dtype.str}{a.shape}".encode())
+                digest.update(np.ascontiguousarray(a))      # (a buffer: not copied)
         key = (id(variant), digest.digest())
         plan = self._plans.get(key)
         if plan is None:
@@ -648,15 +666,23 @@ class _Sparse:
     def _evaluate(self, variant, values, x):
         runtime_args = values + variant.trace.consts
         plan = self._plan(variant, runtime_args, x)
-        kernel = variant.kernels.get(self.mode)
-        if kernel is None:
-            kernel = variant.kernels[self.mode] = self._compile(variant, runtime_args, x)
-        products = np.empty((len(plan["seeds"]), plan["layout"]["shape"][0]))
+        products = np.empty((len(plan["seeds"]), plan.get("width", plan["layout"]["shape"][0])))
         for k, seed in enumerate(plan["seeds"]):    # a constant product is a float: broadcast
-            product = compiler.call_compiling(kernel, runtime_args + seed)
-            products[k] = np.concatenate([np.ravel(p) for p in product]) \
-                if isinstance(product, tuple) else np.ravel(product)
+            product = compiler.call_compiling(self._kernel(variant, plan, k, runtime_args),
+                                              runtime_args + seed)
+            if isinstance(product, tuple):
+                np.concatenate([np.ravel(p) for p in product], out=products[k])
+            else:
+                products[k] = np.ravel(product)
         return self._split(decompress(products, plan["layout"]), x)
+
+    def _kernel(self, variant, plan, k, runtime_args):
+        """The compiled product that seed `k` of `plan` is run with (compiled on first use)."""
+        mode = plan["kernels"][k] if "kernels" in plan else self.mode
+        kernel = variant.kernels.get(mode)
+        if kernel is None:
+            kernel = variant.kernels[mode] = self._compile(variant, plan, k, runtime_args)
+        return kernel
 
     def _split(self, matrix, xs):
         """The matrix, or for a tuple `argnums` its blocks (column blocks of a Jacobian,
@@ -669,34 +695,42 @@ class _Sparse:
             return tuple(columns)
         return tuple(tuple(c[a:b] for c in columns) for a, b in zip(ends, ends[1:]))
 
-    def _compile(self, variant, runtime_args, x):
+    def _compile(self, variant, plan, k, runtime_args):
         with collector.pause():
-            product, name, source = self._built(variant, for_reading=False)
+            product, name, source = self._built(variant, plan, k, for_reading=False)
             if source is None:
                 return compiler.tape_kernel(product)
-        return compiler.compile_source(source, name,
-                                       tuple(runtime_args) + tuple(a * 0.0 for a in x),
+        return compiler.compile_source(source, name, tuple(runtime_args) + tuple(plan["seeds"][k]),
                                        variant.trace.wengert.loc)
 
-    def _built(self, variant, for_reading=True):
+    def _built(self, variant, plan=None, k=0, for_reading=True):
         """(product list, function name, generated source; None for the tape interpreter
-        unless `for_reading`)."""
+        unless `for_reading`) of the product seed `k` of `plan` is run with (by default:
+        forward mode)."""
+        mode = plan["kernels"][k] if plan is not None and "kernels" in plan else self.mode
         wengert = simplify(variant.trace.wengert)
-        base, picks = self._base(wengert, list(variant.wrt))
-        product = product_list(base, list(variant.wrt), picks, f"{wengert.name}_{self.mode}")
+        product = self._product(wengert, list(variant.wrt), plan, k, f"{wengert.name}_{mode}")
         shape, runs = codegen.choose_shape(product)
-        name = f"{codegen.identifier(self.__name__)}_{self.mode}"
+        name = f"{codegen.identifier(self.__name__)}_{mode}"
         if shape == "tape" and not for_reading:
             return product, name, None
-        doc = f"{self.doc} of {wengert.name} ({product.loc}): one compressed column of a " \
-              "sparse derivative per seed."
+        doc = f"{self.doc if mode == self.mode else REVERSE_DOC} of {wengert.name} " \
+              f"({product.loc}): one compressed {'column' if mode == self.mode else 'row'} " \
+              "of a sparse derivative per seed."
         return product, name, codegen.generate(product, name, doc, shape, runs)
 
+    def _product(self, wengert, wrt, plan, k, name):
+        base, picks = self._base(wengert, wrt)
+        return product_list(base, wrt, picks, name)
+
     def source(self, *args, **kwargs) -> str:
-        """The generated source of the product run once per colour (seed: the last input)."""
+        """The generated source of the products run once per colour (seeds: the last
+        inputs), those these arguments' plan uses."""
         args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
         variant = candidates[0] if candidates else self._traced(args, key, runtime, names)
-        return self._built(variant)[2]
+        plan = self._plan(variant, values + variant.trace.consts, x)
+        first = {mode: k for k, mode in reversed(list(enumerate(plan.get("kernels", [None]))))}
+        return "\n\n".join(self._built(variant, plan, k)[2] for k in sorted(first.values()))
 
 
 def product_list(base: WengertList, wrt: list, picks: list, name: str) -> WengertList:
@@ -731,16 +765,136 @@ class SparseJacobian(_Sparse):
                 f"got {type(out).__name__}")
 
     def _make_plan(self, wengert, wrt, runtime_args, xs):
+        """Forward mode over column colours, or reverse mode over the row colours of the
+        list cut at its gathers (`cut_pattern`), whichever runs fewer products (a reverse
+        one counting REVERSE_COST forward ones). The row colouring is skipped where its
+        graph (pairs of local nonzeros sharing a column) would be much larger than the
+        column colouring's (pairs sharing a row), e.g. a few columns read by every row."""
         (out,) = wengert.outputs
         shape = (_size(out.shape), sum(x.size for x in xs))
-        rows, cols = jacobian_pattern(wengert, wrt, runtime_args)
+        values = index_values(wengert, runtime_args)
+        arrays = out.shape != () and all(x.ndim for x in xs)
+        cut = cut_pattern(wengert, wrt, values, shape) if arrays else None
+        reverse = None
+        if cut is None:
+            rows, cols = jacobian_pattern(wengert, wrt, runtime_args)
+        else:
+            rows, cols = cut["rows"], cut["cols"]
+            graph = np.sum(np.bincount(rows, minlength=1) ** 2)     # the colourings' graphs
+            if np.sum(np.bincount(cut["local_cols"], minlength=1) ** 2) <= \
+                    4 * graph + 64 * sum(shape):
+                reverse = reverse_plan(cut, output_parts(wengert))
+                if REVERSE_COST * len(reverse["seeds"]) <= np.bincount(rows, minlength=1).max():
+                    return reverse      # fewer than any column colouring can have
         colours = column_colouring(rows, cols, shape)
+        if reverse is not None and \
+                REVERSE_COST * len(reverse["seeds"]) < int(colours.max(initial=-1)) + 1:
+            return reverse
         return {"rows": rows, "cols": cols, "colours": colours,
                 "seeds": seeds(colours, [x.shape for x in xs]),
                 "layout": layout(rows, cols, jacobian_sources(rows, cols, colours), shape)}
 
     def _base(self, wengert, wrt):
         return wengert, [0]
+
+    def _product(self, wengert, wrt, plan, k, name):
+        if plan is None or "kernels" not in plan:
+            return super()._product(wengert, wrt, plan, k, name)
+        parts = output_parts(wengert)
+        return reverse_products(wengert, wrt, gathers_to_cut(wengert, wrt),
+                                [parts[i][0] for i in plan["parts"][k]], name)
+
+
+REVERSE_MODE = "sparse_jacobian_rev"
+REVERSE_DOC = "Vector-Jacobian product (reverse mode, the gathers of differentiated inputs cut)"
+# Forward products one reverse product is counted as: on bundle adjustment (240
+# observations) one vector-Jacobian product of the cut list took 1.1-1.3 times one
+# Jacobian-vector product of the whole list; kept above that for lists whose reverse
+# sweep stores more.
+REVERSE_COST = 1.5
+
+
+def cut_pattern(wengert: WengertList, wrt, values: dict, shape) -> dict | None:
+    """The Jacobian's pattern through the list cut at its gathers (`transforms.cut`):
+    `local_rows`, `local_cols`, the pattern of the local Jacobian, whose `width` columns
+    are the inputs' elements, then each cut gather's elements; `rows`, `cols`, the
+    Jacobian's pattern (sorted by row, then column), and `at`, the nonzero of it each local
+    nonzero adds into (the gathers' index values route the columns). None where a
+    gathered element is not one input element."""
+    cuts = gathers_to_cut(wengert, wrt)
+    sources = _cut_sources(wengert, wrt, cuts, values)
+    if sources is None:
+        return None
+    local, local_wrt = local_list(wengert, wrt, cuts)
+    analysis = _Analysis(local, local_wrt, values, False)
+    analysis.run(local.entries)
+    d = analysis.of(local.outputs[0])
+    coo = _binary(d).tocoo() if d is not None else sp.coo_matrix((shape[0], len(sources)))
+    target = sources[coo.col]
+    kept = target >= 0          # gathered constants: no column
+    local_rows, local_cols = coo.row[kept].astype(np.int64), coo.col[kept].astype(np.int64)
+    keys, at = np.unique(local_rows * shape[1] + target[kept], return_inverse=True)
+    return {"rows": keys // shape[1], "cols": keys % shape[1], "local_rows": local_rows,
+            "local_cols": local_cols, "at": at.ravel(), "width": len(sources), "shape": shape}
+
+
+def _cut_sources(wengert, wrt, cuts, values):
+    """Per local column, the input element (raveled, inputs one after another) it is, or -1
+    for a constant: the inputs' elements themselves, then each cut gather's elements, read
+    from its dependency matrix; None where an element depends on several."""
+    needed = {e.out.name for e in cuts}
+    prefix = []
+    for e in reversed(wengert.entries):
+        if e.out.name in needed:
+            prefix.append(e)
+            needed.update(a.name for a in e.ins if isinstance(a, Var))
+    analysis = _Analysis(wengert, wrt, values, False)
+    analysis.run(prefix[::-1])
+    parts = [np.arange(analysis.n)]
+    for e in cuts:
+        source = np.full(_size(e.out.shape), -1, dtype=np.int64)
+        d = analysis.of(e.out)
+        if d is not None:
+            d = sp.csr_matrix(d)
+            counts = np.diff(d.indptr)
+            if counts.max(initial=0) > 1:
+                return None
+            source[counts == 1] = d.indices
+        parts.append(source)
+    return np.concatenate(parts)
+
+
+def reverse_plan(cut: dict, parts: list) -> dict:
+    """One vector-Jacobian product of the cut list per colour of its local rows (rows of
+    one colour share no local column: the product's local column j is the one row's
+    J_local[i, j]), and the layout summing them into the Jacobian's nonzeros. Each product
+    seeds only the output parts (`transforms.cut.output_parts`) holding its rows: its
+    kernel is the reverse sweep from those parts."""
+    rows, cols, local_rows, local_cols = cut["rows"], cut["cols"], cut["local_rows"], \
+        cut["local_cols"]
+    (m, n), width = cut["shape"], cut["width"]
+    colours = column_colouring(local_cols, local_rows, (width, m))
+    read_from = colours[local_rows] * width + local_cols
+    if len(rows) == len(read_from):     # one local nonzero per nonzero: a gather
+        gather = np.empty_like(read_from)
+        gather[cut["at"]] = read_from
+        where = csr_layout(rows, cols, gather, (m, n))
+    else:                               # a row reads an element twice: sums
+        where = csr_layout(rows, cols, read_from, (m, n), sum_at=cut["at"])
+    starts = [start for _, start in parts] + [m]
+    used = np.zeros(m, dtype=bool)
+    used[local_rows] = True
+    part_of = np.searchsorted(starts, np.arange(m), side="right") - 1
+    seeds, seeded = [], []
+    for c in range(int(colours.max(initial=-1)) + 1):
+        full = ((colours == c) & used).astype(np.float64)
+        seeded.append(tuple(np.unique(part_of[full > 0]).tolist()))
+        seeds.append([full[starts[k]:starts[k + 1]].reshape(parts[k][0].shape)
+                      for k in seeded[-1]])
+    return {"mode": REVERSE_MODE, "rows": rows, "cols": cols, "colours": colours,
+            "seeds": seeds, "parts": seeded, "width": width, "layout": where,
+            "kernels": [REVERSE_MODE + "".join(f"_{k}" for k in p) for p in seeded],
+            "local": (local_rows, local_cols)}
 
 
 class SparseHessian(_Sparse):
