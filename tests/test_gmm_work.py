@@ -8,7 +8,6 @@
   (`numpy_functions._internal`): the number of constant inputs and the straight lines of
   the forward sweep do not grow with the trip count.
 """
-import resource
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ def wide_temporaries(x, y):
 
 
 def _faults() -> int:
+    resource = pytest.importorskip("resource")          # (POSIX)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
@@ -88,8 +88,8 @@ def test_loop_iterations_share_the_constants_jitad_builds():
 
 def test_loop_with_diag_gradients():
     rng = np.random.default_rng(1)
-    check_grads_python(diag_in_a_loop, (rng.uniform(-0.5, 0.5, (5, 3)), rng.standard_normal((4, 3))),
-                       argnums=(0, 1))
+    args = (rng.uniform(-0.5, 0.5, (5, 3)), rng.standard_normal((4, 3)))
+    check_grads_python(diag_in_a_loop, args, argnums=(0, 1))
 
 
 def test_user_arrays_stay_one_input_per_object():
