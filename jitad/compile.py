@@ -26,7 +26,7 @@ import numba
 import numba.core.codegen
 from numba.core import caching
 
-from . import __version__, disk, runtime, tape
+from . import __version__, disk, memory, runtime, tape
 from .errors import JitadError
 from .numpy_tier import NumpyKernel
 
@@ -281,6 +281,7 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
     Raises:
         JitadError: Numba rejected the generated code (its message is kept as __cause__).
     """
+    memory.keep_freed_memory()      # compiled array code reuses freed memory (see memory.py)
     function = load_python(source, fn_name)
     for name in runtime.__all__:
         if name in function.__globals__:

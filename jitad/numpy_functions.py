@@ -30,7 +30,7 @@ from .primitives import REGISTRY
 from .primitives.core import normalize_axes
 from .tracing import (Tracer, _as_tracer, _broadcast_into, _check_writable, _concatenate,
                       _expand_dims, _full_like, _note_view, _rebind, _reshape, _stack,
-                      _transpose, bind, located)
+                      _state, _transpose, bind, located)
 
 
 def _p(name):
@@ -76,6 +76,20 @@ def _slice(x, axis, start=None, stop=None, step=None):
     return bind(_p("getitem"), x, index=index)
 
 
+def _internal(value):
+    """A constant array the adapters build (positions of a gather, a zero to read) as a
+    Tracer: one hidden input per distinct value in a trace, so that a loop's iterations
+    read the same input and re-roll. (Only arrays jitad builds: a user's arrays may be
+    updated in place between calls, so theirs stay one input per object.)"""
+    value = np.asarray(value)
+    memo = _state().internal_consts
+    key = (value.dtype.str, value.shape, value.tobytes())
+    if key not in memo:
+        value.flags.writeable = False
+        memo[key] = value
+    return _as_tracer(memo[key])
+
+
 # ---------------------------------------------------------------- element moves as one gather
 
 def _moved(x, move):
@@ -90,10 +104,10 @@ def _moved(x, move):
     positions = moved.astype(np.int64) - 1           # zero fill -> -1
     flat = _reshape(x, (-1,)) if x.ndim != 1 else x
     if positions.size and positions.min() < 0:       # -1 reads the appended zero
-        flat = bind(_p("concatenate"), flat, _as_tracer(np.zeros(1)), axis=0)
+        flat = bind(_p("concatenate"), flat, _internal(np.zeros(1)), axis=0)
     if positions.ndim == 0:
         return bind(_p("gather"), flat, int(positions))
-    out = bind(_p("gather"), flat, _as_tracer(positions))
+    out = bind(_p("gather"), flat, _internal(positions))
     if np.shares_memory(moved, numbers):    # NumPy returns a view (flip, rot90, diagonal, r[...]):
         _note_view(x, out, None)            # x's later updates must show in it, writes go to x
     return out
@@ -278,7 +292,7 @@ def _positions(shape, items):
 
 
 def _flat_index(base, terms):
-    index = _as_tracer(base) if base.ndim else int(base)
+    index = _internal(base) if base.ndim else int(base)
     for term in terms:
         index = term + index
     return index
@@ -290,7 +304,7 @@ def _gather_at(x, items):
     flat = _reshape(x, (-1,)) if x.ndim != 1 else x
     index = _flat_index(base, terms)
     if isinstance(index, Tracer) and index.node.shape != base.shape:
-        index = index + _as_tracer(np.zeros(base.shape, np.int64))
+        index = index + _internal(np.zeros(base.shape, np.int64))
     return bind(_p("gather"), flat, index)
 
 
@@ -308,13 +322,13 @@ def _flat_operands(target, items, value):
         return base.reshape(size), value
     index = _flat_index(base, terms)
     if index.node.shape != base.shape:
-        index = index + _as_tracer(np.zeros(base.shape, np.int64))
+        index = index + _internal(np.zeros(base.shape, np.int64))
     return (_reshape(index, (size,)) if base.ndim != 1 else index), value
 
 
 def _update_flat(target, prim_name, value, index):
     """`target` becomes `prim(flat target, value, index)` in its own shape."""
-    index = _as_tracer(index) if isinstance(index, np.ndarray) else index
+    index = _internal(index) if isinstance(index, np.ndarray) else index
     flat = _reshape(target, (-1,)) if target.ndim != 1 else Tracer(target.node, target.value)
     new = bind(_p(prim_name), flat, value, index)
     _rebind(target, _reshape(new, target.node.shape) if target.ndim != 1 else new)
@@ -627,7 +641,7 @@ def _broadcast_batch(x, batch):
     shape = batch + x.shape[-2:]
     if x.shape == shape:
         return x
-    return bind(_p("broadcast_like"), x, _as_tracer(np.zeros(shape)))
+    return bind(_p("broadcast_like"), x, _internal(np.zeros(shape)))
 
 
 def _diff(a, n=1, axis=-1, prepend=None, append=None):

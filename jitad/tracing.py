@@ -119,6 +119,7 @@ class _TraceState:
         self.reads_sizes = False
         self.consts: list = []        # (Var, ndarray) for arrays captured from the user's code
         self.const_ids: dict = {}
+        self.internal_consts: dict = {}   # value -> array: see numpy_functions._internal
         self.scalars: dict = {}       # (prim, operands, params) -> (Var, value): see `_bind`
 
 
