@@ -102,26 +102,24 @@ class _Fusion:
         reverse loop, reads a value of the forward loop that cannot be recomputed."""
         f, r, entries = self.f, self.r, self.entries
         needed, moved = set(), set()
-        for i in range(r.start, r.stop):
-            for a in entries[i].ins:
-                if isinstance(a, Var):
-                    site = self.site.get(a.name, -1)
-                    if f.start <= site < f.stop and f.block_of(site)[1] not in \
-                            self.recomputable:
-                        return None
-                    needed.add(a.name)
-        for i in range(r.start - 1, f.stop - 1, -1):
-            e = entries[i]
-            if e.out.name not in needed:
-                continue
-            moved.add(i)
+
+        def reads_recomputable(e) -> bool:      # (and adds what `e` reads to `needed`)
             for a in e.ins:
                 if isinstance(a, Var):
                     site = self.site.get(a.name, -1)
                     if f.start <= site < f.stop and f.block_of(site)[1] not in \
                             self.recomputable:
-                        return None
+                        return False
                     needed.add(a.name)
+            return True
+
+        if not all(reads_recomputable(entries[i]) for i in range(r.start, r.stop)):
+            return None
+        for i in range(r.start - 1, f.stop - 1, -1):
+            if entries[i].out.name in needed:
+                moved.add(i)
+                if not reads_recomputable(entries[i]):
+                    return None
         return moved
 
     def _with_copies(self, e, tapes, memo, t=None) -> list:
