@@ -498,8 +498,10 @@ class JitGrad:
         if chosen[0] not in ("straight", "loops"):
             return None, chosen
         stats.current().shape = chosen[0]
-        source, name, _, _ = build_from(variant, mode, variant.wrt, self.__name__,
-                                        self.code_shape, True, wengert, chosen, vectorized=True)
+        with collector.pause():
+            source, name, _, _ = build_from(variant, mode, variant.wrt, self.__name__,
+                                            self.code_shape, True, wengert, chosen,
+                                            vectorized=True)
         with stats.stage("codegen"):
             return compiler.numpy_kernel(source, name, tuple(runtime_args), wengert), chosen
 
