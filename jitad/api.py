@@ -439,8 +439,7 @@ class JitGrad:
             with stats.recording(record):
                 kernel = variant.kernels[mode] = self._compiled(variant, mode, runtime_args)
             tiered = isinstance(kernel, FIRST_TIERS)
-            record.tier = "numpy" if isinstance(kernel, NumpyKernel) else \
-                "tape" if tiered else "specialized"
+            record.tier = kernel.tier if tiered else "specialized"
             self._records.append((record, kernel if tiered else None))
             self.compile_count += 1
             stats.finished(record)
@@ -456,8 +455,7 @@ class JitGrad:
         tiered = plain and self.tiers and tiers_enabled() and \
             not (variant.digest and store.load("builds", key) is not None)
         if forced_tape or not tiered:       # (a first tier's job stores it after the result)
-            with collector.pause():
-                variant.store_trace()
+            variant.store_trace()
         if not (forced_tape or tiered):
             return self._specialized(variant, mode, runtime_args, key)
         with collector.pause(), stats.stage("analysis"):
@@ -475,14 +473,14 @@ class JitGrad:
         else:
             first, chosen = self._numpy_tier(variant, mode, wengert, runtime_args)
         if first is None:
-            with collector.pause():
-                variant.store_trace()
+            variant.store_trace()
             return self._specialized(variant, mode, runtime_args, key, wengert, chosen=chosen)
         record = stats.current()
         record.background = "compiling"
         job = _Background(functools.partial(self._compile_later, variant, mode, runtime_args,
                                             key, wengert, first, record, chosen))
-        first.specialized = functools.partial(_specialized_of, job, variant, mode, first)
+        if isinstance(first, NumpyKernel):     # (it hands calls it cannot answer over)
+            first.specialized = functools.partial(_specialized_of, job, variant, mode, first)
         self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]
         return first        # (the job starts once the first call has run: `_finish`)
 
@@ -493,12 +491,12 @@ class JitGrad:
                 not tiers_enabled("JITAD_NUMPY_TIER") or \
                 all(e.out.ndim == 0 for e in wengert.entries):
             return None, None
-        with collector.pause(), stats.stage("analysis"):
-            chosen = codegen.choose_shape(wengert, self.code_shape)
-        if chosen[0] not in ("straight", "loops"):
-            return None, chosen
-        stats.current().shape = chosen[0]
         with collector.pause():
+            with stats.stage("analysis"):
+                chosen = codegen.choose_shape(wengert, self.code_shape)
+            if chosen[0] not in ("straight", "loops"):
+                return None, chosen
+            stats.current().shape = chosen[0]
             source, name, _, _ = build_from(variant, mode, variant.wrt, self.__name__,
                                             self.code_shape, True, wengert, chosen,
                                             vectorized=True)

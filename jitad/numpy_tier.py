@@ -37,6 +37,7 @@ class NumpyKernel:
     kernel and returns it, or None if its compile failed.
     """
 
+    tier = "numpy"           # (the `tier` of f.stats())
     successor = None
     specialized = None
 

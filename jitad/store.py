@@ -18,7 +18,7 @@ import json
 import zlib
 from pathlib import Path
 
-from . import disk
+from . import collector, disk
 from .primitives import REGISTRY
 from .tracing import Trace
 from .wengert import Entry, Literal, Var, WengertList
@@ -55,6 +55,7 @@ def load(kind: str, key: str):
         return None
 
 
+@collector.paused
 def save(kind: str, key: str, value) -> None:
     """Store `value` (a Trace for "traces", (source, function name, code shape) for "builds");
     a value with parts that have no data form is not stored."""

@@ -69,6 +69,7 @@ class TapeKernel:
     specialized kernel of the same list) is set, calls go to it.
     """
 
+    tier = "tape"            # (the `tier` of f.stats())
     successor = None
 
     @collector.paused
