@@ -16,6 +16,7 @@ smaller number of tests call the compiled path (`check_grads` or the JitGrad).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -185,7 +186,8 @@ def python_value_and_grad(f: jitad.JitGrad, args):
     """(value, grads tuple) from jitad's generated value-and-grad source, run as plain Python."""
     variant, runtime_args = traced(f, args)
     source, name, _ = build_source(variant, "value_and_grad", variant.wrt, f.__name__, **_code_shape(f))
-    value, grads = load_python(source, name)(*runtime_args)
+    with unchanged(runtime_args, "the generated source"):
+        value, grads = load_python(source, name)(*runtime_args)
     return value, tuple(grads)
 
 
@@ -199,8 +201,19 @@ def numpy_tier_value_and_grad(f: jitad.JitGrad, args):
         return None
     source, name, _, _ = build_from(variant, "value_and_grad", variant.wrt, f.__name__,
                                     "auto", True, wengert, chosen, vectorized=True)
-    value, grads = numpy_kernel(source, name, tuple(runtime_args), wengert)(*runtime_args)
+    with unchanged(runtime_args, "the NumPy tier"):
+        value, grads = numpy_kernel(source, name, tuple(runtime_args), wengert)(*runtime_args)
     return value, tuple(grads)
+
+
+@contextlib.contextmanager
+def unchanged(arrays, runner: str):
+    """Assert that `runner` leaves the argument arrays it was given as they were."""
+    before = [a.copy() if isinstance(a, np.ndarray) else None for a in arrays]
+    yield
+    for k, (a, b) in enumerate(zip(arrays, before)):
+        assert b is None or np.array_equal(a, b, equal_nan=True), \
+            f"{runner} wrote into argument {k}"
 
 
 def python_value(f: jitad.JitGrad, args):
