@@ -158,6 +158,7 @@ class JitGrad:
         params = [p for p in params if p.kind != p.KEYWORD_ONLY]
         self._varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
         self._names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
+        self._names_of_count: dict = {}     # argument count -> identifiers (`_names_for`)
         self._cache: dict = {}
         self._fast: dict = {mode: {} for mode in MODES}    # _fast_key(args) -> entry(*args)
         self._single = isinstance(argnums, int)
@@ -306,11 +307,14 @@ class JitGrad:
         return list(args)
 
     def _names_for(self, count: int) -> list:
-        names = list(self._names)
-        varargs = next((p.name for p in self._signature.parameters.values()
-                        if p.kind == p.VAR_POSITIONAL), "arg")
-        names += [f"{varargs}{i}" for i in range(count - len(names))]
-        return [codegen.identifier(n) for n in names]
+        names = self._names_of_count.get(count)
+        if names is None:
+            names = list(self._names)
+            varargs = next((p.name for p in self._signature.parameters.values()
+                            if p.kind == p.VAR_POSITIONAL), "arg")
+            names += [f"{varargs}{i}" for i in range(count - len(names))]
+            names = self._names_of_count[count] = [codegen.identifier(n) for n in names]
+        return names
 
     def _classify(self, args):
         names = self._names_for(len(args))

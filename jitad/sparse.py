@@ -34,7 +34,8 @@ from .primitives.shape import as_python_index
 from .transforms import jvp, simplify, value_and_grad
 from .transforms.cut import gathers_to_cut, local_list, output_parts, reverse_products
 from .transforms.simplify import eliminate_dead_code
-from .wengert import Literal, Var, WengertList
+from .primitives import REGISTRY
+from .wengert import Builder, Literal, Var, WengertList
 
 # ---------------------------------------------------------------- dependency propagation
 
@@ -709,7 +710,8 @@ class _Sparse:
         forward mode)."""
         mode = plan["kernels"][k] if plan is not None and "kernels" in plan else self.mode
         wengert = simplify(variant.trace.wengert)
-        product = self._product(wengert, list(variant.wrt), plan, k, f"{wengert.name}_{mode}")
+        product = one_output(self._product(wengert, list(variant.wrt), plan, k,
+                                           f"{wengert.name}_{mode}"))
         shape, runs = codegen.choose_shape(product)
         name = f"{codegen.identifier(self.__name__)}_{mode}"
         if shape == "tape" and not for_reading:
@@ -745,6 +747,22 @@ def product_list(base: WengertList, wrt: list, picks: list, name: str) -> Wenger
     tangents = [forward.outputs[len(base.outputs) + pick] for pick in picks]
     return simplify(eliminate_dead_code(WengertList(name, forward.inputs, forward.entries,
                                                     tangents, loc=base.loc)))
+
+
+def one_output(product: WengertList) -> WengertList:
+    """The list returning its outputs raveled into one vector, a row of the compressed
+    products at once (a NumPy concatenation per call cost about as much as a small kernel);
+    unchanged with one output or a constant one."""
+    outputs = product.outputs
+    if len(outputs) < 2 or not all(isinstance(o, Var) for o in outputs):
+        return product
+    used = {v.name for v in product.inputs} | {e.out.name for e in product.entries}
+    b = Builder(REGISTRY, used_names=used, prefix="t")
+    b.entries = list(product.entries)
+    raveled = [o if o.ndim == 1 else b.reshape(o, shape=(int(np.prod(o.shape)),))
+               for o in outputs]
+    return WengertList(product.name, product.inputs, b.entries,
+                       [b.concatenate(*raveled, axis=0)], loc=product.loc)
 
 
 class SparseJacobian(_Sparse):
