@@ -159,9 +159,11 @@ def numpy_kernel(source: str, fn_name: str, example_args: tuple, wengert):
 
 
 def tape_kernel(wengert):
-    """A TapeKernel for `wengert`, run by the (once compiled, disk-cached) interpreter."""
+    """A TapeKernel for `wengert`, run by the (once compiled, disk-cached) interpreter,
+    without the GIL: the specialized code compiling in the background (Python, mostly)
+    runs on another core while calls run the tape, not in the gaps between calls."""
     return tape.TapeKernel(wengert, _runtime_kernel("run_tape", disk.cache_dir(),
-                                                              error_model="numpy"))
+                                                              error_model="numpy", nogil=True))
 
 
 def _stem(source: str, fn_name: str) -> str:
