@@ -19,7 +19,7 @@ import types
 import numpy as np
 
 from . import codegen, collector, compile as compiler, stats, tracing
-from .api import JitGrad, _as_method, _entry, _fast_key, jit_grad
+from .api import FIRST_TIERS, JitGrad, _as_method, _entry, _fast_key, jit_grad
 from .errors import ArgumentError
 from .reads import underlying_function
 from .tracing import Tracer, trace
@@ -450,9 +450,12 @@ class Transformed(JitGrad):
         """The compiled Numba dispatcher for these argument kinds, callable from a user's
         own `@numba.njit` code with the runtime arguments, in order. (Where calls loop from
         Python around the compiled product, the loop is compiled here, on first use.)"""
-        from . import compile as compiler
         variant, runtime_args = self._variant(args, kwargs)
-        return compiler.standalone_dispatcher(self._kernel(variant, self._mode, runtime_args))
+        kernel = self._kernel(variant, self._mode, runtime_args)
+        if isinstance(kernel, FIRST_TIERS):             # the specialized code may be compiling
+            self.wait()
+            kernel = variant.kernels[self._mode]
+        return compiler.standalone_dispatcher(kernel)
 
     def _build(self, variant):
         return build(variant, self._mode, variant.wrt, self.__name__, self.code_shape)
