@@ -28,8 +28,8 @@ import hashlib
 import numpy as np
 import scipy.sparse as sp
 
-from . import codegen, collector, compile as compiler, stats
-from .api import JitGrad, _Background, numpy_tier_applies, tiers_enabled
+from . import codegen, collector, compile as compiler, stats, store
+from .api import JitGrad, _Background, numpy_tier_applies
 from .errors import ArgumentError, GuardFailed, NonScalarOutputError
 from .primitives.shape import as_python_index
 from .transforms import jvp, simplify, value_and_grad
@@ -715,12 +715,13 @@ class _Sparse:
         now, or for array code with tiers on the NumPy tier while it compiles in the
         background (`JitGrad._in_background`)."""
         inner, loc = self._inner, variant.trace.wengert.loc
+        key = inner._build_key(variant, mode)
         with collector.pause():
             product, name, source, chosen = self._built(variant, plan, k, for_reading=False)
             if source is None:
                 return compiler.tape_kernel(product)
-            tiered = chosen[0] in ("straight", "loops") and inner.tiers and tiers_enabled() and \
-                numpy_tier_applies(product)
+            tiered = chosen[0] in ("straight", "loops") and numpy_tier_applies(product) and \
+                inner._first_tier_wanted(variant, key)
             if tiered:
                 vectorized = self._printed(variant, product, mode, name, chosen, True)
         stats.current().shape = chosen[0]
@@ -730,7 +731,8 @@ class _Sparse:
         with stats.stage("codegen"):
             first = compiler.numpy_kernel(vectorized, name, tuple(runtime_args), product)
         return inner._in_background(variant, mode, first, functools.partial(
-            _compiled_in_background, source, name, tuple(runtime_args), loc))
+            _compiled_in_background, source, name, tuple(runtime_args), loc,
+            key if variant.digest else None, chosen[0]))
 
     def _built(self, variant, plan=None, k=0, for_reading=True):
         """(product list, function name, generated source, `codegen.choose_shape`'s answer;
@@ -772,10 +774,15 @@ class _Sparse:
         return "\n\n".join(self._built(variant, plan, k)[2] for k in sorted(first.values()))
 
 
-def _compiled_in_background(source, name, example_args, loc):
-    """(A background job's work) the product kernel compiled by Numba."""
+def _compiled_in_background(source, name, example_args, loc, key, shape):
+    """(A background job's work) the product kernel compiled by Numba; its build stored
+    under `key` (when given) once compiled: later processes find Numba's cache warm and
+    skip the NumPy tier (`JitGrad._first_tier_wanted`)."""
     with stats.stage("compile"):
-        return compiler.compile_source(source, name, example_args, loc, background=True)
+        kernel = compiler.compile_source(source, name, example_args, loc, background=True)
+    if key is not None:
+        store.save("builds", key, (source, name, shape))
+    return kernel
 
 
 def product_list(base: WengertList, wrt: list, picks: list, name: str) -> WengertList:

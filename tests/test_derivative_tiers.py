@@ -15,7 +15,9 @@ import jitad
 from jitad import codegen, derivatives
 from jitad.numpy_tier import NumpyKernel
 
-from test_numpy_tier import numpy_tier  # noqa: F401 -- the fixture: the tier on
+from test_numpy_tier import numpy_tier
+
+pytestmark = pytest.mark.usefixtures(numpy_tier.__name__)      # the NumPy tier on
 
 
 def cubic_tanh(scale):
@@ -65,7 +67,7 @@ def data():
     return rng.standard_normal(6), rng.standard_normal((5, 6)) / 2, rng.standard_normal(3)
 
 
-def test_hessian_numpy_tier_then_specialized(numpy_tier, tiered, data):
+def test_hessian_numpy_tier_then_specialized(tiered, data):
     x, A, _ = data
     h = jitad.hessian(cubic_tanh(0.61))
     first = h(x, A)
@@ -81,10 +83,13 @@ def test_hessian_numpy_tier_then_specialized(numpy_tier, tiered, data):
     assert row["tier"] == "specialized" and row["tier_calls"] == 2
     assert kernel.successor is not None and kernel.calls == 2
     np.testing.assert_allclose(compiled, first, rtol=1e-12, atol=1e-14)
+    again = jitad.hessian(h._origin)        # its build stored: Numba's cache, no tier
+    again(x, A)
+    assert again.stats()[0]["tier"] == "specialized" and not again._jobs
 
 
 @pytest.mark.parametrize("mode", ["fwd", "rev"])
-def test_jacobian_blocks_in_the_numpy_tier(numpy_tier, tiered, data, mode):
+def test_jacobian_blocks_in_the_numpy_tier(tiered, data, mode):
     x, A, y = data
     r = residuals(0.3 if mode == "fwd" else 0.31)
     jac = jitad.jacobian(r, argnums=(0, 1), mode=mode)
@@ -95,7 +100,7 @@ def test_jacobian_blocks_in_the_numpy_tier(numpy_tier, tiered, data, mode):
     np.testing.assert_allclose(jy, central_jacobian(r, (x, y, A), 1), rtol=1e-7, atol=1e-8)
 
 
-def test_jvp_hvp_and_a_batch_of_tangents_in_the_numpy_tier(numpy_tier, tiered, data):
+def test_jvp_hvp_and_a_batch_of_tangents_in_the_numpy_tier(tiered, data):
     x, A, y = data
     r, f = residuals(0.32), cubic_tanh(0.62)
     v = np.linspace(-1.0, 1.0, 6)
@@ -115,7 +120,7 @@ def test_jvp_hvp_and_a_batch_of_tangents_in_the_numpy_tier(numpy_tier, tiered, d
         assert obj.stats()[0]["tier"] == "numpy"
 
 
-def test_a_coloured_jacobian_in_the_numpy_tier(numpy_tier, tiered):
+def test_a_coloured_jacobian_in_the_numpy_tier(tiered):
     """A tridiagonal Jacobian of 80 columns: 3 products (a colouring), run as Python."""
     def stencil(u):
         return np.tanh(u[1:-1]) * (u[2:] - 2.0 * u[1:-1] + u[:-2]) + 0.33 * u[1:-1] ** 2
@@ -129,7 +134,7 @@ def test_a_coloured_jacobian_in_the_numpy_tier(numpy_tier, tiered):
                                atol=1e-8)
 
 
-def test_strided_and_new_shaped_arguments(numpy_tier, tiered, data):
+def test_strided_and_new_shaped_arguments(tiered, data):
     """A strided view runs in the tier; another shape is another specialization (the
     dense loops are sized at build), itself tiered."""
     x, A, _ = data
@@ -143,7 +148,7 @@ def test_strided_and_new_shaped_arguments(numpy_tier, tiered, data):
     assert [k.calls for k in first_tier(h)] == [1, 1]
 
 
-def test_tiers_off_compile_before_returning(numpy_tier, monkeypatch, data):
+def test_tiers_off_compile_before_returning(monkeypatch, data):
     x, A, _ = data
     h = jitad.hessian(cubic_tanh(0.64))
     h.tiers = False
@@ -155,8 +160,7 @@ def test_tiers_off_compile_before_returning(numpy_tier, monkeypatch, data):
         assert obj.stats()[0]["tier"] == "specialized" and not obj._jobs
 
 
-def test_a_result_of_the_wrong_rank_waits_for_the_compiled_code(numpy_tier, tiered, data,
-                                                                 monkeypatch):
+def test_a_result_of_the_wrong_rank_waits_for_the_compiled_code(tiered, data, monkeypatch):
     """Printing that returns the Hessian raveled: the result check hands the call to the
     specialized kernel, whose answer is returned."""
     x, A, _ = data
@@ -180,8 +184,7 @@ def test_a_result_of_the_wrong_rank_waits_for_the_compiled_code(numpy_tier, tier
     np.testing.assert_allclose(result, hessian_of(0.65, x, A), rtol=1e-12, atol=1e-13)
 
 
-def test_a_wrong_vectorized_printing_fails_the_difference_check(numpy_tier, tiered, data,
-                                                                 monkeypatch):
+def test_a_wrong_vectorized_printing_fails_the_difference_check(tiered, data, monkeypatch):
     x, A, y = data
     real = codegen.generate
 
@@ -210,7 +213,7 @@ def ba_like(scale):
     return r
 
 
-def test_sparse_jacobian_products_in_the_numpy_tier(numpy_tier, tiered):
+def test_sparse_jacobian_products_in_the_numpy_tier(tiered):
     r = ba_like(0.4)
     params = np.random.default_rng(4).standard_normal(22)
     obs = np.stack([np.arange(12) % 3, np.arange(12) % 8], axis=1)
@@ -233,9 +236,12 @@ def test_sparse_jacobian_products_in_the_numpy_tier(numpy_tier, tiered):
     assert {row["tier"] for row in jac.stats()} == {"specialized"}
     assert all(row["tier_calls"] == 2 for row in jac.stats())
     np.testing.assert_allclose(compiled.toarray(), first.toarray(), rtol=1e-12, atol=1e-14)
+    again = jitad.jacobian(r, sparse=True)      # the products' builds stored: no tier
+    again(params, obs)
+    assert {row["tier"] for row in again.stats()} == {"specialized"}
 
 
-def test_sparse_hessian_products_in_the_numpy_tier(numpy_tier, tiered, data):
+def test_sparse_hessian_products_in_the_numpy_tier(tiered, data):
     x, A, _ = data
     hess = jitad.hessian(cubic_tanh(0.66), sparse=True)
     first = hess(x, A)
