@@ -394,7 +394,7 @@ class Transformed(JitGrad):
                 raise ArgumentError(f"jitad.{factory}: argnums has a repeated index: "
                                     f"{argnums!r}")
             mode += "_blocks"
-        super().__init__(fun, argnums, code_shape)
+        super().__init__(fun, argnums, code_shape, tiers=self._options.get("tiers", True))
         self._tangents, self._mode = tangents, mode
         self._fast[mode] = {}
 
@@ -704,48 +704,51 @@ def grad(fun=None, *, argnums=0, code_shape="auto"):
     return g
 
 
-def jvp(fun=None, *, argnums=0, code_shape="auto"):
+def jvp(fun=None, *, argnums=0, code_shape="auto", tiers=True):
     """Forward mode: `jitad.jvp(f)(x, v, *rest)` returns `(f(x, *rest), J v)`, compiled.
 
     Each differentiated argument is followed by its tangent (an int `argnums` = one tangent).
     The output may be a scalar or an array; J v has its shape.
     """
-    return _make("jvp", fun, argnums, "jvp", code_shape, tangents=True)
+    return _make("jvp", fun, argnums, "jvp", code_shape, tangents=True, tiers=tiers)
 
 
-def hvp(fun=None, *, argnums=0, code_shape="auto"):
+def hvp(fun=None, *, argnums=0, code_shape="auto", tiers=True):
     """Hessian-vector product of a scalar function, forward over reverse (H never formed):
     `jitad.hvp(f)(x, v, *rest)` -> H v, the order of scipy's `hessp(x, p, *args)`."""
-    return _make("hvp", fun, argnums, "hvp", code_shape, tangents=True)
+    return _make("hvp", fun, argnums, "hvp", code_shape, tangents=True, tiers=tiers)
 
 
-def hessian(fun=None, *, argnums=0, code_shape="auto", sparse=False):
+def hessian(fun=None, *, argnums=0, code_shape="auto", sparse=False, tiers=True):
     """Dense Hessian of a scalar function: `jitad.hessian(f)(x, *rest)`, shape
     `x.shape + x.shape`, from one compiled loop of Hessian-vector products."""
     if sparse:
-        return _sparse("sparse_hessian", fun, argnums)
-    return _make("hessian", fun, argnums, "hessian", code_shape)
+        return _sparse("sparse_hessian", fun, argnums, tiers)
+    return _make("hessian", fun, argnums, "hessian", code_shape, tiers=tiers)
 
 
-def jacobian(fun=None, *, argnums=0, mode="auto", code_shape="auto", sparse=False):
+def jacobian(fun=None, *, argnums=0, mode="auto", code_shape="auto", sparse=False,
+             tiers=True):
     """Dense Jacobian of a (vector-valued) function: shape `out.shape + x.shape`.
 
     `mode="auto"` uses forward mode (one column per input entry) when the input has no more
     entries than the output, else reverse mode (one row per output entry); "fwd" or "rev"
-    force one.
+    force one. As for every derivative object, `tiers=False` compiles before the first
+    call returns (else array code's first calls run on the NumPy tier, see `jit_grad`).
     """
     if sparse:
-        return _sparse("sparse_jacobian", fun, argnums)
+        return _sparse("sparse_jacobian", fun, argnums, tiers)
     if mode not in ("auto", "fwd", "rev"):
         raise ArgumentError(f"jitad.jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
-    return _make("jacobian", fun, argnums, f"jacobian_{mode}", code_shape, mode=mode)
+    return _make("jacobian", fun, argnums, f"jacobian_{mode}", code_shape, mode=mode,
+                 tiers=tiers)
 
 
-def _sparse(name, fun, argnums):
+def _sparse(name, fun, argnums, tiers=True):
     """jitad.sparse's object for `fun` (or a decorator, when `fun` is None)."""
     from . import sparse        # it builds on JitGrad: imported when first asked for
     make = getattr(sparse, name)
-    return (lambda f: make(f, argnums)) if fun is None else make(fun, argnums)
+    return (lambda f: make(f, argnums, tiers)) if fun is None else make(fun, argnums, tiers)
 
 
 __all__ = ["grad", "hessian", "hvp", "jacobian", "jit_grad", "jvp"]

@@ -595,10 +595,10 @@ class _Sparse:
 
     kind = ""
 
-    def __init__(self, fun, argnums=0):
+    def __init__(self, fun, argnums=0, tiers=True):
         if isinstance(argnums, tuple) and len(set(argnums)) != len(argnums):
             raise ArgumentError(f"sparse {self.kind}: argnums has a repeated index: {argnums!r}")
-        self._inner = JitGrad(fun, argnums)
+        self._inner = JitGrad(fun, argnums, tiers=tiers)
         self._single = isinstance(argnums, int)
         self.fun, self.argnums = fun, argnums
         self.__name__ = self._inner.__name__
@@ -805,8 +805,8 @@ class SparseJacobian(_Sparse):
 
     kind, mode, doc = "jacobian", "sparse_jacobian", "Jacobian-vector product"
 
-    def __init__(self, fun, argnums=0):
-        super().__init__(fun, argnums)
+    def __init__(self, fun, argnums=0, tiers=True):
+        super().__init__(fun, argnums, tiers)
         self._inner._check_output = self._check_output
 
     def _check_output(self, traced):
@@ -973,19 +973,19 @@ class SparseHessian(_Sparse):
         return simplify(value_and_grad(wengert, wrt)), list(range(1, 1 + len(wrt)))
 
 
-def sparse_jacobian(fun, argnums=0) -> SparseJacobian:
+def sparse_jacobian(fun, argnums=0, tiers=True) -> SparseJacobian:
     """A callable returning d fun / d args[argnums] as a scipy.sparse CSR matrix (for a
     tuple `argnums`, a tuple of them: one block of columns per argument).
 
     The pattern (found on the traced list) and its column colouring are computed once per
     argument signature; each call runs one compiled forward-mode product per colour.
     """
-    return SparseJacobian(fun, argnums)
+    return SparseJacobian(fun, argnums, tiers)
 
 
-def sparse_hessian(fun, argnums=0) -> SparseHessian:
+def sparse_hessian(fun, argnums=0, tiers=True) -> SparseHessian:
     """A callable returning the Hessian of scalar `fun` wrt args[argnums] as a symmetric
     scipy.sparse CSR matrix, from one Hessian-vector product per star colour (for a tuple
     `argnums`, the blocks `H[i][j]` of shape (args[i].size, args[j].size) as a tuple of
     tuples; one colouring covers all the arguments)."""
-    return SparseHessian(fun, argnums)
+    return SparseHessian(fun, argnums, tiers)

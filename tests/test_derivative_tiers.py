@@ -149,15 +149,18 @@ def test_strided_and_new_shaped_arguments(tiered, data):
 
 
 def test_tiers_off_compile_before_returning(monkeypatch, data):
-    x, A, _ = data
-    h = jitad.hessian(cubic_tanh(0.64))
-    h.tiers = False
+    x, A, y = data
+    h = jitad.hessian(cubic_tanh(0.64), tiers=False)
     h(x, A)
+    sparse = jitad.jacobian(residuals(0.36), sparse=True, tiers=False)
+    sparse(x, y, A)
     monkeypatch.setenv("JITAD_NUMPY_TIER", "0")
     g = jitad.jacobian(residuals(0.34))
-    g(x, data[2], A)
-    for obj in (h, g):
-        assert obj.stats()[0]["tier"] == "specialized" and not obj._jobs
+    g(x, y, A)
+    for obj in (h, g, sparse):
+        assert {row["tier"] for row in obj.stats()} == {"specialized"}
+    assert not h._jobs and not g._jobs and not sparse._inner._jobs
+    assert derivatives._rebuild(h._factory, h._origin, h._options).tiers is False  # pickled
 
 
 def test_a_result_of_the_wrong_rank_waits_for_the_compiled_code(tiered, data, monkeypatch):
