@@ -97,7 +97,10 @@ def numpy_build(variant, mode, wrt, fn_name, code_shape="auto"):
     list's outputs), or None where the tier does not apply (`api.numpy_tier_applies`, or
     a kernel printed other than as straight code or loops). The loop over directions runs
     as Python around the kernel."""
-    from .api import numpy_tier_applies
+    from .api import numpy_tier_applies, tiers_enabled
+    if not (tiers_enabled("JITAD_NUMPY_TIER") and
+            any(e.out.ndim for e in variant.trace.wengert.entries)):
+        return None         # (before the analysis: scalar lists have scalar kernels)
     analysed = _analysed(variant, mode, wrt, code_shape)
     traced, mode, blocks, kernel, _, shape, _ = analysed
     if not numpy_tier_applies(kernel) or shape not in ("straight", "loops"):
