@@ -484,7 +484,6 @@ class JitGrad:
         if first is None:
             variant.store_trace()
             return self._specialized(variant, mode, runtime_args, key, wengert, chosen=chosen)
-
         return self._in_background(variant, mode, first, functools.partial(
             self._stored_and_specialized, variant, mode, runtime_args, key, wengert, chosen))
 

@@ -93,10 +93,10 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
 
 def numpy_build(variant, mode, wrt, fn_name, code_shape="auto"):
     """For the NumPy tier (see numpy_tier.py): (source printed for NumPy, function name,
-    kernel list, code shape, the (dtype, rank) structure the function returns or None for the kernel
-    list's outputs), or None where the tier does not apply (`api.numpy_tier_applies`, or
-    a kernel printed other than as straight code or loops). The loop over directions runs
-    as Python around the kernel."""
+    kernel list, code shape, the (dtype, rank) structure the function returns or None for
+    the kernel list's outputs), or None where the tier does not apply (no array entries,
+    `api.numpy_tier_applies`, or a kernel printed other than as straight code or loops).
+    The loop over directions runs as Python around the kernel."""
     from .api import numpy_tier_applies, tiers_enabled
     if not (tiers_enabled("JITAD_NUMPY_TIER") and
             any(e.out.ndim for e in variant.trace.wengert.entries)):

@@ -50,8 +50,9 @@ class NumpyKernel:
                           for a in example_args]
         # The outputs' (dtype, rank) in the structure the function returns (`expected` where
         # it returns something else than a list's outputs: a derivative object's loop).
-        self.expected = expected or eval(returned_text([f"_outputs[{i}]" for i in range(len(outputs))]),
-                             {"_outputs": [(np.dtype(a.dtype), a.ndim) for a in outputs]})
+        self.expected = expected or eval(
+            returned_text([f"_outputs[{i}]" for i in range(len(outputs))]),
+            {"_outputs": [(np.dtype(a.dtype), a.ndim) for a in outputs]})
         self.calls = 0
 
     def __call__(self, *args):

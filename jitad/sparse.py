@@ -736,8 +736,8 @@ class _Sparse:
 
     def _built(self, variant, plan=None, k=0, for_reading=True):
         """(product list, function name, generated source, `codegen.choose_shape`'s answer;
-        the source is None for the tape interpreter unless `for_reading`) of the product seed `k` of `plan` is
-        run with (by default: forward mode)."""
+        the source is None for the tape interpreter unless `for_reading`) of the product
+        seed `k` of `plan` is run with (by default: forward mode)."""
         mode = plan["kernels"][k] if plan is not None and "kernels" in plan else self.mode
         with stats.stage("analysis"):
             wengert = simplify(variant.trace.wengert)
