@@ -94,12 +94,14 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
 def numpy_build(variant, mode, wrt, fn_name, code_shape="auto"):
     """For the NumPy tier (see numpy_tier.py): (source printed for NumPy, function name,
     kernel list, code shape, the (dtype, rank) structure the function returns or None for
-    the kernel list's outputs), or None where the tier does not apply (no array entries,
-    `api.numpy_tier_applies`, or a kernel printed other than as straight code or loops).
-    The loop over directions runs as Python around the kernel."""
+    the kernel list's outputs), or None where the tier does not apply (no array inputs or
+    entries, `api.numpy_tier_applies`, or a kernel printed other than as straight code or
+    loops). The loop over directions runs as Python around the kernel; a loop over array
+    elements (scalar entries, which Numba compiles in seconds too) is one here as well."""
     from .api import numpy_tier_applies, tiers_enabled
+    traced = variant.trace.wengert
     if not (tiers_enabled("JITAD_NUMPY_TIER") and
-            any(e.out.ndim for e in variant.trace.wengert.entries)):
+            any(v.ndim for v in traced.inputs + [e.out for e in traced.entries])):
         return None         # (before the analysis: scalar lists have scalar kernels)
     analysed = _analysed(variant, mode, wrt, code_shape)
     traced, mode, blocks, kernel, _, shape, _ = analysed

@@ -134,6 +134,26 @@ def test_a_coloured_jacobian_in_the_numpy_tier(tiered):
                                atol=1e-8)
 
 
+def test_a_loop_over_elements_in_the_numpy_tier(tiered):
+    """Scalar entries reading array elements (a Python loop): the kernel runs as Python
+    too (Numba takes seconds over its loops). Rosenbrock's Hessian, by hand."""
+    def rosen(x):
+        s = 0.0
+        for i in range(11):
+            s = s + 100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2
+        return s
+    x = np.linspace(-1.0, 1.2, 12)
+    expected = np.zeros((12, 12))
+    for i in range(11):
+        expected[i, i] += 1200.0 * x[i] ** 2 - 400.0 * x[i + 1] + 2.0
+        expected[i + 1, i + 1] += 200.0
+        expected[i, i + 1] = expected[i + 1, i] = -400.0 * x[i]
+    h = jitad.hessian(rosen)
+    np.testing.assert_allclose(h(x), expected, rtol=1e-12, atol=1e-10)
+    (kernel,) = first_tier(h)
+    assert kernel.calls == 1 and h.stats()[0]["tier"] == "numpy"
+
+
 def test_strided_and_new_shaped_arguments(tiered, data):
     """A strided view runs in the tier; another shape is another specialization (the
     dense loops are sized at build), itself tiered."""
