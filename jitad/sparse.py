@@ -717,9 +717,10 @@ class _Sparse:
         inner, loc = self._inner, variant.trace.wengert.loc
         key = inner._build_key(variant, mode)
         with collector.pause():
-            product, name, source, chosen = self._built(variant, plan, k, for_reading=False)
-            if source is None:
+            product, _, name, chosen = self._product_of(variant, plan, k)
+            if chosen[0] == "tape":
                 return compiler.tape_kernel(product)
+            source = self._printed(variant, product, mode, name, chosen)
             tiered = chosen[0] in ("straight", "loops") and numpy_tier_applies(product) and \
                 inner._first_tier_wanted(variant, key)
             if tiered:
@@ -735,19 +736,24 @@ class _Sparse:
             key if variant.digest else None, chosen[0]))
 
     def _built(self, variant, plan=None, k=0, for_reading=True):
-        """(product list, function name, generated source, `codegen.choose_shape`'s answer;
-        the source is None for the tape interpreter unless `for_reading`) of the product
-        seed `k` of `plan` is run with (by default: forward mode)."""
+        """(product list, function name, generated source; None for the tape interpreter
+        unless `for_reading`) of the product seed `k` of `plan` is run with (by default:
+        forward mode)."""
+        product, mode, name, chosen = self._product_of(variant, plan, k)
+        if chosen[0] == "tape" and not for_reading:
+            return product, name, None
+        return product, name, self._printed(variant, product, mode, name, chosen)
+
+    def _product_of(self, variant, plan, k):
+        """(product list, mode, function name, `codegen.choose_shape`'s answer) of seed `k`
+        of `plan` (see `_built`)."""
         mode = plan["kernels"][k] if plan is not None and "kernels" in plan else self.mode
         with stats.stage("analysis"):
             wengert = simplify(variant.trace.wengert)
             product = self._product(wengert, list(variant.wrt), plan, k,
                                     f"{wengert.name}_{mode}")
             chosen = codegen.choose_shape(product)
-        name = f"{codegen.identifier(self.__name__)}_{mode}"
-        if chosen[0] == "tape" and not for_reading:
-            return product, name, None, chosen
-        return product, name, self._printed(variant, product, mode, name, chosen), chosen
+        return product, mode, f"{codegen.identifier(self.__name__)}_{mode}", chosen
 
     def _printed(self, variant, product, mode, name, chosen, vectorized=False) -> str:
         """The source of a product list (`chosen`: `codegen.choose_shape`'s answer;
