@@ -100,6 +100,13 @@ NUMPY_TIER_FROM_ENTRIES = 10
 FIRST_TIERS = (tape.TapeKernel, NumpyKernel)
 
 
+def numpy_tier_applies(wengert) -> bool:
+    """Is the NumPy tier on (JITAD_NUMPY_TIER) and worth it for the list `wengert` (array
+    code of at least NUMPY_TIER_FROM_ENTRIES entries)?"""
+    return len(wengert.entries) >= NUMPY_TIER_FROM_ENTRIES and \
+        tiers_enabled("JITAD_NUMPY_TIER") and any(e.out.ndim for e in wengert.entries)
+
+
 def _specialized_of(job, variant, mode, first):
     """The kernel serving `variant`'s `mode` once `job` (compiling it) is done, or None if
     the compile failed (calls then stay on the first tier `first`)."""
@@ -433,7 +440,9 @@ class JitGrad:
                 f"(guards at {where}).\n  Select without branching: use jitad.where(cond, a, b) "
                 "or np.where, which differentiate correctly.")
 
-    def _kernel(self, variant: Variant, mode: str, runtime_args):
+    def _kernel(self, variant: Variant, mode: str, runtime_args, compiled=None):
+        """The kernel of `variant`'s `mode`, made (and its stats recorded) on first use by
+        `compiled(variant, mode, runtime_args)` (by default `_compiled`)."""
         kernel = variant.kernels.get(mode)
         if kernel is None:
             inputs = variant.trace.wengert.inputs
@@ -441,7 +450,8 @@ class JitGrad:
                                                            for v in inputs), mode,
                                   trace_s=getattr(variant, "trace_s", 0.0))
             with stats.recording(record):
-                kernel = variant.kernels[mode] = self._compiled(variant, mode, runtime_args)
+                kernel = variant.kernels[mode] = (compiled or self._compiled)(variant, mode,
+                                                                             runtime_args)
             tiered = isinstance(kernel, FIRST_TIERS)
             record.tier = kernel.tier if tiered else "specialized"
             self._records.append((record, kernel if tiered else None))
@@ -453,11 +463,10 @@ class JitGrad:
         """The specialized kernel (see `_specialized`), or, for lists that take Numba seconds
         (long lists the tape can run, array code), a first-tier kernel (tape or NumPy)
         while the specialized one compiles in the background."""
-        key = f"{variant.digest}-{mode}-{variant.wrt}-{self.code_shape}-{self.__name__}"
+        key = self._build_key(variant, mode)
         plain = mode in MODES and variant.trace.aux is None     # what the tiers can return
         forced_tape = plain and self.code_shape == "tape"
-        tiered = plain and self.tiers and tiers_enabled() and \
-            not (variant.digest and store.load("builds", key) is not None)
+        tiered = plain and self._first_tier_wanted(variant, key)
         if forced_tape or not tiered:       # (a first tier's job stores it after the result)
             variant.store_trace()
         if not (forced_tape or tiered):
@@ -479,21 +488,42 @@ class JitGrad:
         if first is None:
             variant.store_trace()
             return self._specialized(variant, mode, runtime_args, key, wengert, chosen=chosen)
+        return self._in_background(variant, mode, first, functools.partial(
+            self._stored_and_specialized, variant, mode, runtime_args, key, wengert, chosen))
+
+    def _build_key(self, variant: Variant, mode: str) -> str:
+        """The key of `variant`'s `mode` build in the store."""
+        return f"{variant.digest}-{mode}-{variant.wrt}-{self.code_shape}-{self.__name__}"
+
+    def _first_tier_wanted(self, variant: Variant, key: str) -> bool:
+        """Tiers on, and no stored build of `key` (whose compile Numba's cache skips)."""
+        return self.tiers and tiers_enabled() and \
+            not (variant.digest and store.load("builds", key) is not None)
+
+    def _stored_and_specialized(self, variant, mode, runtime_args, key, wengert=None,
+                                chosen=None):
+        """(A background job's work) store the trace, then `_specialized` in the background."""
+        variant.store_trace()
+        return self._specialized(variant, mode, runtime_args, key, wengert, background=True,
+                                 chosen=chosen)
+
+    def _in_background(self, variant: Variant, mode: str, first, specialized):
+        """`first` (a first-tier kernel of `variant`'s `mode`), serving calls while a
+        background job (started once the first call has run: `_finish`) makes the
+        specialized kernel by `specialized()` and switches calls to it."""
         record = stats.current()
         record.background = "compiling"
-        job = _Background(functools.partial(self._compile_later, variant, mode, runtime_args,
-                                            key, wengert, first, record, chosen))
+        job = _Background(functools.partial(self._compile_later, variant, mode, first, record,
+                                            specialized))
         if isinstance(first, NumpyKernel):     # (it hands calls it cannot answer over)
             first.specialized = functools.partial(_specialized_of, job, variant, mode, first)
         self._jobs = [j for j in self._jobs if not j.done.is_set()] + [job]
-        return first        # (the job starts once the first call has run: `_finish`)
+        return first
 
     def _numpy_tier(self, variant: Variant, mode: str, wengert, runtime_args) -> tuple:
         """(a NumpyKernel or None, the code shape chosen or None): the NumPy tier for array
         code of at least NUMPY_TIER_FROM_ENTRIES entries printed as source."""
-        if len(wengert.entries) < NUMPY_TIER_FROM_ENTRIES or \
-                not tiers_enabled("JITAD_NUMPY_TIER") or \
-                all(e.out.ndim == 0 for e in wengert.entries):
+        if not numpy_tier_applies(wengert):
             return None, None
         with collector.pause():
             with stats.stage("analysis"):
@@ -507,16 +537,13 @@ class JitGrad:
         with stats.stage("codegen"):
             return compiler.numpy_kernel(source, name, tuple(runtime_args), wengert), chosen
 
-    def _compile_later(self, variant, mode, runtime_args, key, wengert, first, record,
-                       chosen):
-        """(In a background thread) compile the specialized kernel and make calls use it
-        instead of the first-tier kernel `first`; on failure, log it and keep the first
-        tier."""
+    def _compile_later(self, variant, mode, first, record, specialized):
+        """(In a background thread) make the specialized kernel (`specialized()`) and make
+        calls use it instead of the first-tier kernel `first`; on failure, log it and keep
+        the first tier."""
         try:
             with stats.recording(record):
-                variant.store_trace()
-                kernel = self._specialized(variant, mode, runtime_args, key, wengert,
-                                           background=True, chosen=chosen)
+                kernel = specialized()
         except Exception as error:      # noqa: BLE001 -- the first tier keeps serving
             record.background = "failed"
             stats.failed(record, error)
@@ -529,11 +556,12 @@ class JitGrad:
         record.tier, record.tier_calls = "specialized", first.calls
         stats.switched(record, first_tier)
 
-    def _switch(self, variant, mode, first, kernel) -> None:
+    def _switch(self, variant, mode, first, kernel) -> bool:
         """Serve calls with `kernel` instead of the tape kernel `first`: in the variant, and by
         dropping the generated entries that call `first` (calls reinstall them). Without the
         object's lock (a fork must never find it held): an entry a racing first call still
-        installs with `first` forwards to `kernel` (`TapeKernel.successor`)."""
+        installs with `first` forwards to `kernel` (`TapeKernel.successor`). True if
+        entries were dropped."""
         first.successor = kernel
         variant.kernels[mode] = kernel
         stale = False
@@ -545,6 +573,7 @@ class JitGrad:
                         entries.pop(fast_key, None)
         if stale and self._own_methods:
             self._reset_trampolines()
+        return stale
 
     def _specialized(self, variant: Variant, mode: str, runtime_args, key: str, wengert=None,
                      background: bool = False, chosen=None):

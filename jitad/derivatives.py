@@ -18,8 +18,8 @@ import types
 
 import numpy as np
 
-from . import codegen, stats, tracing
-from .api import JitGrad, _as_method, _entry, _fast_key, jit_grad
+from . import codegen, collector, compile as compiler, stats, tracing
+from .api import FIRST_TIERS, JitGrad, _as_method, _entry, _fast_key, jit_grad
 from .errors import ArgumentError
 from .reads import underlying_function
 from .tracing import Tracer, trace
@@ -88,6 +88,32 @@ def split_mode(mode: str) -> tuple:
 
 def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
     """`api.build` for the derivative modes: (source, function name, kernel list, shape)."""
+    return _printed(_analysed(variant, mode, wrt, code_shape), variant, wrt, fn_name)
+
+
+def numpy_build(variant, mode, wrt, fn_name, code_shape="auto"):
+    """For the NumPy tier (see numpy_tier.py): (source printed for NumPy, function name,
+    kernel list, code shape, the (dtype, rank) structure the function returns or None for
+    the kernel list's outputs), or None where the tier does not apply (no array inputs or
+    entries, `api.numpy_tier_applies`, or a kernel printed other than as straight code or
+    loops). The loop over directions runs as Python around the kernel; a loop over array
+    elements (scalar entries, which Numba compiles in seconds too) is one here as well."""
+    from .api import numpy_tier_applies, tiers_enabled
+    traced = variant.trace.wengert
+    if not (tiers_enabled("JITAD_NUMPY_TIER") and
+            any(v.ndim for v in traced.inputs + [e.out for e in traced.entries])):
+        return None         # (before the analysis: scalar lists have scalar kernels)
+    analysed = _analysed(variant, mode, wrt, code_shape)
+    traced, mode, blocks, kernel, _, shape, _ = analysed
+    if not numpy_tier_applies(kernel) or shape not in ("straight", "loops"):
+        return None
+    source, name, kernel, _ = _printed(analysed, variant, wrt, fn_name, vectorized=True)
+    return source, name, kernel, shape, _returned_kinds(traced, mode, blocks, kernel, wrt)
+
+
+def _analysed(variant, mode, wrt, code_shape):
+    """(traced list simplified, mode resolved, blocks, kernel list, colouring plan, code
+    shape, runs) of a derivative mode."""
     wrt = list(wrt)
     mode, blocks = split_mode(mode)
     with stats.stage("analysis"):
@@ -101,6 +127,14 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
         shape, runs = codegen.choose_shape(kernel, code_shape)
         if shape == "tape":             # loops call kernels compiled by Numba
             shape, runs = codegen.choose_shape(kernel, "loops")
+    return traced, mode, blocks, kernel, plan, shape, runs
+
+
+def _printed(analysed, variant, wrt, fn_name, vectorized=False):
+    """(source, function name, kernel list, shape) of an `_analysed` mode (`vectorized`:
+    printed for NumPy, the loop over directions as Python)."""
+    traced, mode, blocks, kernel, plan, shape, runs = analysed
+    wrt = list(wrt)
     inputs = ", ".join(f"{v.name}: {v.type_text()}" for v in variant.trace.wengert.inputs)
     wrt_names = ", ".join(variant.trace.wengert.inputs[i].name for i in wrt)
     what = _WHAT[mode] if plan is None else _WHAT_COLOURED[mode]
@@ -110,16 +144,35 @@ def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
     with stats.stage("codegen"):
         if mode in ("jvp", "hvp"):
             name = f"{base}_{mode}"
-            return codegen.generate(kernel, name, doc, shape, runs), name, kernel, shape
+            return codegen.generate(kernel, name, doc, shape, runs, vectorized), name, kernel, \
+                shape
         inner = f"{base}_{ {'hessian': 'hvp', 'jacobian_rev': 'vjp'}.get(mode, 'jvp') }"
         source = codegen.generate(kernel, inner, f"Called by {base}_{mode} per direction.",
-                                  shape, runs)
+                                  shape, runs, vectorized)
         name = f"{base}_{mode}"
-        python = source.count("\n") > COMPILED_LOOP_LINES
+        python = vectorized or source.count("\n") > COMPILED_LOOP_LINES
         loop = _loop_source(mode, name, inner, traced, kernel, wrt, blocks, doc, python) \
             if plan is None else _coloured_source(mode, name, inner, traced, kernel, wrt,
                                                   blocks, doc, plan)
     return source + "\n\n" + loop, name, kernel, shape
+
+
+def _returned_kinds(traced, mode, blocks, kernel, wrt):
+    """The (dtype, rank) structure a derivative mode's function returns; None for "jvp" and
+    "hvp", whose function is the kernel (it returns the kernel list's outputs)."""
+    if mode in ("jvp", "hvp"):
+        return None
+    f64 = np.dtype(np.float64)
+    xs, ys = [traced.inputs[i].ndim for i in wrt], traced.outputs[0].ndim
+    if mode == "jvp_batch":
+        value = kernel.outputs[0]
+        return (np.dtype(value.dtype), value.ndim), (f64, ys + 1)
+    if mode == "hessian":
+        rows = tuple(tuple((f64, xs[j] + xs[i]) for i in range(len(wrt)))
+                     for j in range(len(wrt)))
+        return rows if blocks else rows[0][0]
+    parts = tuple((f64, ys + x) for x in xs)
+    return parts if blocks else parts[0]
 
 
 def _colouring(mode, traced, wrt):
@@ -346,7 +399,7 @@ class Transformed(JitGrad):
                 raise ArgumentError(f"jitad.{factory}: argnums has a repeated index: "
                                     f"{argnums!r}")
             mode += "_blocks"
-        super().__init__(fun, argnums, code_shape)
+        super().__init__(fun, argnums, code_shape, tiers=self._options.get("tiers", True))
         self._tangents, self._mode = tangents, mode
         self._fast[mode] = {}
 
@@ -402,12 +455,38 @@ class Transformed(JitGrad):
         """The compiled Numba dispatcher for these argument kinds, callable from a user's
         own `@numba.njit` code with the runtime arguments, in order. (Where calls loop from
         Python around the compiled product, the loop is compiled here, on first use.)"""
-        from . import compile as compiler
         variant, runtime_args = self._variant(args, kwargs)
-        return compiler.standalone_dispatcher(self._kernel(variant, self._mode, runtime_args))
+        kernel = self._kernel(variant, self._mode, runtime_args)
+        if isinstance(kernel, FIRST_TIERS):             # the specialized code may be compiling
+            self.wait()
+            kernel = variant.kernels[self._mode]
+        return compiler.standalone_dispatcher(kernel)
 
     def _build(self, variant):
         return build(variant, self._mode, variant.wrt, self.__name__, self.code_shape)
+
+    def _compiled(self, variant, mode, runtime_args):
+        """The NumPy tier (`numpy_build`) serving first calls while the specialized kernel
+        compiles in the background, where tiers are on and it applies; else
+        `JitGrad._compiled` (the specialized kernel now)."""
+        key = self._build_key(variant, mode)
+        built = None
+        if self._first_tier_wanted(variant, key):
+            with collector.pause():
+                built = numpy_build(variant, mode, variant.wrt, self.__name__, self.code_shape)
+        if built is None:
+            return super()._compiled(variant, mode, runtime_args)
+        source, name, kernel, stats.current().shape, expected = built
+        with stats.stage("codegen"):
+            first = compiler.numpy_kernel(source, name, tuple(runtime_args), kernel, expected)
+        return self._in_background(variant, mode, first, functools.partial(
+            self._stored_and_specialized, variant, mode, runtime_args, key))
+
+    def _switch(self, variant, mode, first, kernel) -> bool:
+        stale = super()._switch(variant, mode, first, kernel)
+        if stale:       # `__call__` may be an entry of `first`: back to the full path
+            type(self).__call__ = Transformed.__call__
+        return stale
 
     def _classify(self, args):
         keys, runtime, names = super()._classify(args)
@@ -630,48 +709,51 @@ def grad(fun=None, *, argnums=0, code_shape="auto"):
     return g
 
 
-def jvp(fun=None, *, argnums=0, code_shape="auto"):
+def jvp(fun=None, *, argnums=0, code_shape="auto", tiers=True):
     """Forward mode: `jitad.jvp(f)(x, v, *rest)` returns `(f(x, *rest), J v)`, compiled.
 
     Each differentiated argument is followed by its tangent (an int `argnums` = one tangent).
     The output may be a scalar or an array; J v has its shape.
     """
-    return _make("jvp", fun, argnums, "jvp", code_shape, tangents=True)
+    return _make("jvp", fun, argnums, "jvp", code_shape, tangents=True, tiers=tiers)
 
 
-def hvp(fun=None, *, argnums=0, code_shape="auto"):
+def hvp(fun=None, *, argnums=0, code_shape="auto", tiers=True):
     """Hessian-vector product of a scalar function, forward over reverse (H never formed):
     `jitad.hvp(f)(x, v, *rest)` -> H v, the order of scipy's `hessp(x, p, *args)`."""
-    return _make("hvp", fun, argnums, "hvp", code_shape, tangents=True)
+    return _make("hvp", fun, argnums, "hvp", code_shape, tangents=True, tiers=tiers)
 
 
-def hessian(fun=None, *, argnums=0, code_shape="auto", sparse=False):
+def hessian(fun=None, *, argnums=0, code_shape="auto", sparse=False, tiers=True):
     """Dense Hessian of a scalar function: `jitad.hessian(f)(x, *rest)`, shape
     `x.shape + x.shape`, from one compiled loop of Hessian-vector products."""
     if sparse:
-        return _sparse("sparse_hessian", fun, argnums)
-    return _make("hessian", fun, argnums, "hessian", code_shape)
+        return _sparse("sparse_hessian", fun, argnums, tiers)
+    return _make("hessian", fun, argnums, "hessian", code_shape, tiers=tiers)
 
 
-def jacobian(fun=None, *, argnums=0, mode="auto", code_shape="auto", sparse=False):
+def jacobian(fun=None, *, argnums=0, mode="auto", code_shape="auto", sparse=False,
+             tiers=True):
     """Dense Jacobian of a (vector-valued) function: shape `out.shape + x.shape`.
 
     `mode="auto"` uses forward mode (one column per input entry) when the input has no more
     entries than the output, else reverse mode (one row per output entry); "fwd" or "rev"
-    force one.
+    force one. As for every derivative object, `tiers=False` compiles before the first
+    call returns (else array code's first calls run on the NumPy tier, see `jit_grad`).
     """
     if sparse:
-        return _sparse("sparse_jacobian", fun, argnums)
+        return _sparse("sparse_jacobian", fun, argnums, tiers)
     if mode not in ("auto", "fwd", "rev"):
         raise ArgumentError(f"jitad.jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
-    return _make("jacobian", fun, argnums, f"jacobian_{mode}", code_shape, mode=mode)
+    return _make("jacobian", fun, argnums, f"jacobian_{mode}", code_shape, mode=mode,
+                 tiers=tiers)
 
 
-def _sparse(name, fun, argnums):
+def _sparse(name, fun, argnums, tiers=True):
     """jitad.sparse's object for `fun` (or a decorator, when `fun` is None)."""
     from . import sparse        # it builds on JitGrad: imported when first asked for
     make = getattr(sparse, name)
-    return (lambda f: make(f, argnums)) if fun is None else make(fun, argnums)
+    return (lambda f: make(f, argnums, tiers)) if fun is None else make(fun, argnums, tiers)
 
 
 __all__ = ["grad", "hessian", "hvp", "jacobian", "jit_grad", "jvp"]

@@ -22,13 +22,14 @@ and nonlinear ones couple all of them). `select`,
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
 import scipy.sparse as sp
 
-from . import codegen, collector, compile as compiler
-from .api import JitGrad
+from . import codegen, collector, compile as compiler, stats, store
+from .api import JitGrad, _Background, numpy_tier_applies
 from .errors import ArgumentError, GuardFailed, NonScalarOutputError
 from .primitives.shape import as_python_index
 from .transforms import jvp, simplify, value_and_grad
@@ -595,10 +596,10 @@ class _Sparse:
 
     kind = ""
 
-    def __init__(self, fun, argnums=0):
+    def __init__(self, fun, argnums=0, tiers=True):
         if isinstance(argnums, tuple) and len(set(argnums)) != len(argnums):
             raise ArgumentError(f"sparse {self.kind}: argnums has a repeated index: {argnums!r}")
-        self._inner = JitGrad(fun, argnums)
+        self._inner = JitGrad(fun, argnums, tiers=tiers)
         self._single = isinstance(argnums, int)
         self.fun, self.argnums = fun, argnums
         self.__name__ = self._inner.__name__
@@ -668,22 +669,36 @@ class _Sparse:
         runtime_args = values + variant.trace.consts
         plan = self._plan(variant, runtime_args, x)
         products = np.empty((len(plan["seeds"]), plan.get("width", plan["layout"]["shape"][0])))
-        for k, seed in enumerate(plan["seeds"]):    # a constant product is a float: broadcast
-            product = compiler.call_compiling(self._kernel(variant, plan, k, runtime_args),
-                                              runtime_args + seed)
-            if isinstance(product, tuple):
-                np.concatenate([np.ravel(p) for p in product], out=products[k])
-            else:
-                products[k] = np.ravel(product)
+        try:
+            for k, seed in enumerate(plan["seeds"]):    # a constant product is a float
+                product = compiler.call_compiling(self._kernel(variant, plan, k, runtime_args),
+                                                  runtime_args + seed)
+                if isinstance(product, tuple):
+                    np.concatenate([np.ravel(p) for p in product], out=products[k])
+                else:
+                    products[k] = np.ravel(product)
+        finally:        # background compiles start after the first tier's first result
+            _Background.start_new(self._inner._jobs)
         return self._split(decompress(products, plan["layout"]), x)
 
     def _kernel(self, variant, plan, k, runtime_args):
-        """The compiled product that seed `k` of `plan` is run with (compiled on first use)."""
+        """The product kernel that seed `k` of `plan` is run with (made on first use, see
+        `_compile`)."""
         mode = plan["kernels"][k] if "kernels" in plan else self.mode
         kernel = variant.kernels.get(mode)
         if kernel is None:
-            kernel = variant.kernels[mode] = self._compile(variant, plan, k, runtime_args)
+            kernel = self._inner._kernel(variant, mode, runtime_args + plan["seeds"][k],
+                                         functools.partial(self._compile, plan, k))
         return kernel
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the product kernels compiling in the background are in (see
+        `JitGrad.wait`)."""
+        return self._inner.wait(timeout)
+
+    def stats(self) -> list:
+        """Per product kernel, a dict (see `JitGrad.stats`); its mode names the product."""
+        return self._inner.stats()
 
     def _split(self, matrix, xs):
         """The matrix, or for a tuple `argnums` its blocks (column blocks of a Jacobian,
@@ -696,30 +711,61 @@ class _Sparse:
             return tuple(columns)
         return tuple(tuple(c[a:b] for c in columns) for a, b in zip(ends, ends[1:]))
 
-    def _compile(self, variant, plan, k, runtime_args):
+    def _compile(self, plan, k, variant, mode, runtime_args):
+        """The product kernel of seed `k` of `plan` for `runtime_args` (seeds last): compiled
+        now, or for array code with tiers on the NumPy tier while it compiles in the
+        background (`JitGrad._in_background`)."""
+        inner, loc = self._inner, variant.trace.wengert.loc
+        key = inner._build_key(variant, mode)
         with collector.pause():
-            product, name, source = self._built(variant, plan, k, for_reading=False)
-            if source is None:
+            product, _, name, chosen = self._product_of(variant, plan, k)
+            if chosen[0] == "tape":
                 return compiler.tape_kernel(product)
-        return compiler.compile_source(source, name, tuple(runtime_args) + tuple(plan["seeds"][k]),
-                                       variant.trace.wengert.loc)
+            source = self._printed(variant, product, mode, name, chosen)
+            tiered = chosen[0] in ("straight", "loops") and numpy_tier_applies(product) and \
+                inner._first_tier_wanted(variant, key)
+            if tiered:
+                vectorized = self._printed(variant, product, mode, name, chosen, True)
+        stats.current().shape = chosen[0]
+        if not tiered:
+            with stats.stage("compile"):
+                return compiler.compile_source(source, name, tuple(runtime_args), loc)
+        with stats.stage("codegen"):
+            first = compiler.numpy_kernel(vectorized, name, tuple(runtime_args), product)
+        return inner._in_background(variant, mode, first, functools.partial(
+            _compiled_in_background, source, name, tuple(runtime_args), loc,
+            key if variant.digest else None, chosen[0]))
 
     def _built(self, variant, plan=None, k=0, for_reading=True):
         """(product list, function name, generated source; None for the tape interpreter
         unless `for_reading`) of the product seed `k` of `plan` is run with (by default:
         forward mode)."""
-        mode = plan["kernels"][k] if plan is not None and "kernels" in plan else self.mode
-        wengert = simplify(variant.trace.wengert)
-        product = one_output(self._product(wengert, list(variant.wrt), plan, k,
-                                           f"{wengert.name}_{mode}"))
-        shape, runs = codegen.choose_shape(product)
-        name = f"{codegen.identifier(self.__name__)}_{mode}"
-        if shape == "tape" and not for_reading:
+        product, mode, name, chosen = self._product_of(variant, plan, k)
+        if chosen[0] == "tape" and not for_reading:
             return product, name, None
-        doc = f"{self.doc if mode == self.mode else REVERSE_DOC} of {wengert.name} " \
+        return product, name, self._printed(variant, product, mode, name, chosen)
+
+    def _product_of(self, variant, plan, k):
+        """(product list, mode, function name, `codegen.choose_shape`'s answer) of seed `k`
+        of `plan` (see `_built`)."""
+        mode = plan["kernels"][k] if plan is not None and "kernels" in plan else self.mode
+        with stats.stage("analysis"):
+            wengert = simplify(variant.trace.wengert)
+            product = one_output(self._product(wengert, list(variant.wrt), plan, k,
+                                               f"{wengert.name}_{mode}"))
+            chosen = codegen.choose_shape(product)
+        return product, mode, f"{codegen.identifier(self.__name__)}_{mode}", chosen
+
+    def _printed(self, variant, product, mode, name, chosen, vectorized=False) -> str:
+        """The source of a product list (`chosen`: `codegen.choose_shape`'s answer;
+        `vectorized`: printed for NumPy)."""
+        shape, runs = chosen
+        what = self.doc if mode == self.mode else REVERSE_DOC
+        doc = f"{what} of {variant.trace.wengert.name} " \
               f"({product.loc}): one compressed {'column' if mode == self.mode else 'row'} " \
               "of a sparse derivative per seed."
-        return product, name, codegen.generate(product, name, doc, shape, runs)
+        with stats.stage("codegen"):
+            return codegen.generate(product, name, doc, shape, runs, vectorized)
 
     def _product(self, wengert, wrt, plan, k, name):
         base, picks = self._base(wengert, wrt)
@@ -733,6 +779,17 @@ class _Sparse:
         plan = self._plan(variant, values + variant.trace.consts, x)
         first = {mode: k for k, mode in reversed(list(enumerate(plan.get("kernels", [None]))))}
         return "\n\n".join(self._built(variant, plan, k)[2] for k in sorted(first.values()))
+
+
+def _compiled_in_background(source, name, example_args, loc, key, shape):
+    """(A background job's work) the product kernel compiled by Numba; its build stored
+    under `key` (when given) once compiled: later processes find Numba's cache warm and
+    skip the NumPy tier (`JitGrad._first_tier_wanted`)."""
+    with stats.stage("compile"):
+        kernel = compiler.compile_source(source, name, example_args, loc, background=True)
+    if key is not None:
+        store.save("builds", key, (source, name, shape))
+    return kernel
 
 
 def product_list(base: WengertList, wrt: list, picks: list, name: str) -> WengertList:
@@ -771,8 +828,8 @@ class SparseJacobian(_Sparse):
 
     kind, mode, doc = "jacobian", "sparse_jacobian", "Jacobian-vector product"
 
-    def __init__(self, fun, argnums=0):
-        super().__init__(fun, argnums)
+    def __init__(self, fun, argnums=0, tiers=True):
+        super().__init__(fun, argnums, tiers)
         self._inner._check_output = self._check_output
 
     def _check_output(self, traced):
@@ -939,19 +996,19 @@ class SparseHessian(_Sparse):
         return simplify(value_and_grad(wengert, wrt)), list(range(1, 1 + len(wrt)))
 
 
-def sparse_jacobian(fun, argnums=0) -> SparseJacobian:
+def sparse_jacobian(fun, argnums=0, tiers=True) -> SparseJacobian:
     """A callable returning d fun / d args[argnums] as a scipy.sparse CSR matrix (for a
     tuple `argnums`, a tuple of them: one block of columns per argument).
 
     The pattern (found on the traced list) and its column colouring are computed once per
     argument signature; each call runs one compiled forward-mode product per colour.
     """
-    return SparseJacobian(fun, argnums)
+    return SparseJacobian(fun, argnums, tiers)
 
 
-def sparse_hessian(fun, argnums=0) -> SparseHessian:
+def sparse_hessian(fun, argnums=0, tiers=True) -> SparseHessian:
     """A callable returning the Hessian of scalar `fun` wrt args[argnums] as a symmetric
     scipy.sparse CSR matrix, from one Hessian-vector product per star colour (for a tuple
     `argnums`, the blocks `H[i][j]` of shape (args[i].size, args[j].size) as a tuple of
     tuples; one colouring covers all the arguments)."""
-    return SparseHessian(fun, argnums)
+    return SparseHessian(fun, argnums, tiers)
