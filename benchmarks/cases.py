@@ -231,8 +231,9 @@ CASES = {case.name: case for case in [
     # the ADBench workloads (examples/), against benchmarks/adbench.py
     Case("gmm", (0, 1, 2), GMM_SIZES, ((1000, 2, 5),), gmm_args, gmm.gmm_objective,
          adbench.gmm, size_label=_gmm_label),
-    Case("gmm_loop", (0, 1, 2), ((1000, 2, 5), (1000, 10, 25)), ((1000, 2, 5),), gmm_args,
-         gmm.gmm_objective_loop, adbench.gmm, size_label=_gmm_label),
+    Case("gmm_loop", (0, 1, 2), ((1000, 2, 5), (1000, 10, 25), (1000, 64, 100)),
+         ((1000, 2, 5),), gmm_args, gmm.gmm_objective_loop, adbench.gmm,
+         size_label=_gmm_label),
     Case("lstm", (0, 1), (1023,), (10,), lstm_args, lstm.lstm_objective, adbench.lstm,
          size_label=lambda steps: f"2 layers, b=14, {steps} steps"),
     Case("ba", (0, 1, 2), (BA1,), ((5, 60, 240),), ba_args, bundle_adjustment.ba_objective,
