@@ -35,7 +35,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4             # <malloc.h>
 _USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
                   "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES")
 _lock = threading.Lock()
-applied: bool | None = None     # None: not tried yet; then whether the thresholds were set
+applied: bool | None = None     # None: not tried yet; then whether the options were set
 
 
 def keep_freed_memory() -> bool:
