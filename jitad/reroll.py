@@ -104,8 +104,7 @@ def _token(entry) -> tuple:
     """What must agree between blocks, with integers in parameters left open."""
     params = tuple(sorted((k, _open(v)) for k, v in entry.params.items())) \
         if entry.params else ()
-    operands = tuple([("L", repr(a.value)) if isinstance(a, Literal) else "V"
-                      for a in entry.ins])
+    operands = tuple(["V" if type(a) is Var else ("L", repr(a.value)) for a in entry.ins])
     return entry.prim.name, params, operands, entry.out.dtype, entry.out.shape
 
 

@@ -156,10 +156,11 @@ def _bind(prim, args, params, in_place):
         # A scalar computed again from the same operands (`p[0]` in every iteration of a
         # loop) is the same value: recorded once (simplify would share it anyway).
         try:
-            frozen = tuple(sorted(params.items())) if params else ()
-            hash(frozen)        # (TypeError: unhashable parameters, such as arrays)
-            key = (prim.name, repr(frozen),     # (reprs tell 0.0 from -0.0, 1 from True)
-                   *[a if type(a) is Var else repr(a.value) for a in operands])
+            if params:
+                frozen = tuple(sorted(params.items()))
+                hash(frozen)        # (TypeError: unhashable parameters, such as arrays)
+            key = (prim.name, repr(frozen) if params else "()",  # (reprs tell 0.0 from -0.0,
+                   *[a if type(a) is Var else repr(a.value) for a in operands])  # 1 from True)
             known = state.scalars.get(key)
         except TypeError:       # (unhashable parameters)
             key = known = None
