@@ -152,9 +152,11 @@ def _bind(prim, args, params, in_place):
             operands.append(operand)
             values.append(value)
     key = None
-    if not prim.effect and "rule" not in params:
+    if not prim.effect and "rule" not in params and not (
+            getattr(prim.shape_rule, "elementwise", False) and any(a.shape for a in operands)):
         # A scalar computed again from the same operands (`p[0]` in every iteration of a
-        # loop) is the same value: recorded once (simplify would share it anyway).
+        # loop) is the same value: recorded once (simplify would share it anyway). (Not
+        # looked up for elementwise operations of arrays: their results are arrays.)
         try:
             if params:
                 frozen = tuple(sorted(params.items()))

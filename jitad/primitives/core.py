@@ -8,6 +8,7 @@ its test domain.
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -169,8 +170,7 @@ class Primitive:
             if all(type(i) is int for i in index):     # (the common case: t[i], M[i, j])
                 leaves, slotted = index, _SLOTS[:len(index)]
             else:
-                _int_leaves(index, leaves)
-                slotted = _with_slots(index, iter(range(len(leaves))))
+                leaves, slotted = _slotted(index)
             params = dict(params, index=slotted)
         try:
             key = (ndims, in_place, tuple(sorted(params.items()))) if params or in_place \
@@ -192,6 +192,21 @@ class Primitive:
             if key is not None:
                 self._impl_cache[key] = fn
         return fn(*values, *leaves)
+
+
+def _slotted(index) -> tuple:
+    """(integer leaves, `index` with them as slots) of an index with slices."""
+    try:
+        return _slotted_hashable(index)
+    except TypeError:       # (an unhashable index)
+        return _slotted_hashable.__wrapped__(index)
+
+
+@functools.lru_cache(maxsize=4096)     # (a loop slices `w[:b]`, `x[t, :]` with a few indices)
+def _slotted_hashable(index) -> tuple:
+    leaves: list = []
+    _int_leaves(index, leaves)
+    return tuple(leaves), _with_slots(index, iter(range(len(leaves))))
 
 
 class _Slot(int):
@@ -281,6 +296,7 @@ def elementwise_rule(floating: bool):
                                          b.shape == () and type(a) is Literal):
                 return "float64", ()
         return result_dtype(*operands, floating=floating), broadcast_shapes(*operands)
+    rule.elementwise = True     # (an array operand makes an array: see tracing._bind)
     return rule
 
 
