@@ -7,19 +7,20 @@ through one index per run. Both are compared with their definitions on lists wit
 carried, outside and tape operands (a recurrent network, the ADBench LSTM, the long-graph
 pattern, a Rosenbrock loop). Nothing is timed or compiled.
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import jitad
 from jitad import reroll
 from jitad.transforms import simplify, value_and_grad
+from jitad.wengert import Var
 
 from conftest import traced
 from test_linear_time import nearly_periodic
 from test_reroll_arrays import recurrent, recurrent_args, rosenbrock_loop
-
-import sys
-from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 import lstm  # noqa: E402
@@ -64,7 +65,7 @@ def escaping_by_definition(entries, outputs, runs):
     reads = [(index, a) for index, e in enumerate(entries) for a in e.ins] + \
         [(len(entries), a) for a in outputs]
     for index, a in reads:
-        if isinstance(a, jitad.wengert.Var) and a.name in owner:
+        if isinstance(a, Var) and a.name in owner:
             r, site = owner[a.name]
             if r.start <= index < r.stop:
                 continue
@@ -87,7 +88,8 @@ def test_runs_and_escaping_match_their_definitions(name, monkeypatch):
 
 
 def test_a_wrong_affine_site_fails(monkeypatch):
-    """A fast path that accepts one block too many (a broken bound) is caught above."""
+    """A fast path that accepts one block too many (a broken bound) differs from the
+    definition: the comparison above catches it."""
     entries = LISTS["recurrent"].entries
     fast = plain(reroll.find_runs(entries))
     original = reroll._Column.repeats_until
