@@ -439,34 +439,40 @@ def _may_link(entries, run, j, readers) -> bool:
 
 def escaping(entries, outputs, runs) -> dict:
     """Per run (by id): the offsets read outside the run at a block other than the last,
-    which need a tape (after the loop, the loop variables hold the last block's values)."""
+    which need a tape (after the loop, the loop variables hold the last block's values).
+    Inside runs, the reads of other runs' values are their tape operands (every block reads
+    alike, block 0 included, see `_Column.matches`): only straight entries are scanned."""
     needs_tape: dict = {id(r): set() for r in runs}
     if not runs:
         return needs_tape
     ordered = sorted(runs, key=lambda r: r.start)
+    at_start = {r.start: r for r in ordered}
+    for r in ordered:
+        for descriptors in r.operands:
+            for d in descriptors:
+                if d[0] == "tape":
+                    needs_tape[id(at_start[d[1]])].add(d[2])
     site: dict = {}             # name of a value defined in a run -> its index
-    run_of = [-1] * (len(entries) + 1)     # index -> the run (in `ordered`) holding it
-    for k, r in enumerate(ordered):
-        stop = r.stop
-        site.update(zip([e.out.name for e in entries[r.start:stop]], range(r.start, stop)))
-        run_of[r.start:stop] = [k] * (stop - r.start)
+    for r in ordered:
+        site.update(zip([e.out.name for e in entries[r.start:r.stop]], range(r.start, r.stop)))
+    starts = [r.start for r in ordered]
 
-    def read(index, at):
-        r = ordered[run_of[at]]
+    def read(a):
+        at = site[a.name]
+        r = ordered[bisect.bisect_right(starts, at) - 1]
         block, offset = r.block_of(at)
-        if block != r.iterations - 1 or run_of[index] >= 0:
+        if block != r.iterations - 1:
             needs_tape[id(r)].add(offset)
 
-    for index, e in enumerate(entries):
-        here = run_of[index]
-        for a in e.ins:
-            if type(a) is Var:
-                at = site.get(a.name)       # (a read inside its own run needs nothing)
-                if at is not None and run_of[at] != here:
-                    read(index, at)
+    bounds = [0] + [i for r in ordered for i in (r.start, r.stop)] + [len(entries)]
+    for start, stop in zip(bounds[::2], bounds[1::2]):     # the straight entries
+        for e in entries[start:stop]:
+            for a in e.ins:
+                if type(a) is Var and a.name in site:
+                    read(a)
     for a in outputs:
         if isinstance(a, Var) and a.name in site:
-            read(len(entries), site[a.name])
+            read(a)
     return needs_tape
 
 

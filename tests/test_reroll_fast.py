@@ -2,10 +2,11 @@
 
 `_Column.repeats_until` extends a verified run block by block from what blocks 0 and 1
 imply (the same name, or a defining site affine in the block) instead of describing every
-operand again (`_Column.matches`, the definition); `escaping` finds reads across runs
-through one index per run. Both are compared with their definitions on lists with local,
-carried, outside and tape operands (a recurrent network, the ADBench LSTM, the long-graph
-pattern, a Rosenbrock loop). Nothing is timed or compiled.
+operand again (`_Column.matches`, the definition); `escaping` takes the reads inside runs
+from their tape operands and scans only the straight entries. Both are compared with their
+definitions (every read of every entry) on lists with local, carried, outside and tape
+operands (a recurrent network, the ADBench LSTM, the long-graph pattern, a Rosenbrock
+loop). Nothing is timed or compiled.
 """
 import sys
 from pathlib import Path
