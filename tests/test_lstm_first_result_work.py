@@ -3,8 +3,8 @@
 Nothing here is timed: each stage's calls (cProfile's count) are divided by the entries of
 the list it works on, on the ADBench LSTM at 64 steps (the benchmark's 1,023 steps repeat
 the same iteration). The bounds sit between the figures of the stages before and after
-they were made cheaper (calls per entry: tracing 69 -> 59, shape choice 26 -> 14, shape
-choice and NumPy-tier printing 47 -> 26), so an extra pass over the list or a per-operand
+they were made cheaper (calls per entry: tracing 69 -> 59, shape choice 26 -> 11, shape
+choice and NumPy-tier printing 47 -> 23), so an extra pass over the list or a per-operand
 call coming back fails them.
 """
 import cProfile
