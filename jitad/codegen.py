@@ -67,19 +67,20 @@ def docstring_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def last_uses(wengert: WengertList) -> dict:
+    """Value name -> index of the last entry reading it (the list's length for outputs)."""
+    last_use = {a.name: i for i, e in enumerate(wengert.entries) for a in e.ins
+                if type(a) is Var}
+    last_use.update((a.name, len(wengert.entries)) for a in wengert.outputs
+                    if isinstance(a, Var))
+    return last_use
+
+
 class _Storage:
     """Liveness and buffer ownership, to decide which updates may happen in place."""
 
     def __init__(self, wengert: WengertList):
-        n = len(wengert.entries)
-        self.last_use: dict = {}
-        for i, e in enumerate(wengert.entries):
-            for a in e.ins:
-                if isinstance(a, Var):
-                    self.last_use[a.name] = i
-        for a in wengert.outputs:
-            if isinstance(a, Var):
-                self.last_use[a.name] = n
+        self.last_use = last_uses(wengert)
         self.root: dict = {v.name: v.name for v in wengert.inputs}
         self.owned: dict = {v.name: False for v in wengert.inputs}
         # per root: the last entry reading any value stored in it (a running maximum, so
@@ -88,18 +89,19 @@ class _Storage:
         self.views: set = set()
 
     def record(self, entry, in_place: bool) -> None:
-        out, first = entry.out.name, entry.ins[0] if entry.ins else None
+        out, ins = entry.out.name, entry.ins
         # (a 0-d "view", an element read, prints as a scalar copy)
-        if (in_place or (entry.prim.view and entry.out.ndim > 0)) and isinstance(first, Var):
-            root = self.root[first.name]
+        if (in_place or (entry.prim.view and entry.out.shape)) and ins and type(ins[0]) is Var:
+            root = self.root[ins[0].name]
             if not in_place:
                 self.views.add(out)
+            live = self.live_until[root]
         else:
-            root = out
-            self.owned[root] = entry.out.ndim > 0
-            self.live_until[root] = -1
+            root, live = out, -1
+            self.owned[root] = len(entry.out.shape) > 0
         self.root[out] = root
-        self.live_until[root] = max(self.live_until[root], self.last_use.get(out, -1))
+        last = self.last_use.get(out, -1)
+        self.live_until[root] = last if last > live else live
 
     def may_update_in_place(self, entry, index: int) -> bool:
         target = entry.ins[0] if entry.ins else None
@@ -592,17 +594,19 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
             loop.append(f"    {names[j]}_tape[{counter}] = {names[j]}")
         j += 1
     loop += [f"    {names[r]}_prev = {names[r]}" for r in sorted(carried)]
-    for index in range(run.start, run.stop):
-        e = entries[index]
-        storage.record(e, in_place=run.block_of(index)[1] in run.chains)
-        block, j = run.block_of(index)
-        if j in taped:
-            printed[e.out.name] = f"{names[j]}_tape[{block}]"
-        elif j in recomputed[run.start] and block != iterations - 1:
-            if j in needed and read_outside(e.out.name):
-                printed[e.out.name] = _recomputed(run, j, block, 0, None, entries, text)
-        elif block == iterations - 1 or j in run.chains:
-            printed[e.out.name] = names[j]
+    record, recomputable = storage.record, recomputed[run.start]
+    in_chain = [j in run.chains for j in range(period)]
+    for block in range(iterations):
+        start = run.start + block * period
+        for j, e in enumerate(entries[start:start + period]):
+            record(e, in_chain[j])
+            if j in taped:
+                printed[e.out.name] = f"{names[j]}_tape[{block}]"
+            elif j in recomputable and block != iterations - 1:
+                if j in needed and read_outside(e.out.name):
+                    printed[e.out.name] = _recomputed(run, j, block, 0, None, entries, text)
+            elif block == iterations - 1 or in_chain[j]:
+                printed[e.out.name] = names[j]
     return head + loop
 
 
@@ -771,12 +775,12 @@ def printable_runs(wengert: WengertList, runs=None) -> tuple:
     if not runs:
         return [], {}
     needs_tape = reroll.escaping(entries, wengert.outputs, runs)
-    storage = _Storage(wengert)
+    last_use = last_uses(wengert)
     producer = {e.out.name: e.prim for e in entries}
     kept, kept_starts = [], set()
     for r in runs:
         for j in sorted(r.chains):
-            if not _may_update_in_place(r, j, entries, needs_tape[id(r)], storage, producer):
+            if not _may_update_in_place(r, j, entries, needs_tape[id(r)], last_use, producer):
                 r.chains.discard(j)
         reads_dropped = any(d[0] == "tape" and d[1] not in kept_starts
                             for ds in r.operands for d in ds)
@@ -788,7 +792,7 @@ def printable_runs(wengert: WengertList, runs=None) -> tuple:
     return kept, reroll.escaping(entries, wengert.outputs, kept)
 
 
-def _may_update_in_place(run, j, entries, taped, storage, producer) -> bool:
+def _may_update_in_place(run, j, entries, taped, last_use, producer) -> bool:
     """Chain link `j` of `run` may update its buffer in place: neither it nor the buffer
     is read outside the loop but at the last iteration, the initial buffer of a carried
     chain is owned and read only here, and a buffer made in the same iteration is not
@@ -800,9 +804,9 @@ def _may_update_in_place(run, j, entries, taped, storage, producer) -> bool:
         init = run.inits[(j, 0)]
         return isinstance(init, Var) and init.name in producer and \
             not producer[init.name].view and \
-            storage.last_use.get(init.name, -1) <= run.start + j
+            last_use.get(init.name, -1) <= run.start + j
     last = entries[run.stop - run.period + source].out.name
-    return storage.last_use.get(last, -1) < run.stop
+    return last_use.get(last, -1) < run.stop
 
 
 LOOPS_FROM_ENTRIES = 200

@@ -33,7 +33,7 @@ def fuse_loops(wengert: WengertList, runs: list) -> WengertList | None:
     entries = wengert.entries
     for f, r in zip(ordered, ordered[1:]):
         if _sweep(entries, f) == "forward" and _sweep(entries, r) == "reverse":
-            return _Fusion(wengert, f, r).fused()
+            return _Fusion(wengert, f, r).fused() if _scalar_loops(entries, f, r) else None
     return None
 
 
@@ -41,6 +41,17 @@ def _sweep(entries, run):
     """The sweep of every entry of `run`, or None where it has both."""
     sweeps = {entries[i].sweep for i in range(run.start, run.stop)}
     return sweeps.pop() if len(sweeps) == 1 else None
+
+
+def _scalar_loops(entries, f, r) -> bool:
+    """Both loops compute scalars (the reverse one may update array elements in place),
+    with iterations to share."""
+    if f.chains or any(entries[i].out.ndim for i in range(f.start, f.stop)):
+        return False
+    return min(f.iterations, r.iterations) >= reroll.MIN_ITERATIONS and all(
+        not entries[r.start + j].out.ndim or (j in r.chains and all(
+            type(item) is int for item in entries[r.start + j].params.get("index", (None,))))
+        for j in range(r.period))
 
 
 class _Fusion:
@@ -61,8 +72,6 @@ class _Fusion:
         reverse loop reads, both loops block by block, the iterations only one loop has,
         the other straight entries, the rest. None if the pair does not qualify."""
         f, r, entries = self.f, self.r, self.entries
-        if not self._scalar_loops():
-            return None
         before = self._moved_before()
         if before is None:
             return None
@@ -84,17 +93,6 @@ class _Fusion:
         out += [entries[i] for i in range(f.stop, r.start) if i not in before]
         out += entries[r.stop:]
         return dataclasses.replace(self.wengert, entries=out)
-
-    def _scalar_loops(self) -> bool:
-        """Both loops compute scalars (the reverse one may update array elements in place),
-        with iterations to share."""
-        f, r, entries = self.f, self.r, self.entries
-        if f.chains or any(entries[i].out.ndim for i in range(f.start, f.stop)):
-            return False
-        return min(f.iterations, r.iterations) >= reroll.MIN_ITERATIONS and all(
-            not entries[r.start + j].out.ndim or (j in r.chains and all(
-                type(item) is int for item in entries[r.start + j].params.get("index", (None,))))
-            for j in range(r.period))
 
     def _moved_before(self) -> set | None:
         """Indices of the straight entries between the loops that the reverse loop reads,

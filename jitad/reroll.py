@@ -104,8 +104,7 @@ def _token(entry) -> tuple:
     """What must agree between blocks, with integers in parameters left open."""
     params = tuple(sorted((k, _open(v)) for k, v in entry.params.items())) \
         if entry.params else ()
-    operands = tuple([("L", repr(a.value)) if isinstance(a, Literal) else "V"
-                      for a in entry.ins])
+    operands = tuple(["V" if type(a) is Var else ("L", repr(a.value)) for a in entry.ins])
     return entry.prim.name, params, operands, entry.out.dtype, entry.out.shape
 
 
@@ -210,8 +209,9 @@ class _Search:
         run.operands = [column.template for column in columns]
         if not _arrays_chain(self.entries, run):
             return None
-        good = next((block for block in range(need, run.iterations)
-                     if not all(column.matches(block) for column in columns)), run.iterations)
+        good = run.iterations
+        for column in columns:      # (the first block some offset does not repeat)
+            good = column.repeats_until(need, good)
         run.iterations = good
         for j, column in enumerate(columns):
             e0 = self.entries[run.start + j]
@@ -276,6 +276,51 @@ class _Column:
             if not self.matches(block):
                 return block
         return None
+
+    def repeats_until(self, first, stop) -> int:
+        """The first block from `first` (>= 2, blocks before it matched) up to `stop` whose
+        entry at this offset differs from the template, or `stop`: `matches`, with each
+        operand's descriptor turned into what it implies once blocks 0 and 1 matched — the
+        same name (outside), or a defining site affine in the block (local, carried, tape;
+        a tape read only while its iteration stays inside the earlier run)."""
+        search, run = self.search, self.run
+        period, defined = run.period, search.defined
+        checks = []         # (operand position, name, None) or (position, site at 0, step)
+        for p, d in enumerate(self.template):
+            if d[0] == "outside":
+                checks.append((p, d[1], None))
+            elif d[0] == "local":
+                checks.append((p, run.start + d[1], period))
+            elif d[0] == "carried":
+                checks.append((p, run.start - period + d[1], period))
+            elif d[0] == "tape":
+                earlier = search.found[bisect.bisect_right(search.starts, d[1]) - 1]
+                it0 = self.tape[p][0]
+                step = self.tape[p][1] - it0
+                checks.append((p, d[1] + d[2] + earlier.period * it0, earlier.period * step))
+                if step:            # blocks whose iteration it0 + step*block is inside
+                    last = (earlier.iterations - 1 - it0) // step if step > 0 else it0 // -step
+                    stop = min(stop, last + 1)
+        tokens, leaves, entries = search.tokens, search.leaves, search.entries
+        token, leaves0, strides = tokens[self.start1], self.leaves0, self.strides
+        index = run.start + first * period + self.j
+        block = first
+        while block < stop:
+            if tokens[index] != token or leaves0 and leaves[index] != [
+                    leaf0 + stride * block for leaf0, stride in zip(leaves0, strides)]:
+                break
+            ins = entries[index].ins
+            for p, want, step in checks:
+                name = ins[p].name
+                if name != want if step is None else defined.get(name) != want + step * block:
+                    break
+            else:
+                block += 1
+                index += period
+                continue
+            break
+        WORK["checked"] += block - first + 1
+        return block
 
     def matches(self, block) -> bool:
         """Does this offset's entry in `block` repeat the template?"""
@@ -394,41 +439,41 @@ def _may_link(entries, run, j, readers) -> bool:
 
 def escaping(entries, outputs, runs) -> dict:
     """Per run (by id): the offsets read outside the run at a block other than the last,
-    which need a tape (after the loop, the loop variables hold the last block's values)."""
+    which need a tape (after the loop, the loop variables hold the last block's values).
+    Inside runs, the reads of other runs' values are their tape operands (every block reads
+    alike, block 0 included, see `_Column.matches`): only straight entries are scanned."""
     needs_tape: dict = {id(r): set() for r in runs}
     if not runs:
         return needs_tape
-    owner = {}
-    for r in runs:
-        for i in range(r.start, r.stop):
-            owner[entries[i].out.name] = (r, i)
     ordered = sorted(runs, key=lambda r: r.start)
+    at_start = {r.start: r for r in ordered}
+    for r in ordered:
+        for descriptors in r.operands:
+            for d in descriptors:
+                if d[0] == "tape":
+                    needs_tape[id(at_start[d[1]])].add(d[2])
+    site: dict = {}             # name of a value defined in a run -> its index
+    for r in ordered:
+        site.update(zip([e.out.name for e in entries[r.start:r.stop]], range(r.start, r.stop)))
     starts = [r.start for r in ordered]
 
-    def read(index, a):
-        r, site = owner[a.name]
-        if r.start <= index < r.stop:
-            return
-        block, offset = r.block_of(site)
-        if block != r.iterations - 1 or _inside_a_run(index, ordered, starts):
+    def read(a):
+        at = site[a.name]
+        r = ordered[bisect.bisect_right(starts, at) - 1]
+        block, offset = r.block_of(at)
+        if block != r.iterations - 1:
             needs_tape[id(r)].add(offset)
 
-    for index, e in enumerate(entries):
-        for a in e.ins:
-            if type(a) is Var:
-                site = owner.get(a.name)        # (a read inside its own run needs nothing)
-                if site is not None and not site[0].start <= index < site[0].stop:
-                    read(index, a)
+    bounds = [0] + [i for r in ordered for i in (r.start, r.stop)] + [len(entries)]
+    for start, stop in zip(bounds[::2], bounds[1::2]):     # the straight entries
+        for e in entries[start:stop]:
+            for a in e.ins:
+                if type(a) is Var and a.name in site:
+                    read(a)
     for a in outputs:
-        if isinstance(a, Var) and a.name in owner:
-            read(len(entries), a)
+        if isinstance(a, Var) and a.name in site:
+            read(a)
     return needs_tape
-
-
-def _inside_a_run(index, ordered, starts) -> bool:
-    """Is entry `index` inside one of the runs `ordered` by their `starts`?"""
-    k = bisect.bisect_right(starts, index) - 1
-    return k >= 0 and index < ordered[k].stop
 
 
 RECOMPUTED = ("add", "sub", "mul", "neg", "integer_pow", "square")

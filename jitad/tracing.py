@@ -152,14 +152,17 @@ def _bind(prim, args, params, in_place):
             operands.append(operand)
             values.append(value)
     key = None
-    if not prim.effect and "rule" not in params:
+    if not prim.effect and "rule" not in params and not (
+            getattr(prim.shape_rule, "elementwise", False) and any(a.shape for a in operands)):
         # A scalar computed again from the same operands (`p[0]` in every iteration of a
-        # loop) is the same value: recorded once (simplify would share it anyway).
+        # loop) is the same value: recorded once (simplify would share it anyway). (Not
+        # looked up for elementwise operations of arrays: their results are arrays.)
         try:
-            frozen = tuple(sorted(params.items())) if params else ()
-            hash(frozen)        # (TypeError: unhashable parameters, such as arrays)
-            key = (prim.name, repr(frozen),     # (reprs tell 0.0 from -0.0, 1 from True)
-                   *[a if type(a) is Var else repr(a.value) for a in operands])
+            if params:
+                frozen = tuple(sorted(params.items()))
+                hash(frozen)        # (TypeError: unhashable parameters, such as arrays)
+            key = (prim.name, repr(frozen) if params else "()",  # (reprs tell 0.0 from -0.0,
+                   *[a if type(a) is Var else repr(a.value) for a in operands])  # 1 from True)
             known = state.scalars.get(key)
         except TypeError:       # (unhashable parameters)
             key = known = None

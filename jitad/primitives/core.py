@@ -8,6 +8,7 @@ its test domain.
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,6 +20,25 @@ from ..errors import ShapeError
 from ..wengert import Literal, Var
 
 # Names the printed source may use; also the namespace in which traced values are computed.
+def _quiet_errors() -> dict:
+    """The names the evaluators of `Primitive.impl` use to run under
+    `np.errstate(all="ignore")` at the cost of setting NumPy's context variable (the
+    `errstate` decorator builds its state at every call: ~6% of a trace's time); through
+    `np.errstate` itself on NumPy versions without that variable."""
+    try:
+        from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
+        return {"_quiet_set": _extobj_contextvar.set, "_quiet_reset": _extobj_contextvar.reset,
+                "_quiet": _make_extobj(all="ignore")}
+    except (ImportError, TypeError):
+        def enter(_):
+            state = np.errstate(all="ignore")
+            state.__enter__()
+            return state
+        return {"_quiet_set": enter, "_quiet_reset": lambda state: state.__exit__(None, None, None),
+                "_quiet": None}
+
+
+_QUIET = _quiet_errors()
 SOURCE_NAMESPACE = {"np": np, "math": math, **{n: getattr(runtime, n) for n in runtime.__all__}}
 
 
@@ -150,8 +170,7 @@ class Primitive:
             if all(type(i) is int for i in index):     # (the common case: t[i], M[i, j])
                 leaves, slotted = index, _SLOTS[:len(index)]
             else:
-                _int_leaves(index, leaves)
-                slotted = _with_slots(index, iter(range(len(leaves))))
+                leaves, slotted = _slotted(index)
             params = dict(params, index=slotted)
         try:
             key = (ndims, in_place, tuple(sorted(params.items()))) if params or in_place \
@@ -162,16 +181,32 @@ class Primitive:
         if fn is None:
             names = [f"a{i}" for i in range(len(values))]
             operands = [Var(n, "float64", (0,) * nd) for n, nd in zip(names, ndims)]
-            body = "\n    ".join(line.replace("\n", "\n    ")    # multi-line statements
-                                   for line in self.lines("out", operands, params, in_place))
+            body = "\n        ".join(line.replace("\n", "\n        ")  # multi-line statements
+                                       for line in self.lines("out", operands, params, in_place))
             arguments = ", ".join(names + [f"k{i}" for i in range(len(leaves))])
-            namespace = dict(SOURCE_NAMESPACE)
-            exec(f"def impl({arguments}):\n    {body}\n    return {'a0' if in_place else 'out'}",
-                 namespace)
-            fn = np.errstate(all="ignore")(namespace["impl"])     # (cheaper than `with`)
+            namespace = dict(SOURCE_NAMESPACE, **_QUIET)
+            exec(f"def impl({arguments}):\n    _token = _quiet_set(_quiet)\n    try:\n"
+                 f"        {body}\n    finally:\n        _quiet_reset(_token)\n"
+                 f"    return {'a0' if in_place else 'out'}", namespace)
+            fn = namespace["impl"]
             if key is not None:
                 self._impl_cache[key] = fn
         return fn(*values, *leaves)
+
+
+def _slotted(index) -> tuple:
+    """(integer leaves, `index` with them as slots) of an index with slices."""
+    try:
+        return _slotted_hashable(index)
+    except TypeError:       # (an unhashable index)
+        return _slotted_hashable.__wrapped__(index)
+
+
+@functools.lru_cache(maxsize=4096)     # (a loop slices `w[:b]`, `x[t, :]` with a few indices)
+def _slotted_hashable(index) -> tuple:
+    leaves: list = []
+    _int_leaves(index, leaves)
+    return tuple(leaves), _with_slots(index, iter(range(len(leaves))))
 
 
 class _Slot(int):
@@ -261,6 +296,7 @@ def elementwise_rule(floating: bool):
                                          b.shape == () and type(a) is Literal):
                 return "float64", ()
         return result_dtype(*operands, floating=floating), broadcast_shapes(*operands)
+    rule.elementwise = True     # (an array operand makes an array: see tracing._bind)
     return rule
 
 

@@ -1,6 +1,7 @@
 """Shape and indexing primitives: transpose, reshape, broadcast, concatenate, static
 indexing, gather with an integer array, and their adjoints (index_add, scatter_add).
 """
+import functools
 import re
 
 import numpy as np
@@ -31,6 +32,11 @@ def _indexed_shape(shape, index):
                 break
         else:
             return ()
+    return _sliced_shape(shape, index)
+
+
+@functools.lru_cache(maxsize=4096)      # (a loop reads `x[t]`, `w[:b]` with a few indices)
+def _sliced_shape(shape, index):
     try:
         return np.broadcast_to(np.empty(()), shape)[as_python_index(index)].shape
     except IndexError as error:        # NumPy's class: an index is out of bounds
