@@ -19,7 +19,6 @@ from .. import runtime
 from ..errors import ShapeError
 from ..wengert import Literal, Var
 
-# Names the printed source may use; also the namespace in which traced values are computed.
 def _quiet_errors() -> dict:
     """The names the evaluators of `Primitive.impl` use to run under
     `np.errstate(all="ignore")` at the cost of setting NumPy's context variable (the
@@ -39,6 +38,7 @@ def _quiet_errors() -> dict:
 
 
 _QUIET = _quiet_errors()
+# Names the printed source may use; also the namespace in which traced values are computed.
 SOURCE_NAMESPACE = {"np": np, "math": math, **{n: getattr(runtime, n) for n in runtime.__all__}}
 
 
