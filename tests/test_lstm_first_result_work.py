@@ -57,3 +57,13 @@ def test_printing_calls_per_entry(lstm_lists):
     work = calls(lambda: codegen.generate(wengert, "f", "f", *codegen.choose_shape(wengert),
                                           vectorized=True))
     assert work / len(wengert.entries) < 32
+
+
+def test_traced_operations_silence_numpy_errors_through_its_context_variable():
+    """The tracing evaluators set NumPy's error state through its context variable (a private
+    name, `primitives.core._quiet_errors`); on the pinned NumPy that fast path is taken,
+    and an evaluated division by zero stays silent and gives inf, as compiled code does."""
+    from jitad.primitives import REGISTRY, core
+    assert core._QUIET["_quiet"] is not None
+    with np.errstate(all="raise"):
+        assert REGISTRY["div"].impl(np.float64(1.0), np.float64(0.0)) == np.inf
