@@ -19,7 +19,8 @@ import types
 import numpy as np
 
 from . import codegen, collector, compile as compiler, stats, tracing
-from .api import FIRST_TIERS, JitGrad, _as_method, _entry, _fast_key, jit_grad
+from .api import (FIRST_TIERS, JitGrad, _as_method, _entry, _fast_key, jit_grad,
+                  numpy_tier_applies, tiers_enabled)
 from .errors import ArgumentError
 from .reads import underlying_function
 from .tracing import Tracer, trace
@@ -98,7 +99,6 @@ def numpy_build(variant, mode, wrt, fn_name, code_shape="auto"):
     entries, `api.numpy_tier_applies`, or a kernel printed other than as straight code or
     loops). The loop over directions runs as Python around the kernel; a loop over array
     elements (scalar entries, which Numba compiles in seconds too) is one here as well."""
-    from .api import numpy_tier_applies, tiers_enabled
     traced = variant.trace.wengert
     if not (tiers_enabled("JITAD_NUMPY_TIER") and
             any(v.ndim for v in traced.inputs + [e.out for e in traced.entries])):

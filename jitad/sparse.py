@@ -721,19 +721,18 @@ class _Sparse:
             product, _, name, chosen = self._product_of(variant, plan, k)
             if chosen[0] == "tape":
                 return compiler.tape_kernel(product)
-            source = self._printed(variant, product, mode, name, chosen)
+            printed = functools.partial(self._printed, variant, product, mode, name, chosen)
             tiered = chosen[0] in ("straight", "loops") and numpy_tier_applies(product) and \
                 inner._first_tier_wanted(variant, key)
-            if tiered:
-                vectorized = self._printed(variant, product, mode, name, chosen, True)
+            source = printed(vectorized=tiered)
         stats.current().shape = chosen[0]
         if not tiered:
             with stats.stage("compile"):
                 return compiler.compile_source(source, name, tuple(runtime_args), loc)
         with stats.stage("codegen"):
-            first = compiler.numpy_kernel(vectorized, name, tuple(runtime_args), product)
+            first = compiler.numpy_kernel(source, name, tuple(runtime_args), product)
         return inner._in_background(variant, mode, first, functools.partial(
-            _compiled_in_background, source, name, tuple(runtime_args), loc,
+            _compiled_in_background, printed, name, tuple(runtime_args), loc,
             key if variant.digest else None, chosen[0]))
 
     def _built(self, variant, plan=None, k=0, for_reading=True):
@@ -781,10 +780,12 @@ class _Sparse:
         return "\n\n".join(self._built(variant, plan, k)[2] for k in sorted(first.values()))
 
 
-def _compiled_in_background(source, name, example_args, loc, key, shape):
-    """(A background job's work) the product kernel compiled by Numba; its build stored
-    under `key` (when given) once compiled: later processes find Numba's cache warm and
-    skip the NumPy tier (`JitGrad._first_tier_wanted`)."""
+def _compiled_in_background(printed, name, example_args, loc, key, shape):
+    """(A background job's work) the product kernel printed (`printed()`) and compiled by
+    Numba; its build stored under `key` (when given) once compiled: later processes find
+    Numba's cache warm and skip the NumPy tier (`JitGrad._first_tier_wanted`)."""
+    with collector.pause():
+        source = printed()
     with stats.stage("compile"):
         kernel = compiler.compile_source(source, name, example_args, loc, background=True)
     if key is not None:
