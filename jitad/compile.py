@@ -164,7 +164,8 @@ def tape_kernel(wengert):
     without the GIL: the specialized code compiling in the background (Python, mostly)
     runs on another core while calls run the tape, not in the gaps between calls."""
     return tape.TapeKernel(wengert, _runtime_kernel("run_tape", disk.cache_dir(),
-                                                              error_model="numpy", nogil=True))
+                                                    error_model="numpy", nogil=True),
+                           _runtime_kernel("number_slots", disk.cache_dir()))
 
 
 def _stem(source: str, fn_name: str) -> str:

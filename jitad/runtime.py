@@ -263,6 +263,64 @@ TAPE_OPCODES = ("add", "sub", "mul", "div", "neg", "integer_pow", "pow", "abs", 
                 "load", "store_add", "guard")
 
 
+def number_slots(code, literal, first, kept, select):
+    """`(rows, slot count, slot of)` for rows `code` of (opcode, out, a, b, c) over numbered
+    values, unused operands -1 (see jitad/tape.py): `literal` values take the first slots;
+    the others take a slot at their write (the `first` ones before the first row) that is
+    free again after their last read, unless `kept` (read after the run); c is an operand
+    only in `select` rows."""
+    n = literal.shape[0]
+    last = np.full(n, -1, np.int64)         # each value's last reading row
+    for t in range(code.shape[0]):
+        for k in range(2, 5):
+            s = code[t, k]
+            if s >= 0 and (k < 4 or code[t, 0] == select):
+                last[s] = t
+    slot_of = np.full(n, -1, np.int64)
+    count = 0
+    for s in range(n):
+        if literal[s]:
+            slot_of[s] = count
+            count += 1
+    free = np.empty(n, np.int64)
+    top = 0
+    for s in first:
+        if top:
+            top -= 1
+            slot_of[s] = free[top]
+        else:
+            slot_of[s] = count
+            count += 1
+        if last[s] < 0 and not kept[s]:
+            free[top] = slot_of[s]
+            top += 1
+    rows = np.zeros_like(code)
+    for t in range(code.shape[0]):
+        op = code[t, 0]
+        rows[t, 0], rows[t, 4] = op, code[t, 4]
+        for k in range(2, 5):
+            s = code[t, k]
+            if s >= 0 and (k < 4 or op == select):
+                rows[t, k] = slot_of[s]
+                if last[s] == t and not (literal[s] or kept[s]):
+                    free[top] = slot_of[s]          # read for the last time (once: the
+                    top += 1                        # same operand twice frees one slot)
+                    last[s] = -2
+        s = code[t, 1]
+        if s >= 0:                                  # written after the operands are read
+            if top:
+                top -= 1
+                slot_of[s] = free[top]
+            else:
+                slot_of[s] = count
+                count += 1
+            rows[t, 1] = slot_of[s]
+            if last[s] == -1 and not kept[s]:       # never read
+                free[top] = slot_of[s]
+                top += 1
+    return rows, count, slot_of
+
+
 def run_tape(code, slots, inputs, outputs):
     """Run an encoded Wengert list: `code` rows are (opcode, out, a, b, c) over `slots`.
 

@@ -4,13 +4,20 @@ Step: list -> `TapeKernel` (the alternative to printing source, for lists too lo
 for Numba to compile in seconds and without repeated segments to re-roll). The
 interpreter `runtime.run_tape` is compiled once and cached on disk, so a list of
 any length costs only its encoding; it runs a few times slower than compiled
-straight-line code.
+straight-line code. A value's slot is reused once the value is read for the last
+time (`runtime.number_slots`, also compiled once): the slots a call touches stay
+few and cache-resident, where a slot per value (200,000 at 10,000 ops of the
+long-traces graph) made every call stream megabytes.
 """
 from __future__ import annotations
+
+import collections
+import itertools
 
 import numpy as np
 
 from . import collector
+from . import runtime
 from .runtime import TAPE_OPCODES, ShapeChanged
 from .wengert import Literal, Var
 
@@ -73,21 +80,21 @@ class TapeKernel:
     successor = None
 
     @collector.paused
-    def __init__(self, wengert, interpreter):
+    def __init__(self, wengert, interpreter, number_slots=runtime.number_slots):
         self.interpreter = interpreter
         self.out_tree = wengert.out_tree
-        # Slots are numbered in order of first use: values by name, literals by repr. The
-        # rows go into one flat list of ints (no tuple per row), one pass over the entries.
-        slot_of: dict = {}
+        # Values (by name) and literals (by repr) are numbered in order of first use, and
+        # unused operands are -1; `number_slots` then gives them their slots. The rows go
+        # into one flat list of ints (no tuple per row), one pass over the entries.
+        number = collections.defaultdict(itertools.count().__next__)    # key -> its number
         literals: dict = {}                         # literal key -> value
-        number = slot_of.setdefault
 
         def slot(a):
             if type(a) is Var:
-                return number(a.name, len(slot_of))
+                return number[a.name]
             key = ("literal", repr(a.value))
             literals[key] = float(a.value)
-            return number(key, len(slot_of))
+            return number[key]
 
         self.scalar_slots = [(p, slot(v)) for p, v in enumerate(wengert.inputs) if v.ndim == 0]
         self.array_positions = [p for p, v in enumerate(wengert.inputs) if v.ndim >= 1]
@@ -108,28 +115,43 @@ class TapeKernel:
                 continue
             if name == "getitem":
                 first, shape = offset[e.ins[0].name]
-                row((load, slot(e.out), 0, 0, first + _flat(e.params["index"], shape)))
+                row((load, number[e.out.name], -1, -1, first + _flat(e.params["index"], shape)))
             elif name == "index_add":
                 region[e.out.name] = region[e.ins[0].name]
                 first, shape = offset[region[e.out.name]]
-                row((store_add, 0, slot(e.ins[1]), 0, first + _flat(e.params["index"], shape)))
+                row((store_add, -1, slot(e.ins[1]), -1, first + _flat(e.params["index"], shape)))
             elif name == "guard":
-                row((guard, 0, slot(e.ins[0]),
+                row((guard, -1, slot(e.ins[0]),
                      slot(Literal(1.0 if e.params["expected"] else 0.0)), e.params["id"]))
             else:
                 ins = e.ins
                 arity = len(ins)
-                a = slot(ins[0]) if arity else 0
-                b = slot(ins[1]) if arity > 1 else 0
+                a = slot(ins[0]) if arity else -1
+                b = slot(ins[1]) if arity > 1 else -1
                 c = e.params["n"] if name == "integer_pow" else slot(ins[2]) if arity > 2 else 0
-                row((OPCODE[name], slot(e.out), a, b, c))
-        self.outputs = [("slot", slot(a)) if a.ndim == 0 else ("array", offset[region[a.name]])
-                        for a in wengert.outputs]         # literal outputs take slots too
-        self.calls = 0
-        self.code = np.array(code, dtype=np.int64).reshape(-1, 5)
-        self.constants = np.zeros(len(slot_of))
+                row((OPCODE[name], number[e.out.name], a, b, c))
+        outputs = [("slot", slot(a)) if a.ndim == 0 else ("array", offset[region[a.name]])
+                   for a in wengert.outputs]          # literal outputs take slots too
+        literal = np.zeros(len(number), dtype=np.bool_)
+        kept = np.zeros(len(number), dtype=np.bool_)      # read after the run
+        for key in literals:
+            literal[number[key]] = True
+        for kind, where in outputs:
+            if kind == "slot":
+                kept[where] = True
+        first = np.array([s for _, s in self.scalar_slots], dtype=np.int64)
+        code, n_slots, final = number_slots(np.array(code, dtype=np.int64).reshape(-1, 5),
+                                            literal, first, kept, OPCODE["select"])
+        fits = code.size == 0 or (code.min() >= -2**31 and code.max() < 2**31)
+        self.code = code.astype(np.int32) if fits else code   # (element positions past 2**31)
+        self.constants = np.zeros(int(literal.sum()))      # the first slots
         for key, value in literals.items():
-            self.constants[slot_of[key]] = value
+            self.constants[final[number[key]]] = value
+        self.n_slots = n_slots
+        self.scalar_slots = [(p, int(final[s])) for p, s in self.scalar_slots]
+        self.outputs = [(kind, int(final[where]) if kind == "slot" else where)
+                        for kind, where in outputs]
+        self.calls = 0
         self.shapes = [(p, wengert.inputs[p].name, wengert.inputs[p].shape)
                        for p in self.array_positions]
 
@@ -140,7 +162,8 @@ class TapeKernel:
         for position, name, shape in self.shapes:     # the offsets above assume them
             if args[position].shape != shape:
                 raise ShapeChanged(name, args[position].shape, shape)
-        slots = self.constants.copy()
+        slots = np.empty(self.n_slots)
+        slots[:len(self.constants)] = self.constants
         for position, s in self.scalar_slots:
             slots[s] = args[position]
         arrays = [args[p] for p in self.array_positions]

@@ -83,35 +83,49 @@ def test_overlapping_stages_on_threads_resume_once_the_last_ends():
 
 
 def test_tape_encoding_reads_the_list():
-    """Each row is (opcode, out slot, operand slots or the power, element position), with
-    slots numbered in order of first use and literals' values in the constants."""
+    """Each row is (opcode, out slot, operand slots or the power, element position): run
+    with names for values, every row reads the slots that hold its operands (literals in
+    the constants, first), and slots are reused once a value is read for the last time."""
     f = jitad.jit_grad(rosenbrock_loop)
     x = np.random.default_rng(0).uniform(-1.0, 1.0, 30)
     wengert = adjoint_list(f, [x])
     kernel = tape.TapeKernel(wengert, None)
-    slots: dict = {}
     rows = [e for e in wengert.entries if e.prim.name != "full_like"]
-    assert kernel.code.shape == (len(rows), 5)
+    assert kernel.code.shape == (len(rows), 5) and kernel.code.dtype == np.int32
+    held = [repr(float(c)) for c in kernel.constants] + \
+        [None] * (kernel.n_slots - len(kernel.constants))     # slot -> what it holds now
 
-    def slot(a):
-        key = a.name if isinstance(a, Var) else repr(a.value)
-        if key not in slots:
-            slots[key] = len(slots)
-            if not isinstance(a, Var):
-                assert kernel.constants[slots[key]] == a.value
-        return slots[key]
+    def holds(slot, a) -> bool:
+        return held[slot] == (a.name if isinstance(a, Var) else repr(float(a.value)))
     for e, row in zip(rows, kernel.code.tolist()):
+        op, out, a, b, c = row
         name = e.prim.name
         if name == "getitem":
-            want = ["load", slot(e.out), 0, 0, e.params["index"][0] % 30]
+            assert (TAPE_OPCODES[op], c) == ("load", e.params["index"][0] % 30), str(e)
         elif name == "index_add":
-            want = ["store_add", 0, slot(e.ins[1]), 0, e.params["index"][0] % 30]
+            assert (TAPE_OPCODES[op], c) == ("store_add", e.params["index"][0] % 30), str(e)
+            assert holds(a, e.ins[1]), str(e)
+            continue
         else:
-            ins = [slot(a) for a in e.ins] + [0, 0]        # operands first, then the result
-            want = [name, slot(e.out), ins[0], ins[1],
-                    e.params["n"] if name == "integer_pow" else ins[2]]
-        assert [TAPE_OPCODES[row[0]]] + row[1:] == want, str(e)
-    assert len(kernel.constants) == len(slots)
+            assert TAPE_OPCODES[op] == name, str(e)
+            assert all(holds(s, v) for s, v in zip((a, b, c), e.ins)), str(e)
+            if name == "integer_pow":
+                assert c == e.params["n"]
+        held[out] = e.out.name
+    assert all(holds(s, v) for (kind, s), v in zip(kernel.outputs, wengert.outputs)
+               if kind == "slot")
+    values = {e.out.name for e in rows} - {e.out.name for e in rows if e.prim.name == "index_add"}
+    assert kernel.n_slots - len(kernel.constants) < len(values) / 4
+
+
+def test_tape_rows_stay_64_bit_where_a_number_does_not_fit_32():
+    """(An element position past 2**31 in int32 rows would read the wrong element.)"""
+    x = np.broadcast_to(np.ones(1), (2**31 + 10,))         # (a view: no memory)
+    f = jitad.jit_grad(lambda x: x[2**31 + 5] * 2.0 + x[3])
+    kernel = tape.TapeKernel(f.wengert(x, grad=True), None)
+    assert kernel.code.dtype == np.int64
+    assert sorted(row[4] for row in kernel.code.tolist()
+                  if TAPE_OPCODES[row[0]] == "load") == [3, 2**31 + 5]
 
 
 def test_reverse_mode_makes_nothing_simplify_removes():
