@@ -374,7 +374,7 @@ class Grad(JitGrad):
         return _rebuild, ("grad", self._origin, self._recipe())
 
     def _recipe(self):
-        return {"argnums": self.argnums, "code_shape": self.code_shape}
+        return {"argnums": self.argnums, "code_shape": self.code_shape, "tiers": self.tiers}
 
     def _bind(self, instance):
         """The gradient of the method bound to `instance` (see `JitGrad.__get__`)."""
@@ -698,13 +698,13 @@ def _make(factory, fun, argnums, call_mode, code_shape, tangents=False, **option
     return Transformed(fun, argnums, call_mode, factory, code_shape, tangents, options)
 
 
-def grad(fun=None, *, argnums=0, code_shape="auto"):
+def grad(fun=None, *, argnums=0, code_shape="auto", tiers=True):
     """The gradient of a scalar function, as a function: called on values it computes like
-    a `jit_grad` object; called inside traced code it is part of the trace, so
-    `jitad.jit_grad(lambda x: jitad.grad(f)(x) ** 2)` differentiates a gradient."""
+    a `jit_grad` object (`tiers` as there); called inside traced code it is part of the
+    trace, so `jitad.jit_grad(lambda x: jitad.grad(f)(x) ** 2)` differentiates a gradient."""
     if fun is None:
-        return lambda f: grad(f, argnums=argnums, code_shape=code_shape)
-    g = Grad(_as_function(fun), argnums, code_shape)
+        return lambda f: grad(f, argnums=argnums, code_shape=code_shape, tiers=tiers)
+    g = Grad(_as_function(fun), argnums, code_shape, tiers=tiers)
     g._origin = fun
     return g
 

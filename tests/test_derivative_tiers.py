@@ -183,6 +183,18 @@ def test_tiers_off_compile_before_returning(monkeypatch, data):
     assert derivatives._rebuild(h._factory, h._origin, h._options).tiers is False  # pickled
 
 
+def test_grad_takes_the_tiers_option(tiered, data):
+    """`jitad.grad` starts array code on the NumPy tier like `jit_grad`; `tiers=False`
+    compiles first, and survives pickling."""
+    x, A, _ = data
+    hand = A.T @ (1 - np.tanh(A @ x) ** 2) + 0.62 * x ** 2
+    for tiers, tier in ((True, "numpy"), (False, "specialized")):
+        g = jitad.grad(cubic_tanh(0.62 + tiers), tiers=tiers)
+        np.testing.assert_allclose(g(x, A), hand + tiers * x ** 2, rtol=1e-12, atol=1e-13)
+        assert [row["tier"] for row in g.stats()] == [tier]
+    assert derivatives._rebuild("grad", g._origin, g._recipe()).tiers is False
+
+
 def test_a_result_of_the_wrong_rank_waits_for_the_compiled_code(tiered, data, monkeypatch):
     """Printing that returns the Hessian raveled: the result check hands the call to the
     specialized kernel, whose answer is returned."""
