@@ -10,6 +10,7 @@ periodic with shifting offsets — what long unrolled loops look like.
 ``interpreter(n_ops)`` is the reference for both axes (first result and per call): the
 same graph encoded as index arrays and run, forward and adjoint, by one small
 ``@numba.njit`` kernel that is compiled once (and cached on disk), whatever ``n_ops`` is.
+``loss_only(n_ops)`` runs its forward sweep alone: the loss without the gradient.
 """
 
 import math
@@ -58,10 +59,9 @@ def loss(n_ops):
 
 
 @numba.njit(cache=True)
-def _run(kinds, operands, input_index, x):
-    """Forward sweep over the encoded graph, then the adjoint sweep: (loss, gradient)."""
+def _forward_sweep(kinds, operands, input_index, x, v):
+    """Fill ``v`` (inputs, then nodes) and return the loss, the sum of the nodes."""
     n_in, n_ops = x.shape[0], kinds.shape[0]
-    v = np.empty(n_in + n_ops)
     v[:n_in] = x
     total = 0.0
     for t in range(n_ops):
@@ -80,6 +80,22 @@ def _run(kinds, operands, input_index, x):
                                      + math.exp(c - top) + math.exp(d - top))
         v[n_in + t] = r
         total += r
+    return total
+
+
+@numba.njit(cache=True)
+def _loss(kinds, operands, input_index, x):
+    """The forward sweep alone: the loss without its gradient."""
+    return _forward_sweep(kinds, operands, input_index, x,
+                          np.empty(x.shape[0] + kinds.shape[0]))
+
+
+@numba.njit(cache=True)
+def _run(kinds, operands, input_index, x):
+    """Forward sweep over the encoded graph, then the adjoint sweep: (loss, gradient)."""
+    n_in, n_ops = x.shape[0], kinds.shape[0]
+    v = np.empty(n_in + n_ops)
+    total = _forward_sweep(kinds, operands, input_index, x, v)
     bar = np.zeros(n_in + n_ops)
     bar[n_in:] = 1.0
     for t in range(n_ops - 1, -1, -1):
@@ -112,6 +128,15 @@ def interpreter(n_ops):
     """The hand-written reference: ``x -> (loss, gradient)`` by the generic kernel."""
     kinds, operands, input_index = encode(n_ops)
     return lambda x: _run(kinds, operands, input_index, x)
+
+
+def loss_only(n_ops):
+    """``x -> loss`` by the interpreter's forward sweep alone: a floor for any gradient.
+    Each node reads the one before it, so the sweep is one chain of dependent operations
+    (``exp`` into ``log1p``, the softmax's ``exp`` into a division) whose latency bounds
+    any implementation, compiled or interpreted."""
+    kinds, operands, input_index = encode(n_ops)
+    return lambda x: _loss(kinds, operands, input_index, x)
 
 
 def make_args(n_ops, rng):
