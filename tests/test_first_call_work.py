@@ -20,6 +20,7 @@ from jitad.wengert import Literal, Var
 
 from conftest import adjoint_list, check_grads_python, traced
 from test_reroll_arrays import rosenbrock_loop
+from test_tape_slots import assert_rows_read_their_operands
 
 
 def rosen_loop(x):
@@ -83,38 +84,21 @@ def test_overlapping_stages_on_threads_resume_once_the_last_ends():
 
 
 def test_tape_encoding_reads_the_list():
-    """Each row is (opcode, out slot, operand slots or the power, element position): run
-    with names for values, every row reads the slots that hold its operands (literals in
-    the constants, first), and slots are reused once a value is read for the last time."""
+    """Each row is (opcode, out slot, operand slots or the power, element position), int32;
+    run with names for values, every row reads the slots that hold its operands
+    (`assert_rows_read_their_operands`), and slots are reused once a value is read for the
+    last time."""
     f = jitad.jit_grad(rosenbrock_loop)
     x = np.random.default_rng(0).uniform(-1.0, 1.0, 30)
     wengert = adjoint_list(f, [x])
     kernel = tape.TapeKernel(wengert, None)
+    assert kernel.code.dtype == np.int32
+    assert_rows_read_their_operands(kernel, wengert)
     rows = [e for e in wengert.entries if e.prim.name != "full_like"]
-    assert kernel.code.shape == (len(rows), 5) and kernel.code.dtype == np.int32
-    held = [repr(float(c)) for c in kernel.constants] + \
-        [None] * (kernel.n_slots - len(kernel.constants))     # slot -> what it holds now
-
-    def holds(slot, a) -> bool:
-        return held[slot] == (a.name if isinstance(a, Var) else repr(float(a.value)))
     for e, row in zip(rows, kernel.code.tolist()):
-        op, out, a, b, c = row
-        name = e.prim.name
-        if name == "getitem":
-            assert (TAPE_OPCODES[op], c) == ("load", e.params["index"][0] % 30), str(e)
-        elif name == "index_add":
-            assert (TAPE_OPCODES[op], c) == ("store_add", e.params["index"][0] % 30), str(e)
-            assert holds(a, e.ins[1]), str(e)
-            continue
-        else:
-            assert TAPE_OPCODES[op] == name, str(e)
-            assert all(holds(s, v) for s, v in zip((a, b, c), e.ins)), str(e)
-            if name == "integer_pow":
-                assert c == e.params["n"]
-        held[out] = e.out.name
-    assert all(holds(s, v) for (kind, s), v in zip(kernel.outputs, wengert.outputs)
-               if kind == "slot")
-    values = {e.out.name for e in rows} - {e.out.name for e in rows if e.prim.name == "index_add"}
+        if e.prim.name in ("getitem", "index_add"):
+            assert row[4] == e.params["index"][0] % 30, str(e)
+    values = {e.out.name for e in rows if e.prim.name != "index_add"}
     assert kernel.n_slots - len(kernel.constants) < len(values) / 4
 
 
