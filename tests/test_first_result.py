@@ -5,6 +5,8 @@ run unsimplified falls back to the simplified one. Which list each tier got is c
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 import jitad
@@ -89,3 +91,36 @@ def test_a_list_the_tape_cannot_run_unsimplified_falls_back(tiered, monkeypatch)
     second = f.value_and_grad(x)
     assert first[0] == second[0] and np.array_equal(first[1], second[1])
     np.testing.assert_allclose(first[1], numeric_grad(chain, [x])[0], rtol=1e-6, atol=1e-8)
+
+
+def two_paths(x, y):
+    s = math.log1p(math.exp(x))
+    return s * y + x * y + y * 3.0
+
+
+def test_reverse_mode_names_and_entries_as_derived_by_hand():
+    """Reverse mode's exact output (entries, names, accumulations, source notes), derived
+    by hand from its rules: add passes its cotangent on; a product with the cotangent 1.0
+    is the other factor (no entry); a rule's results are named `d<value>`, `d<value>_2`…
+    and its contribution is renamed `<operand>_bar` (first) or `<operand>_bar_<via>` then
+    added into `<operand>_bar`, `<operand>_bar_2`…"""
+    f = jitad.jit_grad(two_paths, argnums=(0, 1))
+    forward = simplify(f.wengert(1.0, 2.0))
+    assert [f"{e.out.name} = {e.prim.name} {' '.join(map(repr, e.ins))}"
+            for e in forward.entries] == [
+        "v1 = exp x", "v2 = log1p v1", "v3 = mul v2 y", "v4 = mul x y", "v5 = add v3 v4",
+        "v6 = mul y 3.0", "v7 = add v5 v6"]
+    result = value_and_grad(forward, [0, 1])
+    here = {e.out.name: e.loc for e in forward.entries}
+    got = [(f"{e.out.name} = {e.prim.name} {' '.join(map(repr, e.ins))}", e.accumulate,
+            e.sweep, e.loc) for e in result.entries[len(forward.entries):]]
+    assert got == [
+        ("y_bar = add 3.0 x", True, "reverse", f"v4 = mul x y  ({here['v4']})"),
+        ("y_bar_2 = add y_bar v2", True, "reverse", f"v3 = mul v2 y  ({here['v3']})"),
+        ("dv2 = add v1 1.0", False, "reverse", f"v2 = log1p v1  ({here['v2']})"),
+        ("v1_bar = div y dv2", False, "reverse", f"v2 = log1p v1  ({here['v2']})"),
+        ("x_bar_v1 = mul v1_bar v1", False, "reverse", f"v1 = exp x  ({here['v1']})"),
+        ("x_bar = add y x_bar_v1", True, "reverse", f"v1 = exp x  ({here['v1']})")]
+    assert result.entries[:len(forward.entries)] == forward.entries
+    assert list(map(repr, result.outputs)) == ["v7", "x_bar", "y_bar_2"]
+    assert result.out_tree == 2
