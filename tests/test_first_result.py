@@ -6,8 +6,10 @@ run unsimplified falls back to the simplified one. Which list each tier got is c
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
+import pytest
 
 import jitad
 from jitad import api
@@ -124,3 +126,38 @@ def test_reverse_mode_names_and_entries_as_derived_by_hand():
     assert result.entries[:len(forward.entries)] == forward.entries
     assert list(map(repr, result.outputs)) == ["v7", "x_bar", "y_bar_2"]
     assert result.out_tree == 2
+
+
+@pytest.fixture
+def switching(monkeypatch):
+    """No other background jobs (earlier tests may leave gated ones), the default 5 ms."""
+    monkeypatch.setattr(api._Background, "running", set())
+    monkeypatch.setattr(api, "_switching", [None, None])
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield 0.005
+    sys.setswitchinterval(before)
+
+
+def test_the_switch_interval_is_lowered_while_a_background_compile_runs(tiered, switching):
+    """A first-tier call waits for the GIL a whole switch interval while the compile runs
+    Python: the interval is lowered while compiles run, and restored after the last."""
+    x = np.random.default_rng(7).uniform(-1.0, 1.0, (3, 4))
+    f, g = jitad.jit_grad(make_chain(0.875)), jitad.jit_grad(make_chain(0.9375))
+    assert sys.getswitchinterval() == pytest.approx(switching)
+    f(x)
+    g(x)
+    assert len(api._Background.running) == 2
+    assert sys.getswitchinterval() == pytest.approx(api.BACKGROUND_SWITCH_INTERVAL_S)
+    tiered.set()
+    assert f.wait(timeout=300) and g.wait(timeout=300)
+    assert not api._Background.running and sys.getswitchinterval() == pytest.approx(switching)
+
+
+def test_a_switch_interval_changed_meanwhile_is_kept(tiered, switching):
+    f = jitad.jit_grad(make_chain(0.8125))
+    f(np.random.default_rng(8).uniform(-1.0, 1.0, (3, 4)))
+    assert sys.getswitchinterval() == pytest.approx(api.BACKGROUND_SWITCH_INTERVAL_S)
+    sys.setswitchinterval(0.002)                # the user's own choice
+    tiered.set()
+    assert f.wait(timeout=300) and sys.getswitchinterval() == pytest.approx(0.002)
