@@ -88,7 +88,6 @@ class _AdjointBuilder(Builder):
 
 _MUL = REGISTRY["mul"]
 _ADD = REGISTRY["add"]
-_SPARSE_UPDATES = ("index_add", "scatter_add")
 _bind = Builder.bind
 
 
@@ -97,8 +96,7 @@ def _accumulate(b, adjoint, var, contribution, via, created):
     name = f"{var.name}_bar"
     previous = adjoint.get(var.name)
     if type(contribution) is Var and id(contribution) in created:
-        sparse = created[id(contribution)].prim.name in _SPARSE_UPDATES and \
-            _is_sparse_update(contribution, created)
+        sparse = _is_sparse_update(contribution, created)
         if previous is not None and sparse:
             update = created[id(contribution)]
             adjoint[var.name] = _redirect_sparse_update(b, previous, update, name)
