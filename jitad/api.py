@@ -12,6 +12,7 @@ import inspect
 import itertools
 import os
 import re
+import sys
 import threading
 import time
 import types
@@ -61,6 +62,13 @@ def differentiated(variant: Variant, mode: str, wrt: tuple):
     if mode == "value_and_grad":
         wengert = simplify(value_and_grad(wengert, list(wrt)))
     return wengert
+
+
+def reversed_unsimplified(variant: Variant, wrt: tuple):
+    """The "value_and_grad" list of `differentiated` before its last simplify (which takes
+    a third of the reverse pass's time and removes ~2% of the entries): what the tape
+    answers first calls from while the background job simplifies and compiles."""
+    return value_and_grad(simplify(variant.trace.wengert), list(wrt))
 
 
 def build_from(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str,
@@ -471,8 +479,14 @@ class JitGrad:
             variant.store_trace()
         if not (forced_tape or tiered):
             return self._specialized(variant, mode, runtime_args, key)
+        raw = None
+        if tiered and not forced_tape and mode == "value_and_grad":
+            first, raw = self._unsimplified_tape(variant, mode, runtime_args, key)
+            if first is not None:
+                return first
         with collector.pause(), stats.stage("analysis"):
-            wengert = differentiated(variant, mode, variant.wrt)
+            wengert = differentiated(variant, mode, variant.wrt) if raw is None else \
+                simplify(raw)
         if forced_tape and tape.encodable(wengert, True):     # (inputs of any rank)
             stats.current().shape = "tape"
             with stats.stage("codegen"):
@@ -490,6 +504,32 @@ class JitGrad:
             return self._specialized(variant, mode, runtime_args, key, wengert, chosen=chosen)
         return self._in_background(variant, mode, first, functools.partial(
             self._stored_and_specialized, variant, mode, runtime_args, key, wengert, chosen))
+
+    def _unsimplified_tape(self, variant: Variant, mode: str, runtime_args, key: str):
+        """(the first tier or None, the reversed list before its last simplify): the tape of
+        that list (`_compiled`'s tape tier a simplify sooner: the background job simplifies
+        before compiling), or None where the list is short or the tape cannot run it
+        (`_compiled` then simplifies it and decides on the simplified list, as before). The
+        simplify it skips folds constants, removes identities (`x*1`, `--x`), shares common
+        subexpressions and drops dead code: the same operations on the same values, bitwise,
+        except a zero's sign (`-0.0 + 0` is 0.0) and constants folded by NumPy's `impl` of
+        a transcendental function (the tape computes them with the kernel's libm)."""
+        with collector.pause(), stats.stage("analysis"):
+            raw = reversed_unsimplified(variant, variant.wrt)
+            ok = len(raw.entries) >= TIERS_FROM_ENTRIES and tape.encodable(raw, True)
+        if not ok:
+            return None, raw
+        with stats.stage("codegen"):                # (the tape's encoding)
+            first = compiler.tape_kernel(raw)
+        return self._in_background(variant, mode, first, functools.partial(
+            self._simplified_and_specialized, variant, mode, runtime_args, key, raw)), raw
+
+    def _simplified_and_specialized(self, variant, mode, runtime_args, key, raw):
+        """(A background job's work) simplify the reversed list `raw`, then
+        `_stored_and_specialized` from it."""
+        with collector.pause(), stats.stage("analysis"):
+            wengert = simplify(raw)
+        return self._stored_and_specialized(variant, mode, runtime_args, key, wengert)
 
     def _build_key(self, variant: Variant, mode: str) -> str:
         """The key of `variant`'s `mode` build in the store."""
@@ -748,6 +788,7 @@ class _Background:
     it starts its own for the compiles that had not finished (see `_after_fork_in_child`)."""
 
     running: set = set()        # jobs not finished, of every JitGrad
+    lock = threading.Lock()     # (guards `running` and the switch interval with it)
 
     def __init__(self, work):
         self.work = work
@@ -762,14 +803,20 @@ class _Background:
 
     def start(self) -> None:
         self.started = True
-        _Background.running.add(self)
+        with _Background.lock:
+            if not _Background.running:
+                _fast_switching(True)
+            _Background.running.add(self)
         threading.Thread(target=self._run, name="jitad-compile", daemon=True).start()
 
     def _run(self) -> None:
         try:
             self.work()
         finally:
-            _Background.running.discard(self)
+            with _Background.lock:
+                _Background.running.discard(self)
+                if not _Background.running:
+                    _fast_switching(False)
             self.done.set()
 
     @staticmethod
@@ -782,8 +829,33 @@ class _Background:
         return True
 
 
+# While background compiles run, the interpreter's switch interval (how long a thread that
+# waits for the GIL waits before asking its holder to drop it; 5 ms by default) is lowered
+# to this: a first-tier call runs its kernel without the GIL, then waits for the GIL while
+# the compile runs Python (codegen, Numba's type inference), a whole interval per call
+# (at 10,000 ops: ~12 ms a call instead of the tape's 0.9). Process-wide, but only while a
+# compile runs (and it matters only while a thread waits for the GIL: a few µs a switch);
+# the interval before is restored when the last compile ends, unless changed meanwhile.
+BACKGROUND_SWITCH_INTERVAL_S = 0.0005
+_switching: list = [None, None]      # (the interval to restore, the one set), while lowered
+
+
+def _fast_switching(on: bool) -> None:
+    """Lower the switch interval (`on`) or restore it (under `_Background.lock`)."""
+    if on:
+        before = sys.getswitchinterval()
+        if before > BACKGROUND_SWITCH_INTERVAL_S:
+            sys.setswitchinterval(BACKGROUND_SWITCH_INTERVAL_S)
+            _switching[:] = [before, sys.getswitchinterval()]
+        return
+    (before, lowered), _switching[:] = _switching, [None, None]
+    if before is not None and sys.getswitchinterval() == lowered:
+        sys.setswitchinterval(before)
+
+
 def _after_fork_in_child() -> None:
     """Restart the background compiles the parent was running (their threads are gone)."""
+    _Background.lock = threading.Lock()     # (a thread of the parent may have held it)
     for job in list(_Background.running):
         job.start()
 

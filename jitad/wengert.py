@@ -187,13 +187,13 @@ class Builder:
 
     def fresh(self, hint: str | None = None) -> str:
         """A new unique name: `hint` if free, else `hint_2`…, or `v1`, `v2`… without a hint."""
+        used = self.used
         if hint is not None:
-            if hint not in self.used:       # (the common case, as below)
-                self.suffixes.setdefault(hint, 1)
-                self.used.add(hint)
+            if hint not in used:            # (the common case, as below)
+                used.add(hint)
                 return hint
             name, k = hint, self.suffixes.get(hint, 1)
-            while name in self.used:
+            while name in used:
                 k += 1
                 name = f"{hint}_{k}"
             self.suffixes[hint] = k
@@ -201,9 +201,9 @@ class Builder:
             while True:
                 self.counter += 1
                 name = f"{self.prefix}{self.counter}"
-                if name not in self.used:
+                if name not in used:
                     break
-        self.used.add(name)
+        used.add(name)
         return name
 
     def rename(self, var: Var, name: str) -> None:
@@ -219,7 +219,13 @@ class Builder:
         if prim.normalize is not None:
             params = prim.normalize(operands, params)
         dtype, shape = prim.shape_rule(*operands, **params)
-        out = Var(self.fresh(self.hint if name is None else name), dtype, shape)
+        if name is None:
+            name = self.hint
+        if name is None or name in self.used:
+            name = self.fresh(name)
+        else:                               # (`fresh`'s common case, without the call)
+            self.used.add(name)
+        out = Var(name, dtype, shape)
         self.entries.append(Entry(out, prim, operands, params, self.loc, False, self.sweep))
         return out
 
@@ -235,6 +241,8 @@ def as_operand(a):
     """Vars and Literals pass through; Python and NumPy scalars become Literals."""
     if isinstance(a, (Var, Literal)):
         return a
+    if type(a) is float:                # (the common case, as below)
+        return Literal(a)
     if isinstance(a, (bool, np.bool_)):
         return Literal(bool(a))
     if isinstance(a, (int, np.integer)):

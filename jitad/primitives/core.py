@@ -295,6 +295,10 @@ def elementwise_rule(floating: bool):
                      b.shape == ())) or (type(b) is Var and b.dtype == "float64" and
                                          b.shape == () and type(a) is Literal):
                 return "float64", ()
+        elif len(operands) == 1:        # a float64 scalar Var: the common unary case
+            a = operands[0]
+            if type(a) is Var and a.dtype == "float64" and a.shape == ():
+                return "float64", ()
         return result_dtype(*operands, floating=floating), broadcast_shapes(*operands)
     rule.elementwise = True     # (an array operand makes an array: see tracing._bind)
     return rule

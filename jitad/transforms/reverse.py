@@ -41,20 +41,23 @@ def value_and_grad(wengert: WengertList, wrt: list) -> WengertList:
     adjoint: dict = {}
     if isinstance(output, Var) and output.name in active:
         adjoint[output.name] = Literal(1.0)
+    entries = b.entries
     for entry in reversed(wengert.entries):
-        g = adjoint.get(entry.out.name)
-        if g is None or entry.out.name not in active or entry.prim.vjp is None:
+        out = entry.out.name
+        g = adjoint.get(out)
+        if g is None or out not in active or entry.prim.vjp is None:
             continue
-        b.loc = f"{entry.out.name} = {entry.prim.name} " + \
-            " ".join([a.name if type(a) is Var else repr(a) for a in entry.ins]) + \
+        ins = entry.ins
+        b.loc = f"{out} = {entry.prim.name} " + \
+            " ".join([a.name if type(a) is Var else repr(a) for a in ins]) + \
             (f"  ({entry.loc})" if entry.loc else "")
-        b.hint = f"d{entry.out.name}"
-        start = len(b.entries)
-        contributions = entry.prim.vjp(b, g, entry.out, *entry.ins, **entry.params)
-        created = {id(e.out): e for e in b.entries[start:]}     # Var -> its entry
-        for operand, contribution in zip(entry.ins, contributions):
-            if isinstance(operand, Var) and operand.name in active and contribution is not None:
-                _accumulate(b, adjoint, operand, contribution, entry.out.name, created)
+        b.hint = f"d{out}"
+        start = len(entries)
+        contributions = entry.prim.vjp(b, g, entry.out, *ins, **entry.params)
+        created = {id(e.out): e for e in entries[start:]}       # Var -> its entry
+        for operand, contribution in zip(ins, contributions):
+            if type(operand) is Var and contribution is not None and operand.name in active:
+                _accumulate(b, adjoint, operand, contribution, out, created)
     b.hint = None
     grads = []
     for i in wrt:
@@ -80,17 +83,19 @@ class _AdjointBuilder(Builder):
                         and (type(other) is Var and other.dtype == "float64"
                              or type(other) is Literal and type(other.value) is float):
                     return other
-        return super().bind(prim, *operands, name=name, **params)
+        return _bind(self, prim, *operands, name=name, **params)
 
 
 _MUL = REGISTRY["mul"]
+_ADD = REGISTRY["add"]
+_bind = Builder.bind
 
 
 def _accumulate(b, adjoint, var, contribution, via, created):
     """Add `contribution` into the adjoint of `var`, naming values after their path."""
     name = f"{var.name}_bar"
     previous = adjoint.get(var.name)
-    if isinstance(contribution, Var) and id(contribution) in created:
+    if type(contribution) is Var and id(contribution) in created:
         sparse = _is_sparse_update(contribution, created)
         if previous is not None and sparse:
             update = created[id(contribution)]
@@ -104,7 +109,7 @@ def _accumulate(b, adjoint, var, contribution, via, created):
         adjoint[var.name] = contribution
         return
     b.hint = None
-    total = b.add(previous, contribution, name=name)
+    total = _bind(b, _ADD, previous, contribution, name=name)    # (no product: Builder's bind)
     b.entries[-1].accumulate = True
     adjoint[var.name] = total
 
@@ -163,9 +168,13 @@ def keep_masked_zeros(b, entries) -> list:
         if not masked or name not in ("mul", "div", "neg"):
             out.append(e)
             continue
-        positions = (0, 1) if name == "mul" else (0,)
-        k = next((k for k in positions if isinstance(e.ins[k], Var) and e.ins[k].name in
-                  masked and e.out.dtype == "float64"), None)
+        k = None
+        if e.out.dtype == "float64":
+            for position in ((0, 1) if name == "mul" else (0,)):
+                a = e.ins[position]
+                if type(a) is Var and a.name in masked:
+                    k = position
+                    break
         if k is None:
             out.append(e)
             continue
