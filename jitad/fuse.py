@@ -172,3 +172,116 @@ class _Fusion:
             if fresh not in self.used:
                 self.used.add(fresh)
                 return fresh
+
+
+
+# ------------------------------------------------- the adjoint of each iteration, right after it
+def adjoints_early(wengert: WengertList) -> WengertList | None:
+    """`wengert` with each reverse-sweep entry moved up to just before its first reader,
+    and no earlier than the values it reads; None where no reverse entry moves before the
+    last forward entry (or a forward entry reads a reverse one).
+
+    Where a loop's iterations meet only in sums (`s = s + term(x[i], x[i + 1])`), the adjoint
+    of an iteration needs nothing from later ones: its entries land right after the
+    iteration's own forward entries, reading them directly (no tape, no recomputed copy),
+    and the re-roller finds one loop doing both, in the forward order, as a hand-written
+    gradient does. Entries go as late as their readers allow, so a derivative factor whose
+    reader waits for later iterations' adjoints stays in the reverse sweep. Element updates
+    of one adjoint buffer (`x_bar[i] += …`: index_add at integer indices, each buffer but
+    the last read only by the next link) touch different elements, so they run as early as
+    their values allow and the chain is re-linked in the new order (updates of one element
+    keep theirs). Every entry keeps its operation and operands: results are bitwise those
+    of the list as given.
+    """
+    entries = wengert.entries
+    site = {e.out.name: i for i, e in enumerate(entries)}
+    readers: dict = {}
+    for i, e in enumerate(entries):
+        for a in e.ins:
+            if type(a) is Var:
+                readers.setdefault(a.name, []).append(i)
+    chains = _element_chains(entries, site, readers)
+    after: dict = {}        # entry -> entries it must follow without reading them
+    first_buffer: dict = {}     # link -> its chain's first buffer (each link reads it)
+    for first, chain in chains:
+        first_buffer.update((k, first) for k in chain)
+        previous: dict = {}
+        for k in chain:
+            index = entries[k].params["index"]
+            element = tuple(j % n for j, n in zip(index, first.shape))
+            after[k] = [previous[element]] if element in previous else []
+            previous[element] = k
+        for r in set(readers.get(entries[chain[-1]].out.name, ())):     # of the last buffer
+            after.setdefault(r, []).extend(chain)
+    reads: list = []
+    early: list = []
+    last_forward = -1
+    for i, e in enumerate(entries):
+        ins = (first_buffer[i], *e.ins[1:]) if i in first_buffer else e.ins
+        mine = [site[a.name] for a in ins if type(a) is Var and a.name in site
+                and site[a.name] not in first_buffer]   # (a chain's last buffer: `after`)
+        if e.sweep != "reverse":
+            if any(entries[d].sweep == "reverse" for d in mine + after.get(i, [])):
+                return None
+            reads.append(())
+            early.append(i)
+            last_forward = i
+            continue
+        reads.append(mine)
+        early.append(max([early[d] for d in mine + after.get(i, [])], default=-1))
+    late = list(early)
+    first_read: dict = {}
+    for i in range(len(entries) - 1, -1, -1):
+        if entries[i].sweep != "reverse":
+            continue
+        late[i] = first_read.get(i, early[i])
+        for d in reads[i]:
+            first_read[d] = min(first_read.get(d, late[i]), late[i])
+    if all(late[i] >= last_forward for i, e in enumerate(entries) if e.sweep == "reverse"):
+        return None
+    order = sorted(range(len(entries)), key=lambda i: (late[i], entries[i].sweep == "reverse", i))
+    return dataclasses.replace(wengert, entries=_relinked(entries, order, chains))
+
+
+def _element_chains(entries, site, readers) -> list:
+    """(first buffer, link indices) of each chain of reverse-sweep index_add entries at
+    integer indices (two or more) whose buffers, but the last, only the next link reads
+    (`readers`: value name -> the entries reading it)."""
+
+    def link(i) -> bool:
+        e = entries[i]
+        index = e.params.get("index") if e.prim.name == "index_add" else None
+        return e.sweep == "reverse" and type(e.ins[0]) is Var and type(index) is tuple \
+            and all(type(k) is int for k in index) and readers.get(e.ins[0].name) == [i]
+
+    chains = []
+    for i, e in enumerate(entries):
+        before = site.get(e.ins[0].name, -1) if e.ins and type(e.ins[0]) is Var else -1
+        if not link(i) or (before >= 0 and link(before)):
+            continue        # not the first link of a chain
+        chain = [i]
+        while True:
+            following = readers.get(entries[chain[-1]].out.name, [])
+            if len(following) != 1 or not link(following[0]) or \
+                    entries[following[0]].ins[0].name != entries[chain[-1]].out.name:
+                break
+            chain.append(following[0])
+        if len(chain) >= 2 and len({len(entries[k].params["index"]) for k in chain}) == 1:
+            chains.append((e.ins[0], chain))    # (indices of one length: same or disjoint)
+    return chains
+
+
+def _relinked(entries, order, chains) -> list:
+    """The entries in `order`, each chain re-linked in its new order: the k-th link to run
+    reads the buffer of the one before (the first, the chain's first buffer) and makes the
+    buffer that the k-th link of the old order made (the chain's readers read the last)."""
+    moved = [entries[i] for i in order]
+    position = {i: p for p, i in enumerate(order)}
+    for first, chain in chains:
+        buffer = first
+        for old, new in zip(chain, sorted(chain, key=position.get)):
+            e = entries[new]
+            moved[position[new]] = dataclasses.replace(
+                e, ins=(buffer,) + tuple(e.ins[1:]), out=entries[old].out)
+            buffer = entries[old].out
+    return moved
