@@ -178,8 +178,8 @@ class _Fusion:
 # ------------------------------------------------- the adjoint of each iteration, right after it
 def adjoints_early(wengert: WengertList) -> WengertList | None:
     """`wengert` with each reverse-sweep entry moved up to just before its first reader,
-    and no earlier than the values it reads; None where no reverse entry moves before the
-    last forward entry (or a forward entry reads a reverse one).
+    and no earlier than the values it reads; None where the sweeps do not alternate at
+    least `reroll.MIN_ITERATIONS` times (or a forward entry reads a reverse one).
 
     Where a loop's iterations meet only in sums (`s = s + term(x[i], x[i + 1])`), the adjoint
     of an iteration needs nothing from later ones: its entries land right after the
@@ -215,7 +215,6 @@ def adjoints_early(wengert: WengertList) -> WengertList | None:
             after.setdefault(r, []).extend(chain)
     reads: list = []
     early: list = []
-    last_forward = -1
     for i, e in enumerate(entries):
         ins = (first_buffer[i], *e.ins[1:]) if i in first_buffer else e.ins
         mine = [site[a.name] for a in ins if type(a) is Var and a.name in site
@@ -225,7 +224,6 @@ def adjoints_early(wengert: WengertList) -> WengertList | None:
                 return None
             reads.append(())
             early.append(i)
-            last_forward = i
             continue
         reads.append(mine)
         early.append(max([early[d] for d in mine + after.get(i, [])], default=-1))
@@ -237,9 +235,10 @@ def adjoints_early(wengert: WengertList) -> WengertList | None:
         late[i] = first_read.get(i, early[i])
         for d in reads[i]:
             first_read[d] = min(first_read.get(d, late[i]), late[i])
-    if all(late[i] >= last_forward for i, e in enumerate(entries) if e.sweep == "reverse"):
-        return None
     order = sorted(range(len(entries)), key=lambda i: (late[i], entries[i].sweep == "reverse", i))
+    sweeps = [entries[i].sweep == "reverse" for i in order]
+    if sum(a != b for a, b in zip(sweeps, sweeps[1:])) < 2 * reroll.MIN_ITERATIONS:
+        return None     # no loop's iterations take their adjoints in
     return dataclasses.replace(wengert, entries=_relinked(entries, order, chains))
 
 
