@@ -250,8 +250,8 @@ def _element_chains(entries, site, readers) -> list:
     def link(i) -> bool:
         e = entries[i]
         index = e.params.get("index") if e.prim.name == "index_add" else None
-        return e.sweep == "reverse" and type(e.ins[0]) is Var and type(index) is tuple \
-            and all(type(k) is int for k in index) and readers.get(e.ins[0].name) == [i]
+        return type(index) is tuple and all(type(k) is int for k in index) and \
+            e.sweep == "reverse" and type(e.ins[0]) is Var and readers.get(e.ins[0].name) == [i]
 
     chains = []
     for i, e in enumerate(entries):
