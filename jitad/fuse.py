@@ -191,82 +191,93 @@ def adjoints_early(wengert: WengertList) -> WengertList | None:
     the last read only by the next link) touch different elements, so they run as early as
     their values allow and the chain is re-linked in the new order (updates of one element
     keep theirs). Every entry keeps its operation and operands: results are bitwise those
-    of the list as given.
+    of the list as given. (Plain loops, few calls: this runs on every loop-shaped list.)
     """
     entries = wengert.entries
     site = {e.out.name: i for i, e in enumerate(entries)}
-    readers: dict = {}
-    for i, e in enumerate(entries):
-        for a in e.ins:
-            if type(a) is Var:
-                readers.setdefault(a.name, []).append(i)
-    chains = _element_chains(entries, site, readers)
+    chains = _element_chains(entries, site)
     after: dict = {}        # entry -> entries it must follow without reading them
     first_buffer: dict = {}     # link -> its chain's first buffer (each link reads it)
-    for first, chain in chains:
-        first_buffer.update((k, first) for k in chain)
+    for first, chain, last_readers in chains:
         previous: dict = {}
         for k in chain:
-            index = entries[k].params["index"]
-            element = tuple(j % n for j, n in zip(index, first.shape))
+            first_buffer[k] = first
+            element = tuple(j % n for j, n in zip(entries[k].params["index"], first.shape))
             after[k] = [previous[element]] if element in previous else []
             previous[element] = k
-        for r in set(readers.get(entries[chain[-1]].out.name, ())):     # of the last buffer
+        for r in last_readers:
             after.setdefault(r, []).extend(chain)
-    reads: list = []
-    early: list = []
+    reverse = [e.sweep == "reverse" for e in entries]
+    reads: list = [()] * len(entries)
+    early = list(range(len(entries)))
     for i, e in enumerate(entries):
         ins = (first_buffer[i], *e.ins[1:]) if i in first_buffer else e.ins
-        mine = [site[a.name] for a in ins if type(a) is Var and a.name in site
-                and site[a.name] not in first_buffer]   # (a chain's last buffer: `after`)
-        if e.sweep != "reverse":
-            if any(entries[d].sweep == "reverse" for d in mine + after.get(i, [])):
-                return None
-            reads.append(())
-            early.append(i)
-            continue
-        reads.append(mine)
-        early.append(max([early[d] for d in mine + after.get(i, [])], default=-1))
+        mine = []
+        at = -1
+        for a in ins:
+            if type(a) is Var and a.name in site:
+                d = site[a.name]
+                if d not in first_buffer:   # (a chain's last buffer: see `after`)
+                    mine.append(d)
+                    at = early[d] if early[d] > at else at
+                if reverse[d] and not reverse[i]:
+                    return None     # a forward entry reading a reverse one: keep the order
+        for d in after.get(i, ()):
+            at = early[d] if early[d] > at else at
+        if reverse[i]:
+            reads[i] = mine
+            early[i] = at
     late = list(early)
     first_read: dict = {}
     for i in range(len(entries) - 1, -1, -1):
-        if entries[i].sweep != "reverse":
-            continue
-        late[i] = first_read.get(i, early[i])
-        for d in reads[i]:
-            first_read[d] = min(first_read.get(d, late[i]), late[i])
-    order = sorted(range(len(entries)), key=lambda i: (late[i], entries[i].sweep == "reverse", i))
-    sweeps = [entries[i].sweep == "reverse" for i in order]
-    if sum(a != b for a, b in zip(sweeps, sweeps[1:])) < 2 * reroll.MIN_ITERATIONS:
+        if reverse[i]:
+            if i in first_read:
+                late[i] = first_read[i]
+            for d in reads[i]:
+                if d not in first_read or late[i] < first_read[d]:
+                    first_read[d] = late[i]
+    order = [i for _, _, i in sorted(zip(late, reverse, range(len(entries))))]
+    switches = 0
+    for a, b in zip(order, order[1:]):
+        if reverse[a] != reverse[b]:
+            switches += 1
+    if switches < 2 * reroll.MIN_ITERATIONS:
         return None     # no loop's iterations take their adjoints in
     return dataclasses.replace(wengert, entries=_relinked(entries, order, chains))
 
 
-def _element_chains(entries, site, readers) -> list:
-    """(first buffer, link indices) of each chain of reverse-sweep index_add entries at
-    integer indices (two or more) whose buffers, but the last, only the next link reads
-    (`readers`: value name -> the entries reading it)."""
-
-    def link(i) -> bool:
-        e = entries[i]
-        index = e.params.get("index") if e.prim.name == "index_add" else None
-        return type(index) is tuple and all(type(k) is int for k in index) and \
-            e.sweep == "reverse" and type(e.ins[0]) is Var and readers.get(e.ins[0].name) == [i]
-
-    chains = []
+def _element_chains(entries, site) -> list:
+    """(first buffer, link indices, readers of the last buffer) of each chain of
+    reverse-sweep index_add entries at integer indices, of one length (two links update
+    the same element or disjoint ones), whose buffers but the last only the next link
+    reads. Two or more links."""
+    links = {}          # buffer name -> the link updating it
     for i, e in enumerate(entries):
-        before = site.get(e.ins[0].name, -1) if e.ins and type(e.ins[0]) is Var else -1
-        if not link(i) or (before >= 0 and link(before)):
-            continue        # not the first link of a chain
+        if e.prim.name == "index_add" and e.sweep == "reverse" and type(e.ins[0]) is Var:
+            index = e.params.get("index")
+            if type(index) is tuple and all(type(k) is int for k in index):
+                links[e.ins[0].name] = i if e.ins[0].name not in links else -1
+    readers: dict = {name: [] for name in links}
+    made = {entries[i].out.name: i for i in links.values() if i >= 0}
+    for i, e in enumerate(entries):
+        for a in e.ins:
+            if type(a) is Var and (a.name in readers or a.name in made):
+                readers.setdefault(a.name, []).append(i)
+    chains = []
+    for name, i in links.items():
+        if i < 0 or readers[name] != [i] or name in made:
+            continue        # not the first link of a chain (or read elsewhere)
         chain = [i]
         while True:
-            following = readers.get(entries[chain[-1]].out.name, [])
-            if len(following) != 1 or not link(following[0]) or \
-                    entries[following[0]].ins[0].name != entries[chain[-1]].out.name:
+            out = entries[chain[-1]].out.name
+            following = links.get(out, -1)
+            if following < 0 or readers.get(out) != [following]:
                 break
-            chain.append(following[0])
-        if len(chain) >= 2 and len({len(entries[k].params["index"]) for k in chain}) == 1:
-            chains.append((e.ins[0], chain))    # (indices of one length: same or disjoint)
+            chain.append(following)
+        lengths = {len(entries[k].params["index"]) for k in chain}
+        if len(chain) >= 2 and len(lengths) == 1:
+            chains.append((entries[i].ins[0], chain,
+                           readers.get(entries[chain[-1]].out.name, [])))
     return chains
 
 
@@ -276,7 +287,7 @@ def _relinked(entries, order, chains) -> list:
     buffer that the k-th link of the old order made (the chain's readers read the last)."""
     moved = [entries[i] for i in order]
     position = {i: p for p, i in enumerate(order)}
-    for first, chain in chains:
+    for first, chain, _ in chains:
         buffer = first
         for old, new in zip(chain, sorted(chain, key=position.get)):
             e = entries[new]
