@@ -1,4 +1,9 @@
-"""Loop fusion: a forward loop and the reverse sweep's loop, interleaved block by block.
+"""Loop fusion: a forward loop and the reverse sweep's loop as one loop, two ways.
+
+`adjoints_early` (tried first, see its docstring): each iteration's adjoint right after
+the iteration, where iterations meet only in sums; it reads the forward values themselves.
+`fuse_loops`, below: the two loops interleaved block by block, the reverse loop recomputing
+what it reads.
 
 Step: part of codegen (list -> list, before printing loops). Reverse mode turns a
 re-rolled forward loop into a second loop over the same iterations. Printed apart, each
@@ -172,7 +177,6 @@ class _Fusion:
             if fresh not in self.used:
                 self.used.add(fresh)
                 return fresh
-
 
 
 # ------------------------------------------------- the adjoint of each iteration, right after it
