@@ -181,9 +181,10 @@ class _Fusion:
 
 # ------------------------------------------------- the adjoint of each iteration, right after it
 def adjoints_early(wengert: WengertList) -> WengertList | None:
-    """`wengert` with each reverse-sweep entry moved up to just before its first reader,
-    and no earlier than the values it reads; None where the sweeps do not alternate at
-    least `reroll.MIN_ITERATIONS` times (or a forward entry reads a reverse one).
+    """`wengert` with each entry from the first reverse-sweep entry on (the reverse sweep, and
+    in a forward-over-reverse list the tangents of its values) moved up to just before its
+    first reader, and no earlier than the values it reads; None where moved and unmoved
+    entries do not alternate at least `reroll.MIN_ITERATIONS` times.
 
     Where a loop's iterations meet only in sums (`s = s + term(x[i], x[i + 1])`), the adjoint
     of an iteration needs nothing from later ones: its entries land right after the
@@ -199,7 +200,9 @@ def adjoints_early(wengert: WengertList) -> WengertList | None:
     """
     entries = wengert.entries
     site = {e.out.name: i for i, e in enumerate(entries)}
-    chains = _element_chains(entries, site)
+    start = next((i for i, e in enumerate(entries) if e.sweep == "reverse"), len(entries))
+    moves = [i >= start for i in range(len(entries))]     # (the entries that may move)
+    chains = _element_chains(entries, site, start)
     after: dict = {}        # entry -> entries it must follow without reading them
     first_buffer: dict = {}     # link -> its chain's first buffer (each link reads it)
     for first, chain, last_readers in chains:
@@ -211,7 +214,6 @@ def adjoints_early(wengert: WengertList) -> WengertList | None:
             previous[element] = k
         for r in last_readers:
             after.setdefault(r, []).extend(chain)
-    reverse = [e.sweep == "reverse" for e in entries]
     reads: list = [()] * len(entries)
     early = list(range(len(entries)))
     for i, e in enumerate(entries):
@@ -224,40 +226,38 @@ def adjoints_early(wengert: WengertList) -> WengertList | None:
                 if d not in first_buffer:   # (a chain's last buffer: see `after`)
                     mine.append(d)
                     at = early[d] if early[d] > at else at
-                if reverse[d] and not reverse[i]:
-                    return None     # a forward entry reading a reverse one: keep the order
         for d in after.get(i, ()):
             at = early[d] if early[d] > at else at
-        if reverse[i]:
+        if moves[i]:
             reads[i] = mine
             early[i] = at
     late = list(early)
     first_read: dict = {}
     for i in range(len(entries) - 1, -1, -1):
-        if reverse[i]:
+        if moves[i]:
             if i in first_read:
                 late[i] = first_read[i]
             for d in reads[i]:
                 if d not in first_read or late[i] < first_read[d]:
                     first_read[d] = late[i]
-    order = [i for _, _, i in sorted(zip(late, reverse, range(len(entries))))]
+    order = [i for _, _, i in sorted(zip(late, moves, range(len(entries))))]
     switches = 0
     for a, b in zip(order, order[1:]):
-        if reverse[a] != reverse[b]:
+        if moves[a] != moves[b]:
             switches += 1
     if switches < 2 * reroll.MIN_ITERATIONS:
         return None     # no loop's iterations take their adjoints in
     return dataclasses.replace(wengert, entries=_relinked(entries, order, chains))
 
 
-def _element_chains(entries, site) -> list:
-    """(first buffer, link indices, readers of the last buffer) of each chain of
-    reverse-sweep index_add entries at integer indices, of one length (two links update
+def _element_chains(entries, site, start) -> list:
+    """(first buffer, link indices, readers of the last buffer) of each chain of index_add
+    entries from `start` on at integer indices, of one length (two links update
     the same element or disjoint ones), whose buffers but the last only the next link
     reads. Two or more links."""
     links = {}          # buffer name -> the link updating it
     for i, e in enumerate(entries):
-        if e.prim.name == "index_add" and e.sweep == "reverse" and type(e.ins[0]) is Var:
+        if e.prim.name == "index_add" and i >= start and type(e.ins[0]) is Var:
             index = e.params.get("index")
             if type(index) is tuple and all(type(k) is int for k in index):
                 links[e.ins[0].name] = i if e.ins[0].name not in links else -1

@@ -16,7 +16,8 @@ import jitad
 from jitad import codegen, fuse
 from jitad.compile import load_python
 
-from conftest import adjoint_list, assert_close, check_grads_python, python_value_and_grad
+from conftest import adjoint_list, assert_close, check_grads_python, python_value_and_grad, \
+    traced
 from test_fuse import exp_chain
 from test_loop_fusion import loop_bodies
 from test_reroll_arrays import rosenbrock_hand_gradient, rosenbrock_loop, source_of
@@ -111,6 +112,32 @@ def test_updates_of_one_element_keep_their_order():
     value0, grad0 = straight(wengert, "given", [x])
     assert value == value0 and np.array_equal(grad[0], grad0[0])   # bitwise: same order
     check_grads_python(f, [x])
+
+
+def rosenbrock_hand_hvp(x, v):
+    """The tridiagonal Rosenbrock Hessian times v."""
+    hv = np.zeros_like(x)
+    hv[:-1] += (1200.0 * x[:-1] ** 2 - 400.0 * x[1:] + 2.0) * v[:-1] - 400.0 * x[:-1] * v[1:]
+    hv[1:] += -400.0 * x[:-1] * v[:-1] + 200.0 * v[1:]
+    return hv
+
+
+def test_a_hessian_vector_product_loop_is_one_loop(monkeypatch):
+    """Forward over reverse: the tangents of the adjoints are forward entries after the first
+    reverse one; they move with it, and the product's loop needs no tape."""
+    x, v = np.random.default_rng(4).uniform(-1.2, 1.2, (2, 60))
+    hvp = jitad.hvp(rosenbrock_loop, tiers=False)
+    variant, _ = traced(hvp, (x, v))
+    source, name, kernel = hvp._build(variant)[:3]
+    assert source.count("for k") == 1 and "_tape" not in source
+    got = load_python(source, name)(x, v)
+    assert_close(got, rosenbrock_hand_hvp(x, v), 1e-11, 1e-11, "H v")
+    eps = 1e-6        # central differences of the (hand-checked) gradient along v
+    f = jitad.jit_grad(rosenbrock_loop, code_shape="loops")
+    numeric = (python_value_and_grad(f, [x + eps * v])[1][0] -
+               python_value_and_grad(f, [x - eps * v])[1][0]) / (2 * eps)
+    assert_close(got, numeric, 1e-6, 1e-6, "H v by central differences")
+    assert np.array_equal(got, straight(kernel, "hvp_given", [x, v]))   # bitwise
 
 
 def test_a_carried_value_keeps_the_reverse_loop():
