@@ -848,7 +848,15 @@ def choose_shape(wengert: WengertList, requested: str = "auto") -> tuple:
 
 def fused_loops(wengert: WengertList, runs: tuple) -> tuple:
     """(list, printable runs): `wengert` with its forward loop and the reverse sweep's loop
-    fused into one (see fuse.py) where the re-roller finds the fused loop, else as given."""
+    fused into one (see fuse.py) where the re-roller finds the fused loop, else as given:
+    each iteration's adjoint right after it (`fuse.adjoints_early`) where that leaves fewer
+    loops, else the loops interleaved block by block (`fuse.fuse_loops`)."""
+    early = fuse.adjoints_early(wengert) if len(runs[0]) > 1 else None
+    if early is not None:
+        early_runs = printable_runs(early)
+        if len(early_runs[0]) < len(runs[0]) and \
+                _straight(early, early_runs[0]) <= _straight(wengert, runs[0]) + FUSION_SLACK:
+            return early, early_runs
     fused = fuse.fuse_loops(wengert, runs[0])
     if fused is None:
         return wengert, runs

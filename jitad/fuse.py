@@ -1,4 +1,9 @@
-"""Loop fusion: a forward loop and the reverse sweep's loop, interleaved block by block.
+"""Loop fusion: a forward loop and the reverse sweep's loop as one loop, two ways.
+
+`adjoints_early` (tried first, see its docstring): each iteration's adjoint right after
+the iteration, where iterations meet only in sums; it reads the forward values themselves.
+`fuse_loops`, below: the two loops interleaved block by block, the reverse loop recomputing
+what it reads.
 
 Step: part of codegen (list -> list, before printing loops). Reverse mode turns a
 re-rolled forward loop into a second loop over the same iterations. Printed apart, each
@@ -172,3 +177,125 @@ class _Fusion:
             if fresh not in self.used:
                 self.used.add(fresh)
                 return fresh
+
+
+# ------------------------------------------------- the adjoint of each iteration, right after it
+def adjoints_early(wengert: WengertList) -> WengertList | None:
+    """`wengert` with each entry from the first reverse-sweep entry on (the reverse sweep, and
+    in a forward-over-reverse list the tangents of its values) moved up to just before its
+    first reader, and no earlier than the values it reads; None where moved and unmoved
+    entries do not alternate at least `reroll.MIN_ITERATIONS` times.
+
+    Where a loop's iterations meet only in sums (`s = s + term(x[i], x[i + 1])`), the adjoint
+    of an iteration needs nothing from later ones: its entries land right after the
+    iteration's own forward entries, reading them directly (no tape, no recomputed copy),
+    and the re-roller finds one loop doing both, in the forward order, as a hand-written
+    gradient does. Entries go as late as their readers allow, so a derivative factor whose
+    reader waits for later iterations' adjoints stays in the reverse sweep. Element updates
+    of one adjoint buffer (`x_bar[i] += …`: index_add at integer indices, each buffer but
+    the last read only by the next link) touch different elements, so they run as early as
+    their values allow and the chain is re-linked in the new order (updates of one element
+    keep theirs). Every entry keeps its operation and operands: results are bitwise those
+    of the list as given. (Plain loops, few calls: this runs on every loop-shaped list.)
+    """
+    entries = wengert.entries
+    site = {e.out.name: i for i, e in enumerate(entries)}
+    start = next((i for i, e in enumerate(entries) if e.sweep == "reverse"), len(entries))
+    moves = [i >= start for i in range(len(entries))]     # (the entries that may move)
+    chains = _element_chains(entries, site, start)
+    after: dict = {}        # entry -> entries it must follow without reading them
+    first_buffer: dict = {}     # link -> its chain's first buffer (each link reads it)
+    for first, chain, last_readers in chains:
+        previous: dict = {}
+        for k in chain:
+            first_buffer[k] = first
+            element = tuple(j % n for j, n in zip(entries[k].params["index"], first.shape))
+            after[k] = [previous[element]] if element in previous else []
+            previous[element] = k
+        for r in last_readers:
+            after.setdefault(r, []).extend(chain)
+    reads: list = [()] * len(entries)
+    early = list(range(len(entries)))
+    for i, e in enumerate(entries):
+        ins = (first_buffer[i], *e.ins[1:]) if i in first_buffer else e.ins
+        mine = []
+        at = -1
+        for a in ins:
+            if type(a) is Var and a.name in site:
+                d = site[a.name]
+                if d not in first_buffer:   # (a chain's last buffer: see `after`)
+                    mine.append(d)
+                    at = early[d] if early[d] > at else at
+        for d in after.get(i, ()):
+            at = early[d] if early[d] > at else at
+        if moves[i]:
+            reads[i] = mine
+            early[i] = at
+    late = list(early)
+    first_read: dict = {}
+    for i in range(len(entries) - 1, -1, -1):
+        if moves[i]:
+            if i in first_read:
+                late[i] = first_read[i]
+            for d in reads[i]:
+                if d not in first_read or late[i] < first_read[d]:
+                    first_read[d] = late[i]
+    order = [i for _, _, i in sorted(zip(late, moves, range(len(entries))))]
+    switches = 0
+    for a, b in zip(order, order[1:]):
+        if moves[a] != moves[b]:
+            switches += 1
+    if switches < 2 * reroll.MIN_ITERATIONS:
+        return None     # no loop's iterations take their adjoints in
+    return dataclasses.replace(wengert, entries=_relinked(entries, order, chains))
+
+
+def _element_chains(entries, site, start) -> list:
+    """(first buffer, link indices, readers of the last buffer) of each chain of index_add
+    entries from `start` on at integer indices, of one length (two links update
+    the same element or disjoint ones), whose buffers but the last only the next link
+    reads. Two or more links."""
+    links = {}          # buffer name -> the link updating it
+    for i, e in enumerate(entries):
+        if e.prim.name == "index_add" and i >= start and type(e.ins[0]) is Var:
+            index = e.params.get("index")
+            if type(index) is tuple and all(type(k) is int for k in index):
+                links[e.ins[0].name] = i if e.ins[0].name not in links else -1
+    readers: dict = {name: [] for name in links}
+    made = {entries[i].out.name: i for i in links.values() if i >= 0}
+    for i, e in enumerate(entries):
+        for a in e.ins:
+            if type(a) is Var and (a.name in readers or a.name in made):
+                readers.setdefault(a.name, []).append(i)
+    chains = []
+    for name, i in links.items():
+        if i < 0 or readers[name] != [i] or name in made:
+            continue        # not the first link of a chain (or read elsewhere)
+        chain = [i]
+        while True:
+            out = entries[chain[-1]].out.name
+            following = links.get(out, -1)
+            if following < 0 or readers.get(out) != [following]:
+                break
+            chain.append(following)
+        lengths = {len(entries[k].params["index"]) for k in chain}
+        if len(chain) >= 2 and len(lengths) == 1:
+            chains.append((entries[i].ins[0], chain,
+                           readers.get(entries[chain[-1]].out.name, [])))
+    return chains
+
+
+def _relinked(entries, order, chains) -> list:
+    """The entries in `order`, each chain re-linked in its new order: the k-th link to run
+    reads the buffer of the one before (the first, the chain's first buffer) and makes the
+    buffer that the k-th link of the old order made (the chain's readers read the last)."""
+    moved = [entries[i] for i in order]
+    position = {i: p for p, i in enumerate(order)}
+    for first, chain, _ in chains:
+        buffer = first
+        for old, new in zip(chain, sorted(chain, key=position.get)):
+            e = entries[new]
+            moved[position[new]] = dataclasses.replace(
+                e, ins=(buffer,) + tuple(e.ins[1:]), out=entries[old].out)
+            buffer = entries[old].out
+    return moved

@@ -19,6 +19,13 @@ from test_reroll_arrays import carried_from_elsewhere, rosenbrock_hand_gradient,
 
 def unfused(monkeypatch):
     monkeypatch.setattr(fuse, "fuse_loops", lambda wengert, runs: None)
+    monkeypatch.setattr(fuse, "adjoints_early", lambda wengert: None)
+
+
+def block_fusion_only(monkeypatch):
+    """Only `fuse_loops` (the adjoint of each iteration right after it is tested in
+    test_adjoints_early.py)."""
+    monkeypatch.setattr(fuse, "adjoints_early", lambda wengert: None)
 
 
 def exp_chain(x):
@@ -36,6 +43,7 @@ def rosen():
 
 def test_forward_and_reverse_loops_fuse_into_one(rosen, monkeypatch):
     f, x = rosen
+    block_fusion_only(monkeypatch)
     source = source_of(f, x)
     assert source.count("for k") == 1 and "_tape" not in source
     loop = source.split("for k in range(")[1]
@@ -64,7 +72,8 @@ def test_fused_list_keeps_every_entry_and_its_dependencies(rosen):
     assert len(codegen.printable_runs(fused)[0]) == len(runs) - 1
 
 
-def test_a_loop_reading_a_tape_is_not_fused():
+def test_a_loop_reading_a_tape_is_not_fused(monkeypatch):
+    block_fusion_only(monkeypatch)
     f = jitad.jit_grad(exp_chain, code_shape="loops")
     x = np.random.default_rng(1).uniform(-1.0, 1.0, 50)
     source = source_of(f, x)
@@ -72,8 +81,9 @@ def test_a_loop_reading_a_tape_is_not_fused():
     check_grads_python(f, [x])
 
 
-def test_a_carried_value_from_elsewhere_is_taped_not_fused():
+def test_a_carried_value_from_elsewhere_is_taped_not_fused(monkeypatch):
     """y[0] carried into the first iteration is not a read of x one step earlier."""
+    block_fusion_only(monkeypatch)
     f = jitad.jit_grad(carried_from_elsewhere, argnums=(0, 1), code_shape="loops")
     x, y = np.random.default_rng(1).uniform(-1.0, 1.0, (2, 40))
     assert source_of(f, x, y).count("for k") == 2
@@ -83,6 +93,7 @@ def test_a_carried_value_from_elsewhere_is_taped_not_fused():
 def test_a_copy_of_the_wrong_iteration_fails(rosen, monkeypatch):
     """Copies made one iteration early read neighbouring elements: the checks must fail."""
     f, x = rosen
+    block_fusion_only(monkeypatch)
     copy = fuse._Fusion._copy
     monkeypatch.setattr(fuse._Fusion, "_copy", lambda self, j, block, *rest:
                         copy(self, j, block - 1, *rest))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jitad
-from jitad import reroll
+from jitad import fuse, reroll
 
 from conftest import assert_close, check_grads_python, python_value_and_grad, traced
 from jitad.api import build_source
@@ -45,7 +45,14 @@ def carried_from_elsewhere(x, y):
 
 # ---------------------------------------------------------------- recomputed, not taped
 
-def test_reverse_loop_rereads_inputs_instead_of_taping():
+def recomputing(monkeypatch):
+    """The reverse sweep in a loop of its own (not each iteration's adjoint right after it,
+    which reads the forward values themselves, see test_adjoints_early.py)."""
+    monkeypatch.setattr(fuse, "adjoints_early", lambda wengert: None)
+
+
+def test_reverse_loop_rereads_inputs_instead_of_taping(monkeypatch):
+    recomputing(monkeypatch)
     f = jitad.jit_grad(rosenbrock_loop, code_shape="loops")
     x = np.random.default_rng(0).uniform(-1.2, 1.2, 60)
     source = source_of(f, x)
@@ -67,6 +74,7 @@ def test_carried_value_from_elsewhere_is_not_recomputed_as_a_read():
 def test_a_wrong_recomputation_rule_fails(monkeypatch):
     """Treating every carried initial value as the previous read recomputes x[0] where the
     function used y[0]: the gradient check must catch it."""
+    recomputing(monkeypatch)
     monkeypatch.setattr(reroll, "_init_is_previous", lambda *args: True)
     f = jitad.jit_grad(carried_from_elsewhere, argnums=(0, 1), code_shape="loops")
     x, y = np.random.default_rng(1).uniform(-1.0, 1.0, (2, 40))
