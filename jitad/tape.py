@@ -5,7 +5,7 @@ for Numba to compile in seconds and without repeated segments to re-roll). The
 interpreter `runtime.run_tape` is compiled once and cached on disk, so a list of
 any length costs only its encoding; it runs a few times slower than compiled
 straight-line code. A value's slot is reused once the value is read for the last
-time (`runtime.number_slots`, also compiled once): the slots a call touches stay
+time (`runtime.number_slots`, compiled for long lists): the slots a call touches stay
 few and cache-resident, where a slot per value (200,000 at 10,000 ops of the
 long-traces graph) made every call stream megabytes.
 """

@@ -61,6 +61,11 @@ def assert_rows_read_their_operands(kernel, wengert):
                if kind == "slot")
 
 
+def numbered():
+    """`runtime.number_slots` compiled (as for lists of COMPILED_NUMBERING_FROM_ENTRIES)."""
+    return compiler._runtime_kernel("number_slots", disk.cache_dir())
+
+
 def one_slot_per_value(code, literal, first, kept, select):
     """`runtime.number_slots` without reuse: every value its own slot, constants first."""
     order = np.concatenate([np.flatnonzero(literal), np.flatnonzero(~literal)])
@@ -98,8 +103,10 @@ def test_reused_slots_hold_what_each_row_reads(steps, s):
     f = jitad.jit_grad(program(steps), argnums=(0, 1))
     x = np.array([0.3, -1.2, 0.8, 1.7])
     wengert = adjoint_list(f, [x, s])
-    reused = compiler.tape_kernel(wengert)
+    reused = compiler.tape_kernel(wengert)      # (numbered in Python: a short list)
     assert_rows_read_their_operands(reused, wengert)
+    compiled = tape.TapeKernel(wengert, None, numbered())
+    assert np.array_equal(compiled.code, reused.code) and compiled.n_slots == reused.n_slots
     own = tape.TapeKernel(wengert, reused.interpreter, one_slot_per_value)
     assert reused.n_slots <= own.n_slots
     (value, (grad_x, grad_s)), (want, (want_x, want_s)) = reused(x, s), own(x, s)
@@ -112,14 +119,12 @@ def test_the_slot_check_catches_a_slot_shared_by_live_values():
     the check: the check can fail."""
     f = jitad.jit_grad(program([("mul", 1, 2)]), argnums=(0, 1))    # s * x[3]
     wengert = adjoint_list(f, [np.array([0.3, -1.2, 0.8, 1.7]), 0.5])
-    numbered = compiler._runtime_kernel("number_slots", disk.cache_dir())
-
     def product_over_s(code, literal, first, kept, select):
-        rows, count, slot_of = numbered(code, literal, first, kept, select)
+        rows, count, slot_of = numbered()(code, literal, first, kept, select)
         product = list(rows[:, 0]).index(TAPE_OPCODES.index("mul"))
         rows[product, 1] = slot_of[first[0]]
         return rows, count, slot_of
-    assert_rows_read_their_operands(tape.TapeKernel(wengert, None, numbered), wengert)
+    assert_rows_read_their_operands(tape.TapeKernel(wengert, None, numbered()), wengert)
     with pytest.raises(AssertionError):
         assert_rows_read_their_operands(tape.TapeKernel(wengert, None, product_over_s),
                                         wengert)
