@@ -284,29 +284,22 @@ def number_slots(code, literal, first, kept, select):
             count += 1
     free = np.empty(n, np.int64)
     top = 0
-    for s in first:
-        if top:
-            top -= 1
-            slot_of[s] = free[top]
-        else:
-            slot_of[s] = count
-            count += 1
-        if last[s] < 0 and not kept[s]:
-            free[top] = slot_of[s]
-            top += 1
     rows = np.zeros_like(code)
-    for t in range(code.shape[0]):
-        op = code[t, 0]
-        rows[t, 0], rows[t, 4] = op, code[t, 4]
-        for k in range(2, 5):
-            s = code[t, k]
-            if s >= 0 and (k < 4 or op == select):
-                rows[t, k] = slot_of[s]
-                if last[s] == t and not (literal[s] or kept[s]):
-                    free[top] = slot_of[s]          # read for the last time (once: the
-                    top += 1                        # same operand twice frees one slot)
-                    last[s] = -2
-        s = code[t, 1]
+    for t in range(-first.shape[0], code.shape[0]):     # (t < 0: the `first` values)
+        if t < 0:
+            s = first[t + first.shape[0]]
+        else:
+            op = code[t, 0]
+            rows[t, 0], rows[t, 4] = op, code[t, 4]
+            for k in range(2, 5):
+                s = code[t, k]
+                if s >= 0 and (k < 4 or op == select):
+                    rows[t, k] = slot_of[s]
+                    if last[s] == t and not (literal[s] or kept[s]):
+                        free[top] = slot_of[s]      # read for the last time (once: the
+                        top += 1                    # same operand twice frees one slot)
+                        last[s] = -2
+            s = code[t, 1]
         if s >= 0:                                  # written after the operands are read
             if top:
                 top -= 1
@@ -314,7 +307,8 @@ def number_slots(code, literal, first, kept, select):
             else:
                 slot_of[s] = count
                 count += 1
-            rows[t, 1] = slot_of[s]
+            if t >= 0:
+                rows[t, 1] = slot_of[s]
             if last[s] == -1 and not kept[s]:       # never read
                 free[top] = slot_of[s]
                 top += 1

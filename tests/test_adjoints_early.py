@@ -18,7 +18,7 @@ from jitad.compile import load_python
 
 from conftest import adjoint_list, assert_close, check_grads_python, python_value_and_grad, \
     traced
-from test_fuse import exp_chain
+from test_fuse import exp_chain, rosen_case
 from test_loop_fusion import loop_bodies
 from test_reroll_arrays import rosenbrock_hand_gradient, rosenbrock_loop, source_of
 
@@ -48,8 +48,7 @@ def decaying(x):
 
 @pytest.fixture
 def rosen():
-    return jitad.jit_grad(rosenbrock_loop, code_shape="loops"), \
-        np.random.default_rng(0).uniform(-1.2, 1.2, 60)
+    return rosen_case()
 
 
 def test_rosenbrock_is_one_loop_reading_each_element_once(rosen, monkeypatch):

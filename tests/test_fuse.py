@@ -35,10 +35,15 @@ def exp_chain(x):
     return total
 
 
-@pytest.fixture
-def rosen():
+def rosen_case():
+    """The Rosenbrock loop printed as loops, and a point (test_adjoints_early's too)."""
     return jitad.jit_grad(rosenbrock_loop, code_shape="loops"), \
         np.random.default_rng(0).uniform(-1.2, 1.2, 60)
+
+
+@pytest.fixture
+def rosen():
+    return rosen_case()
 
 
 def test_forward_and_reverse_loops_fuse_into_one(rosen, monkeypatch):
