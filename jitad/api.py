@@ -58,10 +58,9 @@ def build(variant: Variant, mode: str, wrt: tuple, fn_name: str, code_shape: str
 
 def differentiated(variant: Variant, mode: str, wrt: tuple):
     """The simplified (and, for "value_and_grad", differentiated and simplified again) list."""
-    wengert = simplify(variant.trace.wengert)
     if mode == "value_and_grad":
-        wengert = simplify(value_and_grad(wengert, list(wrt)))
-    return wengert
+        return simplify(reversed_unsimplified(variant, wrt))
+    return simplify(variant.trace.wengert)
 
 
 def reversed_unsimplified(variant: Variant, wrt: tuple):
@@ -106,6 +105,12 @@ TIERS_FROM_ENTRIES = 1000
 NUMPY_TIER_FROM_ENTRIES = 10
 # Kernels that serve first calls while the specialized code compiles.
 FIRST_TIERS = (tape.TapeKernel, NumpyKernel)
+
+
+def tape_tier_applies(wengert) -> bool:
+    """Is the list `wengert` long enough for the tape tier (TIERS_FROM_ENTRIES), and can the
+    tape run it?"""
+    return len(wengert.entries) >= TIERS_FROM_ENTRIES and tape.encodable(wengert, True)
 
 
 def numpy_tier_applies(wengert) -> bool:
@@ -494,7 +499,7 @@ class JitGrad:
         chosen = None
         if forced_tape:
             first = None
-        elif len(wengert.entries) >= TIERS_FROM_ENTRIES and tape.encodable(wengert, True):
+        elif tape_tier_applies(wengert):
             with stats.stage("codegen"):            # (the tape's encoding)
                 first = compiler.tape_kernel(wengert)
         else:
@@ -516,7 +521,7 @@ class JitGrad:
         a transcendental function (the tape computes them with the kernel's libm)."""
         with collector.pause(), stats.stage("analysis"):
             raw = reversed_unsimplified(variant, variant.wrt)
-            ok = len(raw.entries) >= TIERS_FROM_ENTRIES and tape.encodable(raw, True)
+            ok = tape_tier_applies(raw)
         if not ok:
             return None, raw
         with stats.stage("codegen"):                # (the tape's encoding)

@@ -241,10 +241,7 @@ def adjoints_early(wengert: WengertList) -> WengertList | None:
                 if d not in first_read or late[i] < first_read[d]:
                     first_read[d] = late[i]
     order = [i for _, _, i in sorted(zip(late, moves, range(len(entries))))]
-    switches = 0
-    for a, b in zip(order, order[1:]):
-        if moves[a] != moves[b]:
-            switches += 1
+    switches = sum(moves[a] != moves[b] for a, b in zip(order, order[1:]))
     if switches < 2 * reroll.MIN_ITERATIONS:
         return None     # no loop's iterations take their adjoints in
     return dataclasses.replace(wengert, entries=_relinked(entries, order, chains))

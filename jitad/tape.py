@@ -96,7 +96,7 @@ class TapeKernel:
             literals[key] = float(a.value)
             return number[key]
 
-        self.scalar_slots = [(p, slot(v)) for p, v in enumerate(wengert.inputs) if v.ndim == 0]
+        scalars = [(p, slot(v)) for p, v in enumerate(wengert.inputs) if v.ndim == 0]
         self.array_positions = [p for p, v in enumerate(wengert.inputs) if v.ndim >= 1]
         offset, start = {}, 0                       # name -> (first, shape)
         for p in self.array_positions:
@@ -139,7 +139,7 @@ class TapeKernel:
         for kind, where in outputs:
             if kind == "slot":
                 kept[where] = True
-        first = np.array([s for _, s in self.scalar_slots], dtype=np.int64)
+        first = np.array([s for _, s in scalars], dtype=np.int64)
         code, n_slots, final = number_slots(np.array(code, dtype=np.int64).reshape(-1, 5),
                                             literal, first, kept, OPCODE["select"])
         fits = code.size == 0 or (code.min() >= -2**31 and code.max() < 2**31)
@@ -148,7 +148,7 @@ class TapeKernel:
         for key, value in literals.items():
             self.constants[final[number[key]]] = value
         self.n_slots = n_slots
-        self.scalar_slots = [(p, int(final[s])) for p, s in self.scalar_slots]
+        self.scalar_slots = [(p, int(final[s])) for p, s in scalars]
         self.outputs = [(kind, int(final[where]) if kind == "slot" else where)
                         for kind, where in outputs]
         self.calls = 0
