@@ -113,6 +113,19 @@ def tape_tier_applies(wengert) -> bool:
     return len(wengert.entries) >= TIERS_FROM_ENTRIES and tape.encodable(wengert, True)
 
 
+# A traced list's reverse-mode list is about this many times longer (forward, adjoint
+# products and sums): the reverse tape takes traces of TIERS_FROM_ENTRIES / REVERSE_GROWTH
+# entries on.
+REVERSE_GROWTH = 3
+
+
+def reverse_tape_applies(wengert) -> bool:
+    """Is the traced list `wengert` long enough for the tape tier (its reverse-mode list of
+    about TIERS_FROM_ENTRIES entries), and can the reverse tape run it?"""
+    return len(wengert.entries) * REVERSE_GROWTH >= TIERS_FROM_ENTRIES and \
+        tape.reverse_encodable(wengert)
+
+
 def numpy_tier_applies(wengert) -> bool:
     """Is the NumPy tier on (JITAD_NUMPY_TIER) and worth it for the list `wengert` (array
     code of at least NUMPY_TIER_FROM_ENTRIES entries)?"""
@@ -486,6 +499,9 @@ class JitGrad:
             return self._specialized(variant, mode, runtime_args, key)
         raw = None
         if tiered and not forced_tape and mode == "value_and_grad":
+            first = self._reverse_tape(variant, mode, runtime_args, key)
+            if first is not None:
+                return first
             first, raw = self._unsimplified_tape(variant, mode, runtime_args, key)
             if first is not None:
                 return first
@@ -509,6 +525,29 @@ class JitGrad:
             return self._specialized(variant, mode, runtime_args, key, wengert, chosen=chosen)
         return self._in_background(variant, mode, first, functools.partial(
             self._stored_and_specialized, variant, mode, runtime_args, key, wengert, chosen))
+
+    def _reverse_tape(self, variant: Variant, mode: str, runtime_args, key: str):
+        """The first tier from the simplified traced list alone (`tape.ReverseTapeKernel`:
+        no reverse-mode list before the first result; the same operations in the same order
+        as the reverse-mode list of `_unsimplified_tape`), or None where
+        `reverse_tape_applies` does not; the background job differentiates, simplifies and
+        compiles."""
+        with collector.pause(), stats.stage("analysis"):
+            ok = reverse_tape_applies(variant.trace.wengert)
+            forward = simplify(variant.trace.wengert) if ok else None
+        if not ok or not tape.reverse_encodable(forward):
+            return None
+        with collector.pause(), stats.stage("codegen"):         # (the tape's encoding)
+            first = compiler.reverse_tape_kernel(forward, variant.wrt)
+        return self._in_background(variant, mode, first, functools.partial(
+            self._reversed_and_specialized, variant, mode, runtime_args, key, forward))
+
+    def _reversed_and_specialized(self, variant, mode, runtime_args, key, forward):
+        """(A background job's work) reverse mode on the simplified traced list `forward`,
+        then `_simplified_and_specialized`."""
+        with collector.pause(), stats.stage("analysis"):
+            raw = value_and_grad(forward, list(variant.wrt))
+        return self._simplified_and_specialized(variant, mode, runtime_args, key, raw)
 
     def _unsimplified_tape(self, variant: Variant, mode: str, runtime_args, key: str):
         """(the first tier or None, the reversed list before its last simplify): the tape of

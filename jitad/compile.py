@@ -176,6 +176,22 @@ def tape_kernel(wengert):
                            numbering)
 
 
+def reverse_tape_kernel(wengert, wrt):
+    """A ReverseTapeKernel for the forward list `wengert` and the inputs `wrt`, run by
+    `run_tape_gradient` (printed from the registry's rules by tape.reverse_source,
+    compiled once and cached on disk) without the GIL, as `tape_kernel`."""
+    return tape.ReverseTapeKernel(wengert, wrt, _tape_gradient(disk.cache_dir()))
+
+
+@functools.cache
+def _tape_gradient(cache: Path):
+    """`run_tape_gradient` as a dispatcher (one per cache directory)."""
+    function = load_python(tape.reverse_source(), "run_tape_gradient")
+    function.__globals__["run_tape"] = _runtime_kernel("run_tape", cache, error_model="numpy",
+                                                       nogil=True)
+    return _njit(function, types_not_values=True, error_model="numpy", nogil=True)
+
+
 def _stem(source: str, fn_name: str) -> str:
     digest = hashlib.sha256(f"{__version__}\n{source}".encode()).hexdigest()[:20]
     return f"{fn_name}_{digest}"

@@ -19,6 +19,7 @@ import numpy as np
 from . import collector
 from . import runtime
 from .runtime import TAPE_OPCODES, ShapeChanged
+from .primitives.core import operand_text
 from .wengert import Literal, Var
 
 OPCODE = {name: i for i, name in enumerate(TAPE_OPCODES)}
@@ -103,6 +104,7 @@ class TapeKernel:
             v = wengert.inputs[p]
             offset[v.name] = (start, v.shape)
             start += int(np.prod(v.shape))
+        self.offsets = offset
         self.buffer_size = start
         region: dict = {}                 # adjoint array -> the input array it is shaped like
         code: list = []
@@ -159,6 +161,19 @@ class TapeKernel:
         if self.successor is not None:
             return self.successor(*args)
         self.calls += 1
+        slots, inputs = self._slots_and_inputs(args)
+        outputs = np.zeros(self.buffer_size)
+        self.interpreter(self.code, slots, inputs, outputs)
+        results = [float(slots[where]) if kind == "slot" else
+                   outputs[where[0]:where[0] + int(np.prod(where[1]))].reshape(where[1]).copy()
+                   for kind, where in self.outputs]
+        if self.out_tree is None:
+            return results[0] if len(results) == 1 else tuple(results)
+        return results[0], tuple(results[1:1 + self.out_tree])
+
+    def _slots_and_inputs(self, args):
+        """The slots (constants and scalar arguments in place) and the flat input buffer
+        of a call with `args`, whose array shapes must be the encoded ones."""
         for position, name, shape in self.shapes:     # the offsets above assume them
             if args[position].shape != shape:
                 raise ShapeChanged(name, args[position].shape, shape)
@@ -169,11 +184,188 @@ class TapeKernel:
         arrays = [args[p] for p in self.array_positions]
         # (ravel: C-order values of any layout, copied only where not C-contiguous)
         inputs = np.concatenate([a.ravel() for a in arrays]) if arrays else np.empty(0)
-        outputs = np.zeros(self.buffer_size)
-        self.interpreter(self.code, slots, inputs, outputs)
-        results = [float(slots[where]) if kind == "slot" else
-                   outputs[where[0]:where[0] + int(np.prod(where[1]))].reshape(where[1]).copy()
-                   for kind, where in self.outputs]
-        if self.out_tree is None:
-            return results[0] if len(results) == 1 else tuple(results)
-        return results[0], tuple(results[1:1 + self.out_tree])
+        return slots, inputs
+
+
+def one_slot_per_value(code, literal, first, kept, select):
+    """`runtime.number_slots` without reuse: every value its own slot, constants first
+    (what the reverse sweep of `ReverseTapeKernel` needs: every forward value, at its end)."""
+    order = np.concatenate([np.flatnonzero(literal), np.flatnonzero(~literal)])
+    slot_of = np.empty(len(literal), dtype=np.int64)
+    slot_of[order] = np.arange(len(literal))
+    rows = code.copy()
+    for k in (1, 2, 3):
+        rows[:, k] = np.where(code[:, k] >= 0, slot_of[code[:, k]], -1)
+    selects = code[:, 0] == select
+    rows[selects, 4] = slot_of[code[selects, 4]]
+    return rows, len(literal), slot_of
+
+
+# ---------------------------------------------------------------- the reverse tape
+# The first tier of a long list's value and gradient: its forward (traced) list is encoded
+# and run as above, then `run_tape_gradient` walks them backwards, applying each
+# opcode's VJP rule — the registry's, printed into the kernel (`reverse_source`). No
+# reverse-mode list is built or encoded before the first result; the row count is the
+# forward list's.
+
+# integer_pow exponents the reverse kernel has a branch for (a rule per exponent).
+REVERSE_POWERS = range(-4, 9)
+FORWARD_OPERATIONS = ELEMENTWISE | {"getitem", "guard"}
+
+
+def reverse_encodable(wengert) -> bool:
+    """Can `ReverseTapeKernel` run the value and gradient of this forward list? `encodable`
+    lists without updates, whose integer powers are REVERSE_POWERS and whose `pow` has no
+    literal 0 operand (its rule is a literal's there), returning one float64 scalar."""
+    out = wengert.outputs
+    if len(out) != 1 or out[0].shape != () or out[0].dtype != "float64":
+        return False
+    for e in wengert.entries:
+        name = e.prim.name
+        if name not in FORWARD_OPERATIONS or \
+                name == "integer_pow" and e.params["n"] not in REVERSE_POWERS or \
+                name == "pow" and any(type(a) is Literal and a.value == 0 for a in e.ins):
+            return False
+    return encodable(wengert, True)
+
+
+class ReverseTapeKernel(TapeKernel):
+    """`(value, (grad, …))` of a forward list, by `run_tape_gradient`: a value's adjoint
+    accumulates in reverse row order as reverse mode's sums do, and a row whose output's
+    adjoint nothing touched is skipped: reverse mode's activity (a value that does not
+    reach the output) and masked zeros (the zero a select gives its unchosen operand stays
+    0 through any product). Values that do not depend on `wrt` (positions of the inputs
+    differentiated) get adjoints too, which reach only values that do not either.
+    """
+
+    def __init__(self, wengert, wrt, interpreter):
+        super().__init__(wengert, interpreter, one_slot_per_value)
+        self.wrt = [wengert.inputs[i] for i in wrt]
+        self.value = self.outputs[0][1]
+        self.scalar_slot = dict(self.scalar_slots)
+        self.positions = {v.name: p for p, v in enumerate(wengert.inputs)}
+
+    def __call__(self, *args):
+        if self.successor is not None:
+            return self.successor(*args)
+        self.calls += 1
+        slots, inputs = self._slots_and_inputs(args)
+        adjoints = np.empty(self.n_slots)
+        touched = np.zeros(self.n_slots, dtype=np.bool_)
+        input_adjoints = np.zeros(self.buffer_size)
+        if self.value >= len(self.constants):       # (a constant has no adjoint)
+            adjoints[self.value], touched[self.value] = 1.0, True
+        self.interpreter(self.code, slots, inputs, adjoints, touched, len(self.constants),
+                         input_adjoints)
+        grads = []
+        for v in self.wrt:
+            if v.ndim == 0:
+                s = self.scalar_slot[self.positions[v.name]]
+                grads.append(float(adjoints[s]) if touched[s] else 0.0)
+            else:
+                first, shape = self.offsets[v.name]
+                grads.append(input_adjoints[first:first + int(np.prod(shape))]
+                             .reshape(shape).copy())
+        return float(slots[self.value]), tuple(grads)
+
+
+_REVERSE_HEAD = '''"""The tape's value and gradient (printed by jitad/tape.py `reverse_source`)."""
+import math
+
+import numpy as np
+
+from jitad.runtime import run_tape
+
+
+def run_tape_gradient(code, slots, inputs, adjoints, touched, constants, input_adjoints):
+    """Run the rows of `code` (runtime.run_tape), then walk them backwards: a row whose
+    output's adjoint is `touched` adds its operands' cotangents d0, d1 into their
+    adjoints (not the first `constants` slots; an unused operand is -1), a load into
+    `input_adjoints`."""
+    run_tape(code, slots, inputs, inputs)             # (no store_add rows: nothing written)
+    for t in range(code.shape[0] - 1, -1, -1):
+        o = code[t, 1]
+        if o < 0 or not touched[o]:
+            continue
+        op, a, b, c = code[t, 0], code[t, 2], code[t, 3], code[t, 4]
+        g = adjoints[o]
+        if op == LOAD:
+            input_adjoints[c] += g
+            continue
+        if op == SELECT:
+            a = b if slots[a] != 0.0 else c
+            b = -1
+            d0 = g
+        else:
+            x0, out = slots[a], slots[o]
+            x1 = slots[b] if b >= 0 else 0.0
+            d0 = d1 = 0.0
+'''
+
+def _accumulated(slot: str, cotangent: str) -> str:
+    """Add `cotangent` into the adjoint of `slot` unless a constant's or unused (the first
+    contribution is the adjoint, as reverse mode's sums start)."""
+    return f'''
+        if {slot} >= constants:
+            if touched[{slot}]:
+                adjoints[{slot}] += {cotangent}
+            else:
+                adjoints[{slot}] = {cotangent}
+                touched[{slot}] = True'''
+
+
+def reverse_source() -> str:
+    """The source of `run_tape_gradient`: a branch per differentiable opcode printing the
+    registry's VJP rule (reverse mode of `out = op(x0, x1)` scaled by a cotangent `g`,
+    masked zeros kept), for integer_pow a branch per exponent of REVERSE_POWERS; a load
+    adds into the input's adjoint, a select into its chosen operand's only."""
+    from .primitives import REGISTRY
+    branches = []
+    for name in TAPE_OPCODES[:OPCODE["select"]]:
+        prim = REGISTRY[name]
+        if prim.nondifferentiable:
+            continue
+        if name == "integer_pow":
+            lines = []
+            for n in REVERSE_POWERS:
+                lines += [f"{'if' if n == REVERSE_POWERS[0] else 'elif'} c == {n}:"] + \
+                    ["    " + line for line in _rule_lines(prim, 1, {"n": n})]
+        else:
+            lines = _rule_lines(prim, len(prim.domain), {})
+        branches.append((OPCODE[name], lines))
+    head = _REVERSE_HEAD.replace("LOAD", str(OPCODE["load"])).replace(
+        "SELECT", str(OPCODE["select"]))
+    return head + "\n".join(_dispatch(branches, " " * 12)) + _accumulated("a", "d0") + \
+        _accumulated("b", "d1") + "\n"
+
+
+def _rule_lines(prim, arity, params) -> list:
+    """`prim`'s VJP rule printed: lines computing the cotangents d0 (and d1) of x0 (and
+    x1) from the output `out` and its cotangent `g` (reverse mode's, masked zeros kept)."""
+    from .primitives import REGISTRY
+    from .transforms.reverse import value_and_grad
+    from .wengert import Builder, WengertList
+    operands = [Var(f"x{k}", "float64", ()) for k in range(arity)]
+    cotangent = Var("g", "float64", ())
+    b = Builder(REGISTRY, {"g"} | {v.name for v in operands}, prefix="r")
+    out = b.bind(prim, *operands, name="out", **params)
+    wengert = WengertList("rule", operands + [cotangent], b.entries, [b.mul(out, cotangent)])
+    grad = value_and_grad(wengert, list(range(arity)))
+    lines = []
+    for e in grad.entries[2:]:                   # (after `out` and the product)
+        lines += e.prim.lines(e.out.name, e.ins, e.params)
+    return lines + [f"d{k} = {operand_text(d)}" for k, d in enumerate(grad.outputs[1:])]
+
+
+def _dispatch(branches, indent) -> list:
+    """Nested `if op < k` tests down to `if op == k` over `(opcode, lines)` branches."""
+    if len(branches) <= 3:
+        lines = []
+        for i, (opcode, body) in enumerate(branches):
+            lines.append(f"{indent}{'if' if i == 0 else 'elif'} op == {opcode}:")
+            lines += [f"{indent}    {line}" for line in body]
+        return lines
+    middle = len(branches) // 2
+    return [f"{indent}if op < {branches[middle][0]}:"] + \
+        _dispatch(branches[:middle], indent + "    ") + \
+        [f"{indent}else:"] + _dispatch(branches[middle:], indent + "    ")

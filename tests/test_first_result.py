@@ -1,7 +1,8 @@
-"""The first result of a long list: the tape runs the reversed list before its last
-simplify, and the background job simplifies it before compiling; a list the tape cannot
-run unsimplified falls back to the simplified one. Which list each tier got is counted
-(entries of the lists handed to `compile.tape_kernel`), never timed.
+"""The first result of a long list the reverse tape cannot run (tests/test_reverse_tape.py
+has those it can): the tape runs the reversed list before its last simplify, and the
+background job simplifies it before compiling; a list the tape cannot run unsimplified
+falls back to the simplified one. Which list each tier got is counted (entries of the
+lists handed to `compile.tape_kernel`), never timed.
 """
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ def spy_tapes(monkeypatch) -> list:
     return lists
 
 
+@pytest.fixture
+def without_reverse_tape(monkeypatch):
+    monkeypatch.setattr(api, "reverse_tape_applies", lambda wengert: False)
+
+
 def expected_lists(f, x) -> tuple:
     """(the reversed list, simplified once before and not after; the same simplified after)
     made here from the traced list, independently of the API's tiers."""
@@ -42,7 +48,8 @@ def expected_lists(f, x) -> tuple:
     return raw, simplify(raw)
 
 
-def test_the_tape_answers_from_the_unsimplified_list_and_agrees_bitwise(tiered, monkeypatch):
+def test_the_tape_answers_from_the_unsimplified_list_and_agrees_bitwise(tiered, monkeypatch,
+                                                                        without_reverse_tape):
     chain = make_chain(0.75)
     x = np.random.default_rng(5).uniform(-1.0, 1.0, (3, 4))
     tapes = spy_tapes(monkeypatch)
@@ -63,7 +70,8 @@ def test_the_tape_answers_from_the_unsimplified_list_and_agrees_bitwise(tiered, 
     np.testing.assert_allclose(first[1], numeric_grad(chain, [x])[0], rtol=1e-6, atol=1e-8)
 
 
-def test_a_list_the_tape_cannot_run_unsimplified_falls_back(tiered, monkeypatch):
+def test_a_list_the_tape_cannot_run_unsimplified_falls_back(tiered, monkeypatch,
+                                                            without_reverse_tape):
     """An entry the tape cannot run (an array fill of ones) that simplify removes (dead):
     the tape then runs the simplified list, reversed once."""
     chain = make_chain(0.625)

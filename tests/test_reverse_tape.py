@@ -1,0 +1,223 @@
+"""The reverse tape: a long list's first value and gradient from its traced list alone.
+
+`run_tape_gradient` runs the forward rows as the tape does, then walks them backwards with
+each opcode's VJP rule printed from the registry. Checked against central differences and hand
+derivatives, and bitwise against the specialized code the background job compiles from
+reverse mode (same operations in the same order). Which kernel served is counted, never
+timed.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+import jitad
+from jitad import api, runtime, tape
+from jitad import compile as compiler
+from jitad.primitives import REGISTRY
+from jitad.transforms import simplify
+
+from conftest import numeric_grad
+
+
+def make_every_opcode(scale):
+    """Every differentiable opcode of the tape (x: 3 values in (0.2, 0.8), s in (0.2, 0.8)),
+    values read more than once, integer powers of every exponent the kernel has; each test
+    its own `scale`, so that no test finds another's build in the disk store."""
+    def every_opcode(x, s):
+        return every_opcode_at(x, s) + scale
+    return every_opcode
+
+
+def every_opcode_at(x, s):
+    a, b, c = x[0], x[1], x[2]
+    t = a + b - c * s / (b + 1.0)
+    t = t + -a + np.abs(a - c) + math.exp(b) + math.log(c) + math.log1p(a) + math.expm1(s)
+    t = t + math.sqrt(b) + np.square(c) + np.reciprocal(a + 1.0) + math.sin(a) + math.cos(b)
+    t = t + math.tan(c) + math.tanh(s) + math.sinh(a) + math.cosh(b) + math.asin(c)
+    t = t + math.acos(a) + math.atan(b) + math.atan2(c, s) + math.hypot(a, b)
+    t = t + np.maximum(a, c) + np.minimum(b, s) + np.logaddexp(a, b) + a ** s
+    t = t + np.where(a > b, a * b, c * s) + t * t
+    for n in tape.REVERSE_POWERS:
+        t = t + (a + 0.5) ** n
+    return t
+
+
+def every_opcode_args():
+    return np.array([0.3, 0.55, 0.7]), 0.45
+
+
+def first_and_specialized(f, tiered, *args):
+    """(the first result, served by the reverse tape; the specialized code's, after it)."""
+    first = f.value_and_grad(*args)
+    kernel = next(k for _, k in f._records if k is not None)
+    assert type(kernel) is tape.ReverseTapeKernel and kernel.calls == 1
+    tiered.set()
+    assert f.wait(timeout=300) and f.stats()[0]["tier"] == "specialized"
+    return first, f.value_and_grad(*args)
+
+
+def assert_same_bits(first, second):
+    """Equal values and gradients, bit for bit (a single gradient or a tuple of them)."""
+    assert first[0] == second[0]
+    grads = first[1] if isinstance(first[1], tuple) else (first[1],)
+    others = second[1] if isinstance(second[1], tuple) else (second[1],)
+    for g, h in zip(grads, others, strict=True):
+        assert np.array_equal(g, h), (g, h)
+
+
+def test_every_opcode_against_differences_and_the_specialized_code_bitwise(tiered):
+    x, s = every_opcode_args()
+    every_opcode = make_every_opcode(1.0)
+    f = jitad.jit_grad(every_opcode, argnums=(0, 1), tiers=True)
+    used = {e.prim.name for e in f.wengert(x, s).entries}
+    differentiable = {name for name in runtime.TAPE_OPCODES[:tape.OPCODE["select"] + 1]
+                      if not REGISTRY[name].nondifferentiable}
+    assert differentiable <= used, differentiable - used
+    first, second = first_and_specialized(f, tiered, x, s)
+    assert first[0] == pytest.approx(every_opcode(x, s), rel=1e-14)
+    grads = numeric_grad(every_opcode, [x, s], argnums=(0, 1))
+    np.testing.assert_allclose(first[1][0], grads[0], rtol=1e-6)
+    assert first[1][1] == pytest.approx(grads[1], rel=1e-6)
+    assert_same_bits(first, second)
+
+
+def python_kernel(wengert, wrt):
+    """A ReverseTapeKernel run as plain Python (the printed `run_tape_gradient` without
+    Numba): no compile, and a rule changed in the registry is printed."""
+    return tape.ReverseTapeKernel(wengert, wrt, compiler.load_python(
+        tape.reverse_source(), "run_tape_gradient"))
+
+
+def test_the_reverse_sweep_prints_the_registry_rule_a_wrong_rule_fails(monkeypatch):
+    """The kernel's rules are the registry's: a deliberately wrong `exp` rule (g * out * 2)
+    gives a wrong gradient, the right one the differences'."""
+    x, s = every_opcode_args()
+    every_opcode = make_every_opcode(0.75)
+    forward = simplify(jitad.jit_grad(every_opcode).wengert(x, s))
+    grads = numeric_grad(every_opcode, [x, s], argnums=(0, 1))
+    right = python_kernel(forward, (0, 1))(x, s)
+    np.testing.assert_allclose(right[1][0], grads[0], rtol=1e-6)
+    exp = REGISTRY["exp"]
+    monkeypatch.setattr(exp, "vjp", lambda b, g, out, x: (b.mul(b.mul(g, out), 2.0),))
+    wrong = python_kernel(forward, (0, 1))(x, s)
+    assert not np.allclose(wrong[1][0], grads[0], rtol=1e-3)
+
+
+def masked(x):
+    total = 0.0
+    for i in range(x.shape[0]):
+        total = total + np.where(x[i] > 0.0, np.sqrt(x[i]), 0.0) + np.maximum(x[i], 0.25)
+    return total
+
+
+def test_masked_zeros_and_ties_as_reverse_mode(tiered):
+    """A select's unchosen operand gets no adjoint (sqrt of a negative: gradient 0, not
+    NaN); maximum's ties split the gradient (0.5 each)."""
+    x = np.array([-1.0, 0.25, 4.0, -0.0, 0.0, 2.25])
+    f = jitad.jit_grad(masked, tiers=True)
+    first, second = first_and_specialized(f, tiered, x)
+    want = np.array([0.0, 1.0 + 0.5, 0.25 + 1.0, 0.0, 0.0, 1.0 / 3.0 + 1.0])
+    np.testing.assert_allclose(first[1], want, rtol=1e-15, atol=0)
+    assert_same_bits(first, second)
+
+
+def kinds(x, m, s, unused):
+    """A 1-D and a 2-D array, a scalar read twice, and an argument that is never read."""
+    total = s * s
+    for i in range(x.shape[0]):
+        for j in range(m.shape[1]):
+            total = total + math.tanh(x[i] * m[i, j] + s) * m[-1 - i, j]
+    return total
+
+
+@pytest.mark.parametrize("argnums", [(0,), (1,), (2,), (0, 1, 2, 3)])
+def test_argument_kinds_and_argnums_against_differences(tiered, argnums):
+    rng = np.random.default_rng(len(argnums) * 10 + argnums[0])
+    args = [rng.uniform(-1, 1, 4), rng.uniform(-1, 1, (4, 3)), 0.3, 1.5]
+    f = jitad.jit_grad(kinds, argnums=argnums, tiers=True)
+    first, second = first_and_specialized(f, tiered, *args)
+    assert first[0] == pytest.approx(kinds(*args), rel=1e-13)
+    grads = first[1]                # (a tuple: argnums is one)
+    for got, want in zip(grads, numeric_grad(kinds, args, argnums=argnums), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    assert_same_bits(first, second)
+    if 3 in argnums:
+        assert first[1][-1] == 0.0
+
+
+def picks(x):
+    """The value is an input element plus terms of other elements that cancel exactly
+    (their gradients do not: 1 - 1 for x[1]) and a constant."""
+    total = x[0]
+    for i in range(1, x.shape[0]):
+        total = total + (x[i] * 2.0 - x[i] * 2.0) * 0.0 + 0.5
+    return total
+
+
+def test_outputs_that_are_an_input_element_or_do_not_depend(tiered):
+    x = np.linspace(0.1, 0.9, 12)
+    f = jitad.jit_grad(picks, tiers=True)
+    first, second = first_and_specialized(f, tiered, x)
+    assert first[0] == pytest.approx(x[0] + 5.5)
+    np.testing.assert_array_equal(first[1], np.eye(12)[0])
+    assert_same_bits(first, second)
+    constant = python_kernel(simplify(jitad.jit_grad(lambda x: 3.0 + 0.0 * x[0]).wengert(x)),
+                             (0,))
+    value, (grad,) = constant(x)
+    assert value == 3.0 and np.array_equal(grad, np.zeros(12))
+
+
+def branchy(x):
+    total = 0.0
+    for i in range(x.shape[0]):
+        if x[0] > 0:                # a guard row: the other branch retraces
+            total = total + math.exp(x[i]) * x[0]
+        else:
+            total = total + math.sin(x[i])
+    return total
+
+
+def test_a_guard_on_the_tape_retraces_for_the_other_branch(tiered):
+    f = jitad.jit_grad(branchy, tiers=True)
+    x = np.linspace(0.1, 1.0, 10)
+    for sign in (1.0, -1.0):
+        y = x * sign
+        value, grad = f.value_and_grad(y)
+        assert value == pytest.approx(branchy(y), rel=1e-13)
+        np.testing.assert_allclose(grad, numeric_grad(branchy, [y])[0], rtol=1e-6)
+    assert f.trace_count == 2
+    assert all(type(k) is tape.ReverseTapeKernel for _, k in f._records)
+
+
+def test_no_reverse_mode_list_before_the_first_result(tiered, monkeypatch):
+    """The first call differentiates nothing: reverse mode runs in the background job."""
+    threads = []
+    real = api.value_and_grad
+
+    def spy(*args):
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(api, "value_and_grad", spy)
+    x, s = every_opcode_args()
+    f = jitad.jit_grad(make_every_opcode(0.875), argnums=(0, 1), tiers=True)
+    f.value_and_grad(x, s)
+    assert f.stats()[0]["tier"] == "tape"
+    tiered.set()
+    assert f.wait(timeout=300)
+    assert len(threads) == 1 and threads[0] is not threading.current_thread()
+
+
+def test_integer_powers_outside_the_kernel_fall_back_to_the_reversed_list(tiered):
+    def high_power(x):
+        return sum(x[i] ** 11 for i in range(x.shape[0]))
+    x = np.linspace(0.5, 1.0, 10)
+    f = jitad.jit_grad(high_power, tiers=True)
+    value, grad = f.value_and_grad(x)
+    kernel = next(k for _, k in f._records if k is not None)
+    assert type(kernel) is tape.TapeKernel
+    np.testing.assert_allclose(grad, 11 * x ** 10, rtol=1e-13)
