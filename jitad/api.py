@@ -633,7 +633,7 @@ class JitGrad:
             stats.failed(record, error)
             return
         record.background = "done"
-        if isinstance(kernel, tape.TapeKernel):     # too long for anything but the tape
+        if kernel is None:              # too long for anything but the tape
             return
         self._switch(variant, mode, first, kernel)
         first_tier = record.tier
@@ -663,7 +663,8 @@ class JitGrad:
                      background: bool = False, chosen=None):
         """A kernel from the stored build of this variant, else from building (and storing)
         one (from its `differentiated` list `wengert` when given); Numba's own cache then
-        skips compiling source it has seen."""
+        skips compiling source it has seen. None in the `background` where the list is too
+        long for anything but the tape (the first tier, a tape, stays)."""
         record = stats.current()
         # Processes first-calling the same function build it once: the others wait, then load.
         # (Not in the background, where a fork could leave the lock to a child.)
@@ -687,6 +688,8 @@ class JitGrad:
         if record is not None:
             record.shape = shape
         if shape == "tape":             # (only just built: a stored build has source)
+            if background:              # (the first tier is a tape already: it stays)
+                return None
             with collector.pause():
                 return compiler.tape_kernel(wengert)
         with stats.stage("compile"):

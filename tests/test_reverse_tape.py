@@ -125,6 +125,25 @@ def test_masked_zeros_and_ties_as_reverse_mode(tiered):
     assert_same_bits(first, second)
 
 
+def masked_twice(x):
+    """sqrt(x[i]) kept by two selects that both zero it where x[i] <= 0: the gradient
+    there is 0.5 (the linear term's), not 0 * inf = NaN, in reverse mode as on the tape."""
+    total = 0.0
+    for i in range(x.shape[0]):
+        v = np.sqrt(x[i])
+        total = total + np.where(x[i] > 0, v, 0.0) + np.where(x[i] > 0.5, v, 0.0) + x[i] * 0.5
+    return total
+
+
+def test_a_sum_of_masked_zeros_stays_zero_in_both_tiers(tiered):
+    x = np.array([0.0, -1.0, 0.25, 1.0, -0.0, 4.0])
+    f = jitad.jit_grad(masked_twice, tiers=True)
+    first, second = first_and_specialized(f, tiered, x)
+    want = np.array([0.5, 0.5, 0.5 + 1.0, 0.5 + 0.5 + 0.5, 0.5, 0.5 + 0.25 + 0.25])
+    np.testing.assert_allclose(first[1], want, rtol=1e-15, atol=0)
+    assert_same_bits(first, second)
+
+
 def kinds(x, m, s, unused):
     """A 1-D and a 2-D array, a scalar read twice, and an argument that is never read."""
     total = s * s

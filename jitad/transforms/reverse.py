@@ -152,9 +152,11 @@ def keep_masked_zeros(b, entries) -> list:
     """The adjoint sweep with `mul(select(c, g, 0), d)` as `select(c, mul(g, d), 0)` (also
     `mul(d, …)`, `div(…, d)` and `neg`), so that a cotangent a select zeroes stays 0 where
     the other factor is inf or NaN: the gradient of `np.where(x > 0, np.sqrt(x), 0.0)` at
-    x < 0 is 0 (the function is locally constant there), not 0 * inf = NaN. Forward-sweep
-    entries are left alone (their values are the user's)."""
-    masked: dict = {}       # name -> (condition, cotangent, position of the zero)
+    x < 0 is 0 (the function is locally constant there), not 0 * inf = NaN. A sum of such
+    cotangents stays 0 where every term is zeroed (nested selects). Forward-sweep entries
+    are left alone (their values are the user's)."""
+    select = REGISTRY["select"]
+    masked: dict = {}       # name -> (((condition, position of the zero), ...), cotangent)
     out = []
     for e in entries:
         name = e.prim.name
@@ -164,7 +166,12 @@ def keep_masked_zeros(b, entries) -> list:
         if name == "select":
             for zero in (1, 2):
                 if isinstance(e.ins[zero], Literal) and e.ins[zero].value == 0:
-                    masked[e.out.name] = (e.ins[0], e.ins[3 - zero], zero)
+                    masked[e.out.name] = (((e.ins[0], zero),), e.ins[3 - zero])
+        if name == "add" and e.out.dtype == "float64" and all(
+                type(a) is Var and a.name in masked and a.shape == e.out.shape for a in e.ins):
+            out.append(e)       # (a term that is zeroed is 0: the sum is the cotangent)
+            masked[e.out.name] = (masked[e.ins[0].name][0] + masked[e.ins[1].name][0], e.out)
+            continue
         if not masked or name not in ("mul", "div", "neg"):
             out.append(e)
             continue
@@ -178,14 +185,19 @@ def keep_masked_zeros(b, entries) -> list:
         if k is None:
             out.append(e)
             continue
-        condition, cotangent, zero = masked[e.ins[k].name]
+        alternatives, cotangent = masked[e.ins[k].name]
         ins = e.ins[:k] + (cotangent,) + e.ins[k + 1:]
         dtype, shape = e.prim.shape_rule(*ins, **e.params)
         inner = Var(b.fresh(f"{e.out.name}_kept"), dtype, shape)
         out.append(Entry(inner, e.prim, ins, e.params, e.loc, sweep=e.sweep))
-        select_ins = (condition, inner, Literal(0.0)) if zero == 2 else \
-            (condition, Literal(0.0), inner)
-        out.append(Entry(e.out, REGISTRY["select"], select_ins, {}, e.loc, e.accumulate,
-                         e.sweep))
-        masked[e.out.name] = (condition, inner, zero)
+        value = Literal(0.0)            # the innermost select's zero: no term kept
+        for i in range(len(alternatives) - 1, -1, -1):
+            condition, zero = alternatives[i]
+            select_ins = (condition, inner, value) if zero == 2 else (condition, value, inner)
+            target = e.out if i == 0 else \
+                Var(b.fresh(f"{e.out.name}_kept"), *select.shape_rule(*select_ins))
+            out.append(Entry(target, select, select_ins, {}, e.loc,
+                             e.accumulate and i == 0, e.sweep))
+            value = target
+        masked[e.out.name] = (alternatives, inner)
     return out
