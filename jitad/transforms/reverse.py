@@ -170,7 +170,11 @@ def keep_masked_zeros(b, entries) -> list:
         if name == "add" and e.out.dtype == "float64" and all(
                 type(a) is Var and a.name in masked and a.shape == e.out.shape for a in e.ins):
             out.append(e)       # (a term that is zeroed is 0: the sum is the cotangent)
-            masked[e.out.name] = (masked[e.ins[0].name][0] + masked[e.ins[1].name][0], e.out)
+            alternatives = tuple(dict.fromkeys(masked[e.ins[0].name][0] +
+                                               masked[e.ins[1].name][0]))
+            conditions = [repr(condition) for condition, _ in alternatives]
+            if len(set(conditions)) == len(conditions):   # (else c and not c: never zeroed)
+                masked[e.out.name] = (alternatives, e.out)
             continue
         if not masked or name not in ("mul", "div", "neg"):
             out.append(e)
