@@ -66,19 +66,6 @@ def numbered():
     return compiler._runtime_kernel("number_slots", disk.cache_dir())
 
 
-def one_slot_per_value(code, literal, first, kept, select):
-    """`runtime.number_slots` without reuse: every value its own slot, constants first."""
-    order = np.concatenate([np.flatnonzero(literal), np.flatnonzero(~literal)])
-    slot_of = np.empty(len(literal), dtype=np.int64)
-    slot_of[order] = np.arange(len(literal))
-    rows = code.copy()
-    for k in (1, 2, 3):
-        rows[:, k] = np.where(code[:, k] >= 0, slot_of[code[:, k]], 0)
-    selects = code[:, 0] == select
-    rows[selects, 4] = slot_of[code[selects, 4]]
-    return rows, len(literal), slot_of
-
-
 def program(steps):
     """`f(x, s)` over nodes x[0..3] and s; step k appends an operation of the nodes
     `da` and `db` back (clipped to the first node); returns the sum of a few nodes."""
@@ -107,7 +94,7 @@ def test_reused_slots_hold_what_each_row_reads(steps, s):
     assert_rows_read_their_operands(reused, wengert)
     compiled = tape.TapeKernel(wengert, None, numbered())
     assert np.array_equal(compiled.code, reused.code) and compiled.n_slots == reused.n_slots
-    own = tape.TapeKernel(wengert, reused.interpreter, one_slot_per_value)
+    own = tape.TapeKernel(wengert, reused.interpreter, tape.one_slot_per_value)
     assert reused.n_slots <= own.n_slots
     (value, (grad_x, grad_s)), (want, (want_x, want_s)) = reused(x, s), own(x, s)
     assert np.array_equal([value, grad_s], [want, want_s], equal_nan=True)
