@@ -29,6 +29,7 @@ OPERATIONS = {                       # name -> (text over nodes a and b, reads b
     "square": ("a ** 2", False), "cube": ("a ** 3 * 0.5", False),
     "hypot": ("np.hypot(a, b)", True), "arctan2": ("np.arctan2(a, b)", True),
     "logaddexp": ("np.logaddexp(a, b)", True), "guarded": ("(a if a > 0.0 else -b)", True),
+    "masked": ("jitad.where(a > b, np.sqrt(a - b), s)", True),   # (NaN where not taken)
 }
 
 
