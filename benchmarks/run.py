@@ -321,9 +321,9 @@ def long_graph_loss_per_call(n_ops, timing):
     return time_per_call(lambda: call(x), timing)
 
 
-# The long graph that warms jitad's cache of its runtime kernels (the tape interpreter, and
-# the compiled slot numbering of lists from compile.COMPILED_NUMBERING_FROM_ENTRIES) in the
-# long-graph section: long enough for both (about 125,000 entries), a size no row measures.
+# The long graph that warms jitad's cache of its runtime kernels (the reverse tape's
+# `run_tape_gradient` and the tape interpreter it calls) in the long-graph section: a size
+# no row measures.
 LONG_GRAPH_WARM_UP_OPS = 6_000
 
 
@@ -334,8 +334,8 @@ def long_graph_section(sizes, timing, timeout):
     lines = ["## Long traces: the graph of benchmarks/long_graph.py", "",
              "Each tool runs in a fresh process: *first* from `jit_grad(...)` (or building the "
              "interpreter) to the first value and gradient, with the interpreter's Numba cache "
-             "warm and jitad's cache holding its runtime kernels (the tape interpreter and its "
-             f"slot numbering, from a {LONG_GRAPH_WARM_UP_OPS:,}-op graph) but nothing of the "
+             "warm and jitad's cache holding its runtime kernels (the reverse tape and the tape "
+             f"interpreter, from a {LONG_GRAPH_WARM_UP_OPS:,}-op graph) but nothing of the "
              "measured graph; *total*: "
              f"{LONG_GRAPH_CALLS:,} calls including "
              f"the first; *per call*: {timing.describe()}, for jitad once its specialized "
