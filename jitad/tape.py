@@ -203,7 +203,7 @@ def one_slot_per_value(code, literal, first, kept, select):
 
 # ---------------------------------------------------------------- the reverse tape
 # The first tier of a long list's value and gradient: its forward (traced) list is encoded
-# and run as above, then `run_tape_gradient` walks them backwards, applying each
+# as above, and `run_tape_gradient` runs the rows, then walks them backwards applying each
 # opcode's VJP rule — the registry's, printed into the kernel (`reverse_source`). No
 # reverse-mode list is built or encoded before the first result; the row count is the
 # forward list's.
@@ -301,6 +301,7 @@ def run_tape_gradient(code, slots, inputs, adjoints, touched, constants, input_a
             x1 = slots[b] if b >= 0 else 0.0
             d0 = d1 = 0.0
 '''
+
 
 def _accumulated(slot: str, cotangent: str) -> str:
     """Add `cotangent` into the adjoint of `slot` unless a constant's or unused (the first
