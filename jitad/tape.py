@@ -8,6 +8,10 @@ straight-line code. A value's slot is reused once the value is read for the last
 time (`runtime.number_slots`, compiled for long lists): the slots a call touches stay
 few and cache-resident, where a slot per value (200,000 at 10,000 ops of the
 long-traces graph) made every call stream megabytes.
+
+Step: traced list -> `ReverseTapeKernel` (a long list's first value and gradient): the
+forward rows with a slot per value, run forward and then backwards by a kernel whose
+rules are printed from the registry, so the first result needs no reverse-mode list.
 """
 from __future__ import annotations
 
