@@ -126,6 +126,15 @@ def reverse_tape_applies(wengert) -> bool:
         tape.reverse_encodable(wengert)
 
 
+def tape_only(forward) -> bool:
+    """Would the differentiated list of the traced list `forward` take the tape shape? Its
+    reverse-mode list is longer still, so where `forward` is over LLVM's limit and does
+    not re-roll, the background job would reverse, simplify and encode (31, 10 and 6 s at
+    100,000 ops of the long-traces graph) a tape slower than the reverse tape."""
+    return len(forward.entries) > codegen.LLVM_ENTRIES_LIMIT and \
+        codegen.choose_shape(forward)[0] == "tape"
+
+
 def numpy_tier_applies(wengert) -> bool:
     """Is the NumPy tier on (JITAD_NUMPY_TIER) and worth it for the list `wengert` (array
     code of at least NUMPY_TIER_FROM_ENTRIES entries)?"""
@@ -544,8 +553,13 @@ class JitGrad:
 
     def _reversed_and_specialized(self, variant, mode, runtime_args, key, forward):
         """(A background job's work) reverse mode on the simplified traced list `forward`,
-        then `_simplified_and_specialized`."""
+        then `_simplified_and_specialized`; None (the reverse tape stays) where
+        `tape_only(forward)`."""
         with collector.pause(), stats.stage("analysis"):
+            if tape_only(forward):
+                variant.store_trace()
+                stats.current().shape = "tape"
+                return None
             raw = value_and_grad(forward, list(variant.wrt))
         return self._simplified_and_specialized(variant, mode, runtime_args, key, raw)
 

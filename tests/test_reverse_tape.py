@@ -17,13 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jitad
-from jitad import api, runtime, tape
+from jitad import api, codegen, runtime, tape
 from jitad import compile as compiler
 from jitad.primitives import REGISTRY
 from jitad.transforms import simplify, value_and_grad
 
 from conftest import numeric_grad
-from test_tape_slots import program, steps
+from test_tape_slots import OPERATIONS, program, steps
 
 
 def make_every_opcode(scale):
@@ -258,3 +258,32 @@ def test_random_programs_bitwise_as_the_tape_of_the_reverse_mode_list(steps, s):
     (value, (grad_x, grad_s)), (want, (want_x, want_s)) = reverse(x, s), reversed_list(x, s)
     assert np.array_equal([value, grad_s], [want, want_s], equal_nan=True)
     assert np.array_equal(grad_x, want_x, equal_nan=True)
+
+
+def test_a_list_too_long_for_compiled_code_stays_on_the_reverse_tape(tiered, monkeypatch):
+    """Over LLVM's limit and without repeats to re-roll, the specialized code would be a
+    tape too: the background job stores the trace and keeps the reverse tape, without
+    differentiating (nothing compiled, no second tape encoded)."""
+    monkeypatch.setattr(codegen, "LLVM_ENTRIES_LIMIT", 100)
+    rng = np.random.default_rng(11)
+    names, n = sorted(OPERATIONS), 300             # (about 380 entries, no repeats)
+    fun = program([(names[k], int(a), int(b)) for k, a, b in zip(
+        rng.integers(0, len(names), n), rng.integers(1, 40, n), rng.integers(1, 40, n))])
+    f = jitad.jit_grad(fun, argnums=(0, 1))
+    built = []
+    monkeypatch.setattr(api, "value_and_grad", lambda *a: built.append(a))
+    monkeypatch.setattr(compiler, "tape_kernel", lambda *a: built.append(a))
+    x, s = np.array([0.3, -1.2, 0.8, 1.7]), 0.4
+    first = f.value_and_grad(x, s)
+    tiered.set()
+    assert f.wait(timeout=300) and built == []
+    row = f.stats()[0]
+    assert row["tier"] == "tape" and row["background"] == "done" and row["shape"] == "tape"
+    kernel = next(k for _, k in f._records if k is not None)
+    assert type(kernel) is tape.ReverseTapeKernel and kernel.successor is None
+    second = f.value_and_grad(x, s)
+    assert kernel.calls == 2
+    assert_same_bits(first, second)
+    with np.errstate(invalid="ignore"):        # (the sqrt a select does not take)
+        grads = numeric_grad(fun, [x, s], argnums=(0, 1))
+    np.testing.assert_allclose(first[1][0], grads[0], rtol=1e-5, atol=1e-7)
