@@ -38,8 +38,12 @@ class _Locator(caching._CacheLocator):
     def __init__(self, py_func, py_file):
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
-        self._cache_path = str(disk.cache_dir() / "numba" /
-                               self.get_suitable_cache_subpath(py_file))
+        # Generated files (in the cache directory, named by their content's hash) share one
+        # subdirectory, whatever the cache directory's path: a copied or moved cache keeps
+        # their machine code (the reverse tape's kernel is one).
+        generated = Path(py_file).parent == disk.cache_dir()
+        self._cache_path = str(disk.cache_dir() / "numba" / (
+            "generated" if generated else self.get_suitable_cache_subpath(py_file)))
 
     def ensure_cache_path(self):
         os.makedirs(self._cache_path, mode=0o700, exist_ok=True)

@@ -9,7 +9,12 @@ timed.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,3 +292,40 @@ def test_a_list_too_long_for_compiled_code_stays_on_the_reverse_tape(tiered, mon
     with np.errstate(invalid="ignore"):        # (the sqrt a select does not take)
         grads = numeric_grad(fun, [x, s], argnums=(0, 1))
     np.testing.assert_allclose(first[1][0], grads[0], rtol=1e-5, atol=1e-7)
+
+
+CHILD = """
+import numpy as np
+import jitad
+from jitad import compile as compiler, disk
+
+def chain(x):
+    total = 0.0
+    for i in range(x.shape[0]):
+        total = total + np.tanh(x[i] * total + 0.5)
+    return total
+
+f = jitad.jit_grad(chain)
+f.value_and_grad(np.linspace(-1.0, 1.0, 400))
+assert type(next(k for _, k in f._records)).__name__ == "ReverseTapeKernel"
+kernel = compiler._tape_gradient(disk.cache_dir())
+print(sum(kernel.stats.cache_misses.values()), sum(kernel.stats.cache_hits.values()))
+"""
+
+
+def test_a_copied_cache_directory_keeps_the_reverse_tape_compiled(tmp_path):
+    """The kernel's source is generated into the cache directory; its machine code is
+    found again where the directory was copied to (no 2 s compile in the new place)."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(Path(jitad.__file__).resolve().parent.parent)}
+    counts = []
+    for cache in ("first", "copy"):
+        if cache == "copy":
+            shutil.copytree(tmp_path / "first", tmp_path / "copy")
+        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                             env={**env, "JITAD_CACHE_DIR": str(tmp_path / cache)},
+                             timeout=300)
+        assert run.returncode == 0, run.stderr
+        counts.append(run.stdout.split())
+    assert counts == [["1", "0"], ["0", "1"]]
