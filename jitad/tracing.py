@@ -39,9 +39,10 @@ _TRACE_LOCK = threading.RLock()
 
 # ---------------------------------------------------------------- user source locations
 
-def user_frame():
-    """The innermost stack frame outside jitad (and outside NumPy's dispatch machinery)."""
-    frame = sys._getframe(1)
+def user_frame(depth: int = 1):
+    """The innermost stack frame outside jitad (and outside NumPy's dispatch machinery),
+    from the caller's (`depth` 1) outwards (a larger `depth` skips frames known to be jitad's)."""
+    frame = sys._getframe(depth)
     internal = _INTERNAL
     while frame is not None:
         code = frame.f_code
@@ -142,6 +143,10 @@ def bind(prim, *args, **params):
 def _bind(prim, args, params, in_place):
     """`bind`; with `in_place`, the value of an update is computed into args[0]'s array."""
     state = getattr(_STATE, "current", None) or _state()
+    if not params and prim in _SCALAR_PRIMITIVES:
+        out = _bind_scalars(state, prim, args)
+        if out is not None:
+            return out
     operands, values = [], []
     for a in args:
         if isinstance(a, Tracer):
@@ -190,6 +195,72 @@ def _bind(prim, args, params, in_place):
     if prim.view and var.shape and isinstance(args[0], Tracer):
         _note_view(args[0], out, entry.params.get("index") if prim.name == "getitem" else None)
     return out
+
+
+def _bind_scalars(state, prim, args):
+    """`_bind` of a parameterless elementwise primitive on float64 scalars (tracers, and
+    Python floats and ints): the common case of scalar code, without the generic steps.
+    The same entry, name, location, value and reuse of a known scalar as `_bind`; None
+    (take `_bind`'s way) for other operands."""
+    operands, values, key = [], [], [prim.name, "()"]
+    traced = False
+    for a in args:
+        if type(a) is Tracer:
+            node, value = a.node, a.value
+            if type(node) is not Var or node.shape or node.dtype != "float64":
+                return None
+            if type(value) is not np.float64:
+                if type(value) is not float:
+                    return None
+                value = np.float64(value)       # (as `impl` computes with it)
+            traced = True
+            key.append(node)
+        elif type(a) is float or type(a) is int and -2 ** 63 <= a < 2 ** 63:
+            node = Literal(a)                   # (as `_constant_operand` makes it)
+            value = np.float64(a) if type(a) is float else a
+            key.append(repr(a))
+        else:
+            return None
+        operands.append(node)
+        values.append(value)
+    builder = state.builder
+    if not traced or type(builder) is not Builder:
+        return None
+    key = tuple(key)
+    known = state.scalars.get(key)
+    if known is not None:
+        return Tracer(*known)
+    frame = user_frame(3)       # (past this function and `_bind`)
+    builder.loc = describe_frame(frame)[0]
+    var = builder.append(prim, tuple(operands), {}, "float64", ())  # (the elementwise rule's
+    operation = _FLOAT_OPERATIONS.get(prim)                       # result for such operands)
+    try:
+        if operation is not None and type(values[0]) is np.float64 and \
+                type(values[1]) is np.float64:
+            try:
+                value = np.float64(operation(*values))
+            except ZeroDivisionError:   # (NumPy's is inf or NaN)
+                value = prim.evaluator(_SCALAR_RANKS[2])(*values)
+        else:
+            value = prim.evaluator(_SCALAR_RANKS[len(values)])(*values)
+    except (IndexError, ValueError) as error:
+        kind = IndexError if isinstance(error, IndexError) else ValueError
+        raise kind(located(f"{prim.name}: {error}", frame)) from None
+    if not isinstance(value, np.ndarray):
+        state.scalars[key] = var, value
+    return Tracer(var, value)
+
+
+# Primitives whose shape rule is `core.elementwise_rule` (float64 scalars make a float64
+# scalar), without parameters' normalization, effects or views: see `_bind_scalars`.
+_SCALAR_PRIMITIVES = frozenset(
+    prim for prim in REGISTRY.values() if getattr(prim.shape_rule, "elementwise", False)
+    and prim.normalize is None and not prim.effect and not prim.view)
+_SCALAR_RANKS = [(0,) * n for n in range(8)]
+# The value of these on two float64 scalars is Python's float operation's (IEEE float64, as
+# NumPy's: the same bits, without NumPy's error state; x / 0.0 raises: NumPy's evaluator).
+_FLOAT_OPERATIONS = {REGISTRY["add"]: float.__add__, REGISTRY["sub"]: float.__sub__,
+                     REGISTRY["mul"]: float.__mul__, REGISTRY["div"]: float.__truediv__}
 
 
 def _constant_operand(state, value):
@@ -246,7 +317,7 @@ def _binary(prim_name, swap=False):
     def method(self, other):
         if not isinstance(other, _OPERAND_TYPES):       # (`_is_operand`, inline)
             return _not_operand(other, prim_name)
-        return bind(prim, other, self) if swap else bind(prim, self, other)
+        return _bind(prim, (other, self) if swap else (self, other), {}, False)  # (`bind`)
     return method
 
 
@@ -531,6 +602,9 @@ class Tracer:
 
     # NumPy dispatch
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        prim = _PLAIN_UFUNCS.get(ufunc)
+        if prim is not None and method == "__call__" and not kwargs:   # (as below)
+            return _bind(prim, inputs, {}, False)
         if method == "at":                  # np.add.at(r, idx, v): accumulates repeats
             return numpy_functions.ufunc_at(ufunc, *inputs, **kwargs)
         adapter = numpy_functions.ufunc_adapter(ufunc) if method == "__call__" else None
@@ -1121,6 +1195,9 @@ def _math_function(original, prim):
     arity = len(prim.domain)
 
     def traced(*args):
+        if arity == 1 and len(args) == 1 and type(args[0]) is Tracer and \
+                args[0].node.shape == ():      # (the common case, as below)
+            return _bind(prim, args, {}, False)
         if any(isinstance(a, Tracer) for a in args):
             if any(isinstance(a, Tracer) and a.node.shape != () for a in args):
                 raise TraceError(located(f"math.{original.__name__} of a traced array: math "
@@ -1452,5 +1529,8 @@ for _original, _traced in _NUMPY_CREATION.items():
 _UNTRACED[id(_TRACED_NUMPY)] = np
 
 _FUNCTIONS.update(numpy_functions.FUNCTIONS)
+# Ufuncs that `Tracer.__array_ufunc__` binds as they are (no adapter, not `pow`).
+_PLAIN_UFUNCS = {ufunc: prim for ufunc, prim in _UFUNCS.items()
+                 if ufunc not in numpy_functions.UFUNCS and prim.name != "pow"}
 for _name, _method in numpy_functions.METHODS.items():
     setattr(Tracer, _name, _method)
