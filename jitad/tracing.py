@@ -198,42 +198,33 @@ def _bind(prim, args, params, in_place):
 
 
 def _bind_scalars(state, prim, args):
-    """`_bind` of a parameterless elementwise primitive on float64 scalars (tracers, and
-    Python floats and ints): the common case of scalar code, without the generic steps.
-    The same entry, name, location, value and reuse of a known scalar as `_bind`; None
-    (take `_bind`'s way) for other operands."""
-    operands, values, key = [], [], [prim.name, "()"]
-    traced = False
-    for a in args:
-        if type(a) is Tracer:
-            node, value = a.node, a.value
-            if type(node) is not Var or node.shape or node.dtype != "float64":
-                return None
-            if type(value) is not np.float64:
-                if type(value) is not float:
-                    return None
-                value = np.float64(value)       # (as `impl` computes with it)
-            traced = True
-            key.append(node)
-        elif type(a) is float or type(a) is int and -2 ** 63 <= a < 2 ** 63:
-            node = Literal(a)                   # (as `_constant_operand` makes it)
-            value = np.float64(a) if type(a) is float else a
-            key.append(repr(a))
-        else:
-            return None
-        operands.append(node)
-        values.append(value)
+    """`_bind` of a parameterless elementwise primitive on one or two float64 scalars
+    (tracers, Python floats and ints; one tracer at least): the common case of scalar code,
+    without the generic steps. The same entry, name, location, value and reuse of a known
+    scalar as `_bind`; None (take `_bind`'s way) for other operands."""
     builder = state.builder
-    if not traced or type(builder) is not Builder:
+    if type(builder) is not Builder:
         return None
-    key = tuple(key)
+    if len(args) == 2:
+        x, y = _scalar_operand(args[0]), _scalar_operand(args[1])
+        if x is None or y is None or x[2] is None and y[2] is None:
+            return None
+        operands, values = (x[0], y[0]), (x[1], y[1])
+        key = (prim.name, "()", x[2] or repr(x[0].value), y[2] or repr(y[0].value))
+    elif len(args) == 1:
+        x = _scalar_operand(args[0])
+        if x is None or x[2] is None:
+            return None
+        operands, values, key = (x[0],), (x[1],), (prim.name, "()", x[2])
+    else:
+        return None
     known = state.scalars.get(key)
     if known is not None:
         return Tracer(*known)
     frame = user_frame(3)       # (past this function and `_bind`)
     builder.loc = describe_frame(frame)[0]
-    var = builder.append(prim, tuple(operands), {}, "float64", ())  # (the elementwise rule's
-    operation = _FLOAT_OPERATIONS.get(prim)                       # result for such operands)
+    var = builder.append(prim, operands, {}, "float64", ())   # (the elementwise rule's
+    operation = _FLOAT_OPERATIONS.get(prim)                  # result for such operands)
     try:
         if operation is not None and type(values[0]) is np.float64 and \
                 type(values[1]) is np.float64:
@@ -249,6 +240,25 @@ def _bind_scalars(state, prim, args):
     if not isinstance(value, np.ndarray):
         state.scalars[key] = var, value
     return Tracer(var, value)
+
+
+def _scalar_operand(a):
+    """(operand, value as `impl` computes with it, the Var or None for a literal) of a
+    float64 scalar tracer or a Python float or int (as `_constant_operand` makes it); None
+    for other values."""
+    if type(a) is Tracer:
+        node, value = a.node, a.value
+        if type(node) is Var and not node.shape and node.dtype == "float64":
+            if type(value) is np.float64:
+                return node, value, node
+            if type(value) is float:
+                return node, np.float64(value), node
+        return None
+    if type(a) is float:
+        return Literal(a), np.float64(a), None
+    if type(a) is int and -2 ** 63 <= a < 2 ** 63:
+        return Literal(a), a, None
+    return None
 
 
 # Primitives whose shape rule is `core.elementwise_rule` (float64 scalars make a float64
@@ -1260,14 +1270,20 @@ class _Globals(dict):
     (`global n; n += 1`: CPython stores into the dict directly) stay here until the trace
     ends, when `_Interceptor.write_back` copies them into the real globals."""
 
-    __slots__ = ("real", "interceptor")
+    __slots__ = ("real", "interceptor", "seen")
 
     def __missing__(self, name):
         # CPython's LOAD_GLOBAL uses PyObject_GetItem when globals is not an exact dict.
         value = self.real.get(name, _MISSING)
         if value is _MISSING:
             value = self.interceptor.builtins[name]     # KeyError: CPython raises NameError
-        return self.interceptor.translate(value)
+        seen = self.seen.get(name)      # (a loop reads `math` or `np` at every iteration)
+        if seen is not None and seen[0] is value:
+            return seen[1]
+        translation = self.interceptor.translate(value)
+        if type(value) is not functools.partial and type(value) is not types.MethodType:
+            self.seen[name] = value, translation    # (those translate anew at every read)
+        return translation
 
 
 _MISSING = object()
@@ -1407,7 +1423,7 @@ class _Interceptor:
         namespace = self.namespaces.get(id(real))
         if namespace is None:
             namespace = self.namespaces[id(real)] = _Globals(__builtins__=self.builtins)
-            namespace.real, namespace.interceptor = real, self
+            namespace.real, namespace.interceptor, namespace.seen = real, self, {}
         return namespace
 
     def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
