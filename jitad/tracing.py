@@ -41,7 +41,8 @@ _TRACE_LOCK = threading.RLock()
 
 def user_frame(depth: int = 1):
     """The innermost stack frame outside jitad (and outside NumPy's dispatch machinery),
-    from the caller's (`depth` 1) outwards (a larger `depth` skips frames known to be jitad's)."""
+    from the caller's (`depth` 1) outwards. A larger `depth` skips frames known to be
+    jitad's, without making Python frame objects for them."""
     frame = sys._getframe(depth)
     internal = _INTERNAL
     while frame is not None:
@@ -141,10 +142,11 @@ def bind(prim, *args, **params):
 
 
 def _bind(prim, args, params, in_place):
-    """`bind`; with `in_place`, the value of an update is computed into args[0]'s array."""
+    """`bind`; with `in_place`, the value of an update is computed into args[0]'s array.
+    (Called by this module's functions only: the user's frame is past the caller's.)"""
     state = getattr(_STATE, "current", None) or _state()
-    if not params and prim in _SCALAR_PRIMITIVES:
-        out = _bind_scalars(state, prim, args)
+    if prim in _SCALAR_PRIMITIVES:
+        out = _bind_scalars(state, prim, args, params)
         if out is not None:
             return out
     operands, values = [], []
@@ -163,17 +165,14 @@ def _bind(prim, args, params, in_place):
         # loop) is the same value: recorded once (simplify would share it anyway). (Not
         # looked up for elementwise operations of arrays: their results are arrays.)
         try:
-            if params:
-                frozen = tuple(sorted(params.items()))
-                hash(frozen)        # (TypeError: unhashable parameters, such as arrays)
-            key = (prim.name, repr(frozen) if params else "()",  # (reprs tell 0.0 from -0.0,
-                   *[a if type(a) is Var else repr(a.value) for a in operands])  # 1 from True)
+            key = (prim.name, _params_key(params) if params else "()",  # (reprs tell 0.0 from
+                   *[a if type(a) is Var else repr(a.value) for a in operands])  # -0.0, 1 from True)
             known = state.scalars.get(key)
         except TypeError:       # (unhashable parameters)
             key = known = None
         if known is not None:
             return Tracer(*known)
-    frame = user_frame()
+    frame = user_frame(3)       # (past `_bind` and its caller, both jitad's)
     builder = state.builder
     builder.loc = describe_frame(frame)[0]
     try:
@@ -197,34 +196,62 @@ def _bind(prim, args, params, in_place):
     return out
 
 
-def _bind_scalars(state, prim, args):
-    """`_bind` of a parameterless elementwise primitive on one or two float64 scalars
-    (tracers, Python floats and ints; one tracer at least): the common case of scalar code,
-    without the generic steps. The same entry, name, location, value and reuse of a known
-    scalar as `_bind`; None (take `_bind`'s way) for other operands."""
+def _params_key(params):
+    """`params` in the key of a known scalar: the repr of the sorted items (reprs tell 0.0
+    from -0.0, 1 from True), or the items themselves where each value is an int or a tuple
+    of ints (`n=2`, `index=(3,)`: equal items have equal reprs). TypeError: unhashable."""
+    frozen = tuple(sorted(params.items()))
+    for _, value in frozen:
+        if type(value) is tuple:
+            for item in value:
+                if type(item) is not int:
+                    break
+            else:
+                continue
+        elif type(value) is int:
+            continue
+        hash(frozen)            # (TypeError: unhashable parameters, such as arrays)
+        return repr(frozen)
+    return frozen
+
+
+def _bind_scalars(state, prim, args, params):
+    """`_bind` of an elementwise primitive on one or two float64 scalars (tracers, Python
+    floats and ints; one tracer at least) with integer parameters if any: the common case of
+    scalar code, without the generic steps. The same entry, name, location, value and reuse
+    of a known scalar as `_bind`; None (take `_bind`'s way) for other operands."""
     builder = state.builder
     if type(builder) is not Builder:
         return None
+    params_key = "()"
+    if params:                  # (`x ** 2`'s n=2: integers, the key's part a tuple)
+        try:
+            params_key = _params_key(params)
+        except TypeError:       # (unhashable parameters)
+            return None
+        if type(params_key) is not tuple or "index" in params:
+            return None
     if len(args) == 2:
         x, y = _scalar_operand(args[0]), _scalar_operand(args[1])
         if x is None or y is None or x[2] is None and y[2] is None:
             return None
         operands, values = (x[0], y[0]), (x[1], y[1])
-        key = (prim.name, "()", x[2] or repr(x[0].value), y[2] or repr(y[0].value))
+        key = (prim.name, params_key, x[2] or repr(x[0].value), y[2] or repr(y[0].value))
     elif len(args) == 1:
         x = _scalar_operand(args[0])
         if x is None or x[2] is None:
             return None
-        operands, values, key = (x[0],), (x[1],), (prim.name, "()", x[2])
+        operands, values, key = (x[0],), (x[1],), (prim.name, params_key, x[2])
     else:
         return None
     known = state.scalars.get(key)
     if known is not None:
         return Tracer(*known)
-    frame = user_frame(3)       # (past this function and `_bind`)
+    frame = user_frame(4)       # (past this function, `_bind` and its caller, all jitad's)
     builder.loc = describe_frame(frame)[0]
-    var = builder.append(prim, operands, {}, "float64", ())   # (the elementwise rule's
-    operation = _FLOAT_OPERATIONS.get(prim)                  # result for such operands)
+    var = builder.append(prim, operands, dict(params) if params else {},  # (the elementwise
+                         "float64", ())                  # rule's result for such operands)
+    operation = None if params else _FLOAT_OPERATIONS.get(prim)
     try:
         if operation is not None and type(values[0]) is np.float64 and \
                 type(values[1]) is np.float64:
@@ -233,7 +260,7 @@ def _bind_scalars(state, prim, args):
             except ZeroDivisionError:   # (NumPy's is inf or NaN)
                 value = prim.evaluator(_SCALAR_RANKS[2])(*values)
         else:
-            value = prim.evaluator(_SCALAR_RANKS[len(values)])(*values)
+            value = prim.evaluator(_SCALAR_RANKS[len(values)], params)(*values)
     except (IndexError, ValueError) as error:
         kind = IndexError if isinstance(error, IndexError) else ValueError
         raise kind(located(f"{prim.name}: {error}", frame)) from None
@@ -262,7 +289,8 @@ def _scalar_operand(a):
 
 
 # Primitives whose shape rule is `core.elementwise_rule` (float64 scalars make a float64
-# scalar), without parameters' normalization, effects or views: see `_bind_scalars`.
+# scalar, whatever the parameters), without their normalization, effects or views: see
+# `_bind_scalars`.
 _SCALAR_PRIMITIVES = frozenset(
     prim for prim in REGISTRY.values() if getattr(prim.shape_rule, "elementwise", False)
     and prim.normalize is None and not prim.effect and not prim.view)
