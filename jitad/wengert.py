@@ -198,11 +198,13 @@ class Builder:
                 name = f"{hint}_{k}"
             self.suffixes[hint] = k
         else:
+            size = len(used)
             while True:
                 self.counter += 1
                 name = f"{self.prefix}{self.counter}"
-                if name not in used:
-                    break
+                used.add(name)
+                if len(used) > size:        # (it was not used: one look-up, not two)
+                    return name
         used.add(name)
         return name
 
