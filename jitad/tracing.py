@@ -39,9 +39,11 @@ _TRACE_LOCK = threading.RLock()
 
 # ---------------------------------------------------------------- user source locations
 
-def user_frame():
-    """The innermost stack frame outside jitad (and outside NumPy's dispatch machinery)."""
-    frame = sys._getframe(1)
+def user_frame(depth: int = 1):
+    """The innermost stack frame outside jitad (and outside NumPy's dispatch machinery),
+    from the caller's (`depth` 1) outwards. A larger `depth` skips frames known to be
+    jitad's, without making Python frame objects for them."""
+    frame = sys._getframe(depth)
     internal = _INTERNAL
     while frame is not None:
         code = frame.f_code
@@ -140,8 +142,13 @@ def bind(prim, *args, **params):
 
 
 def _bind(prim, args, params, in_place):
-    """`bind`; with `in_place`, the value of an update is computed into args[0]'s array."""
+    """`bind`; with `in_place`, the value of an update is computed into args[0]'s array.
+    (Called by this module's functions only: the user's frame is past the caller's.)"""
     state = getattr(_STATE, "current", None) or _state()
+    if prim in _SCALAR_PRIMITIVES:
+        out = _bind_scalars(state, prim, args, params)
+        if out is not None:
+            return out
     operands, values = [], []
     for a in args:
         if isinstance(a, Tracer):
@@ -158,17 +165,14 @@ def _bind(prim, args, params, in_place):
         # loop) is the same value: recorded once (simplify would share it anyway). (Not
         # looked up for elementwise operations of arrays: their results are arrays.)
         try:
-            if params:
-                frozen = tuple(sorted(params.items()))
-                hash(frozen)        # (TypeError: unhashable parameters, such as arrays)
-            key = (prim.name, repr(frozen) if params else "()",  # (reprs tell 0.0 from -0.0,
-                   *[a if type(a) is Var else repr(a.value) for a in operands])  # 1 from True)
+            key = (prim.name, _params_key(params) if params else "()",  # (reprs tell 0.0 from
+                   *[a if type(a) is Var else repr(a.value) for a in operands])  # -0.0, 1 from True)
             known = state.scalars.get(key)
         except TypeError:       # (unhashable parameters)
             key = known = None
         if known is not None:
             return Tracer(*known)
-    frame = user_frame()
+    frame = user_frame(3)       # (past `_bind` and its caller, both jitad's)
     builder = state.builder
     builder.loc = describe_frame(frame)[0]
     try:
@@ -190,6 +194,111 @@ def _bind(prim, args, params, in_place):
     if prim.view and var.shape and isinstance(args[0], Tracer):
         _note_view(args[0], out, entry.params.get("index") if prim.name == "getitem" else None)
     return out
+
+
+def _params_key(params):
+    """`params` in the key of a known scalar: the repr of the sorted items (reprs tell 0.0
+    from -0.0, 1 from True), or the items themselves where each value is an int or a tuple
+    of ints (`n=2`, `index=(3,)`: equal items have equal reprs). TypeError: unhashable."""
+    frozen = tuple(sorted(params.items()))
+    for _, value in frozen:
+        if type(value) is tuple:
+            for item in value:
+                if type(item) is not int:
+                    break
+            else:
+                continue
+        elif type(value) is int:
+            continue
+        hash(frozen)            # (TypeError: unhashable parameters, such as arrays)
+        return repr(frozen)
+    return frozen
+
+
+def _bind_scalars(state, prim, args, params):
+    """`_bind` of an elementwise primitive on one or two float64 scalars (tracers, Python
+    floats and ints; one tracer at least) with integer parameters if any: the common case of
+    scalar code, without the generic steps. The same entry, name, location, value and reuse
+    of a known scalar as `_bind`; None (take `_bind`'s way) for other operands."""
+    builder = state.builder
+    if type(builder) is not Builder:
+        return None
+    params_key = "()"
+    if params:                  # (`x ** 2`'s n=2: integers, the key's part a tuple)
+        try:
+            params_key = _params_key(params)
+        except TypeError:       # (unhashable parameters)
+            return None
+        if type(params_key) is not tuple or "index" in params:
+            return None
+    if len(args) == 2:
+        x, y = _scalar_operand(args[0]), _scalar_operand(args[1])
+        if x is None or y is None or x[2] is None and y[2] is None:
+            return None
+        operands, values = (x[0], y[0]), (x[1], y[1])
+        key = (prim.name, params_key, x[2] or repr(x[0].value), y[2] or repr(y[0].value))
+    elif len(args) == 1:
+        x = _scalar_operand(args[0])
+        if x is None or x[2] is None:
+            return None
+        operands, values, key = (x[0],), (x[1],), (prim.name, params_key, x[2])
+    else:
+        return None
+    known = state.scalars.get(key)
+    if known is not None:
+        return Tracer(*known)
+    frame = user_frame(4)       # (past this function, `_bind` and its caller, all jitad's)
+    builder.loc = describe_frame(frame)[0]
+    var = builder.append(prim, operands, dict(params) if params else {},  # (the elementwise
+                         "float64", ())                  # rule's result for such operands)
+    operation = None if params else _FLOAT_OPERATIONS.get(prim)
+    try:
+        if operation is not None and type(values[0]) is np.float64 and \
+                type(values[1]) is np.float64:
+            try:
+                value = np.float64(operation(*values))
+            except ZeroDivisionError:   # (NumPy's is inf or NaN)
+                value = prim.evaluator(_SCALAR_RANKS[2])(*values)
+        else:
+            value = prim.evaluator(_SCALAR_RANKS[len(values)], params)(*values)
+    except (IndexError, ValueError) as error:
+        kind = IndexError if isinstance(error, IndexError) else ValueError
+        raise kind(located(f"{prim.name}: {error}", frame)) from None
+    if not isinstance(value, np.ndarray):
+        state.scalars[key] = var, value
+    return Tracer(var, value)
+
+
+def _scalar_operand(a):
+    """(operand, value as `impl` computes with it, the Var or None for a literal) of a
+    float64 scalar tracer or a Python float or int (as `_constant_operand` makes it); None
+    for other values."""
+    if type(a) is Tracer:
+        node, value = a.node, a.value
+        if type(node) is Var and not node.shape and node.dtype == "float64":
+            if type(value) is np.float64:
+                return node, value, node
+            if type(value) is float:
+                return node, np.float64(value), node
+        return None
+    if type(a) is float:
+        return Literal(a), np.float64(a), None
+    if type(a) is int and -2 ** 63 <= a < 2 ** 63:
+        return Literal(a), a, None
+    return None
+
+
+# Primitives whose shape rule is `core.elementwise_rule` (float64 scalars make a float64
+# scalar, whatever the parameters), without their normalization, effects or views: see
+# `_bind_scalars`.
+_SCALAR_PRIMITIVES = frozenset(
+    prim for prim in REGISTRY.values() if getattr(prim.shape_rule, "elementwise", False)
+    and prim.normalize is None and not prim.effect and not prim.view)
+_SCALAR_RANKS = [(0,) * n for n in range(8)]
+# The value of these on two float64 scalars is Python's float operation's (IEEE float64, as
+# NumPy's: the same bits, without NumPy's error state; x / 0.0 raises: NumPy's evaluator).
+_FLOAT_OPERATIONS = {REGISTRY["add"]: float.__add__, REGISTRY["sub"]: float.__sub__,
+                     REGISTRY["mul"]: float.__mul__, REGISTRY["div"]: float.__truediv__}
 
 
 def _constant_operand(state, value):
@@ -246,7 +355,7 @@ def _binary(prim_name, swap=False):
     def method(self, other):
         if not isinstance(other, _OPERAND_TYPES):       # (`_is_operand`, inline)
             return _not_operand(other, prim_name)
-        return bind(prim, other, self) if swap else bind(prim, self, other)
+        return _bind(prim, (other, self) if swap else (self, other), {}, False)  # (`bind`)
     return method
 
 
@@ -531,6 +640,9 @@ class Tracer:
 
     # NumPy dispatch
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        prim = _PLAIN_UFUNCS.get(ufunc)
+        if prim is not None and method == "__call__" and not kwargs:   # (as below)
+            return _bind(prim, inputs, {}, False)
         if method == "at":                  # np.add.at(r, idx, v): accumulates repeats
             return numpy_functions.ufunc_at(ufunc, *inputs, **kwargs)
         adapter = numpy_functions.ufunc_adapter(ufunc) if method == "__call__" else None
@@ -1121,6 +1233,9 @@ def _math_function(original, prim):
     arity = len(prim.domain)
 
     def traced(*args):
+        if arity == 1 and len(args) == 1 and type(args[0]) is Tracer and \
+                args[0].node.shape == ():      # (the common case, as below)
+            return _bind(prim, args, {}, False)
         if any(isinstance(a, Tracer) for a in args):
             if any(isinstance(a, Tracer) and a.node.shape != () for a in args):
                 raise TraceError(located(f"math.{original.__name__} of a traced array: math "
@@ -1183,14 +1298,20 @@ class _Globals(dict):
     (`global n; n += 1`: CPython stores into the dict directly) stay here until the trace
     ends, when `_Interceptor.write_back` copies them into the real globals."""
 
-    __slots__ = ("real", "interceptor")
+    __slots__ = ("real", "interceptor", "seen")
 
     def __missing__(self, name):
         # CPython's LOAD_GLOBAL uses PyObject_GetItem when globals is not an exact dict.
         value = self.real.get(name, _MISSING)
         if value is _MISSING:
             value = self.interceptor.builtins[name]     # KeyError: CPython raises NameError
-        return self.interceptor.translate(value)
+        seen = self.seen.get(name)      # (a loop reads `math` or `np` at every iteration)
+        if seen is not None and seen[0] is value:
+            return seen[1]
+        translation = self.interceptor.translate(value)
+        if type(value) is not functools.partial and type(value) is not types.MethodType:
+            self.seen[name] = value, translation    # (those translate anew at every read)
+        return translation
 
 
 _MISSING = object()
@@ -1330,7 +1451,7 @@ class _Interceptor:
         namespace = self.namespaces.get(id(real))
         if namespace is None:
             namespace = self.namespaces[id(real)] = _Globals(__builtins__=self.builtins)
-            namespace.real, namespace.interceptor = real, self
+            namespace.real, namespace.interceptor, namespace.seen = real, self, {}
         return namespace
 
     def _import(self, name, globals=None, locals=None, fromlist=(), level=0):
@@ -1452,5 +1573,8 @@ for _original, _traced in _NUMPY_CREATION.items():
 _UNTRACED[id(_TRACED_NUMPY)] = np
 
 _FUNCTIONS.update(numpy_functions.FUNCTIONS)
+# Ufuncs that `Tracer.__array_ufunc__` binds as they are (no adapter, not `pow`).
+_PLAIN_UFUNCS = {ufunc: prim for ufunc, prim in _UFUNCS.items()
+                 if ufunc not in numpy_functions.UFUNCS and prim.name != "pow"}
 for _name, _method in numpy_functions.METHODS.items():
     setattr(Tracer, _name, _method)

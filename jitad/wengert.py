@@ -198,11 +198,13 @@ class Builder:
                 name = f"{hint}_{k}"
             self.suffixes[hint] = k
         else:
+            size = len(used)
             while True:
                 self.counter += 1
                 name = f"{self.prefix}{self.counter}"
-                if name not in used:
-                    break
+                used.add(name)
+                if len(used) > size:        # (it was not used: one look-up, not two)
+                    return name
         used.add(name)
         return name
 
@@ -219,6 +221,12 @@ class Builder:
         if prim.normalize is not None:
             params = prim.normalize(operands, params)
         dtype, shape = prim.shape_rule(*operands, **params)
+        return self.append(prim, operands, params, dtype, shape, name)
+
+    def append(self, prim, operands: tuple, params: dict, dtype: str, shape: tuple,
+               name: str | None = None) -> Var:
+        """`bind` with the shape rule's result given (operands and params as `bind` makes
+        them): a new entry and its Var."""
         if name is None:
             name = self.hint
         if name is None or name in self.used:
@@ -229,11 +237,28 @@ class Builder:
         self.entries.append(Entry(out, prim, operands, params, self.loc, False, self.sweep))
         return out
 
-    def __getattr__(self, prim_name: str):
-        prim = self.__dict__["registry"].get(prim_name)
+    @classmethod
+    def add_shorthands(cls, names) -> None:
+        """Make `b.<name>(...)` mean `b.bind(registry[name], ...)` for these primitive names
+        (class attributes, not `__getattr__`, which would slow down every attribute read)."""
+        for name in names:
+            if not hasattr(cls, name):
+                setattr(cls, name, _Shorthand(name))
+
+
+class _Shorthand:
+    """`b.sin`: `functools.partial(b.bind, b.registry["sin"])`, made once per builder."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, builder, owner=None):
+        if builder is None:
+            return self
+        prim = builder.registry.get(self.name)
         if prim is None:
-            raise AttributeError(prim_name)
-        bound = self.__dict__[prim_name] = functools.partial(self.bind, prim)
+            raise AttributeError(self.name)
+        bound = builder.__dict__[self.name] = functools.partial(builder.bind, prim)
         return bound
 
 

@@ -172,6 +172,13 @@ class Primitive:
             else:
                 leaves, slotted = _slotted(index)
             params = dict(params, index=slotted)
+        return self.evaluator(ndims, params, in_place, len(leaves))(*values, *leaves)
+
+    def evaluator(self, ndims: tuple, params: dict | None = None, in_place: bool = False,
+                  n_leaves: int = 0):
+        """The function `impl` runs on operands of ranks `ndims` (and then the `n_leaves`
+        integers of an `index`): the printed source lines, compiled once per ranks and
+        parameters."""
         try:
             key = (ndims, in_place, tuple(sorted(params.items()))) if params or in_place \
                 else ndims
@@ -179,11 +186,12 @@ class Primitive:
         except TypeError:           # unhashable parameters: no caching
             key, fn = None, None
         if fn is None:
-            names = [f"a{i}" for i in range(len(values))]
+            names = [f"a{i}" for i in range(len(ndims))]
             operands = [Var(n, "float64", (0,) * nd) for n, nd in zip(names, ndims)]
             body = "\n        ".join(line.replace("\n", "\n        ")  # multi-line statements
-                                       for line in self.lines("out", operands, params, in_place))
-            arguments = ", ".join(names + [f"k{i}" for i in range(len(leaves))])
+                                       for line in self.lines("out", operands, params or {},
+                                                              in_place))
+            arguments = ", ".join(names + [f"k{i}" for i in range(n_leaves)])
             namespace = dict(SOURCE_NAMESPACE, **_QUIET)
             exec(f"def impl({arguments}):\n    _token = _quiet_set(_quiet)\n    try:\n"
                  f"        {body}\n    finally:\n        _quiet_reset(_token)\n"
@@ -191,7 +199,7 @@ class Primitive:
             fn = namespace["impl"]
             if key is not None:
                 self._impl_cache[key] = fn
-        return fn(*values, *leaves)
+        return fn
 
 
 def _slotted(index) -> tuple:
