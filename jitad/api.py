@@ -117,12 +117,19 @@ def tape_tier_applies(wengert) -> bool:
 # adjoint products and sums: 2.1 times for the Rosenbrock loop, 3.3 for the long-traces
 # graph): the reverse tape takes traces of TIERS_FROM_ENTRIES / REVERSE_GROWTH entries on.
 REVERSE_GROWTH = 2
+# Until the reverse tape's kernel is compiled (`compile.reverse_tape_compiled`: once per
+# cache directory, ~1.5 s more than the tape's), shorter traces take the tape of their
+# reverse-mode list (reverse mode: ~5 µs a traced entry), longer ones compile it.
+REVERSE_TAPE_COMPILES_FROM_ENTRIES = 20_000
 
 
 def reverse_tape_applies(wengert) -> bool:
     """Is the traced list `wengert` long enough for the tape tier (its reverse-mode list of
-    about TIERS_FROM_ENTRIES entries), and can the reverse tape run it?"""
-    return len(wengert.entries) * REVERSE_GROWTH >= TIERS_FROM_ENTRIES and \
+    about TIERS_FROM_ENTRIES entries) and the reverse tape's kernel compiled or worth
+    compiling, and can the reverse tape run it?"""
+    n = len(wengert.entries)
+    return n * REVERSE_GROWTH >= TIERS_FROM_ENTRIES and \
+        (n >= REVERSE_TAPE_COMPILES_FROM_ENTRIES or compiler.reverse_tape_compiled()) and \
         tape.reverse_encodable(wengert)
 
 

@@ -31,6 +31,12 @@ from conftest import numeric_grad
 from test_tape_slots import OPERATIONS, program, steps
 
 
+@pytest.fixture(autouse=True)
+def reverse_tape_at_once(monkeypatch):
+    """The reverse tape for every trace long enough, compiled or not (these tests test it)."""
+    monkeypatch.setattr(api, "REVERSE_TAPE_COMPILES_FROM_ENTRIES", 0)
+
+
 def make_every_opcode(scale):
     """Every differentiable opcode of the tape (x: 3 values in (0.2, 0.8), s in (0.2, 0.8)),
     values read more than once, integer powers of every exponent the kernel has; each test
@@ -305,6 +311,7 @@ def chain(x):
         total = total + np.tanh(x[i] * total + 0.5)
     return total
 
+jitad.api.REVERSE_TAPE_COMPILES_FROM_ENTRIES = 0
 f = jitad.jit_grad(chain)
 f.value_and_grad(np.linspace(-1.0, 1.0, 400))
 assert type(next(k for _, k in f._records)).__name__ == "ReverseTapeKernel"
@@ -329,3 +336,22 @@ def test_a_copied_cache_directory_keeps_the_reverse_tape_compiled(tmp_path):
         assert run.returncode == 0, run.stderr
         counts.append(run.stdout.split())
     assert counts == [["1", "0"], ["0", "1"]]
+
+
+def test_a_cold_cache_takes_the_reversed_list_for_short_traces(tiered, monkeypatch,
+                                                               tmp_path):
+    """Before the reverse tape's kernel is compiled in the cache directory (or in this
+    process), a trace shorter than REVERSE_TAPE_COMPILES_FROM_ENTRIES is answered by the
+    tape of its reverse-mode list: no 2.5 s compile for a list reverse mode takes ms on."""
+    monkeypatch.setenv("JITAD_CACHE_DIR", str(tmp_path / "cold"))
+    monkeypatch.setattr(api, "REVERSE_TAPE_COMPILES_FROM_ENTRIES", 20_000)
+    assert not compiler.reverse_tape_compiled()
+    x = np.linspace(0.1, 0.9, 12)
+    f = jitad.jit_grad(masked_twice, tiers=True)
+    value, grad = f.value_and_grad(x)
+    assert type(next(k for _, k in f._records if k is not None)) is tape.TapeKernel
+    np.testing.assert_allclose(grad, numeric_grad(masked_twice, [x])[0], rtol=1e-6)
+    monkeypatch.setattr(api, "REVERSE_TAPE_COMPILES_FROM_ENTRIES", 10)
+    g = jitad.jit_grad(masked_twice, tiers=True)
+    g.value_and_grad(x * 0.5)
+    assert type(next(k for _, k in g._records if k is not None)) is tape.ReverseTapeKernel
