@@ -323,8 +323,9 @@ def long_graph_loss_per_call(n_ops, timing):
 
 # The long graph that warms jitad's cache of its runtime kernels (the reverse tape's
 # `run_tape_gradient` and the tape interpreter it calls) in the long-graph section: a size
-# no row measures.
-LONG_GRAPH_WARM_UP_OPS = 6_000
+# no row measures, whose trace (104,000 entries) is long enough for the reverse tape to
+# compile its kernel in an empty cache (api.REVERSE_TAPE_COMPILES_FROM_ENTRIES).
+LONG_GRAPH_WARM_UP_OPS = 16_000
 
 
 def long_graph_section(sizes, timing, timeout):
