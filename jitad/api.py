@@ -119,9 +119,9 @@ def tape_tier_applies(wengert) -> bool:
 REVERSE_GROWTH = 2
 # Until the reverse tape's kernel is compiled (`compile.reverse_tape_compiled`: once per
 # cache directory, ~1.5 s more than the tape's), shorter traces take the tape of their
-# reverse-mode list, longer ones compile it (about even at 65,000 traced entries: reverse
-# mode and the longer encoding cost as much as the compile there).
-REVERSE_TAPE_COMPILES_FROM_ENTRIES = 100_000
+# reverse-mode list, longer ones compile it (the 5,000-iteration Rosenbrock loop, 45,000
+# entries, in an empty cache: 4.3 s to a first result by compiling it, 4.9 s without).
+REVERSE_TAPE_COMPILES_FROM_ENTRIES = 30_000
 
 
 def reverse_tape_applies(wengert) -> bool:
