@@ -129,9 +129,8 @@ def reverse_tape_applies(wengert) -> bool:
     about TIERS_FROM_ENTRIES entries) and the reverse tape's kernel compiled or worth
     compiling, and can the reverse tape run it?"""
     n = len(wengert.entries)
-    return n * REVERSE_GROWTH >= TIERS_FROM_ENTRIES and \
-        (n >= REVERSE_TAPE_COMPILES_FROM_ENTRIES or compiler.reverse_tape_compiled()) and \
-        tape.reverse_encodable(wengert)
+    return n * REVERSE_GROWTH >= TIERS_FROM_ENTRIES and tape.reverse_encodable(wengert) and \
+        (n >= REVERSE_TAPE_COMPILES_FROM_ENTRIES or compiler.reverse_tape_compiled())
 
 
 def tape_only(forward) -> bool:

@@ -23,8 +23,10 @@ import numpy as np
 from . import collector
 from . import runtime
 from .runtime import TAPE_OPCODES, ShapeChanged
+from .primitives import REGISTRY
 from .primitives.core import operand_text
-from .wengert import Literal, Var
+from .transforms.reverse import value_and_grad
+from .wengert import Builder, Literal, Var, WengertList
 
 OPCODE = {name: i for i, name in enumerate(TAPE_OPCODES)}
 ELEMENTWISE = set(TAPE_OPCODES[:OPCODE["select"] + 1])
@@ -165,11 +167,13 @@ class TapeKernel:
         if self.successor is not None:
             return self.successor(*args)
         self.calls += 1
-        slots, inputs = self._slots_and_inputs(args)
+        return self._run(*self._slots_and_inputs(args))
+
+    def _run(self, slots, inputs):
+        """The results of a call whose slots and input buffer are set."""
         outputs = np.zeros(self.buffer_size)
         self.interpreter(self.code, slots, inputs, outputs)
-        results = [float(slots[where]) if kind == "slot" else
-                   outputs[where[0]:where[0] + int(np.prod(where[1]))].reshape(where[1]).copy()
+        results = [float(slots[where]) if kind == "slot" else _array_at(outputs, *where)
                    for kind, where in self.outputs]
         if self.out_tree is None:
             return results[0] if len(results) == 1 else tuple(results)
@@ -189,6 +193,11 @@ class TapeKernel:
         # (ravel: C-order values of any layout, copied only where not C-contiguous)
         inputs = np.concatenate([a.ravel() for a in arrays]) if arrays else np.empty(0)
         return slots, inputs
+
+
+def _array_at(buffer, first: int, shape: tuple):
+    """A copy of the array of `shape` whose C-order elements start at `buffer[first]`."""
+    return buffer[first:first + int(np.prod(shape))].reshape(shape).copy()
 
 
 def one_slot_per_value(code, literal, first, kept, select):
@@ -244,16 +253,14 @@ class ReverseTapeKernel(TapeKernel):
 
     def __init__(self, wengert, wrt, interpreter):
         super().__init__(wengert, interpreter, one_slot_per_value)
-        self.wrt = [wengert.inputs[i] for i in wrt]
         self.value = self.outputs[0][1]
-        self.scalar_slot = dict(self.scalar_slots)
-        self.positions = {v.name: p for p, v in enumerate(wengert.inputs)}
+        slot_of = dict(self.scalar_slots)       # input position -> its slot
+        # Where each gradient is: a scalar input's slot, or an array's (first, shape) in
+        # the input adjoints' buffer.
+        self.gradients = [(slot_of[i], None) if wengert.inputs[i].ndim == 0 else
+                          self.offsets[wengert.inputs[i].name] for i in wrt]
 
-    def __call__(self, *args):
-        if self.successor is not None:
-            return self.successor(*args)
-        self.calls += 1
-        slots, inputs = self._slots_and_inputs(args)
+    def _run(self, slots, inputs):
         adjoints = np.empty(self.n_slots)
         touched = np.zeros(self.n_slots, dtype=np.bool_)
         input_adjoints = np.zeros(self.buffer_size)
@@ -261,16 +268,10 @@ class ReverseTapeKernel(TapeKernel):
             adjoints[self.value], touched[self.value] = 1.0, True
         self.interpreter(self.code, slots, inputs, adjoints, touched, len(self.constants),
                          input_adjoints)
-        grads = []
-        for v in self.wrt:
-            if v.ndim == 0:
-                s = self.scalar_slot[self.positions[v.name]]
-                grads.append(float(adjoints[s]) if touched[s] else 0.0)
-            else:
-                first, shape = self.offsets[v.name]
-                grads.append(input_adjoints[first:first + int(np.prod(shape))]
-                             .reshape(shape).copy())
-        return float(slots[self.value]), tuple(grads)
+        grads = tuple((float(adjoints[where]) if touched[where] else 0.0) if shape is None
+                      else _array_at(input_adjoints, where, shape)
+                      for where, shape in self.gradients)
+        return float(slots[self.value]), grads
 
 
 _REVERSE_HEAD = '''"""The tape's value and gradient (printed by jitad/tape.py `reverse_source`)."""
@@ -324,7 +325,6 @@ def reverse_source() -> str:
     registry's VJP rule (reverse mode of `out = op(x0, x1)` scaled by a cotangent `g`,
     masked zeros kept), for integer_pow a branch per exponent of REVERSE_POWERS; a load
     adds into the input's adjoint, a select into its chosen operand's only."""
-    from .primitives import REGISTRY
     branches = []
     for name in TAPE_OPCODES[:OPCODE["select"]]:
         prim = REGISTRY[name]
@@ -347,9 +347,6 @@ def reverse_source() -> str:
 def _rule_lines(prim, arity, params) -> list:
     """`prim`'s VJP rule printed: lines computing the cotangents d0 (and d1) of x0 (and
     x1) from the output `out` and its cotangent `g` (reverse mode's, masked zeros kept)."""
-    from .primitives import REGISTRY
-    from .transforms.reverse import value_and_grad
-    from .wengert import Builder, WengertList
     operands = [Var(f"x{k}", "float64", ()) for k in range(arity)]
     cotangent = Var("g", "float64", ())
     b = Builder(REGISTRY, {"g"} | {v.name for v in operands}, prefix="r")
