@@ -89,7 +89,9 @@ def split_mode(mode: str) -> tuple:
 
 def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
     """`api.build` for the derivative modes: (source, function name, kernel list, shape)."""
-    return _printed(_analysed(variant, mode, wrt, code_shape), variant, wrt, fn_name)
+    analysed = variant.analysed.pop((mode, tuple(wrt), code_shape), None) or \
+        _analysed(variant, mode, wrt, code_shape)
+    return _printed(analysed, variant, wrt, fn_name)
 
 
 def numpy_build(variant, mode, wrt, fn_name, code_shape="auto"):
@@ -104,6 +106,8 @@ def numpy_build(variant, mode, wrt, fn_name, code_shape="auto"):
             any(v.ndim for v in traced.inputs + [e.out for e in traced.entries])):
         return None         # (before the analysis: scalar lists have scalar kernels)
     analysed = _analysed(variant, mode, wrt, code_shape)
+    # (the specialized build, in the background or now where the tier does not apply)
+    variant.analysed[(mode, tuple(wrt), code_shape)] = analysed
     traced, mode, blocks, kernel, _, shape, _ = analysed
     if not numpy_tier_applies(kernel) or shape not in ("straight", "loops"):
         return None

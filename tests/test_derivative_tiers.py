@@ -284,3 +284,41 @@ def test_sparse_hessian_products_in_the_numpy_tier(tiered, data):
     assert hess.stats()[0]["tier"] == "numpy"
     np.testing.assert_allclose(first.toarray(), hessian_of(0.66, x, A), rtol=1e-12,
                                atol=1e-13)
+
+
+
+def chain_of_elements(x):
+    """sum_i x[i]^3 x[i+1], scalar entries only: the NumPy tier declines its jvp."""
+    s = 0.0
+    for i in range(x.shape[0] - 1):
+        s = s + x[i] ** 3 * x[i + 1]
+    return s
+
+
+def test_the_first_tier_and_the_specialized_code_share_one_analysis(tiered, data,
+                                                                    monkeypatch):
+    """The list differentiated and shaped for the NumPy tier is the one the specialized
+    build prints: in the background job (a Hessian), or now where the tier declines the
+    analysed list (a jvp of scalar code). Each analysis runs once; results by hand."""
+    x, A, _ = data
+    lists = []
+    real = derivatives.kernel_list
+
+    def counted(*args):
+        lists.append(args[1])
+        return real(*args)
+    monkeypatch.setattr(derivatives, "kernel_list", counted)
+    h = jitad.hessian(cubic_tanh(0.57))
+    np.testing.assert_allclose(h(x, A), hessian_of(0.57, x, A), rtol=1e-12, atol=1e-12)
+    tiered.set()
+    assert h.wait()
+    np.testing.assert_allclose(h(x, A), hessian_of(0.57, x, A), rtol=1e-12, atol=1e-12)
+    assert [(row["tier_calls"], row["background"]) for row in h.stats()] == [(1, "done")]
+    v = np.cos(np.arange(6.0))
+    value, tangent = jitad.jvp(chain_of_elements)(x, v)
+    grad = np.zeros(6)
+    grad[:-1] += 3 * x[:-1] ** 2 * x[1:]
+    grad[1:] += x[:-1] ** 3
+    assert value == pytest.approx(np.sum(x[:-1] ** 3 * x[1:]), rel=1e-14)
+    assert tangent == pytest.approx(grad @ v, rel=1e-12)
+    assert lists == ["hessian", "jvp"]
