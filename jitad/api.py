@@ -291,15 +291,20 @@ class JitGrad:
         It takes the runtime arguments only (static ones are baked in), in order, and
         returns `(value, (grad, …))`. Not available for lists run by the tape interpreter.
         """
+        return self._standalone("value_and_grad", args, kwargs)
+
+    def _standalone(self, mode: str, args, kwargs):
+        """A standalone Numba dispatcher of `mode`'s specialized kernel for these arguments
+        (waiting for it where a first tier serves), or a JitadError for the tape shape."""
         variant, runtime_args = self._variant(args, kwargs)
-        kernel = self._kernel(variant, "value_and_grad", runtime_args)
+        kernel = self._kernel(variant, mode, runtime_args)
         if isinstance(kernel, FIRST_TIERS):             # the specialized code may be compiling
             self.wait()
-            kernel = variant.kernels["value_and_grad"]
-        if not hasattr(kernel, "py_func"):
+            kernel = variant.kernels[mode]
+        if isinstance(kernel, tape.TapeKernel):
             raise JitadError(f"{self.__name__}: this specialization runs on the tape interpreter "
-                             "(its list is too long to compile); pass code_shape='loops' to "
-                             "jit_grad for a Numba dispatcher")
+                             "(its list is too long to compile); pass code_shape='loops' for "
+                             "a Numba dispatcher")
         return compiler.standalone_dispatcher(kernel)
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -19,8 +19,8 @@ import types
 import numpy as np
 
 from . import codegen, collector, compile as compiler, stats, tracing
-from .api import (FIRST_TIERS, JitGrad, _as_method, _entry, _fast_key, jit_grad,
-                  numpy_tier_applies, tiers_enabled)
+from .api import (JitGrad, _as_method, _entry, _fast_key, jit_grad,
+                  numpy_tier_applies, tape_tier_applies)
 from .errors import ArgumentError
 from .reads import underlying_function
 from .tracing import Tracer, trace
@@ -33,6 +33,7 @@ COLOURED_FROM = 64             # derivatives of this many columns or more may us
 _JACOBIANS = ("jacobian_auto", "jacobian_fwd", "jacobian_rev")
 _ARRAY_OUTPUTS = ("jvp",) + _JACOBIANS            # modes whose function may return an array
 _DENSE = ("hessian",) + _JACOBIANS                 # modes looping over sizes fixed at build
+_SINGLE_KERNEL = ("jvp", "hvp")                   # modes whose kernel is the whole call
 _WHAT = {"jvp": "Value and directional derivative (forward mode)",
          "hvp": "Hessian-vector product (forward over reverse)",
          "hessian": "Dense Hessian (one Hessian-vector product per column)",
@@ -88,26 +89,28 @@ def split_mode(mode: str) -> tuple:
 
 
 def build(variant, mode, wrt, fn_name, code_shape="auto", for_reading=True):
-    """`api.build` for the derivative modes: (source, function name, kernel list, shape)."""
+    """`api.build` for the derivative modes: (source, function name, kernel list, shape);
+    the source is None for the tape shape unless `for_reading`."""
     analysed = variant.analysed.pop((mode, tuple(wrt), code_shape), None) or \
         _analysed(variant, mode, wrt, code_shape)
-    return _printed(analysed, variant, wrt, fn_name)
+    return _printed(analysed, variant, wrt, fn_name, for_reading=for_reading)
 
 
-def numpy_build(variant, mode, wrt, fn_name, code_shape="auto"):
-    """For the NumPy tier (see numpy_tier.py): (source printed for NumPy, function name,
-    kernel list, code shape, the (dtype, rank) structure the function returns or None for
-    the kernel list's outputs), or None where the tier does not apply (no array inputs or
-    entries, `api.numpy_tier_applies`, or a kernel printed other than as straight code or
-    loops). The loop over directions runs as Python around the kernel; a loop over array
-    elements (scalar entries, which Numba compiles in seconds too) is one here as well."""
-    traced = variant.trace.wengert
-    if not (tiers_enabled("JITAD_NUMPY_TIER") and
-            any(v.ndim for v in traced.inputs + [e.out for e in traced.entries])):
-        return None         # (before the analysis: scalar lists have scalar kernels)
+def first_analysis(variant, mode, wrt, code_shape="auto"):
+    """`_analysed` for a first tier, kept on the variant for the specialized build to print
+    (`build`, in the background or at once where no first tier applies): it runs once."""
     analysed = _analysed(variant, mode, wrt, code_shape)
-    # (the specialized build, in the background or now where the tier does not apply)
     variant.analysed[(mode, tuple(wrt), code_shape)] = analysed
+    return analysed
+
+
+def numpy_build(analysed, variant, wrt, fn_name):
+    """For the NumPy tier (see numpy_tier.py), from a `first_analysis`: (source printed for
+    NumPy, function name, kernel list, code shape, the (dtype, rank) structure the function
+    returns or None for the kernel list's outputs), or None where the tier does not apply
+    (`api.numpy_tier_applies`, or a kernel printed other than as straight code or loops).
+    The loop over directions runs as Python around the kernel; a loop over array elements
+    (scalar entries, which Numba compiles in seconds too) is one here as well."""
     traced, mode, blocks, kernel, _, shape, _ = analysed
     if not numpy_tier_applies(kernel) or shape not in ("straight", "loops"):
         return None
@@ -129,14 +132,15 @@ def _analysed(variant, mode, wrt, code_shape):
         kernel = kernel_list(traced, mode, wrt)
         plan = _colouring(mode, traced, wrt)
         shape, runs = codegen.choose_shape(kernel, code_shape)
-        if shape == "tape":             # loops call kernels compiled by Numba
+        if shape == "tape" and mode not in _SINGLE_KERNEL:     # loops call Numba kernels
             shape, runs = codegen.choose_shape(kernel, "loops")
     return traced, mode, blocks, kernel, plan, shape, runs
 
 
-def _printed(analysed, variant, wrt, fn_name, vectorized=False):
+def _printed(analysed, variant, wrt, fn_name, vectorized=False, for_reading=True):
     """(source, function name, kernel list, shape) of an `_analysed` mode (`vectorized`:
-    printed for NumPy, the loop over directions as Python)."""
+    printed for NumPy, the loop over directions as Python; the tape shape's source is None
+    unless `for_reading`)."""
     traced, mode, blocks, kernel, plan, shape, runs = analysed
     wrt = list(wrt)
     inputs = ", ".join(f"{v.name}: {v.type_text()}" for v in variant.trace.wengert.inputs)
@@ -146,8 +150,10 @@ def _printed(analysed, variant, wrt, fn_name, vectorized=False):
           f"d/d({wrt_names})."
     base = codegen.identifier(fn_name)
     with stats.stage("codegen"):
-        if mode in ("jvp", "hvp"):
+        if mode in _SINGLE_KERNEL:
             name = f"{base}_{mode}"
+            if shape == "tape" and not for_reading:
+                return None, name, kernel, shape
             return codegen.generate(kernel, name, doc, shape, runs, vectorized), name, kernel, \
                 shape
         inner = f"{base}_{ {'hessian': 'hvp', 'jacobian_rev': 'vjp'}.get(mode, 'jvp') }"
@@ -459,32 +465,40 @@ class Transformed(JitGrad):
         """The compiled Numba dispatcher for these argument kinds, callable from a user's
         own `@numba.njit` code with the runtime arguments, in order. (Where calls loop from
         Python around the compiled product, the loop is compiled here, on first use.)"""
-        variant, runtime_args = self._variant(args, kwargs)
-        kernel = self._kernel(variant, self._mode, runtime_args)
-        if isinstance(kernel, FIRST_TIERS):             # the specialized code may be compiling
-            self.wait()
-            kernel = variant.kernels[self._mode]
-        return compiler.standalone_dispatcher(kernel)
+        return self._standalone(self._mode, args, kwargs)
 
     def _build(self, variant):
         return build(variant, self._mode, variant.wrt, self.__name__, self.code_shape)
 
     def _compiled(self, variant, mode, runtime_args):
-        """The NumPy tier (`numpy_build`) serving first calls while the specialized kernel
-        compiles in the background, where tiers are on and it applies; else
+        """A first tier (`_first_tier`) serving first calls while the specialized kernel
+        compiles in the background, where tiers are on and one applies; else
         `JitGrad._compiled` (the specialized kernel now)."""
         key = self._build_key(variant, mode)
-        built = None
+        first = None
         if self._first_tier_wanted(variant, key):
             with collector.pause():
-                built = numpy_build(variant, mode, variant.wrt, self.__name__, self.code_shape)
-        if built is None:
+                first = self._first_tier(variant, mode, runtime_args)
+        if first is None:
             return super()._compiled(variant, mode, runtime_args)
-        source, name, kernel, stats.current().shape, expected = built
-        with stats.stage("codegen"):
-            first = compiler.numpy_kernel(source, name, tuple(runtime_args), kernel, expected)
         return self._in_background(variant, mode, first, functools.partial(
             self._stored_and_specialized, variant, mode, runtime_args, key))
+
+    def _first_tier(self, variant, mode, runtime_args):
+        """The NumPy tier (`numpy_build`) for array code; the tape for a long jvp or hvp of
+        scalar code (`api.tape_tier_applies`: Numba would take seconds); else None."""
+        analysed = first_analysis(variant, mode, variant.wrt, self.code_shape)
+        built = numpy_build(analysed, variant, variant.wrt, self.__name__)
+        record = stats.current()
+        with stats.stage("codegen"):
+            if built is not None:
+                source, name, kernel, record.shape, expected = built
+                return compiler.numpy_kernel(source, name, tuple(runtime_args), kernel,
+                                             expected)
+            _, resolved, _, kernel, _, record.shape, _ = analysed
+            if resolved in _SINGLE_KERNEL and tape_tier_applies(kernel):
+                return compiler.tape_kernel(kernel)
+        return None
 
     def _switch(self, variant, mode, first, kernel) -> bool:
         stale = super()._switch(variant, mode, first, kernel)

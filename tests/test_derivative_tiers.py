@@ -202,8 +202,8 @@ def test_a_result_of_the_wrong_rank_waits_for_the_compiled_code(tiered, data, mo
     real = derivatives._printed
     changed = []
 
-    def raveled(*args, vectorized=False):
-        source, *rest = real(*args, vectorized=vectorized)
+    def raveled(*args, vectorized=False, **options):
+        source, *rest = real(*args, vectorized=vectorized, **options)
         if vectorized:          # the loop returns the Hessian raveled
             changed.append(source.replace("    return B0_0_out\n",
                                           "    return B0_0_out.ravel()\n"))

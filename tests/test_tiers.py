@@ -291,3 +291,57 @@ def test_a_fork_during_a_background_compile_does_not_deadlock_the_child(tiered, 
         time.sleep(0.1)
     assert os.waitstatus_to_exitcode(status) == 0
     assert f.wait() and np.array_equal(f(x), expected)
+
+
+def make_curve(scale):
+    """A scalar loop over a 1-D input whose jvp and hvp lists the tape runs (each test its
+    own `scale`: no stored builds shared)."""
+    def curve(x):
+        total, a = 0.0, x[0]
+        for i in range(x.shape[0]):
+            a = math.log1p(math.exp(a * scale)) + np.maximum(x[i], 0.1 * a) * math.sin(x[i])
+            total = total + a * x[i]
+        return total
+    return curve
+
+
+def hessian_times(fun, x, v, eps=1e-5):
+    """H v by central differences of the gradient (itself checked against differences)."""
+    grad = jitad.grad(fun, tiers=False)
+    np.testing.assert_allclose(grad(x), numeric_grad(fun, [x])[0], rtol=1e-6, atol=1e-8)
+    return (grad(x + eps * v) - grad(x - eps * v)) / (2 * eps)
+
+
+def test_jvp_and_hvp_of_long_scalar_code_start_on_the_tape(tiered):
+    """The tape runs the jvp and hvp lists (one kernel each, no loop over directions) while
+    their specialized code compiles; the same list in the same order: the same bits."""
+    rng = np.random.default_rng(5)
+    x, v = rng.uniform(-1.0, 1.0, 9), rng.standard_normal(9)
+    curve = make_curve(0.47)
+    hv, fwd = jitad.hvp(curve), jitad.jvp(curve)
+    firsts = hv(x, v), fwd(x, v)
+    for obj in (hv, fwd):
+        assert tape_of(obj).calls == 1 and obj.stats()[0]["tier"] == "tape"
+    np.testing.assert_allclose(firsts[0], hessian_times(curve, x, v), rtol=1e-6, atol=1e-8)
+    assert firsts[1][0] == curve(x)
+    np.testing.assert_allclose(firsts[1][1], numeric_grad(curve, [x])[0] @ v, rtol=1e-7)
+    tiered.set()
+    assert hv.wait() and fwd.wait()
+    seconds = hv(x, v), fwd(x, v)
+    for obj in (hv, fwd):
+        assert tape_of(obj).calls == 1 and obj.stats()[0]["tier"] == "specialized"
+    assert np.array_equal(firsts[0], seconds[0]) and firsts[1] == seconds[1]
+
+
+def test_an_hvp_on_the_tape_shape(x):
+    """An hvp whose list takes the tape shape (too long for LLVM; asked for here) is run by
+    the tape, without a Numba dispatcher to hand out."""
+    v = np.cos(np.arange(9.0))
+    x = np.linspace(-0.8, 0.9, 9)
+    curve = make_curve(0.46)
+    hv = jitad.hvp(curve, code_shape="tape", tiers=False)
+    np.testing.assert_allclose(hv(x, v), hessian_times(curve, x, v), rtol=1e-6, atol=1e-8)
+    assert hv.stats()[0]["shape"] == "tape" and isinstance(tape_of(hv), TapeKernel)
+    with pytest.raises(jitad.JitadError, match="tape interpreter"):
+        hv.njit_kernel(x, v)
+    assert "def " in hv.source(x, v)
