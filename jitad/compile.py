@@ -153,14 +153,16 @@ def _runtime_kernel(name: str, cache: Path, **options):
                  **options)
 
 
-def numpy_kernel(source: str, fn_name: str, example_args: tuple, wengert, expected=None):
+def numpy_kernel(source: str, fn_name: str, example_args: tuple, wengert, expected=None,
+                 helpers=None):
     """A NumpyKernel for `source` printed for NumPy (see numpy_tier.py), in a namespace of its
     own (compiling other source never rebinds its helpers to Numba's); `expected`: the
-    results' (dtype, rank) structure where `fn_name` returns other than `wengert`'s outputs."""
+    results' (dtype, rank) structure where `fn_name` returns other than `wengert`'s outputs;
+    `helpers`: names the source calls, bound in its namespace."""
     filename = source_file(source, fn_name)
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     return NumpyKernel(source, fn_name, filename, example_args, wengert.outputs,
-                       wengert.returned_text, expected)
+                       wengert.returned_text, expected, helpers)
 
 
 # Lists from this many entries number the tape's slots with `runtime.number_slots`

@@ -167,6 +167,21 @@ def _printed(analysed, variant, wrt, fn_name, vectorized=False, for_reading=True
     return source + "\n\n" + loop, name, kernel, shape
 
 
+def _tape_loop(analysed, variant, fn_name, runtime_args):
+    """A first tier for a dense derivative of long scalar code: its loop over directions run
+    as Python (a NumpyKernel), calling the tape on the kernel list once per direction."""
+    traced, mode, blocks, kernel, _, _, _ = analysed
+    wrt = list(variant.wrt)
+    name = f"{codegen.identifier(fn_name)}_{mode}"
+    doc = f"{_WHAT[mode]} of {traced.name}, each product on jitad's tape (a first tier)."
+    loop = _loop_source(mode, name, "_jitad_tape", traced, kernel, wrt, blocks, doc, True)
+    first = compiler.numpy_kernel(loop, name, tuple(runtime_args), kernel,
+                                  _returned_kinds(traced, mode, blocks, kernel, wrt),
+                                  helpers={"_jitad_tape": compiler.tape_kernel(kernel)})
+    first.tier = "tape"
+    return first
+
+
 def _returned_kinds(traced, mode, blocks, kernel, wrt):
     """The (dtype, rank) structure a derivative mode's function returns; None for "jvp" and
     "hvp", whose function is the kernel (it returns the kernel list's outputs)."""
@@ -485,8 +500,9 @@ class Transformed(JitGrad):
             self._stored_and_specialized, variant, mode, runtime_args, key))
 
     def _first_tier(self, variant, mode, runtime_args):
-        """The NumPy tier (`numpy_build`) for array code; the tape for a long jvp or hvp of
-        scalar code (`api.tape_tier_applies`: Numba would take seconds); else None."""
+        """The NumPy tier (`numpy_build`) for array code; for long scalar code (where Numba
+        would take seconds: `api.tape_tier_applies`) the tape, running a jvp or hvp, or each
+        product of a dense derivative's loop (`_tape_loop`); else None."""
         analysed = first_analysis(variant, mode, variant.wrt, self.code_shape)
         built = numpy_build(analysed, variant, variant.wrt, self.__name__)
         record = stats.current()
@@ -495,9 +511,13 @@ class Transformed(JitGrad):
                 source, name, kernel, record.shape, expected = built
                 return compiler.numpy_kernel(source, name, tuple(runtime_args), kernel,
                                              expected)
-            _, resolved, _, kernel, _, record.shape, _ = analysed
-            if resolved in _SINGLE_KERNEL and tape_tier_applies(kernel):
+            _, resolved, _, kernel, plan, record.shape, _ = analysed
+            if not tape_tier_applies(kernel):
+                return None
+            if resolved in _SINGLE_KERNEL:
                 return compiler.tape_kernel(kernel)
+            if resolved in _DENSE and plan is None:
+                return _tape_loop(analysed, variant, self.__name__, runtime_args)
         return None
 
     def _switch(self, variant, mode, first, kernel) -> bool:

@@ -42,8 +42,8 @@ class NumpyKernel:
     specialized = None
 
     def __init__(self, source: str, fn_name: str, filename: str, example_args, outputs,
-                 returned_text, expected=None):
-        namespace: dict = {"__name__": f"jitad_numpy_tier.{fn_name}"}
+                 returned_text, expected=None, helpers=None):
+        namespace: dict = {"__name__": f"jitad_numpy_tier.{fn_name}", **(helpers or {})}
         exec(compile(source, filename, "exec"), namespace)
         self.function = namespace[fn_name]
         self.arguments = [(a.dtype, a.ndim) if isinstance(a, np.ndarray) else type(a)

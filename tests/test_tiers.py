@@ -345,3 +345,33 @@ def test_an_hvp_on_the_tape_shape(x):
     with pytest.raises(jitad.JitadError, match="tape interpreter"):
         hv.njit_kernel(x, v)
     assert "def " in hv.source(x, v)
+
+
+def test_a_dense_hessian_of_long_scalar_code_starts_on_the_tape(tiered):
+    """Its loop over directions runs as Python, the tape computing each Hessian-vector
+    product, until the specialized loop is in (the same products: the same bits); blocks
+    for a tuple of arguments."""
+    x = np.random.default_rng(6).uniform(-1.0, 1.0, 7)
+    curve = make_curve(0.45)
+    h = jitad.hessian(curve)
+    first = h(x)
+    assert h.stats()[0]["tier"] == "tape" and h.stats()[0]["tier_calls"] == 1
+    columns = [hessian_times(curve, x, e) for e in np.eye(7)]
+    np.testing.assert_allclose(first, np.column_stack(columns), rtol=1e-6, atol=1e-7)
+
+    def mixed(x, y):
+        return curve(x) * y[0] + y[1] ** 3 * x[2]
+    y = np.array([0.8, -0.6])
+    blocks = jitad.hessian(mixed, argnums=(0, 1))
+    got = blocks(x, y)
+    assert blocks.stats()[0]["tier"] == "tape"
+    joint = lambda z: mixed(z[:7], z[7:])          # noqa: E731
+    z = np.concatenate([x, y])
+    full = np.column_stack([hessian_times(joint, z, e) for e in np.eye(9)])
+    np.testing.assert_allclose(np.block([[got[0][0], got[0][1]], [got[1][0], got[1][1]]]),
+                               full, rtol=1e-6, atol=1e-7)
+    tiered.set()
+    assert h.wait() and blocks.wait()
+    assert np.array_equal(h(x), first) and h.stats()[0]["tier"] == "specialized"
+    again = blocks(x, y)
+    assert all(np.array_equal(a, b) for row, other in zip(got, again) for a, b in zip(row, other))
