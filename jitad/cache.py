@@ -119,7 +119,7 @@ class Variant:
     digest: str | None = None
     reads: object = None            # reads.Reads: the bindings a call checks
     unsaved: object = None          # stores its trace on disk when called (`store_trace`)
-    analysed: dict = field(default_factory=dict)    # derivatives.py: analyses printed twice
+    analysed: dict = field(default_factory=dict)    # a first tier's analyses (derivatives.py)
 
     def store_trace(self) -> None:
         """Store the trace on disk, once: deferred from tracing to its first compile (to the
