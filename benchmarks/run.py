@@ -283,6 +283,7 @@ def new_process_section(timeout):
 LONG_GRAPH_SIZES = (1_000, 10_000, 100_000)
 LONG_GRAPH_QUICK_SIZES = (1_000,)
 LONG_GRAPH_CALLS = 10_000
+LONG_GRAPH_DERIVATIVE_OPS = 10_000     # hvp and Hessian rows up to this size (100,000: minutes)
 
 
 def long_graph_run(tool, n_ops, cache_dir, timing):
@@ -319,6 +320,74 @@ def long_graph_loss_per_call(n_ops, timing):
     call = long_graph.loss_only(n_ops)
     call(x)
     return time_per_call(lambda: call(x), timing)
+
+
+def long_graph_derivative_run(tool, kind, n_ops, cache_dir, timing):
+    """In a fresh process: (first result, per call, result) of the long graph's Hessian-
+    vector product ("hvp", along a fixed direction) or dense Hessian ("hessian") by jitad,
+    or by central differences of the interpreter's gradient ("interpreter": 2 gradients a
+    product) — per call for jitad once its specialized code is in."""
+    import long_graph
+
+    os.environ["JITAD_CACHE_DIR"] = cache_dir
+    x, = long_graph.make_args(n_ops, np.random.default_rng(ARGS_SEED))
+    directions = [np.cos(np.arange(x.size))] if kind == "hvp" else list(np.eye(x.size))
+    if tool == "jitad":
+        import jitad
+    start = time.perf_counter()
+    if tool == "jitad":
+        fun = long_graph.loss(n_ops)
+        compiled = jitad.hvp(fun) if kind == "hvp" else jitad.hessian(fun)
+        call = (lambda: compiled(x, directions[0])) if kind == "hvp" else (lambda: compiled(x))
+    else:
+        gradient = long_graph.interpreter(n_ops)
+        step = LONG_GRAPH_FD_STEP
+
+        def call():
+            products = [(gradient(x + step * v)[1] - gradient(x - step * v)[1]) / (2 * step)
+                        for v in directions]
+            return products[0] if kind == "hvp" else np.column_stack(products)
+    result = call()
+    first = time.perf_counter() - start
+    if tool == "jitad":
+        compiled.wait()
+    return first, time_per_call(call, timing), result
+
+
+LONG_GRAPH_FD_STEP = 1e-5       # central differences of the interpreter's gradient
+LONG_GRAPH_FD_RTOL = 1e-5       # jitad's exact products vs those differences
+
+
+def long_graph_derivatives(sizes, timing, timeout, directory, warm):
+    """Markdown lines: jitad's `hvp` and dense `hessian` of the long graph against central
+    differences of the interpreter's gradient, each in a fresh process (caches as above)."""
+    lines = ["", "Derivative objects on the same graph: `jitad.hvp` (along a fixed direction) "
+             "and the dense `jitad.hessian` (100 × 100), against central differences of the "
+             "interpreter's gradient (two gradients a product, step "
+             f"{LONG_GRAPH_FD_STEP:g}): *first* in a fresh process as above, *per call* for "
+             "jitad once its specialized code is in; check: jitad vs the differences, "
+             f"relative error ≤ {LONG_GRAPH_FD_RTOL:g}.", "",
+             "| ops | derivative | differences first | jitad first | differences per call "
+             "| jitad per call | per-call ratio | check |", "|---|---|---|---|---|---|---|---|"]
+    for n_ops in sizes:
+        for kind in ("hvp", "hessian"):
+            print(f"... long graph {kind} {n_ops:,} ops", file=sys.stderr, flush=True)
+            (status_i, ref), (status_j, got) = (
+                run_isolated(long_graph_derivative_run, tool, kind, n_ops,
+                             _copy(warm, tempfile.mkdtemp(dir=directory)), timing,
+                             timeout=REFERENCE_TIMEOUT if tool == "interpreter" else timeout)
+                for tool in ("interpreter", "jitad"))
+            cells = [f"{n_ops:,}", f"`{kind}`"]
+            for k in (0, 1):
+                cells += [format_seconds(ref[k]) if status_i == "ok" else f"**{ref}**",
+                          format_seconds(got[k]) if status_j == "ok" else f"**{got}**"]
+            both = status_i == status_j == "ok"
+            cells.append(format_ratio(got[1] / ref[1]) if both else "—")
+            error = relative_error(got[2], ref[2]) if both else math.nan
+            cells.append("—" if not both else "ok" if error <= LONG_GRAPH_FD_RTOL
+                         else f"**FAIL: rel. error {error:.1e}**")
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 # The long graph that warms jitad's cache of its runtime kernels (the reverse tape's
@@ -381,6 +450,8 @@ def long_graph_section(sizes, timing, timeout):
             else:
                 cells.append("—")
             lines.append("| " + " | ".join(cells) + " |")
+        lines += long_graph_derivatives([n for n in sizes if n <= LONG_GRAPH_DERIVATIVE_OPS],
+                                        timing, timeout, directory, warm)
     return "\n".join(lines)
 
 
