@@ -23,12 +23,12 @@ import numpy as np
 
 from . import codegen, collector, compile as compiler, disk, stats, store, tape
 from .numpy_tier import NumpyKernel
-from .cache import (MAX_SPECIALIZATIONS, KeyEntry, Variant, classify, consts_digest, shapes_of,
-                    static_key)
+from .cache import (MAX_SPECIALIZATIONS, SHAPES_WARNING, KeyEntry, Variant, classify,
+                    consts_digest, shapes_of, static_key)
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
                      NonScalarOutputError, RetraceWarning)
 from .reads import reads, underlying_function
-from .tracing import AuxSlot, Tracer, trace
+from .tracing import AuxSlot, Tracer, trace, user_frame
 from .transforms import simplify, value_and_grad
 from .wengert import Literal, Var
 
@@ -156,6 +156,17 @@ def _specialized_of(job, variant, mode, first):
     job.done.wait()
     kernel = variant.kernels.get(mode)
     return None if kernel is first else kernel
+
+
+def _retrace_warning(message: str) -> None:
+    """A RetraceWarning at the user's call (the innermost frame outside jitad)."""
+    frame = user_frame()
+    if frame is None:
+        warnings.warn(message, RetraceWarning)
+        return
+    warnings.warn_explicit(message, RetraceWarning, frame.f_code.co_filename, frame.f_lineno,
+                           frame.f_globals.get("__name__"),
+                           frame.f_globals.setdefault("__warningregistry__", {}))
 
 
 def tiers_enabled(variable: str = "JITAD_TIERS") -> bool:
@@ -412,11 +423,10 @@ class JitGrad:
             self._reset_trampolines()
         self.stale_retraces += 1
         if self.stale_retraces == MAX_SPECIALIZATIONS:
-            warnings.warn(
+            _retrace_warning(
                 f"{self.__name__} was traced again {self.stale_retraces} times because values "
                 f"it reads were rebound between calls ({', '.join(sorted(stale))}); pass such "
-                "values as arguments to avoid tracing and compiling at every change",
-                RetraceWarning, stacklevel=5)
+                "values as arguments to avoid tracing and compiling at every change")
 
     def _variant(self, args, kwargs):
         """The cached (or newly traced) variant for these arguments, ignoring guards."""
@@ -429,9 +439,10 @@ class JitGrad:
         """Trace (or, with `load`, read from the disk store a trace whose guards may not
         hold for these values) and add the variant to the cache."""
         entry = self._cache.setdefault(key, KeyEntry())
-        if entry.traces >= MAX_SPECIALIZATIONS:
-            raise GuardLimitError(self._guard_limit_message(entry))
         values = [v for v in runtime if v is not None]
+        guarded = entry.candidates(values)         # (for these shapes, where keyed by them)
+        if len(guarded) >= MAX_SPECIALIZATIONS:
+            raise GuardLimitError(self._guard_limit_message(guarded))
         read = reads(self.fun, (key, exact, shapes_of(values)))
         digest = None if self.has_aux else read.digest  # the store keeps no aux structure
         timer, unsaved = stats.Timer(), None
@@ -456,7 +467,14 @@ class JitGrad:
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
                           digest=digest, reads=read, unsaved=unsaved)
         variant.trace_s = timer.seconds                 # for its records (stats)
+        shapes = len(entry.variants)
         entry.add(variant, values)
+        if entry.exact_shapes and shapes < len(entry.variants) == SHAPES_WARNING:
+            _retrace_warning(
+                f"{self.__name__} was traced for {SHAPES_WARNING} different argument shapes: it "
+                "reads sizes (slicing, len, .shape, element reads), so each shape gets its own "
+                "trace and compiled code; pad or bucket inputs to a few sizes if these "
+                "compiles add up")
         return variant
 
     def _check_output(self, traced) -> None:
@@ -478,9 +496,8 @@ class JitGrad:
             "use jitad.jacobian(...) for the Jacobian of a vector-valued function."
             f"\n  at {where or f'{traced.wengert.loc} (the function {self.__name__})'}")
 
-    def _guard_limit_message(self, entry) -> str:
-        lines = {g for variants in entry.variants.values() for v in variants
-                 for g in v.trace.guards}
+    def _guard_limit_message(self, variants) -> str:
+        lines = {g for v in variants for g in v.trace.guards}
         where = "; ".join(f"{w}: {t}" for w, t in sorted(lines)) or "unknown"
         return (f"{self.__name__}: more than {MAX_SPECIALIZATIONS} specializations for the same "
                 f"argument kinds, because branches on traced values keep changing outcome "

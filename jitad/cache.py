@@ -4,8 +4,8 @@ Step: call arguments -> the compiled variant to run (or a miss, which the API
 fills by tracing and compiling). A key holds each array's dtype, ndim and
 size class (0, 1 or many: broadcasting decisions depend on it), each scalar's
 type and the static values; a variant whose trace read sizes (`len`, `.shape`,
-element reads) is further keyed by exact shapes. Variants under one key differ
-by guard outcomes; their number is bounded.
+element reads) is further keyed by exact shapes. Variants under one key (and, where
+keyed so, one shape) differ by guard outcomes; their number is bounded.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import numpy as np
 
 from .errors import ArgumentError
 
-MAX_SPECIALIZATIONS = 8
+MAX_SPECIALIZATIONS = 8     # guard outcomes traced per key (and shapes): then GuardLimitError
+SHAPES_WARNING = 8          # shapes traced per key (for lists keyed by shape): a RetraceWarning
 _STATIC_TYPES = (bool, int, str, type(None), np.bool_, np.integer)
 
 
@@ -135,7 +136,6 @@ class KeyEntry:
 
     exact_shapes: bool = False                   # some trace read sizes: key variants by shape
     variants: dict = field(default_factory=dict)  # shapes (or None) -> [Variant]
-    traces: int = 0
 
     def candidates(self, runtime_values) -> list:
         return self.variants.get(shapes_of(runtime_values) if self.exact_shapes else None, [])
@@ -150,7 +150,6 @@ class KeyEntry:
                 stale.update(names)
                 if not names:
                     fresh.append(variant)
-            self.traces -= len(variants) - len(fresh)
             self.variants[slot] = fresh
         return stale
 
@@ -160,4 +159,3 @@ class KeyEntry:
             self.variants = {}
         slot = shapes_of(runtime_values) if self.exact_shapes else None
         self.variants.setdefault(slot, []).insert(0, variant)
-        self.traces += 1

@@ -26,8 +26,9 @@ class GuardLimitError(JitadError):
 
 
 class RetraceWarning(UserWarning):
-    """A function keeps being traced again because globals or closure values it reads are
-    rebound between calls (pass such values as arguments instead)."""
+    """A function keeps being traced again: globals or closure values it reads are rebound
+    between calls (pass such values as arguments instead), or it reads sizes and is called
+    with many argument shapes (each compiles its own code)."""
 
 
 class GuardFailed(Exception):

@@ -3,12 +3,14 @@ number of specializations is bounded; jitad.where selects without a guard.
 """
 import inspect
 import math
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import jitad
-from jitad.cache import MAX_SPECIALIZATIONS
+from jitad.cache import MAX_SPECIALIZATIONS, SHAPES_WARNING
 from jitad.errors import GuardFailed
 from conftest import assert_close, check_grads_python, prim_names, python_value_and_grad
 
@@ -94,6 +96,50 @@ def test_too_many_specializations_raise_guard_limit_error_naming_the_line():
     assert str(MAX_SPECIALIZATIONS) in message
     # the specializations already made keep working
     assert f(points[0]) == pytest.approx(1.0) and f(points[3]) == pytest.approx(4.0)
+
+
+def neighbours(x):
+    """Reads sizes (slices): keyed by exact shape. Branches on its first element."""
+    s = np.sum(np.tanh(x[1:]) * x[:-1])
+    if x[0] > 0.5:
+        s = s + x[0] ** 3
+    return s
+
+
+def neighbours_grad(x):
+    grad = np.zeros_like(x)
+    grad[1:] += (1.0 - np.tanh(x[1:]) ** 2) * x[:-1]
+    grad[:-1] += np.tanh(x[1:])
+    grad[0] += 3.0 * x[0] ** 2 if x[0] > 0.5 else 0.0
+    return grad
+
+
+def test_each_shape_has_its_own_limit_of_specializations():
+    """A list keyed by exact shapes: every new length is a new specialization, with no
+    limit (one RetraceWarning at the SHAPES_WARNING-th shape, at the caller's line); the
+    guard limit counts the outcomes traced for one shape."""
+    f = jitad.jit_grad(neighbours)
+    lengths = range(2, 2 + SHAPES_WARNING + 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for n in lengths:
+            x = np.linspace(-0.9, 0.4, n)
+            value, grad = f.value_and_grad(x)          # the line the warning names
+            assert value == pytest.approx(neighbours(x), rel=1e-13)
+            assert_close(grad, neighbours_grad(x), 1e-12, 1e-14, f"length {n}")
+    source, first = inspect.getsourcelines(test_each_shape_has_its_own_limit_of_specializations)
+    line = first + next(k for k, text in enumerate(source) if "the line the warning" in text)
+    retraces = [w for w in caught if issubclass(w.category, jitad.RetraceWarning)]
+    assert len(retraces) == 1 and f"{SHAPES_WARNING} different argument shapes" in \
+        str(retraces[0].message)
+    assert (Path(retraces[0].filename).name, retraces[0].lineno) == ("test_control_flow.py",
+                                                                      line)
+    assert f.trace_count == len(lengths)
+    x = np.full(5, 0.8)                                 # the guard's other outcome at length 5
+    assert f(x) == pytest.approx(neighbours_grad(x), rel=1e-12)
+    assert f.trace_count == len(lengths) + 1
+    entry = next(iter(f._cache.values()))
+    assert len(entry.candidates([x])) == 2 and MAX_SPECIALIZATIONS > 2
 
 
 def leaky_relu_sum(x):
