@@ -150,12 +150,13 @@ def numpy_tier_applies(wengert) -> bool:
 
 
 def _specialized_of(job, variant, mode, first):
-    """The kernel serving `variant`'s `mode` once `job` (compiling it) is done, or None if
-    the compile failed (calls then stay on the first tier `first`)."""
+    """A callable running the kernel serving `variant`'s `mode` once `job` (compiling it)
+    is done (compiling it for a new layout, as every call does: `compile.call_compiling`),
+    or None if the compile failed (calls then stay on the first tier `first`)."""
     _Background.start_new([job])
     job.done.wait()
     kernel = variant.kernels.get(mode)
-    return None if kernel is first else kernel
+    return None if kernel is first else lambda *args: compiler.call_compiling(kernel, args)
 
 
 def _retrace_warning(message: str) -> None:

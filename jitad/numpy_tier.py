@@ -34,7 +34,7 @@ class NumpyKernel:
 
     `calls` counts the calls it served; once `successor` (the specialized kernel of the same
     list) is set, calls go to it. `specialized` (set by the API) waits for the specialized
-    kernel and returns it, or None if its compile failed.
+    kernel and returns a callable running it, or None if its compile failed.
     """
 
     tier = "numpy"           # (the `tier` of f.stats())

@@ -122,6 +122,24 @@ def test_tiers_false_compiles_array_code_before_returning(numpy_tier, args):
     assert f.stats()[0]["tier"] == "specialized" and not f._jobs
 
 
+def test_a_call_the_tier_hands_over_may_have_another_layout(numpy_tier):
+    """Sizes the tier's code does not fit (a concatenation's adjoint split at the traced
+    sizes) go to the specialized kernel, compiled for the first call's Fortran layout: it
+    compiles for this call's C layout as well (as every call does, `call_compiling`) and
+    raises the size error, and the call is traced again for its own shapes."""
+    def joined(x):
+        return np.sum(np.concatenate([x, x ** 2], axis=-1) *
+                      np.concatenate([x.T, x.T], axis=0).T)
+    f = jitad.jit_grad(joined)
+    f.value_and_grad(np.asfortranarray(np.linspace(-1.0, 1.0, 8).reshape(4, 2)))
+    assert isinstance(first_tier_of(f), NumpyKernel)
+    x = np.linspace(-0.9, 0.8, 9).reshape(3, 3)
+    value, grad = f.value_and_grad(x)
+    assert value == pytest.approx(joined(x), rel=1e-13)
+    np.testing.assert_allclose(grad, numeric_grad(joined, [x])[0], rtol=1e-7, atol=1e-9)
+    assert f.trace_count == 2
+
+
 def kernel_for(fun, args, argnums=0):
     """The NumpyKernel of `fun`'s value and gradient at `args`, built without Numba."""
     f = jitad.jit_grad(fun, argnums=argnums)
