@@ -372,22 +372,35 @@ def long_graph_derivatives(sizes, timing, timeout, directory, warm):
     for n_ops in sizes:
         for kind in ("hvp", "hessian"):
             print(f"... long graph {kind} {n_ops:,} ops", file=sys.stderr, flush=True)
-            (status_i, ref), (status_j, got) = (
-                run_isolated(long_graph_derivative_run, tool, kind, n_ops,
-                             _copy(warm, tempfile.mkdtemp(dir=directory)), timing,
-                             timeout=REFERENCE_TIMEOUT if tool == "interpreter" else timeout)
-                for tool in ("interpreter", "jitad"))
-            cells = [f"{n_ops:,}", f"`{kind}`"]
-            for k in (0, 1):
-                cells += [format_seconds(ref[k]) if status_i == "ok" else f"**{ref}**",
-                          format_seconds(got[k]) if status_j == "ok" else f"**{got}**"]
+            pair = _both_tools(long_graph_derivative_run, (kind, n_ops), directory, warm,
+                               timing, timeout)
+            (status_i, ref), (status_j, got) = pair
             both = status_i == status_j == "ok"
-            cells.append(format_ratio(got[1] / ref[1]) if both else "—")
-            error = relative_error(got[2], ref[2]) if both else math.nan
-            cells.append("—" if not both else "ok" if error <= LONG_GRAPH_FD_RTOL
-                         else f"**FAIL: rel. error {error:.1e}**")
+            cells = [f"{n_ops:,}", f"`{kind}`", *_seconds_cells(pair, 0),
+                     *_seconds_cells(pair, 1), format_ratio(got[1] / ref[1]) if both else "—",
+                     _check_cell(relative_error(got[2], ref[2]), LONG_GRAPH_FD_RTOL)
+                     if both else "—"]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _both_tools(function, args, directory, warm, timing, timeout):
+    """((status, result) of the interpreter, of jitad): `function(tool, *args, cache
+    directory, timing)`, each in a fresh process with its own copy of the cache `warm`."""
+    return tuple(run_isolated(function, tool, *args, _copy(warm, tempfile.mkdtemp(dir=directory)),
+                              timing, timeout=REFERENCE_TIMEOUT if tool == "interpreter"
+                              else timeout)
+                 for tool in ("interpreter", "jitad"))
+
+
+def _seconds_cells(pair, k):
+    """The `k`-th figure of each tool's result in `pair` (`_both_tools`), or its error."""
+    return [format_seconds(result[k]) if status == "ok" else f"**{result}**"
+            for status, result in pair]
+
+
+def _check_cell(error, tolerance):
+    return "ok" if error <= tolerance else f"**FAIL: rel. error {error:.1e}**"
 
 
 # The long graph that warms jitad's cache of its runtime kernels (the reverse tape's
@@ -425,30 +438,20 @@ def long_graph_section(sizes, timing, timeout):
                      timeout=timeout)
         for n_ops in sizes:
             print(f"... long graph {n_ops:,} ops", file=sys.stderr, flush=True)
-            results = {tool: run_isolated(long_graph_run, tool, n_ops,
-                                          _copy(warm, tempfile.mkdtemp(dir=directory)), timing,
-                                          timeout=REFERENCE_TIMEOUT if tool == "interpreter"
-                                          else timeout)
-                       for tool in ("interpreter", "jitad")}
-            cells = [f"{n_ops:,}"]
-            (status_i, ref), (status_j, got) = results["interpreter"], results["jitad"]
-            for k in (0, 2):
-                cells += [format_seconds(ref[k]) if status_i == "ok" else f"**{ref}**",
-                          format_seconds(got[k]) if status_j == "ok" else f"**{got}**"]
-                if k == 2:
-                    cells.append(format_ratio(got[2] / ref[2]) if status_i == status_j == "ok"
-                                 else "—")
-                    status, floor = run_isolated(long_graph_loss_per_call, n_ops, timing,
-                                                 timeout=REFERENCE_TIMEOUT)
-                    cells.append(format_seconds(floor) if status == "ok" else f"**{floor}**")
-            cells += [format_seconds(ref[1]) if status_i == "ok" else "—",
-                      format_seconds(got[1]) if status_j == "ok" else "—",
-                      format_ratio(got[1] / ref[1]) if status_i == status_j == "ok" else "—"]
-            if status_i == status_j == "ok":
-                error = max(relative_error(got[3], ref[3]), relative_error(got[4], ref[4]))
-                cells.append("ok" if error <= CHECK_RTOL else f"**FAIL: rel. error {error:.1e}**")
-            else:
-                cells.append("—")
+            pair = _both_tools(long_graph_run, (n_ops,), directory, warm, timing, timeout)
+            (status_i, ref), (status_j, got) = pair
+            both = status_i == status_j == "ok"
+            status, floor = run_isolated(long_graph_loss_per_call, n_ops, timing,
+                                         timeout=REFERENCE_TIMEOUT)
+            cells = [f"{n_ops:,}", *_seconds_cells(pair, 0), *_seconds_cells(pair, 2),
+                     format_ratio(got[2] / ref[2]) if both else "—",
+                     format_seconds(floor) if status == "ok" else f"**{floor}**",
+                     format_seconds(ref[1]) if status_i == "ok" else "—",
+                     format_seconds(got[1]) if status_j == "ok" else "—",
+                     format_ratio(got[1] / ref[1]) if both else "—",
+                     _check_cell(max(relative_error(got[3], ref[3]),
+                                     relative_error(got[4], ref[4])), CHECK_RTOL)
+                     if both else "—"]
             lines.append("| " + " | ".join(cells) + " |")
         lines += long_graph_derivatives([n for n in sizes if n <= LONG_GRAPH_DERIVATIVE_OPS],
                                         timing, timeout, directory, warm)

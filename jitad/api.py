@@ -468,9 +468,8 @@ class JitGrad:
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
                           digest=digest, reads=read, unsaved=unsaved)
         variant.trace_s = timer.seconds                 # for its records (stats)
-        shapes = len(entry.variants)
-        entry.add(variant, values)
-        if entry.exact_shapes and shapes < len(entry.variants) == SHAPES_WARNING:
+        if entry.add(variant, values) and entry.exact_shapes and \
+                len(entry.variants) == SHAPES_WARNING:
             _retrace_warning(
                 f"{self.__name__} was traced for {SHAPES_WARNING} different argument shapes: it "
                 "reads sizes (slicing, len, .shape, element reads), so each shape gets its own "

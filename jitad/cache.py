@@ -153,9 +153,13 @@ class KeyEntry:
             self.variants[slot] = fresh
         return stale
 
-    def add(self, variant: Variant, runtime_values) -> None:
+    def add(self, variant: Variant, runtime_values) -> bool:
+        """Add `variant` under the shapes of `runtime_values` (where keyed by shape); whether
+        those shapes are new."""
         if variant.trace.reads_sizes and not self.exact_shapes:
             self.exact_shapes = True
             self.variants = {}
         slot = shapes_of(runtime_values) if self.exact_shapes else None
+        new = slot not in self.variants
         self.variants.setdefault(slot, []).insert(0, variant)
+        return new
