@@ -133,13 +133,15 @@ def reverse_tape_applies(wengert) -> bool:
         (n >= REVERSE_TAPE_COMPILES_FROM_ENTRIES or compiler.reverse_tape_compiled())
 
 
-def tape_only(forward) -> bool:
+def tape_only(forward, growth: int = 1) -> bool:
     """Would the differentiated list of the traced list `forward` take the tape shape? Its
     reverse-mode list is longer still, so where `forward` is over LLVM's limit and does
     not re-roll, the background job would reverse, simplify and encode (31, 10 and 6 s at
-    100,000 ops of the long-traces graph) a tape slower than the reverse tape."""
-    return len(forward.entries) > codegen.LLVM_ENTRIES_LIMIT and \
-        codegen.choose_shape(forward)[0] == "tape"
+    100,000 ops of the long-traces graph) a tape slower than the reverse tape. A derivative
+    list at least `growth` times longer than `forward` is over the limit from a `forward`
+    that many times shorter."""
+    return len(forward.entries) * growth > codegen.LLVM_ENTRIES_LIMIT and \
+        codegen.choose_shape(forward)[0] in ("llvm", "tape")
 
 
 def numpy_tier_applies(wengert) -> bool:

@@ -189,6 +189,11 @@ def reverse_tape_kernel(wengert, wrt):
     return tape.ReverseTapeKernel(wengert, wrt, _tape_gradient(disk.cache_dir()))
 
 
+def hvp_tape_kernel(tangent, wrt):
+    """An HvpTapeKernel: `reverse_tape_kernel` of the `tangent_list` `tangent`."""
+    return tape.HvpTapeKernel(tangent, wrt, _tape_gradient(disk.cache_dir()))
+
+
 def reverse_tape_compiled() -> bool:
     """Is `run_tape_gradient` compiled already: in this process, or in the disk cache (its
     index file)? Compiling it takes ~2.5 s once per cache directory, the tape's ~1 s."""

@@ -18,14 +18,14 @@ import types
 
 import numpy as np
 
-from . import codegen, collector, compile as compiler, stats, tracing
-from .api import (JitGrad, _as_method, _entry, _fast_key, jit_grad,
-                  numpy_tier_applies, tape_tier_applies)
+from . import codegen, collector, compile as compiler, stats, tape, tracing
+from .api import (JitGrad, _as_method, _entry, _fast_key, jit_grad, numpy_tier_applies,
+                  reverse_tape_applies, tape_only, tape_tier_applies)
 from .errors import ArgumentError
 from .reads import underlying_function
 from .tracing import Tracer, trace
 from .transforms import simplify, value_and_grad
-from .transforms.derivatives import hvp as hvp_list, jvp_list, vjp
+from .transforms.derivatives import hvp as hvp_list, jvp_list, tangent_list, vjp
 from .wengert import Literal, Var, WengertList
 
 COMPILED_LOOP_LINES = 2000     # kernels printed longer are looped over from Python
@@ -34,6 +34,10 @@ _JACOBIANS = ("jacobian_auto", "jacobian_fwd", "jacobian_rev")
 _ARRAY_OUTPUTS = ("jvp",) + _JACOBIANS            # modes whose function may return an array
 _DENSE = ("hessian",) + _JACOBIANS                 # modes looping over sizes fixed at build
 _SINGLE_KERNEL = ("jvp", "hvp")                   # modes whose kernel is the whole call
+# An hvp list (forward over reverse) is at least about this many times longer than the
+# traced list (6.8 on the long-traces graph): where that is over LLVM's limit, the first
+# tier of `_reverse_over_forward` stays (`_specialized_unless_tape`).
+HVP_GROWTH = 4
 _WHAT = {"jvp": "Value and directional derivative (forward mode)",
          "hvp": "Hessian-vector product (forward over reverse)",
          "hessian": "Dense Hessian (one Hessian-vector product per column)",
@@ -167,17 +171,16 @@ def _printed(analysed, variant, wrt, fn_name, vectorized=False, for_reading=True
     return source + "\n\n" + loop, name, kernel, shape
 
 
-def _tape_loop(analysed, variant, fn_name, runtime_args):
+def _tape_loop(traced, mode, blocks, kernel, product, wrt, fn_name, runtime_args):
     """A first tier for a dense derivative of long scalar code: its loop over directions run
-    as Python (a NumpyKernel), calling the tape on the kernel list once per direction."""
-    traced, mode, blocks, kernel, _, _, _ = analysed
-    wrt = list(variant.wrt)
+    as Python (a NumpyKernel), calling `product` (a tape of the list `kernel`, whose inputs
+    are the traced list's and a direction's) once per direction."""
     name = f"{codegen.identifier(fn_name)}_{mode}"
     doc = f"{_WHAT[mode]} of {traced.name}, each product on jitad's tape (a first tier)."
     loop = _loop_source(mode, name, "_jitad_tape", traced, kernel, wrt, blocks, doc, True)
     first = compiler.numpy_kernel(loop, name, tuple(runtime_args), kernel,
                                   _returned_kinds(traced, mode, blocks, kernel, wrt),
-                                  helpers={"_jitad_tape": compiler.tape_kernel(kernel)})
+                                  helpers={"_jitad_tape": product})
     first.tier = "tape"
     return first
 
@@ -493,11 +496,54 @@ class Transformed(JitGrad):
         first = None
         if self._first_tier_wanted(variant, key):
             with collector.pause():
+                tiered = self._reverse_over_forward(variant, mode, runtime_args, key)
+                if tiered is not None:
+                    return tiered
                 first = self._first_tier(variant, mode, runtime_args)
         if first is None:
             return super()._compiled(variant, mode, runtime_args)
         return self._in_background(variant, mode, first, functools.partial(
             self._stored_and_specialized, variant, mode, runtime_args, key))
+
+    def _reverse_over_forward(self, variant, mode, runtime_args, key):
+        """For an hvp or a dense Hessian (not a coloured one) of long scalar code
+        (`api.reverse_tape_applies`), a first tier from the traced list's `tangent_list`
+        alone (`compile.hvp_tape_kernel`, a Hessian calling it per direction: `_tape_loop`;
+        no forward-over-reverse list before the first result: at 10,000 ops of the
+        long-traces graph its analysis takes 8 s, the tangent list 2 s), the background job
+        building the specialized code (`_specialized_unless_tape`); else None."""
+        base, blocks = split_mode(mode)
+        wrt = list(variant.wrt)
+        if base not in ("hvp", "hessian") or self.code_shape != "auto":
+            return None
+        with stats.stage("analysis"):
+            traced = simplify(variant.trace.wengert)
+            if not reverse_tape_applies(traced) or _colouring(base, traced, wrt) is not None:
+                return None
+            tangent = simplify(tangent_list(traced, wrt, [i + 1 for i in wrt]
+                                            if base == "hvp" else None))
+        if not tape.reverse_encodable(tangent):
+            return None
+        with stats.stage("codegen"):                # (the tape's encoding)
+            first = compiler.hvp_tape_kernel(tangent, wrt)
+            if base == "hessian":
+                first = _tape_loop(traced, base, blocks, tangent, first, wrt, self.__name__,
+                                   runtime_args)
+        return self._in_background(variant, mode, first, functools.partial(
+            self._specialized_unless_tape, variant, mode, runtime_args, key, traced))
+
+    def _specialized_unless_tape(self, variant, mode, runtime_args, key, traced):
+        """(A background job's work) `_stored_and_specialized`, or None (the first tier stays)
+        where the hvp list would be over LLVM's limit without re-rolling (`api.tape_only` of
+        the traced list `traced`, HVP_GROWTH): an hvp's specialized code would be a slower
+        tape, after 2 minutes of analysis at 100,000 ops; a Hessian's, loops printed from
+        a list of millions of entries for Numba."""
+        with collector.pause(), stats.stage("analysis"):
+            if tape_only(traced, HVP_GROWTH):
+                variant.store_trace()
+                stats.current().shape = "tape"
+                return None
+        return self._stored_and_specialized(variant, mode, runtime_args, key)
 
     def _first_tier(self, variant, mode, runtime_args):
         """The NumPy tier (`numpy_build`) for array code; for long scalar code (where Numba
@@ -517,7 +563,9 @@ class Transformed(JitGrad):
             if resolved in _SINGLE_KERNEL:
                 return compiler.tape_kernel(kernel)
             if resolved in _DENSE and plan is None:
-                return _tape_loop(analysed, variant, self.__name__, runtime_args)
+                traced, _, blocks = analysed[:3]
+                return _tape_loop(traced, resolved, blocks, kernel, compiler.tape_kernel(kernel),
+                                  list(variant.wrt), self.__name__, runtime_args)
         return None
 
     def _switch(self, variant, mode, first, kernel) -> bool:

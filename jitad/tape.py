@@ -12,6 +12,8 @@ long-traces graph) made every call stream megabytes.
 Step: traced list -> `ReverseTapeKernel` (a long list's first value and gradient): the
 forward rows with a slot per value, run forward and then backwards by a kernel whose
 rules are printed from the registry, so the first result needs no reverse-mode list.
+Run on a jvp list's directional derivative (`HvpTapeKernel`), the same kernel gives
+Hessian-vector products without a forward-over-reverse list.
 """
 from __future__ import annotations
 
@@ -272,6 +274,16 @@ class ReverseTapeKernel(TapeKernel):
                       else _array_at(input_adjoints, where, shape)
                       for where, shape in self.gradients)
         return float(slots[self.value]), grads
+
+
+class HvpTapeKernel(ReverseTapeKernel):
+    """`H v` (a tuple of blocks for several `wrt`) of a scalar function, reverse over
+    forward: the gradient of its `tangent_list` (`<grad f, v>`) by `run_tape_gradient`.
+    Equal to forward over reverse up to rounding (the same products, in another order)."""
+
+    def _run(self, slots, inputs):
+        _, grads = super()._run(slots, inputs)
+        return grads[0] if len(grads) == 1 else grads
 
 
 _REVERSE_HEAD = '''"""The tape's value and gradient (printed by jitad/tape.py `reverse_source`)."""

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jitad
-from jitad import api, codegen, runtime, tape
+from jitad import api, codegen, derivatives, runtime, tape
 from jitad import compile as compiler
 from jitad.primitives import REGISTRY
 from jitad.transforms import simplify, value_and_grad
@@ -46,7 +46,7 @@ def make_every_opcode(scale):
     return every_opcode
 
 
-def every_opcode_at(x, s):
+def every_opcode_at(x, s, powers=tape.REVERSE_POWERS):
     a, b, c = x[0], x[1], x[2]
     t = a + b - c * s / (b + 1.0)
     t = t + -a + np.abs(a - c) + math.exp(b) + math.log(c) + math.log1p(a) + math.expm1(s)
@@ -55,7 +55,7 @@ def every_opcode_at(x, s):
     t = t + math.acos(a) + math.atan(b) + math.atan2(c, s) + math.hypot(a, b)
     t = t + np.maximum(a, c) + np.minimum(b, s) + np.logaddexp(a, b) + a ** s
     t = t + np.where(a > b, a * b, c * s) + t * t
-    for n in tape.REVERSE_POWERS:
+    for n in powers:
         t = t + (a + 0.5) ** n
     return t
 
@@ -298,6 +298,117 @@ def test_a_list_too_long_for_compiled_code_stays_on_the_reverse_tape(tiered, mon
     with np.errstate(invalid="ignore"):        # (the sqrt a select does not take)
         grads = numeric_grad(fun, [x, s], argnums=(0, 1))
     np.testing.assert_allclose(first[1][0], grads[0], rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- Hessian-vector products
+
+def hvp_by_differences(fun, args, tangents, eps=1e-5):
+    """H v of `fun` at `args` (all differentiated; floats or arrays) along `tangents`, by
+    central differences of its gradient (itself checked against differences)."""
+    argnums = tuple(range(len(args)))
+    grad = jitad.grad(fun, argnums=argnums, tiers=False)
+    for got, want in zip(grad(*args), numeric_grad(fun, list(args), argnums=argnums)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+    ahead = grad(*(a + eps * t for a, t in zip(args, tangents)))
+    behind = grad(*(a - eps * t for a, t in zip(args, tangents)))
+    return tuple((p - m) / (2 * eps) for p, m in zip(ahead, behind))
+
+
+def test_an_hvp_starts_on_the_reverse_tape_of_its_directional_derivative(tiered,
+                                                                          monkeypatch):
+    """Reverse over forward: the reverse tape of the jvp list's tangent, no forward-over-
+    reverse list before the first result (it is built in the background); the same
+    products in another order as the specialized code's (equal up to rounding)."""
+    built = []
+    real = derivatives.kernel_list
+    monkeypatch.setattr(derivatives, "kernel_list", lambda *a: built.append(
+        threading.current_thread()) or real(*a))
+    (x, s), (v, w) = every_opcode_args(), (np.array([0.4, -1.1, 0.7]), -0.6)
+    powers = range(tape.REVERSE_POWERS.start + 1, tape.REVERSE_POWERS.stop)  # (their jvp's too)
+    fun = lambda x, s: every_opcode_at(x, s, powers)     # noqa: E731
+    hv = jitad.hvp(fun, argnums=(0, 1))
+    first = hv(x, v, s, w)
+    kernel = next(k for _, k in hv._records if k is not None)
+    assert type(kernel) is tape.HvpTapeKernel and kernel.calls == 1
+    want = hvp_by_differences(fun, (x, s), (v, w))
+    np.testing.assert_allclose(first[0], want[0], rtol=1e-6)
+    assert isinstance(first[1], float) and first[1] == pytest.approx(want[1], rel=1e-6)
+    tiered.set()
+    assert hv.wait(timeout=300) and hv.stats()[0]["tier"] == "specialized"
+    assert built and threading.current_thread() not in built
+    second = hv(x, v, s, w)
+    assert kernel.calls == 1
+    np.testing.assert_allclose(first[0], second[0], rtol=1e-13)
+    assert first[1] == pytest.approx(second[1], rel=1e-13)
+
+
+def test_a_dense_hessian_starts_on_the_reverse_tape_once_per_direction(tiered, monkeypatch):
+    """Its loop over directions runs as Python, each product by the reverse tape of the
+    tangent list; blocks for a tuple of arguments, a scalar among them; the specialized
+    loop (forward over reverse) agrees up to rounding."""
+    built = []
+    real = derivatives.kernel_list
+    monkeypatch.setattr(derivatives, "kernel_list", lambda *a: built.append(
+        threading.current_thread()) or real(*a))
+    x, s = every_opcode_args()
+    powers = range(tape.REVERSE_POWERS.start + 1, tape.REVERSE_POWERS.stop)
+    fun = lambda x, s: every_opcode_at(x, s, powers) * 0.5     # noqa: E731
+    h = jitad.hessian(fun, argnums=(0, 1))
+    first = h(x, s)
+    row = h.stats()[0]
+    assert row["tier"] == "tape" and row["tier_calls"] == 1
+    assert threading.current_thread() not in built
+    directions = [(e, 0.0) for e in np.eye(3)] + [(np.zeros(3), 1.0)]
+    columns = [hvp_by_differences(fun, (x, s), d) for d in directions]
+    want_xx = np.column_stack([c[0] for c in columns[:3]])
+    np.testing.assert_allclose(first[0][0], want_xx, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(first[0][1], columns[3][0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(first[1][0], [c[1] for c in columns[:3]], rtol=1e-6, atol=1e-7)
+    assert first[1][1] == pytest.approx(columns[3][1], rel=1e-6)
+    tiered.set()
+    assert h.wait(timeout=300) and h.stats()[0]["tier"] == "specialized"
+    second = h(x, s)
+    for got, want in zip(np.block([[first[0][0], first[0][1][:, None]],
+                                   [first[1][0][None, :], first[1][1]]]).ravel(),
+                         np.block([[second[0][0], second[0][1][:, None]],
+                                   [second[1][0][None, :], second[1][1]]]).ravel()):
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_an_hvp_on_the_reverse_tape_retraces_for_the_other_branch(tiered):
+    hv = jitad.hvp(branchy)
+    x, v = np.linspace(0.1, 1.0, 10), np.cos(np.arange(10.0))
+    for sign in (1.0, -1.0):
+        np.testing.assert_allclose(hv(x * sign, v), hvp_by_differences(branchy, (x * sign,),
+                                                                       (v,))[0], rtol=1e-6)
+    assert hv.trace_count == 2
+    assert all(type(k) is tape.HvpTapeKernel for _, k in hv._records)
+
+
+def test_an_hvp_too_long_for_compiled_code_stays_on_the_reverse_tape(tiered, monkeypatch):
+    """Where the hvp list would be over LLVM's limit (HVP_GROWTH times the traced list) and
+    the trace does not re-roll, the background job keeps the first tier without building
+    the forward-over-reverse list (2 minutes at 100,000 ops of the long-traces graph)."""
+    monkeypatch.setattr(codegen, "LLVM_ENTRIES_LIMIT", 1000)
+    rng = np.random.default_rng(12)
+    names, n = sorted(OPERATIONS), 500             # (about 500 entries, no repeats)
+    fun = program([(names[k], int(a), int(b)) for k, a, b in zip(
+        rng.integers(0, len(names), n), rng.integers(1, 40, n), rng.integers(1, 40, n))])
+    hv = jitad.hvp(fun)
+    built = []
+    monkeypatch.setattr(derivatives, "kernel_list", lambda *a: built.append(a))
+    x, v = np.array([0.3, -1.2, 0.8, 1.7]), np.array([0.5, 0.25, -1.0, 0.75])
+    first = hv(x, v, 0.4)
+    tiered.set()
+    assert hv.wait(timeout=300) and built == []
+    row = hv.stats()[0]
+    assert row["tier"] == "tape" and row["background"] == "done" and row["shape"] == "tape"
+    kernel = next(k for _, k in hv._records if k is not None)
+    assert type(kernel) is tape.HvpTapeKernel and kernel.successor is None
+    assert np.array_equal(hv(x, v, 0.4), first) and kernel.calls == 2
+    with np.errstate(invalid="ignore"):        # (the sqrt a select does not take)
+        want = hvp_by_differences(lambda x: fun(x, 0.4), (x,), (v,))[0]
+    np.testing.assert_allclose(first, want, rtol=1e-5, atol=1e-6)
 
 
 CHILD = """
