@@ -171,6 +171,12 @@ def _printed(analysed, variant, wrt, fn_name, vectorized=False, for_reading=True
     return source + "\n\n" + loop, name, kernel, shape
 
 
+def _tape_only(traced) -> bool:
+    """Would an hvp list of the traced list `traced` be over LLVM's limit without re-rolling
+    (`api.tape_only`, HVP_GROWTH)?"""
+    return tape_only(traced, HVP_GROWTH)
+
+
 def _tape_loop(traced, mode, blocks, kernel, product, wrt, fn_name, runtime_args):
     """A first tier for a dense derivative of long scalar code: its loop over directions run
     as Python (a NumpyKernel), calling `product` (a tape of the list `kernel`, whose inputs
@@ -489,57 +495,64 @@ class Transformed(JitGrad):
         return build(variant, self._mode, variant.wrt, self.__name__, self.code_shape)
 
     def _compiled(self, variant, mode, runtime_args):
-        """A first tier (`_first_tier`) serving first calls while the specialized kernel
-        compiles in the background, where tiers are on and one applies; else
-        `JitGrad._compiled` (the specialized kernel now)."""
+        """A first tier (`_reverse_over_forward`, `_first_tier`) serving first calls while the
+        specialized kernel compiles in the background, where tiers are on and one applies;
+        else the specialized kernel now (`_reverse_over_forward`'s where the specialized code
+        would be a tape, else `JitGrad._compiled`'s)."""
         key = self._build_key(variant, mode)
         first = None
-        if self._first_tier_wanted(variant, key):
-            with collector.pause():
-                tiered = self._reverse_over_forward(variant, mode, runtime_args, key)
-                if tiered is not None:
-                    return tiered
+        wanted = self._first_tier_wanted(variant, key)
+        with collector.pause():
+            kernel = self._reverse_over_forward(variant, mode, runtime_args, key, wanted)
+            if kernel is not None:
+                return kernel
+            if wanted:
                 first = self._first_tier(variant, mode, runtime_args)
         if first is None:
             return super()._compiled(variant, mode, runtime_args)
         return self._in_background(variant, mode, first, functools.partial(
             self._stored_and_specialized, variant, mode, runtime_args, key))
 
-    def _reverse_over_forward(self, variant, mode, runtime_args, key):
+    def _reverse_over_forward(self, variant, mode, runtime_args, key, tiered):
         """For an hvp or a dense Hessian (not a coloured one) of long scalar code
-        (`api.reverse_tape_applies`), a first tier from the traced list's `tangent_list`
-        alone (`compile.hvp_tape_kernel`, a Hessian calling it per direction: `_tape_loop`;
-        no forward-over-reverse list before the first result: at 10,000 ops of the
-        long-traces graph its analysis takes 8 s, the tangent list 2 s), the background job
-        building the specialized code (`_specialized_unless_tape`); else None."""
+        (`api.reverse_tape_applies`), a kernel from the traced list's `tangent_list` alone
+        (`compile.hvp_tape_kernel`, a Hessian calling it per direction: `_tape_loop`; no
+        forward-over-reverse list: at 10,000 ops of the long-traces graph its analysis
+        takes 8 s, the tangent list 2 s). `tiered`: a first tier, the background job
+        building the specialized code (`_specialized_unless_tape`); else the specialized
+        kernel itself where that job would keep it (`_tape_only`). Else None."""
         base, blocks = split_mode(mode)
         wrt = list(variant.wrt)
         if base not in ("hvp", "hessian") or self.code_shape != "auto":
             return None
         with stats.stage("analysis"):
             traced = simplify(variant.trace.wengert)
-            if not reverse_tape_applies(traced) or _colouring(base, traced, wrt) is not None:
+            if not reverse_tape_applies(traced) or not (tiered or _tape_only(traced)) or \
+                    _colouring(base, traced, wrt) is not None:
                 return None
             tangent = simplify(tangent_list(traced, wrt, [i + 1 for i in wrt]
                                             if base == "hvp" else None))
         if not tape.reverse_encodable(tangent):
             return None
         with stats.stage("codegen"):                # (the tape's encoding)
-            first = compiler.hvp_tape_kernel(tangent, wrt)
+            kernel = compiler.hvp_tape_kernel(tangent, wrt)
             if base == "hessian":
-                first = _tape_loop(traced, base, blocks, tangent, first, wrt, self.__name__,
-                                   runtime_args)
-        return self._in_background(variant, mode, first, functools.partial(
+                kernel = _tape_loop(traced, base, blocks, tangent, kernel, wrt, self.__name__,
+                                    runtime_args)
+        if not tiered:
+            variant.store_trace()
+            stats.current().shape = "tape"
+            return kernel
+        return self._in_background(variant, mode, kernel, functools.partial(
             self._specialized_unless_tape, variant, mode, runtime_args, key, traced))
 
     def _specialized_unless_tape(self, variant, mode, runtime_args, key, traced):
         """(A background job's work) `_stored_and_specialized`, or None (the first tier stays)
-        where the hvp list would be over LLVM's limit without re-rolling (`api.tape_only` of
-        the traced list `traced`, HVP_GROWTH): an hvp's specialized code would be a slower
-        tape, after 2 minutes of analysis at 100,000 ops; a Hessian's, loops printed from
-        a list of millions of entries for Numba."""
+        where the hvp list would be over LLVM's limit without re-rolling (`_tape_only`): an
+        hvp's specialized code would be a slower tape, after 2 minutes of analysis at
+        100,000 ops; a Hessian's, loops printed from millions of entries for Numba."""
         with collector.pause(), stats.stage("analysis"):
-            if tape_only(traced, HVP_GROWTH):
+            if _tape_only(traced):
                 variant.store_trace()
                 stats.current().shape = "tape"
                 return None

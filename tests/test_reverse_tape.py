@@ -409,6 +409,14 @@ def test_an_hvp_too_long_for_compiled_code_stays_on_the_reverse_tape(tiered, mon
     with np.errstate(invalid="ignore"):        # (the sqrt a select does not take)
         want = hvp_by_differences(lambda x: fun(x, 0.4), (x,), (v,))[0]
     np.testing.assert_allclose(first, want, rtol=1e-5, atol=1e-6)
+    # Without tiers, that tape is the specialized kernel (and a dense Hessian's products).
+    synchronous = jitad.hvp(fun, tiers=False)
+    assert np.array_equal(synchronous(x, v, 0.4), first) and built == []
+    assert type(next(k for _, k in synchronous._records)) is tape.HvpTapeKernel
+    dense = jitad.hessian(fun, tiers=False)
+    hessian = dense(x, 0.4)
+    assert built == [] and dense.stats()[0]["shape"] == "tape"
+    np.testing.assert_allclose(hessian @ v, first, rtol=1e-12, atol=1e-12)
 
 
 CHILD = """
