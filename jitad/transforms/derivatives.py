@@ -1,7 +1,8 @@
 """Derivatives built from forward and reverse mode: Wengert list -> Wengert list.
 
 Hessian-vector products are forward mode applied to the reverse-mode list (forward over
-reverse), or reverse mode of the directional derivative (reverse over forward: the tape's); vector-Jacobian products are reverse mode of `sum(out * cotangent)`. Dense
+reverse), or reverse mode of the directional derivative (reverse over forward: the tape
+tier's); vector-Jacobian products are reverse mode of `sum(out * cotangent)`. Dense
 Jacobians and Hessians call these lists once per direction (see `api.build`).
 """
 from ..primitives import REGISTRY
@@ -25,9 +26,11 @@ def hvp(wengert: WengertList, wrt: list, tangent_inputs: list | None = None) -> 
     return _with_outputs(forward, forward.outputs[k + 2:], "_hvp")
 
 
-def tangent_list(wengert: WengertList, wrt: list, tangent_inputs: list) -> WengertList:
-    """`(inputs…, tangents…) -> <grad f, v>` of a scalar list `f`: the directional derivative
-    alone, whose gradient wrt `wrt` is H v (reverse over forward: the hvp's reverse tape)."""
+def tangent_list(wengert: WengertList, wrt: list,
+                 tangent_inputs: list | None = None) -> WengertList:
+    """`(inputs…, tangents…) -> <grad f, v>` of a scalar list `f` (tangents added as inputs
+    unless given): the directional derivative alone, whose gradient wrt `wrt` is H v
+    (reverse over forward: the hvp's reverse tape)."""
     forward = jvp(wengert, wrt, tangent_inputs)
     return _with_outputs(forward, forward.outputs[1:], "_tangent")
 
