@@ -149,6 +149,10 @@ def _bind(prim, args, params, in_place):
         out = _bind_scalars(state, prim, args, params)
         if out is not None:
             return out
+    if prim is _ADD and _all_bool(args):
+        # NumPy adds bools as a logical or (True + True is True); printed as `+`, compiled
+        # element code would add them as integers (2). A select says what NumPy does.
+        return _bind(_SELECT, (args[0], True, args[1]), {}, in_place)
     operands, values = [], []
     for a in args:
         if isinstance(a, Tracer):
@@ -194,6 +198,21 @@ def _bind(prim, args, params, in_place):
     if prim.view and var.shape and isinstance(args[0], Tracer):
         _note_view(args[0], out, entry.params.get("index") if prim.name == "getitem" else None)
     return out
+
+
+_ADD, _SELECT = REGISTRY["add"], REGISTRY["select"]
+
+
+def _all_bool(args) -> bool:
+    """Are all operands bool (traced, Python, NumPy scalars or arrays)?"""
+    for a in args:
+        if isinstance(a, Tracer):
+            if a.node.dtype != "bool":
+                return False
+        elif not isinstance(a, (bool, np.bool_)) and not (
+                isinstance(a, np.ndarray) and a.dtype == np.bool_):
+            return False
+    return True
 
 
 def _params_key(params):

@@ -372,6 +372,21 @@ def test_bool_mask_is_a_runtime_input():
     assert f.trace_count == 1
 
 
+@pytest.mark.parametrize("fun", [
+    lambda x: np.sum(x * ((x > 0) + (x > 1))),
+    lambda x: np.sum(x * np.add(x > 0, x < -1)),
+    lambda x: np.sum(x * ((x > 0) + True)),
+    lambda x: sum(((x[i] > 0) + (x[i - 1] > 0)) * x[i] for i in range(4)),
+], ids=["arrays", "np.add", "literal", "scalars"])
+def test_adding_bools_is_a_logical_or_as_in_numpy(fun):
+    # NumPy: True + True is True; compiled element code added them as integers (2)
+    f = jitad.jit_grad(fun, tiers=False)
+    x = np.array([-1.5, 0.5, 1.5, 2.0])
+    value, g = f.value_and_grad(x)
+    assert_close(value, fun(x), 1e-14, 0)
+    assert_close(g, numeric_grad(fun, (x,), 0)[0], 1e-6, 1e-8)
+
+
 def test_differentiating_an_integer_array_is_an_argument_error():
     f = jitad.jit_grad(cross_entropy, argnums=2)
     w, X, _ = logistic_data(5)
