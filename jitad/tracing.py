@@ -399,6 +399,24 @@ def _unsupported_operator(symbol):
     return method
 
 
+def _logical(symbol):
+    """`&`, `|`, `^` of bools (masks such as `(x > 0) & (x < 1)`): selects, as NumPy's
+    logical and/or/xor; of other dtypes (bitwise on integers) a TraceError."""
+    def method(self, other):
+        if not isinstance(other, _OPERAND_TYPES):
+            return _not_operand(other, symbol)
+        if not _all_bool((self, other)):
+            raise TraceError(located(f"the {symbol} operator on traced values is supported for "
+                                     "bools (masks) only: jitad computes integers as int64 and "
+                                     "floats as float64"))
+        if symbol == "&":
+            return _bind(_SELECT, (self, other, False), {}, False)
+        if symbol == "|":
+            return _bind(_SELECT, (self, True, other), {}, False)
+        return _bind(REGISTRY["ne"], (self, other), {}, False)
+    return method
+
+
 def _power(base, exponent):
     """`base ** exponent`: integral exponents become `integer_pow` (cheaper, exact at x <= 0)."""
     if isinstance(exponent, (int, np.integer, float, np.floating)) and not isinstance(exponent, bool) \
@@ -478,6 +496,17 @@ class Tracer:
         return bind(REGISTRY["floor"], other / self) if _is_operand(other) else NotImplemented
 
     __divmod__ = __rdivmod__ = _unsupported_operator("divmod()")
+    __and__ = __rand__ = _logical("&")
+    __or__ = __ror__ = _logical("|")
+    __xor__ = __rxor__ = _logical("^")
+    __lshift__ = __rlshift__ = _unsupported_operator("<<")
+    __rshift__ = __rrshift__ = _unsupported_operator(">>")
+
+    def __invert__(self):
+        if self.node.dtype != "bool":
+            raise TraceError(located(f"the ~ operator on a traced {self.node.dtype} value is not "
+                                     "supported (on bools, masks, it is a logical not)"))
+        return _bind(_SELECT, (self, False, True), {}, False)
 
     def __neg__(self):
         return bind(REGISTRY["neg"], self)
@@ -668,6 +697,8 @@ class Tracer:
         if adapter is not None and not kwargs:
             return adapter(*inputs)
         prim = _UFUNCS.get(ufunc)
+        if ufunc in _LOGICAL_UFUNCS and method == "__call__" and not kwargs:
+            return _logical_ufunc(ufunc, inputs)
         if method != "__call__" or kwargs or prim is None:
             what = f"np.{ufunc.__name__}" + (f".{method}" if method != "__call__" else "")
             extra = f" with {sorted(kwargs)}" if kwargs else ""
@@ -687,6 +718,26 @@ class Tracer:
 
 
 _OPERAND_TYPES = (Tracer, bool, int, float, np.ndarray, np.generic)
+
+# Logical ufuncs of masks: (operator symbol, whether operands are truth values as in
+# np.logical_*, where nonzero is True; np.bitwise_* and np.invert take bools only).
+_LOGICAL_UFUNCS = {np.bitwise_and: ("&", False), np.bitwise_or: ("|", False),
+                   np.bitwise_xor: ("^", False), np.invert: ("~", False),
+                   np.logical_and: ("&", True), np.logical_or: ("|", True),
+                   np.logical_xor: ("^", True), np.logical_not: ("~", True)}
+
+
+def _logical_ufunc(ufunc, inputs):
+    """`np.logical_and(a, b)`, `M & traced` (NumPy's ndarray.__and__ calls the ufunc)..."""
+    symbol, truth = _LOGICAL_UFUNCS[ufunc]
+    if truth:
+        inputs = [a if _all_bool((a,)) else
+                  _bind(REGISTRY["ne"], (a, 0), {}, False) if isinstance(a, Tracer) else
+                  np.asarray(a) != 0 for a in inputs]
+    if symbol == "~":
+        return Tracer.__invert__(inputs[0])
+    a, b = inputs
+    return _logical(symbol)(a, b) if isinstance(a, Tracer) else _logical(symbol)(b, a)
 
 
 # ---------------------------------------------------------------- lowering NumPy calls

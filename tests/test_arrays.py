@@ -387,6 +387,32 @@ def test_adding_bools_is_a_logical_or_as_in_numpy(fun):
     assert_close(g, numeric_grad(fun, (x,), 0)[0], 1e-6, 1e-8)
 
 
+@pytest.mark.parametrize("fun", [
+    lambda x: np.sum(np.where((x > 0) & (x < 1), x ** 2, x)),
+    lambda x: np.sum(np.where((x > 1) | (x < -1), x ** 2, x)),
+    lambda x: np.sum(np.where((x > 0) ^ (x > 1), x ** 2, x)),
+    lambda x: np.sum(np.where(~(x > 0), x ** 2, x)),
+    lambda x: np.sum(x[(x > 0) & (x < 1)] ** 2),
+    lambda x: np.sum(np.where(np.array([True, False, True, True, False]) & (x > 0), x ** 3, x)),
+    lambda x: np.sum(np.where(np.logical_and(x > 0, x < 1), x ** 2, x)),
+    lambda x: np.sum(np.where(np.logical_not(x > 0), x ** 2, x)),
+    lambda x: x[0] * ((x[1] > 0) & (x[2] > 0)) + x[1] ** 2 * (~(x[3] > 0)),
+], ids=["and", "or", "xor", "not", "mask", "constant", "logical_and", "logical_not", "scalars"])
+def test_masks_combine_with_logical_operators(fun):
+    # `&`, `|`, `^`, `~` of traced bools raised Python's TypeError ('Tracer' and 'Tracer')
+    f = jitad.jit_grad(fun, tiers=False)
+    x = np.array([-1.5, 0.5, 1.5, -0.2, 0.9])
+    value, g = f.value_and_grad(x)
+    assert_close(value, fun(x), 1e-14, 0)
+    assert_close(g, numeric_grad(fun, (x,), 0)[0], 1e-6, 1e-8)
+
+
+def test_bitwise_operators_on_traced_integers_are_trace_errors():
+    f = jitad.jit_grad(lambda x, k: np.sum(x * (k & 1)))
+    with pytest.raises(jitad.TraceError, match="& operator"):
+        f(np.ones(3), np.array([1, 2, 3]))
+
+
 def test_differentiating_an_integer_array_is_an_argument_error():
     f = jitad.jit_grad(cross_entropy, argnums=2)
     w, X, _ = logistic_data(5)
