@@ -378,6 +378,20 @@ def _binary(prim_name, swap=False):
     return method
 
 
+def _bool_checked(add):
+    """`a + b`, refusing two scalar bools: NumPy's add as a logical or (True), Python's as
+    integers (2), and a traced scalar cannot tell which it stands for."""
+    def method(self, other):
+        if self.node.dtype == "bool" and self.node.shape == () and \
+                getattr(other, "shape", ()) == () and _all_bool((other,)):
+            raise TraceError(located(
+                "adding two traced bools: NumPy's add as a logical or (True + True is True), "
+                "Python's as integers (2); write np.logical_or(a, b), or count with "
+                "jitad.where(a, 1.0, 0.0) + jitad.where(b, 1.0, 0.0)"))
+        return add(self, other)
+    return method
+
+
 def _is_operand(value) -> bool:
     return isinstance(value, _OPERAND_TYPES)
 
@@ -464,7 +478,7 @@ class Tracer:
         return f"Tracer({self.node.name}: {self.node.type_text()})"
 
     # arithmetic
-    __add__, __radd__ = _binary("add"), _binary("add", swap=True)
+    __add__, __radd__ = _bool_checked(_binary("add")), _bool_checked(_binary("add", swap=True))
     __sub__, __rsub__ = _binary("sub"), _binary("sub", swap=True)
     __mul__, __rmul__ = _binary("mul"), _binary("mul", swap=True)
     __truediv__, __rtruediv__ = _binary("div"), _binary("div", swap=True)
@@ -503,10 +517,12 @@ class Tracer:
     __rshift__ = __rrshift__ = _unsupported_operator(">>")
 
     def __invert__(self):
-        if self.node.dtype != "bool":
-            raise TraceError(located(f"the ~ operator on a traced {self.node.dtype} value is not "
-                                     "supported (on bools, masks, it is a logical not)"))
-        return _bind(_SELECT, (self, False, True), {}, False)
+        if self.node.dtype == "bool" and self.node.shape == ():
+            raise TraceError(located(
+                "~ of a traced scalar bool: NumPy's is a logical not (False), Python's bool "
+                "gives -2, and a traced scalar cannot tell which it stands for; write "
+                "np.logical_not(a)"))
+        return _logical_not(self)
 
     def __neg__(self):
         return bind(REGISTRY["neg"], self)
@@ -727,6 +743,14 @@ _LOGICAL_UFUNCS = {np.bitwise_and: ("&", False), np.bitwise_or: ("|", False),
                    np.logical_xor: ("^", True), np.logical_not: ("~", True)}
 
 
+def _logical_not(a):
+    """NumPy's `~` of a traced bool (a mask): a select; of other dtypes a TraceError."""
+    if a.node.dtype != "bool":
+        raise TraceError(located(f"the ~ operator on a traced {a.node.dtype} value is not "
+                                 "supported (on bools, masks, it is a logical not)"))
+    return _bind(_SELECT, (a, False, True), {}, False)
+
+
 def _logical_ufunc(ufunc, inputs):
     """`np.logical_and(a, b)`, `M & traced` (NumPy's ndarray.__and__ calls the ufunc)..."""
     symbol, truth = _LOGICAL_UFUNCS[ufunc]
@@ -735,7 +759,7 @@ def _logical_ufunc(ufunc, inputs):
                   _bind(REGISTRY["ne"], (a, 0), {}, False) if isinstance(a, Tracer) else
                   np.asarray(a) != 0 for a in inputs]
     if symbol == "~":
-        return Tracer.__invert__(inputs[0])
+        return _logical_not(inputs[0])
     a, b = inputs
     return _logical(symbol)(a, b) if isinstance(a, Tracer) else _logical(symbol)(b, a)
 

@@ -376,7 +376,7 @@ def test_bool_mask_is_a_runtime_input():
     lambda x: np.sum(x * ((x > 0) + (x > 1))),
     lambda x: np.sum(x * np.add(x > 0, x < -1)),
     lambda x: np.sum(x * ((x > 0) + True)),
-    lambda x: sum(((x[i] > 0) + (x[i - 1] > 0)) * x[i] for i in range(4)),
+    lambda x: sum(np.add(x[i] > 0, x[i - 1] > 0) * x[i] for i in range(4)),
 ], ids=["arrays", "np.add", "literal", "scalars"])
 def test_adding_bools_is_a_logical_or_as_in_numpy(fun):
     # NumPy: True + True is True; compiled element code added them as integers (2)
@@ -396,7 +396,7 @@ def test_adding_bools_is_a_logical_or_as_in_numpy(fun):
     lambda x: np.sum(np.where(np.array([True, False, True, True, False]) & (x > 0), x ** 3, x)),
     lambda x: np.sum(np.where(np.logical_and(x > 0, x < 1), x ** 2, x)),
     lambda x: np.sum(np.where(np.logical_not(x > 0), x ** 2, x)),
-    lambda x: x[0] * ((x[1] > 0) & (x[2] > 0)) + x[1] ** 2 * (~(x[3] > 0)),
+    lambda x: x[0] * ((x[1] > 0) & (x[2] > 0)) + x[1] ** 2 * np.logical_not(x[3] > 0),
 ], ids=["and", "or", "xor", "not", "mask", "constant", "logical_and", "logical_not", "scalars"])
 def test_masks_combine_with_logical_operators(fun):
     # `&`, `|`, `^`, `~` of traced bools raised Python's TypeError ('Tracer' and 'Tracer')
@@ -405,6 +405,18 @@ def test_masks_combine_with_logical_operators(fun):
     value, g = f.value_and_grad(x)
     assert_close(value, fun(x), 1e-14, 0)
     assert_close(g, numeric_grad(fun, (x,), 0)[0], 1e-6, 1e-8)
+
+
+@pytest.mark.parametrize("fun, what", [
+    (lambda x: ((x[0] > 0) + (x[1] > 0)) * x[2], "adding two traced bools"),
+    (lambda x: ((x[0] > 0) + True) * x[2], "adding two traced bools"),
+    (lambda x: (~(x[0] > 0)) * x[2], "~ of a traced scalar bool"),
+], ids=["+", "+ literal", "~"])
+def test_scalar_bool_operators_python_and_numpy_disagree_on_are_trace_errors(fun, what):
+    # Python's True + True is 2 and ~True is -2; NumPy's are True and False: a traced
+    # scalar (from a Python float or an array element) cannot tell which it stands for
+    with pytest.raises(jitad.TraceError, match=what):
+        jitad.jit_grad(fun, tiers=False)(np.array([0.5, 1.5, 2.0]))
 
 
 def test_bitwise_operators_on_traced_integers_are_trace_errors():
