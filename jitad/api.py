@@ -468,7 +468,8 @@ class JitGrad:
             if traced.consts:   # and by the constants they froze (a mask's positions)
                 digest += consts_digest(traced.consts)
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
-                          digest=digest, reads=read, unsaved=unsaved)
+                          digest=digest, reads=read.with_arrays(
+                              {id(value) for value in traced.consts}), unsaved=unsaved)
         variant.trace_s = timer.seconds                 # for its records (stats)
         if entry.add(variant, values) and entry.exact_shapes and \
                 len(entry.variants) == SHAPES_WARNING:
@@ -856,7 +857,7 @@ class JitGrad:
         # Entries share the trampolines' globals (under names of their own), a bounded number.
         shared = self._own_methods and len(self._namespace) < _SHARED_GLOBALS
         entry, grad_entry = _entry(kernel, mode, args, params, defaults, variant.trace.consts,
-                                   variant.reads.bindings, self._single,
+                                   variant.reads, self._single,
                                    functools.partial(self._entry_missed, mode),
                                    variant.trace.aux, self._namespace if shared else None)
         self._fast[mode][_fast_key(args)] = entry
@@ -1042,14 +1043,14 @@ def _parameters_source(params, n_defaults: int) -> tuple:
     return signature, ", ".join(params)
 
 
-def _entry(kernel, mode, args, params, defaults, consts, bindings, single, missed, aux=None,
+def _entry(kernel, mode, args, params, defaults, consts, read, single, missed, aux=None,
            namespace=None):
     """`(entry, grad_entry)`: Python source generated for exactly this argument signature.
 
     `entry(*params)` checks float classes, array shapes (the size of one-axis arrays, where
     the kernel checks ranks) and static values inline (dtypes, ranks and layouts are checked
-    by the dispatcher, which raises TypeError) and that the `bindings` the trace read still
-    hold, runs the kernel and returns what the `mode` method returns; `grad_entry` returns
+    by the dispatcher, which raises TypeError) and that the bindings the trace read (`read`,
+    a `Reads`) still hold, runs the kernel and returns what the `mode` method returns; `grad_entry` returns
     the gradient only. Other arguments go to `missed(args, False)`; calls whose bindings were
     rebound or whose kernel raises to `missed(args, entry)` (the full path retraces, or
     raises with the user's line). The parameters
@@ -1086,11 +1087,16 @@ def _entry(kernel, mode, args, params, defaults, consts, bindings, single, misse
         else:
             checks.append(f"{name}.__class__ is not _jitad_k{i} or {name} != _jitad_s{i}")
     held = []
-    for i, (container, key, value) in enumerate(bindings):
+    for i, (container, key, value) in enumerate(read.bindings):
         globals_[f"_jitad_b{i}"], globals_[f"_jitad_v{i}"] = container, value
-        read = f"_jitad_b{i}.cell_contents" if key is None else f"_jitad_b{i}[{key!r}]" \
-            if isinstance(container, dict) else f"_jitad_b{i}.{key}"
-        held.append(f"{read} is _jitad_v{i}")
+        read_text = f"_jitad_b{i}.cell_contents" if key is None else \
+            f"_jitad_b{i}[{key!r}]" if isinstance(container, dict) else f"_jitad_b{i}.{key}"
+        held.append(f"{read_text} is _jitad_v{i}")
+    for j, (i, shape, contents) in enumerate(read.arrays):  # (`Reads.stale`'s checks)
+        globals_[f"_jitad_shape{j}"], globals_[f"_jitad_bytes{j}"] = shape, contents
+        held.append(f"_jitad_v{i}.shape == _jitad_shape{j}")
+        if contents is not None:
+            held.append(f"_jitad_v{i}.tobytes() == _jitad_bytes{j}")
     globals_.update({f"_jitad_c{i}": c for i, c in enumerate(consts)})
     globals_.update({f"_jitad_default{i}": d for i, d in enumerate(defaults)})
     call_args = ", ".join([p for p, a in zip(params, args) if _is_runtime(a)] +

@@ -456,7 +456,7 @@ class Transformed(JitGrad):
         fall through to `_call`), else behind a check of the argument count."""
         if not self._varargs and not any(n.startswith("_jitad") for n in self._names):
             entry, _ = _entry(kernel, mode, args, self._names, self._defaults,
-                              variant.trace.consts, variant.reads.bindings, self._single,
+                              variant.trace.consts, variant.reads, self._single,
                               functools.partial(self._entry_missed, mode), variant.trace.aux)
             self._fast[mode][_fast_key(args)] = entry
             type(self).__call__ = staticmethod(_as_method(entry, self, Transformed.__call__))

@@ -12,8 +12,10 @@ calls (and through bound methods, `functools.partial` and callable objects), giv
   trusted libraries) or the code may be impure (files, the environment, clocks, random
   numbers): such traces are never stored.
 
-In-place mutation of containers (a list or dict the function reads) is not seen; arrays
-are passed to compiled code at each call, so their current contents are always used.
+In-place mutation of containers (a list or dict the function reads) is not seen. Arrays
+used with traced values are passed to compiled code at each call, so their current contents
+are used; the contents of the others (frozen into the trace, as by `np.sum(G) * x`) and
+every array's shape are checked at each call (`Reads.with_arrays`).
 """
 from __future__ import annotations
 
@@ -42,14 +44,34 @@ _PLAIN = (bool, int, float, complex, str, bytes, type(None), np.generic)
 
 @dataclass
 class Reads:
-    """The bindings a trace read (checked by identity at each call) and the store digest."""
+    """The bindings a trace read (checked by identity at each call) and the store digest;
+    after the trace (`with_arrays`), per binding holding an array: (its index in
+    `bindings`, its shape, and its C-order bytes unless the compiled code is passed the
+    array at each call), checked at each call too."""
 
     bindings: tuple
     digest: str | None
+    arrays: tuple = ()
+
+    def with_arrays(self, passed) -> Reads:
+        """These reads with a snapshot of each array they hold: its shape, and its contents
+        unless its id is in `passed` (the trace's hidden inputs: the compiled code reads
+        those arrays' current contents itself). A trace freezes what it computes from an
+        array without traced values (`np.sum(G) * x`, `G[1] * x`, a loop over `G`): an
+        in-place change to such an array, or any array's reshaping in place, retraces."""
+        arrays = tuple((i, v.shape, None if id(v) in passed else v.tobytes())
+                       for i, (_, _, v) in enumerate(self.bindings) if type(v) is np.ndarray)
+        return Reads(self.bindings, self.digest, arrays)
 
     def stale(self) -> list:
-        """The names of bindings rebound since they were read (empty when all hold)."""
-        return [_binding_name(c, k) for c, k, v in self.bindings if _current(c, k) is not v]
+        """The names of bindings rebound, or of arrays changed in place, since they were read
+        (empty when all hold)."""
+        names = [_binding_name(c, k) for c, k, v in self.bindings if _current(c, k) is not v]
+        for i, shape, contents in self.arrays:
+            container, key, array = self.bindings[i]
+            if array.shape != shape or contents is not None and array.tobytes() != contents:
+                names.append(f"the contents of {_binding_name(container, key)}")
+        return names
 
 
 _MISSING = object()

@@ -139,6 +139,67 @@ def test_arrays_are_read_at_each_call(restore):
     assert f.trace_count == 2
 
 
+WEIGHTS = np.array([1.0, 2.0, 3.0])
+
+
+def frozen_sum(x):
+    return np.sum(WEIGHTS) * np.sum(x * x)        # np.sum(WEIGHTS): NumPy's, while tracing
+
+
+def frozen_elements(x):
+    total = 0.0
+    for i in range(WEIGHTS.shape[0]):             # WEIGHTS[i]: a number, while tracing
+        total = total + WEIGHTS[i] * x[i] ** 3
+    return total
+
+
+@pytest.mark.parametrize("fun, gradient", [
+    (frozen_sum, lambda x, w: 2.0 * np.sum(w) * x),
+    (frozen_elements, lambda x, w: 3.0 * w * x ** 2),
+], ids=["sum", "elements"])
+def test_an_array_whose_values_the_trace_froze_retraces_when_changed_in_place(
+        monkeypatch, fun, gradient):
+    """What a trace computes from a global array without traced values is frozen into it:
+    the array's contents are checked at each call (fast path and full path alike)."""
+    monkeypatch.setattr(sys.modules[__name__], "WEIGHTS", np.array([1.0, 2.0, 3.0]))
+    f = jitad.jit_grad(fun)
+    for _ in range(2):                   # the second call runs the generated entry
+        assert_close(f(X), gradient(X, WEIGHTS), 1e-12, 0, "first weights")
+    WEIGHTS[1] = -5.0                    # in place: the same object
+    for _ in range(2):
+        assert_close(f(X), gradient(X, WEIGHTS), 1e-12, 0, "changed weights")
+    assert f.trace_count == 2
+    assert_close(f.value(X), fun(X), 1e-12, 0)
+
+
+def test_closure_and_attribute_arrays_the_trace_froze_retrace_when_changed():
+    w = np.array([1.0, 2.0])
+    f = jitad.jit_grad(lambda x: np.sum(w) * x ** 2)
+
+    class Model:
+        def __init__(self):
+            self.scales = np.ones(3)
+
+        @jitad.jit_grad
+        def loss(self, x):
+            return np.sum(self.scales ** 2) * x ** 2
+    model = Model()
+    assert f(2.0) == pytest.approx(12.0) and model.loss(1.0) == pytest.approx(6.0)
+    w[0], model.scales[:] = 5.0, 2.0
+    assert f(2.0) == pytest.approx(28.0) and model.loss(1.0) == pytest.approx(24.0)
+
+
+def test_an_array_reshaped_in_place_retraces(monkeypatch):
+    """The same object with another shape: WEIGHTS[1] was 2.0, it is now the row [4, 5, 6]."""
+    monkeypatch.setattr(sys.modules[__name__], "WEIGHTS", np.arange(1.0, 7.0))
+    f = jitad.jit_grad(lambda x: np.sum(WEIGHTS[1] * x))
+    x = np.array([0.5, 1.0, 2.0])
+    assert_close(f(x), np.full(3, 2.0), 1e-12, 0)
+    WEIGHTS.shape = (2, 3)
+    assert_close(f(x), np.array([4.0, 5.0, 6.0]), 1e-12, 0)
+    assert f.trace_count == 2
+
+
 def test_values_rebound_at_every_call_stay_right_and_warn(restore):
     f = jitad.jit_grad(scaled)
     with warnings.catch_warnings(record=True) as caught:
