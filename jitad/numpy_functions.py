@@ -863,7 +863,6 @@ UFUNCS = {
     np.degrees: lambda x: x * (180.0 / math.pi),
     np.positive: lambda x: Tracer(x.node, x.value),      # ufuncs return a new array
     np.matmul: lambda a, b: matmul(a, b),
-    np.floor_divide: lambda x, y: bind(_p("floor"), x / y),
     np.conjugate: lambda x: Tracer(x.node, x.value),
 }
 

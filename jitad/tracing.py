@@ -503,11 +503,8 @@ class Tracer:
 
     __mod__, __rmod__ = _binary("remainder"), _binary("remainder", swap=True)
 
-    def __floordiv__(self, other):
-        return bind(REGISTRY["floor"], self / other) if _is_operand(other) else NotImplemented
-
-    def __rfloordiv__(self, other):
-        return bind(REGISTRY["floor"], other / self) if _is_operand(other) else NotImplemented
+    __floordiv__ = _binary("floor_divide")
+    __rfloordiv__ = _binary("floor_divide", swap=True)
 
     __divmod__ = __rdivmod__ = _unsupported_operator("divmod()")
     __and__ = __rand__ = _logical("&")

@@ -55,7 +55,8 @@ UNARY.update({
 })
 BINARY.update({"fmax": np.fmax, "fmin": np.fmin, "logaddexp2": np.logaddexp2,
                "remainder": operator.mod, "fmod": np.fmod})
-NONDIFFERENTIABLE |= {"floor", "ceil", "trunc", "rint", "sort_permutation", "checked_axis_index",
+NONDIFFERENTIABLE |= {"floor", "ceil", "trunc", "rint", "floor_divide", "sort_permutation",
+                      "checked_axis_index",
                       "stop_gradient"}   # (central differences see through it: test_custom.py)
 
 
@@ -118,7 +119,7 @@ def _traced_functions():
 @pytest.mark.parametrize("name, fn", list(_traced_functions()))
 def test_each_traced_numpy_and_math_function_dispatches_to_its_primitive(name, fn):
     prim = REGISTRY[name]
-    arity = 2 if name in BINARY else 1
+    arity = len(prim.domain)
     rng = rng_for(name, fn.__name__)
     args = tuple(sample(rng, (), *prim.domain[k]) for k in range(arity))
     if isinstance(fn, np.ufunc):
@@ -429,6 +430,8 @@ STRUCTURAL_CASES += [
      lambda A, i, j: np.sum(np.sin(A[i, j])), ((2, 3), _ints(1, 0, -1), _ints(2, 2, 0)), 0),
     ("stop_gradient", "logsumexp", lambda x: scipy.special.logsumexp(x * x), ((2, 3),), 0),
     ("floor", "np.floor", lambda x: np.sum(np.floor(x) * x ** 2), ((5,),), 0),
+    ("floor_divide", "x // y", lambda x, y: np.sum((x // y) * x ** 2 + (2.5 // y) * y),
+     ((5,), ()), (0, 1)),
     ("ceil", "np.ceil", lambda x: np.sum(np.ceil(x) * x ** 2), ((5,),), 0),
     ("trunc", "np.trunc", lambda x: np.sum(np.trunc(x) * x ** 2), ((5,),), 0),
     ("rint", "np.round", lambda x: np.sum(np.round(x) * x ** 2), ((5,),), 0),

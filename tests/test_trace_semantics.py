@@ -164,3 +164,32 @@ def test_unsupported_operations_name_the_operation_and_line(name, fn, x, error, 
     with pytest.raises(error, match=match) as raised:
         jitad.jit_grad(fn).wengert(x)
     assert "test_trace_semantics.py:" in str(raised.value)
+
+
+EDGES = [(1.0, 0.1), (-1.0, 0.1), (0.7, 0.1), (1.0, -0.3), (-0.5, 2.0), (7.0, 2.0), (3.0, 1.5)]
+
+
+@pytest.mark.parametrize("x, y", EDGES)
+def test_floor_division_and_remainders_are_python_s(x, y):
+    """`x // y` is Python's and NumPy's (1.0 // 0.1 is 9.0, where floor(1.0 / 0.1) is 10.0),
+    in the first call and compiled, scalars and arrays; the remainders' derivative in y is
+    minus that integer quotient (-9 at 1.0, 0.1), fmod's the truncated one."""
+    def floor_times(x, y):
+        return (x // y) * x + np.sum((np.array([x, -x]) // y) * y)
+    f = jitad.jit_grad(floor_times, argnums=(0, 1), tiers=False)
+    for _ in range(2):                  # the first call (traced values) and a compiled one
+        value, (dx, dy) = f.value_and_grad(x, y)
+        assert value == floor_times(x, y)
+        assert dx == x // y and dy == (x // y) + (-x // y)
+    remainders = jitad.jit_grad(lambda x, y: x % y + 2.0 * np.fmod(x, y), argnums=(0, 1),
+                                tiers=False)
+    quotient, truncated = x // y, (x - math.fmod(x, y)) / y
+    assert remainders.value(x, y) == x % y + 2.0 * math.fmod(x, y)
+    assert remainders(x, y) == (3.0, pytest.approx(-quotient - 2.0 * round(truncated)))
+
+
+def test_floor_division_of_integers_stays_integer():
+    """`k // 2` of an int array is int64, as NumPy's: it can index."""
+    f = jitad.jit_grad(lambda x, k: np.sum(x[k // 2] * (k // 3)), tiers=False)
+    x, k = np.arange(1.0, 5.0), np.array([1, 5, 7, -3])
+    np.testing.assert_array_equal(f(x, k), np.bincount(k // 2 % 4, weights=k // 3, minlength=4))

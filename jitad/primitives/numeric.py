@@ -39,11 +39,11 @@ def _sinc_chain(b, g, out, x):
     return (b.mul(g, b.select(zero, 0.0, slope)),)
 
 
-def _remainder_chain(rounding):
-    # x - rounding(x / y) * y: d/dx = 1, d/dy = -rounding(x / y) (autograd's and JAX's rule).
-    def chain(b, g, out, x, y):
-        return g, b.neg(b.mul(g, b.bind(b.registry[rounding], b.div(x, y))))
-    return chain
+def _remainder_chain(b, g, out, x, y):
+    # out = x - q * y for an integer q: d/dx = 1, d/dy = -q (autograd's and JAX's rule), q
+    # from the exact remainder: rint((x - out) / y). (floor(x / y) is 10 at 1.0, 0.1,
+    # where 1.0 // 0.1 and q are 9.)
+    return g, b.neg(b.mul(g, b.rint(b.div(b.sub(x, out), y))))
 
 
 def _special_source(scalar):
@@ -173,10 +173,10 @@ def build():
                     lambda b, g, o, x, y: (b.mul(g, b.exp2(b.sub(x, o))),
                                            b.mul(g, b.exp2(b.sub(y, o)))), 2,
                     traces=(np.logaddexp2,)),
-        elementwise("remainder", "np.remainder({0}, {1})", _remainder_chain("floor"), 2,
+        elementwise("remainder", "np.remainder({0}, {1})", _remainder_chain, 2,
                     floating=False, domain=((-2.0, 2.0), (0.3, 0.7)),
                     traces=(np.remainder, np.mod)),
-        elementwise("fmod", "np.fmod({0}, {1})", _remainder_chain("trunc"), 2, floating=False,
+        elementwise("fmod", "np.fmod({0}, {1})", _remainder_chain, 2, floating=False,
                     domain=((-2.0, 2.0), (0.3, 0.7)), traces=(np.fmod, math.fmod)),
         elementwise("expit", "1.0 / (1.0 + np.exp(-{0}))",
                     chain1(lambda b, g, o, x: b.mul(g, b.mul(o, b.sub(1.0, o)))), 1),
@@ -197,6 +197,11 @@ def build():
         elementwise("polygamma", _special_source("polygamma"),
                     chain1(lambda b, g, o, x, n: b.mul(g, b.polygamma(x, n=n + 1))), 1,
                     domain=((0.3, 4.0),), test_params=({"n": 0}, {"n": 1})),
+        # Python's and NumPy's `//` (1.0 // 0.1 is 9.0; floor(1.0 / 0.1) is 10.0), printed as
+        # the operator: Numba's np.floor_divide of floats computes floor(x / y).
+        Primitive("floor_divide", "{0} // {1}", elementwise_rule(floating=False),
+                  nondifferentiable=True, traces=(np.floor_divide,),
+                  domain=((-2.0, 2.0), (0.3, 0.7))),
         _rounding("floor", (np.floor, math.floor)),
         _rounding("ceil", (np.ceil, math.ceil)),
         _rounding("trunc", (np.trunc, math.trunc)),
