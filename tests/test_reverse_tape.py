@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import jitad
@@ -26,8 +26,9 @@ from jitad import api, codegen, derivatives, runtime, tape
 from jitad import compile as compiler
 from jitad.primitives import REGISTRY
 from jitad.transforms import simplify, value_and_grad
+from jitad.transforms.derivatives import hvp as hvp_list, tangent_list
 
-from conftest import numeric_grad
+from conftest import numeric_grad, run_list
 from test_tape_slots import OPERATIONS, program, steps
 
 
@@ -476,3 +477,21 @@ def test_a_cold_cache_takes_the_reversed_list_for_short_traces(tiered, monkeypat
     g = jitad.jit_grad(masked_twice, tiers=True)
     g.value_and_grad(np.linspace(0.1, 0.9, 13))     # (f's job may have stored f's build)
     assert type(next(k for _, k in g._records if k is not None)) is tape.ReverseTapeKernel
+
+
+@settings(max_examples=40, derandomize=True, deadline=None, database=None)
+@given(steps, st.floats(-2.0, 2.0))
+def test_random_programs_hvp_reverse_over_forward_as_forward_over_reverse(steps, s):
+    """Random programs (values read many times, guards, selects, ties): the reverse tape of
+    the tangent list gives the products of the forward-over-reverse list (its source run
+    as Python), up to rounding, with the same NaNs (masked zeros stay zero either way)."""
+    x, v = np.array([0.3, -1.2, 0.8, 1.7]), np.array([0.5, -0.25, 1.0, 0.75])
+    forward = simplify(jitad.jit_grad(program(steps)).wengert(x, s))
+    tangent = simplify(tangent_list(forward, [0, 1]))
+    assume(tape.reverse_encodable(tangent))
+    products = compiler.hvp_tape_kernel(tangent, (0, 1))(x, s, v, -0.5)
+    with np.errstate(all="ignore"):         # (the source run as Python: NumPy's warnings)
+        wanted = run_list(simplify(hvp_list(forward, [0, 1])), "hvp",
+                          [x, np.float64(s), v, np.float64(-0.5)])     # (IEEE, as compiled)
+    for got, want in zip(products, wanted, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, equal_nan=True)
