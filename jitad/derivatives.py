@@ -716,7 +716,7 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
 
     def run(*extra):
         env = {v.name: value for v, value in zip(kernel.inputs, values + list(extra))}
-        return _replay(kernel, env)
+        return _replay(kernel, env, traced.guards)
     single = obj._single
     if mode == "value":
         return run()[0]
@@ -774,12 +774,14 @@ def _units(shape):
     return [u.reshape(shape) for u in units]
 
 
-def _replay(wengert, env):
-    """Run a list's entries on tracers (recording them in the current trace) and constants."""
+def _replay(wengert, env, guards):
+    """Run a list's entries on tracers (recording them in the current trace) and constants;
+    its guards become the current trace's, at their branches (`guards`: where each is)."""
     for e in wengert.entries:
         ins = [env[a.name] if isinstance(a, Var) else a.value for a in e.ins]
         if e.prim.name == "guard":
-            if isinstance(ins[0], Tracer) and bool(ins[0]) != e.params["expected"]:
+            if isinstance(ins[0], Tracer) and tracing.guard_outcome(
+                    ins[0], tuple(guards[e.params["id"]])) != e.params["expected"]:
                 raise AssertionError("an inlined guard changed outcome at the same values")
             continue
         if any(isinstance(a, Tracer) for a in ins):

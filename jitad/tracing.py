@@ -392,6 +392,18 @@ def _bool_checked(add):
     return method
 
 
+def guard_outcome(value, where) -> bool:
+    """The outcome of a branch on the traced scalar `value`, recorded as a guard that
+    `where` ((location, source text) of the branch) names in errors."""
+    cond = value if value.node.dtype == "bool" else bind(REGISTRY["ne"], value, 0)
+    outcome = bool(cond.value)
+    state = _state()
+    state.builder.loc = where[0]
+    state.builder.bind(REGISTRY["guard"], cond.node, expected=outcome, id=len(state.guards))
+    state.guards.append(where)
+    return outcome
+
+
 def _is_operand(value) -> bool:
     return isinstance(value, _OPERAND_TYPES)
 
@@ -536,15 +548,7 @@ class Tracer:
             raise TraceError(located(f"the truth value of a traced array of shape {self.node.shape} "
                                      "is ambiguous; use jitad.where / np.where, or .any()/.all() "
                                      "outside the traced function"))
-        cond = self if self.node.dtype == "bool" else bind(REGISTRY["ne"], self, 0)
-        outcome = bool(cond.value)
-        state = _state()
-        frame = user_frame()
-        guard_id = len(state.guards)
-        state.builder.loc = describe_frame(frame)[0]
-        state.builder.bind(REGISTRY["guard"], cond.node, expected=outcome, id=guard_id)
-        state.guards.append(describe_frame(frame))
-        return outcome
+        return guard_outcome(self, describe_frame(user_frame()))
 
     def _concretize(self, what):
         raise TraceError(located(

@@ -98,6 +98,20 @@ def test_too_many_specializations_raise_guard_limit_error_naming_the_line():
     assert f(points[0]) == pytest.approx(1.0) and f(points[3]) == pytest.approx(4.0)
 
 
+def test_a_nested_derivative_s_guard_limit_names_the_inner_branch():
+    """jacobian(grad(staircase)): the inner gradient's guards, replayed into the outer
+    trace, name staircase's branch (they named the outer call's line)."""
+    f = jitad.jacobian(jitad.grad(staircase, tiers=False), tiers=False)
+    points = [-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5]
+    for x in points[:MAX_SPECIALIZATIONS]:
+        assert f(x) == 0.0                  # piecewise linear: no second derivative
+    with pytest.raises(jitad.GuardLimitError) as info:
+        f(points[MAX_SPECIALIZATIONS])
+    guard_line = inspect.getsourcelines(staircase)[1] + 3
+    assert f"test_control_flow.py:{guard_line}" in str(info.value)
+    assert "x > threshold" in str(info.value)
+
+
 def neighbours(x):
     """Reads sizes (slices): keyed by exact shape. Branches on its first element."""
     s = np.sum(np.tanh(x[1:]) * x[:-1])
