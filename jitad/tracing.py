@@ -753,7 +753,8 @@ def _logical_not(a):
 
 
 def _logical_ufunc(ufunc, inputs):
-    """`np.logical_and(a, b)`, `M & traced` (NumPy's ndarray.__and__ calls the ufunc)..."""
+    """`np.logical_and(a, b)` and the other `_LOGICAL_UFUNCS` of a traced value, also `M &
+    traced` with a constant mask `M` (whose ndarray.__and__ calls np.bitwise_and)."""
     symbol, truth = _LOGICAL_UFUNCS[ufunc]
     if truth:
         inputs = [a if _all_bool((a,)) else

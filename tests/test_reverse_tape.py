@@ -272,15 +272,29 @@ def test_random_programs_bitwise_as_the_tape_of_the_reverse_mode_list(steps, s):
     assert np.array_equal(grad_x, want_x, equal_nan=True)
 
 
+def random_program(seed, n):
+    """`program` of `n` random steps (no repeats for the re-roller to find)."""
+    rng, names = np.random.default_rng(seed), sorted(OPERATIONS)
+    return program([(names[k], int(a), int(b)) for k, a, b in zip(
+        rng.integers(0, len(names), n), rng.integers(1, 40, n), rng.integers(1, 40, n))])
+
+
+def the_tape_stayed(f, kind):
+    """The first-tier kernel of `f`, of type `kind`, still serving after the background
+    job (done, the shape the tape)."""
+    row = f.stats()[0]
+    assert row["tier"] == "tape" and row["background"] == "done" and row["shape"] == "tape"
+    kernel = next(k for _, k in f._records if k is not None)
+    assert type(kernel) is kind and kernel.successor is None
+    return kernel
+
+
 def test_a_list_too_long_for_compiled_code_stays_on_the_reverse_tape(tiered, monkeypatch):
     """Over LLVM's limit and without repeats to re-roll, the specialized code would be a
     tape too: the background job stores the trace and keeps the reverse tape, without
     differentiating (nothing compiled, no second tape encoded)."""
     monkeypatch.setattr(codegen, "LLVM_ENTRIES_LIMIT", 100)
-    rng = np.random.default_rng(11)
-    names, n = sorted(OPERATIONS), 300             # (about 380 entries, no repeats)
-    fun = program([(names[k], int(a), int(b)) for k, a, b in zip(
-        rng.integers(0, len(names), n), rng.integers(1, 40, n), rng.integers(1, 40, n))])
+    fun = random_program(11, 300)                  # (about 380 entries, no repeats)
     f = jitad.jit_grad(fun, argnums=(0, 1))
     built = []
     monkeypatch.setattr(api, "value_and_grad", lambda *a: built.append(a))
@@ -289,10 +303,7 @@ def test_a_list_too_long_for_compiled_code_stays_on_the_reverse_tape(tiered, mon
     first = f.value_and_grad(x, s)
     tiered.set()
     assert f.wait(timeout=300) and built == []
-    row = f.stats()[0]
-    assert row["tier"] == "tape" and row["background"] == "done" and row["shape"] == "tape"
-    kernel = next(k for _, k in f._records if k is not None)
-    assert type(kernel) is tape.ReverseTapeKernel and kernel.successor is None
+    kernel = the_tape_stayed(f, tape.ReverseTapeKernel)
     second = f.value_and_grad(x, s)
     assert kernel.calls == 2
     assert_same_bits(first, second)
@@ -391,10 +402,7 @@ def test_an_hvp_too_long_for_compiled_code_stays_on_the_reverse_tape(tiered, mon
     the trace does not re-roll, the background job keeps the first tier without building
     the forward-over-reverse list (2 minutes at 100,000 ops of the long-traces graph)."""
     monkeypatch.setattr(codegen, "LLVM_ENTRIES_LIMIT", 1000)
-    rng = np.random.default_rng(12)
-    names, n = sorted(OPERATIONS), 500             # (about 500 entries, no repeats)
-    fun = program([(names[k], int(a), int(b)) for k, a, b in zip(
-        rng.integers(0, len(names), n), rng.integers(1, 40, n), rng.integers(1, 40, n))])
+    fun = random_program(12, 500)                  # (about 500 entries, no repeats)
     hv = jitad.hvp(fun)
     built = []
     monkeypatch.setattr(derivatives, "kernel_list", lambda *a: built.append(a))
@@ -402,10 +410,7 @@ def test_an_hvp_too_long_for_compiled_code_stays_on_the_reverse_tape(tiered, mon
     first = hv(x, v, 0.4)
     tiered.set()
     assert hv.wait(timeout=300) and built == []
-    row = hv.stats()[0]
-    assert row["tier"] == "tape" and row["background"] == "done" and row["shape"] == "tape"
-    kernel = next(k for _, k in hv._records if k is not None)
-    assert type(kernel) is tape.HvpTapeKernel and kernel.successor is None
+    kernel = the_tape_stayed(hv, tape.HvpTapeKernel)
     assert np.array_equal(hv(x, v, 0.4), first) and kernel.calls == 2
     with np.errstate(invalid="ignore"):        # (the sqrt a select does not take)
         want = hvp_by_differences(lambda x: fun(x, 0.4), (x,), (v,))[0]
