@@ -14,8 +14,14 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) examples/seed_examples.py
 
+# The suite turns the NumPy tier off except where it tests it; the array tests run again
+# with it on, as users have it.
+NUMPY_TIER_TESTS := tests/test_arrays.py tests/test_indexing.py tests/test_inplace.py \
+	tests/test_numpy_functions.py tests/test_linalg.py
+
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+	JITAD_TEST_NUMPY_TIER=1 $(PY) -m pytest -q $(NUMPY_TIER_TESTS)
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]'

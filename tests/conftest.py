@@ -52,8 +52,10 @@ def pytest_configure(config):
     _SESSION_CACHE_DIR = tempfile.mkdtemp(prefix="jitad-test-cache-")
     os.environ["JITAD_CACHE_DIR"] = _SESSION_CACHE_DIR
     # First calls run the compiled code, which the tests are about (child processes too);
-    # tests/test_numpy_tier.py turns the NumPy tier on where it tests it.
-    os.environ["JITAD_NUMPY_TIER"] = "0"
+    # tests/test_numpy_tier.py turns the NumPy tier on where it tests it. JITAD_TEST_NUMPY_TIER=1
+    # keeps it on, as users have it (`make test` runs the value and gradient checks so too).
+    if os.environ.get("JITAD_TEST_NUMPY_TIER") != "1":
+        os.environ["JITAD_NUMPY_TIER"] = "0"
 
 
 def pytest_unconfigure(config):
