@@ -589,9 +589,7 @@ class JitGrad:
         `tape_only(forward)`."""
         with collector.pause(), stats.stage("analysis"):
             if tape_only(forward):
-                variant.store_trace()
-                stats.current().shape = "tape"
-                return None
+                return self._tape_stays(variant)
             raw = value_and_grad(forward, list(variant.wrt))
         return self._simplified_and_specialized(variant, mode, runtime_args, key, raw)
 
@@ -629,6 +627,13 @@ class JitGrad:
         """Tiers on, and no stored build of `key` (whose compile Numba's cache skips)."""
         return self.tiers and tiers_enabled() and \
             not (variant.digest and store.load("builds", key) is not None)
+
+    @staticmethod
+    def _tape_stays(variant) -> None:
+        """Where the specialized code would be a tape no faster than the first tier's: store
+        the trace, record the tape shape; None (a background job's "the first tier stays")."""
+        variant.store_trace()
+        stats.current().shape = "tape"
 
     def _stored_and_specialized(self, variant, mode, runtime_args, key, wengert=None,
                                 chosen=None):
@@ -1050,11 +1055,11 @@ def _entry(kernel, mode, args, params, defaults, consts, read, single, missed, a
     `entry(*params)` checks float classes, array shapes (the size of one-axis arrays, where
     the kernel checks ranks) and static values inline (dtypes, ranks and layouts are checked
     by the dispatcher, which raises TypeError) and that the bindings the trace read (`read`,
-    a `Reads`) still hold, runs the kernel and returns what the `mode` method returns; `grad_entry` returns
-    the gradient only. Other arguments go to `missed(args, False)`; calls whose bindings were
-    rebound or whose kernel raises to `missed(args, entry)` (the full path retraces, or
-    raises with the user's line). The parameters
-    are the user's, with their defaults, and no *args/**kwargs: such functions are the
+    a `Reads`) still hold, runs the kernel and returns what the `mode` method returns;
+    `grad_entry` returns the gradient only. Other arguments go to `missed(args, False)`;
+    calls whose bindings were rebound (or arrays changed) or whose kernel raises to
+    `missed(args, entry)` (the full path retraces, or raises with the user's line). The
+    parameters are the user's, with their defaults, and no *args/**kwargs: such functions are the
     cheapest Python calls (wrong counts raise Python's own TypeError). Numba already returns
     Python floats and arrays: no conversion is needed.
 

@@ -182,16 +182,12 @@ def tape_kernel(wengert):
                            numbering)
 
 
-def reverse_tape_kernel(wengert, wrt):
-    """A ReverseTapeKernel for the forward list `wengert` and the inputs `wrt`, run by
-    `run_tape_gradient` (printed from the registry's rules by tape.reverse_source,
-    compiled once and cached on disk) without the GIL, as `tape_kernel`."""
-    return tape.ReverseTapeKernel(wengert, wrt, _tape_gradient(disk.cache_dir()))
-
-
-def hvp_tape_kernel(tangent, wrt):
-    """An HvpTapeKernel: `reverse_tape_kernel` of the `tangent_list` `tangent`."""
-    return tape.HvpTapeKernel(tangent, wrt, _tape_gradient(disk.cache_dir()))
+def reverse_tape_kernel(wengert, wrt, kind=tape.ReverseTapeKernel):
+    """A ReverseTapeKernel (or `kind`: an HvpTapeKernel of a `tangent_list`) for the forward
+    list `wengert` and the inputs `wrt`, run by `run_tape_gradient` (printed from the
+    registry's rules by tape.reverse_source, compiled once and cached on disk) without the
+    GIL, as `tape_kernel`."""
+    return kind(wengert, wrt, _tape_gradient(disk.cache_dir()))
 
 
 def reverse_tape_compiled() -> bool:

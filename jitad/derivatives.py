@@ -516,7 +516,7 @@ class Transformed(JitGrad):
     def _reverse_over_forward(self, variant, mode, runtime_args, key, tiered):
         """For an hvp or a dense Hessian (not a coloured one) of long scalar code
         (`api.reverse_tape_applies`), a kernel from the traced list's `tangent_list` alone
-        (`compile.hvp_tape_kernel`, a Hessian calling it per direction: `_tape_loop`; no
+        (`tape.HvpTapeKernel`, a Hessian calling it per direction: `_tape_loop`; no
         forward-over-reverse list: at 10,000 ops of the long-traces graph its analysis
         takes 8 s, the tangent list 2 s). `tiered`: a first tier, the background job
         building the specialized code (`_specialized_unless_tape`); else the specialized
@@ -535,13 +535,12 @@ class Transformed(JitGrad):
         if not tape.reverse_encodable(tangent):
             return None
         with stats.stage("codegen"):                # (the tape's encoding)
-            kernel = compiler.hvp_tape_kernel(tangent, wrt)
+            kernel = compiler.reverse_tape_kernel(tangent, wrt, tape.HvpTapeKernel)
             if base == "hessian":
                 kernel = _tape_loop(traced, base, blocks, tangent, kernel, wrt, self.__name__,
                                     runtime_args)
         if not tiered:
-            variant.store_trace()
-            stats.current().shape = "tape"
+            self._tape_stays(variant)
             return kernel
         return self._in_background(variant, mode, kernel, functools.partial(
             self._specialized_unless_tape, variant, mode, runtime_args, key, traced))
@@ -553,9 +552,7 @@ class Transformed(JitGrad):
         100,000 ops; a Hessian's, loops printed from millions of entries for Numba."""
         with collector.pause(), stats.stage("analysis"):
             if _tape_only(traced):
-                variant.store_trace()
-                stats.current().shape = "tape"
-                return None
+                return self._tape_stays(variant)
         return self._stored_and_specialized(variant, mode, runtime_args, key)
 
     def _first_tier(self, variant, mode, runtime_args):

@@ -763,7 +763,8 @@ def _logical_ufunc(ufunc, inputs):
     if symbol == "~":
         return _logical_not(inputs[0])
     a, b = inputs
-    return _logical(symbol)(a, b) if isinstance(a, Tracer) else _logical(symbol)(b, a)
+    operator = {"&": Tracer.__and__, "|": Tracer.__or__, "^": Tracer.__xor__}[symbol]
+    return operator(a, b) if isinstance(a, Tracer) else operator(b, a)
 
 
 # ---------------------------------------------------------------- lowering NumPy calls

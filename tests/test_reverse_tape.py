@@ -494,7 +494,7 @@ def test_random_programs_hvp_reverse_over_forward_as_forward_over_reverse(steps,
     forward = simplify(jitad.jit_grad(program(steps)).wengert(x, s))
     tangent = simplify(tangent_list(forward, [0, 1]))
     assume(tape.reverse_encodable(tangent))
-    products = compiler.hvp_tape_kernel(tangent, (0, 1))(x, s, v, -0.5)
+    products = compiler.reverse_tape_kernel(tangent, (0, 1), tape.HvpTapeKernel)(x, s, v, -0.5)
     with np.errstate(all="ignore"):         # (the source run as Python: NumPy's warnings)
         wanted = run_list(simplify(hvp_list(forward, [0, 1])), "hvp",
                           [x, np.float64(s), v, np.float64(-0.5)])     # (IEEE, as compiled)
