@@ -27,7 +27,7 @@ from .cache import (MAX_SPECIALIZATIONS, SHAPES_WARNING, KeyEntry, Variant, clas
                     consts_digest, shapes_of, static_key)
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
                      NonScalarOutputError, RetraceWarning)
-from .reads import reads, underlying_function
+from .reads import held_source, reads, underlying_function
 from .tracing import AuxSlot, Tracer, trace, user_frame
 from .transforms import simplify, value_and_grad
 from .wengert import Literal, Var
@@ -1094,9 +1094,7 @@ def _entry(kernel, mode, args, params, defaults, consts, read, single, missed, a
     held = []
     for i, (container, key, value) in enumerate(read.bindings):
         globals_[f"_jitad_b{i}"], globals_[f"_jitad_v{i}"] = container, value
-        read_text = f"_jitad_b{i}.cell_contents" if key is None else \
-            f"_jitad_b{i}[{key!r}]" if isinstance(container, dict) else f"_jitad_b{i}.{key}"
-        held.append(f"{read_text} is _jitad_v{i}")
+        held.append(held_source(container, key, value, f"_jitad_b{i}", f"_jitad_v{i}"))
     for j, (i, shape, contents) in enumerate(read.arrays):  # (`Reads.stale`'s checks)
         globals_[f"_jitad_shape{j}"], globals_[f"_jitad_bytes{j}"] = shape, contents
         held.append(f"_jitad_v{i}.shape == _jitad_shape{j}")

@@ -2,7 +2,8 @@
 
 Step: user function -> `Reads`, beside tracing. One walk over the function's code, the
 globals, closure cells and defaults it reads, recursively through the Python functions it
-calls (and through bound methods, `functools.partial` and callable objects), gives:
+calls (and through bound methods, `functools.partial` and callable objects) and the
+attributes, methods and properties of the objects it reads, gives:
 
 * `bindings`: (container, key, value) triples that a compiled call checks by identity, so
   that rebinding a global, a closure cell, a default or an attribute of an object or user
@@ -23,6 +24,10 @@ import builtins
 import functools
 import hashlib
 import marshal
+import os
+import site
+import sys
+import sysconfig
 import types
 from dataclasses import dataclass
 
@@ -40,6 +45,19 @@ IMPURE_NAMES = {"open", "input", "environ", "getenv", "random", "default_rng", "
                 "read", "readline", "readlines", "read_text", "read_bytes", "exec", "eval",
                 "globals", "locals", "vars", "id", "hash"}
 _PLAIN = (bool, int, float, complex, str, bytes, type(None), np.generic)
+# Code under these directories is library code (the standard library, installed packages,
+# jitad): tracing does not clone its functions and `reads` does not walk its classes. User
+# code is everything else, and the traced function's own package wherever it is installed.
+LIBRARY_DIRS = tuple(sorted({
+    os.path.join(path, "") for path in (
+        *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+        site.getusersitepackages(), os.path.dirname(os.path.abspath(__file__)))} | {"<frozen "}))
+# How many objects deep attribute reads are followed (`self.layer.cell.W` is three):
+# deeper ones, like in-place changes to containers, are not seen.
+ATTRIBUTE_DEPTH = 4
+# Methods that ran before the trace for an object it reads (a class's run when the trace
+# makes an instance: they are walked for classes).
+_MADE = {"__init__", "__new__", "__init_subclass__", "__set_name__", "__del__"}
 
 
 @dataclass
@@ -75,6 +93,7 @@ class Reads:
 
 
 _MISSING = object()
+_MAPPINGS = (dict, types.MappingProxyType)      # globals, an object's or a class's __dict__
 
 
 def _current(container, key):
@@ -83,17 +102,44 @@ def _current(container, key):
             return container.cell_contents
         except ValueError:          # an emptied cell
             return _MISSING
-    if isinstance(container, dict):
+    if isinstance(container, _MAPPINGS):
         return container.get(key, _MISSING)
     return getattr(container, key, _MISSING)
+
+
+def held_source(container, key, value, name: str, value_name: str) -> str:
+    """Python source that is True while binding (container, key) still holds `value`, where
+    the container is the global `name` and the value `value_name` (a generated entry's
+    check; `Reads.stale` checks the same)."""
+    if key is None:
+        return f"{name}.cell_contents is {value_name}"
+    if not isinstance(container, _MAPPINGS):
+        return f"{name}.{key} is {value_name}"
+    if value is _MISSING:       # an attribute the class defines, not (yet) the instance
+        return f"{key!r} not in {name}"
+    return f"{name}[{key!r}] is {value_name}"
 
 
 def _binding_name(container, key) -> str:
     if key is None:
         return "a closure variable"
-    if isinstance(container, dict):
+    if isinstance(container, _MAPPINGS):
         return f"global or attribute '{key}'"
     return f"{getattr(container, '__qualname__', type(container).__name__)}.{key}"
+
+
+def user_code(filename: str, module_name, package: str) -> bool:
+    """Whether code from `filename` (module `module_name`) is the user's, `package` being the
+    traced function's top-level package."""
+    return not filename.startswith(LIBRARY_DIRS) or (
+        bool(package) and isinstance(module_name, str)
+        and module_name.partition(".")[0] == package)
+
+
+def _user_class(cls, package: str) -> bool:
+    module = sys.modules.get(getattr(cls, "__module__", None) or "")
+    return module is not None and not _trusted(module.__name__) and \
+        user_code(getattr(module, "__file__", None) or "<frozen", module.__name__, package)
 
 
 def _trusted(module_name: str) -> bool:
@@ -110,11 +156,13 @@ def _names(code) -> set:
 
 
 class _Walker:
-    def __init__(self):
+    def __init__(self, package: str):
+        self.package = package      # the traced function's top-level package
         self.hash = hashlib.sha256(f"numpy {np.__version__};".encode())
         self.storable = True
         self.bindings: list = []
-        self.seen: set = set()
+        self.seen: dict = {}        # id -> the callable walked (kept alive: ids stay unique)
+        self.named: dict = {}       # id(object) -> the attribute names walked on it
 
     def text(self, text: str) -> None:
         self.hash.update(text.encode())
@@ -124,21 +172,22 @@ class _Walker:
         if not (isinstance(value, types.ModuleType) and _trusted(value.__name__)):
             self.bindings.append((container, key, value))
 
-    def value(self, value) -> None:
+    def value(self, value, names=frozenset(), depth: int = 0) -> None:
         """Add `value` to the hash (where its meaning cannot change unseen) and walk the
-        functions and objects it leads to."""
+        functions and objects it leads to; `names` are the global and attribute names of
+        the code that reads it, `depth` how many attributes deep it was reached."""
         if isinstance(value, _PLAIN):
             self.text(f"{type(value).__name__}:{value!r};")
         elif isinstance(value, (tuple, frozenset)):
             self.text(f"{type(value).__name__}{len(value)}(")
             items = sorted(value, key=repr) if isinstance(value, frozenset) else value
             for item in items:
-                self.value(item)
+                self.value(item, names, depth)
             self.text(")")
         elif isinstance(value, types.ModuleType):
             self.text(f"module:{value.__name__};")
             if not _trusted(value.__name__):
-                self.storable = False
+                self.instance(value, names, depth)  # attributes of a user module it reads
         elif type(value).__module__ == "jitad.api":
             self.callable(value.fun)                 # a jit_grad object
         elif type(value).__module__ == "jitad.custom":  # custom_vjp/custom_jvp, jitad.primitive
@@ -157,15 +206,21 @@ class _Walker:
             self.text(f"callable:{module}.{value.__qualname__};")
             if not _trusted(module):
                 self.storable = False
+                if isinstance(value, type) and _user_class(value, self.package):
+                    self.instance(value, names, depth)      # its attributes and methods
         else:
             self.storable = False               # an object whose state could change unseen
+            if not _trusted(type(value).__module__):
+                self.instance(value, names, depth)
 
     def callable(self, fun) -> None:
         """Walk a Python function, bound method, partial or callable object."""
-        if id(fun) in self.seen:
+        key = (id(fun.__func__), id(fun.__self__)) if isinstance(fun, types.MethodType) \
+            else id(fun)            # (bound methods are made anew at each attribute read)
+        if key in self.seen:
             self.text(f"again:{getattr(fun, '__qualname__', '?')};")
             return
-        self.seen.add(id(fun))
+        self.seen[key] = fun
         if isinstance(fun, functools.partial):
             self.text("partial(")
             self.value(fun.args)
@@ -185,32 +240,80 @@ class _Walker:
         else:
             self.storable = False
 
-    def instance(self, obj, names: set) -> None:
-        """The attributes of `obj` (a method's self) that its code may read."""
-        self.storable = False                    # instance state is not stored across processes
+    def instance(self, obj, names, depth: int = 0) -> None:
+        """What code reading `names` may read through `obj` (a method's self, a user module,
+        class or object it reads): the attributes it names, followed `ATTRIBUTE_DEPTH`
+        objects deep, and, for classes of user code, the methods and properties of `obj`'s
+        class it names or calls implicitly (operators, construction), with what they read."""
+        self.storable = False                    # such state is not stored across processes
+        if depth >= ATTRIBUTE_DEPTH:
+            return
+        done = self.named.setdefault(id(obj), set())
+        if not done:
+            self.seen[("object", id(obj))] = obj            # (kept alive: ids stay unique)
+        new = set(names) - done
+        done |= new
         attributes = getattr(obj, "__dict__", None)
-        if isinstance(attributes, dict):
-            for name in sorted(names & attributes.keys()):
+        if not isinstance(attributes, dict) or isinstance(obj, type):
+            attributes = None
+        cls = obj if isinstance(obj, type) else type(obj)
+        for name in sorted(new):
+            if attributes is not None and name in attributes:
                 self.bind(attributes, name, attributes[name])
-                self.value(attributes[name])
+                self.value(attributes[name], names, depth + 1)
+                continue
+            owner = next((c for c in cls.__mro__ if name in vars(c)), None)
+            if owner is None or isinstance(obj, types.ModuleType) or \
+                    not _user_class(owner, self.package):
+                continue
+            if attributes is not None:      # an instance attribute would hide the class's
+                self.bind(attributes, name, _MISSING)
+            self.bind(vars(owner), name, vars(owner)[name])
+            self.member(obj, vars(owner)[name], names, depth)
+        if not isinstance(obj, types.ModuleType) and not done - new:   # implicit calls
+            for c in cls.__mro__:
+                if _user_class(c, self.package):
+                    for name, member in vars(c).items():
+                        if name.startswith("__") and isinstance(member, types.FunctionType) \
+                                and (isinstance(obj, type) or name not in _MADE):
+                            self.member(obj, member, names, depth)
+
+    def member(self, obj, member, names, depth: int) -> None:
+        """Walk what a class attribute `member` of `obj`'s class reads, read through `obj`."""
+        if isinstance(member, (classmethod, staticmethod)):
+            self.callable(member.__func__)
+        elif isinstance(member, property):
+            if member.fget is not None:
+                self.member(obj, member.fget, names, depth)
+        elif isinstance(member, types.FunctionType):
+            self.callable(member if isinstance(obj, type) else types.MethodType(member, obj))
+        elif isinstance(member, types.MemberDescriptorType):     # a __slots__ attribute
+            if not isinstance(obj, type):
+                value = getattr(obj, member.__name__, _MISSING)
+                self.bind(obj, member.__name__, value)
+                if value is not _MISSING:
+                    self.value(value, names, depth + 1)
+        else:
+            self.value(member, names, depth + 1)
 
     def function(self, fun: types.FunctionType) -> None:
         self.text(f"function:{fun.__module__}.{fun.__qualname__};")
         self.hash.update(marshal.dumps(fun.__code__))
+        names = _names(fun.__code__)
         for key in ("__defaults__", "__kwdefaults__"):
             current = getattr(fun, key)
             if current is not None:         # code that passes every argument needs no check
                 self.bind(fun, key, current)
             self.text(f"{key}=")
-            self.value(tuple(sorted(current.items())) if isinstance(current, dict) else current)
+            self.value(tuple(sorted(current.items())) if isinstance(current, dict) else current,
+                       names)
         for cell in fun.__closure__ or ():
             contents = _current(cell, None)
             self.bind(cell, None, contents)
             if contents is _MISSING:
                 self.text("empty cell;")
             else:
-                self.value(contents)
-        names = _names(fun.__code__)
+                self.value(contents, names)
         if names & IMPURE_NAMES:
             self.storable = False
         for name in sorted(names):
@@ -218,16 +321,15 @@ class _Walker:
                 value = fun.__globals__[name]
                 self.bind(fun.__globals__, name, value)
                 self.text(f"global:{name}=")
-                self.value(value)
-                if isinstance(value, types.ModuleType) and not _trusted(value.__name__):
-                    self.instance(value, names)  # attributes of a user module it reads
+                self.value(value, names)
             elif hasattr(builtins, name):
                 self.text(f"builtin:{name};")
 
 
 def reads(fun, key) -> Reads:
     """What `fun` reads, and the store digest of a trace of it for argument `key`."""
-    walker = _Walker()
+    walker = _Walker((getattr(underlying_function(fun), "__module__", None) or "")
+                     .partition(".")[0])
     try:
         walker.callable(fun)
         walker.value(key)

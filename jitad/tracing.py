@@ -17,9 +17,7 @@ import linecache
 import math
 import operator
 import os
-import site
 import sys
-import sysconfig
 import threading
 import types
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ from . import collector
 from .errors import NonScalarOutputError, ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
-from .reads import underlying_function
+from .reads import underlying_function, user_code
 from .wengert import Builder, Literal, Var, WengertList
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -1382,14 +1380,6 @@ _UNTRACED = {id(_TRACED_MATH): math, **{id(f): f.__wrapped__ for f in vars(_TRAC
                                         if hasattr(f, "__wrapped__")},
              **{id(f): f.__wrapped__ for f in _NUMPY_CREATION.values()}}
 
-# Code under these directories is library code: its functions are not cloned (user code is
-# everything else, and the traced function's own package wherever it is installed).
-_LIBRARY_DIRS = tuple(sorted({
-    os.path.join(path, "") for path in (
-        *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
-        site.getusersitepackages(), _PACKAGE_DIR)} | {"<frozen "}))
-
-
 class _Globals(dict):
     """A clone's globals. Reads go to the real module globals, translated; writes
     (`global n; n += 1`: CPython stores into the dict directly) stay here until the trace
@@ -1447,9 +1437,7 @@ class _Interceptor:
         self.builtins = dict(vars(builtins), __import__=self._import)
 
     def _user(self, filename: str, module_name) -> bool:
-        return not filename.startswith(_LIBRARY_DIRS) or (
-            bool(self.package) and isinstance(module_name, str)
-            and module_name.partition(".")[0] == self.package)
+        return user_code(filename, module_name, self.package)
 
     def translate(self, value):
         """What cloned code sees in place of `value`."""

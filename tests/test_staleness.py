@@ -126,6 +126,104 @@ def test_a_rebound_instance_attribute_of_a_method_retraces():
     assert_close(Model(1.0).loss(X), 2.0 * X, 1e-12, 0, "another instance")
 
 
+class Layer:
+    """A user object another one holds: its attributes and methods are read through it."""
+    OFFSET = 0.0                                    # a class attribute an instance may hide
+
+    def __init__(self):
+        self.weights, self.scale = np.array([1.0, 2.0, 3.0]), 2.0
+
+    def scaled(self, x):                            # reads self.scale: a helper method
+        return self.scale * x
+
+    @property
+    def total(self):
+        return np.sum(self.weights)                 # frozen: no traced values
+
+    def __mul__(self, x):                           # an operator: called implicitly
+        return self.weights * x
+
+
+class Net:
+    def __init__(self):
+        self.layer = Layer()
+
+    @jitad.jit_grad
+    def helper_method(self, x):
+        return np.sum(self.layer.scaled(x) ** 2)
+
+    @jitad.jit_grad
+    def passed(self, x):
+        return np.sum(self.layer.weights * x + self.layer.OFFSET * x)
+
+    @jitad.jit_grad
+    def frozen(self, x):
+        return self.layer.total * np.sum(x * x)
+
+    @jitad.jit_grad
+    def operator(self, x):
+        return np.sum(self.layer * x)
+
+
+@pytest.mark.parametrize("change", ["rebind", "in place"])
+def test_attributes_of_objects_reached_through_attributes_and_methods_retrace(change):
+    """`self.layer.weights`, an attribute read by a method (`self.layer.scaled`), a property
+    or an operator of a held object, and a class attribute, all seen at each call."""
+    net, layer = Net(), None
+    expected = {
+        "helper_method": lambda x: 2.0 * layer.scale ** 2 * x,
+        "passed": lambda x: layer.weights + layer.OFFSET,
+        "frozen": lambda x: 2.0 * np.sum(layer.weights) * x,
+        "operator": lambda x: layer.weights,
+    }
+    layer = net.layer
+    for name, gradient in expected.items():
+        for _ in range(2):                          # the second call: the generated entry
+            assert_close(getattr(net, name)(X), gradient(X), 1e-12, 0, name)
+    if change == "rebind":
+        layer.weights, layer.scale = np.array([-1.0, 4.0, 0.5]), 3.0
+        layer.OFFSET = 10.0                         # hides the class attribute
+    else:
+        layer.weights[:] = [-1.0, 4.0, 0.5]
+        Layer.OFFSET = 10.0
+    try:
+        for name, gradient in expected.items():
+            for _ in range(2):
+                assert_close(getattr(net, name)(X), gradient(X), 1e-12, 0, f"{name} changed")
+    finally:
+        Layer.OFFSET = 0.0
+
+
+class Settings:
+    __slots__ = ("scale",)
+
+    def __init__(self, scale):
+        self.scale = scale
+
+
+CONFIG = types.SimpleNamespace(power=2.0, settings=Settings(3.0))
+
+
+def configured(x):
+    return CONFIG.settings.scale * np.sum(x ** CONFIG.power)
+
+
+def test_attributes_of_global_objects_and_slots_retrace():
+    f = jitad.jit_grad(configured)
+    for _ in range(2):
+        assert_close(f(X), 6.0 * X, 1e-12, 0, "first")
+    CONFIG.settings.scale = 5.0                     # a __slots__ attribute, two objects deep
+    for _ in range(2):
+        assert_close(f(X), 10.0 * X, 1e-12, 0, "scale = 5")
+    CONFIG.power = 3.0
+    try:
+        for _ in range(2):
+            assert_close(f(X), 15.0 * X ** 2, 1e-12, 0, "power = 3")
+    finally:
+        CONFIG.power, CONFIG.settings.scale = 2.0, 3.0
+    assert f.trace_count == 3
+
+
 def test_arrays_are_read_at_each_call(restore):
     f = jitad.jit_grad(shifted)
     assert_close(f(X), 2.0 * (X - OFFSET), 1e-12, 0, "first offset")
