@@ -13,10 +13,11 @@ attributes, methods and properties of the objects it reads, gives:
   trusted libraries) or the code may be impure (files, the environment, clocks, random
   numbers): such traces are never stored.
 
-In-place mutation of containers (a list or dict the function reads) is not seen. Arrays
-used with traced values are passed to compiled code at each call, so their current contents
-are used; the contents of the others (frozen into the trace, as by `np.sum(G) * x`) and
-every array's shape are checked at each call (`Reads.with_arrays`).
+Dicts are walked under the keys the code names (its string constants). In-place mutation of
+lists, and of dict items under keys the code computes, is not seen. Arrays used with traced
+values are passed to compiled code at each call, so their current contents are used; the
+contents of the others (frozen into the trace, as by `np.sum(G) * x`) and every array's
+shape are checked at each call (`Reads.with_arrays`).
 """
 from __future__ import annotations
 
@@ -146,12 +147,15 @@ def _trusted(module_name: str) -> bool:
     return (module_name or "").split(".")[0] in TRUSTED_MODULES
 
 
-def _names(code) -> set:
-    """Global and attribute names a code object (and the code nested in it) reads."""
+def _names(code, keys: bool = True) -> set:
+    """Global and attribute names a code object (and the code nested in it) reads, and with
+    `keys` its string constants (the keys it may read from dicts, `CONFIG["scale"]`)."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _names(const)
+            names |= _names(const, keys)
+        elif keys and type(const) is str:
+            names.add(const)
     return names
 
 
@@ -184,6 +188,12 @@ class _Walker:
             for item in items:
                 self.value(item, names, depth)
             self.text(")")
+        elif type(value) is dict:
+            self.storable = False
+            if depth < ATTRIBUTE_DEPTH:      # the items under keys the code names
+                for key in sorted(key for key in names if key in value):
+                    self.bind(value, key, value[key])
+                    self.value(value[key], names, depth + 1)
         elif isinstance(value, types.ModuleType):
             self.text(f"module:{value.__name__};")
             if not _trusted(value.__name__):
@@ -314,7 +324,7 @@ class _Walker:
                 self.text("empty cell;")
             else:
                 self.value(contents, names)
-        if names & IMPURE_NAMES:
+        if _names(fun.__code__, keys=False) & IMPURE_NAMES:
             self.storable = False
         for name in sorted(names):
             if name in fun.__globals__:

@@ -224,6 +224,37 @@ def test_attributes_of_global_objects_and_slots_retrace():
     assert f.trace_count == 3
 
 
+TABLE = {"scale": 2.0, "offsets": {"b": np.array([1.0, 2.0, 3.0]), "c": np.ones(2)}}
+
+
+def tabled(x):
+    return TABLE["scale"] * np.sum((x - TABLE["offsets"]["b"]) ** 2) + np.sum(
+        TABLE["offsets"]["c"]) * x[0]
+
+
+def test_dict_items_the_code_names_are_seen_when_changed_in_place():
+    """Items under keys the code names (`TABLE["scale"]`), nested: rebound or changed in
+    place, they retrace."""
+    def gradient(x):
+        b, c = TABLE["offsets"]["b"], TABLE["offsets"]["c"]
+        return 2.0 * TABLE["scale"] * (x - b) + np.array([np.sum(c), 0.0, 0.0])
+    f = jitad.jit_grad(tabled)
+    try:
+        for change in ("first", "scale", "array rebound", "arrays in place"):
+            if change == "scale":
+                TABLE["scale"] = 5.0
+            elif change == "array rebound":
+                TABLE["offsets"]["b"] = np.array([0.0, -1.0, 4.0])
+            elif change == "arrays in place":
+                TABLE["offsets"]["b"][0] = 7.0      # passed to the compiled code
+                TABLE["offsets"]["c"][1] = 3.0      # frozen into the trace
+            for _ in range(2):
+                assert_close(f(X), gradient(X), 1e-12, 0, change)
+    finally:
+        TABLE.update(scale=2.0, offsets={"b": np.array([1.0, 2.0, 3.0]), "c": np.ones(2)})
+    assert f.trace_count == 4
+
+
 def test_arrays_are_read_at_each_call(restore):
     f = jitad.jit_grad(shifted)
     assert_close(f(X), 2.0 * (X - OFFSET), 1e-12, 0, "first offset")
@@ -312,9 +343,12 @@ def test_values_rebound_at_every_call_stay_right_and_warn(restore):
 # ---------------------------------------------------------------- the disk store
 
 def traces_of(f, capsys):
-    """How often the user's function ran (it prints while traced) for a new jit_grad."""
+    """How often the user's function ran (it prints while traced) for a new jit_grad (whose
+    background job, which stores the trace, is waited for)."""
     capsys.readouterr()
-    jitad.jit_grad(f)(X)
+    g = jitad.jit_grad(f)
+    g(X)
+    g.wait()
     return capsys.readouterr().out.count("tracing")
 
 
