@@ -308,7 +308,8 @@ class _Walker:
 
     def function(self, fun: types.FunctionType) -> None:
         self.text(f"function:{fun.__module__}.{fun.__qualname__};")
-        self.hash.update(marshal.dumps(fun.__code__))
+        # (version 2: no back-references, whose flags depend on reference counts)
+        self.hash.update(marshal.dumps(fun.__code__, 2))
         names = _names(fun.__code__)
         for key in ("__defaults__", "__kwdefaults__"):
             current = getattr(fun, key)

@@ -153,3 +153,17 @@ def test_unreadable_numba_cache_entries_are_recompiled(jitad_cache_dir, damage):
     for path in entries:
         path.write_bytes(path.read_bytes()[:20] if damage == "truncated" else b"garbage")
     assert_close(jitad.jit_grad(cubes)(X), 3.0 * X * X, 1e-12, 1e-14, "gradient")
+
+
+def test_the_store_key_does_not_depend_on_reference_counts():
+    """Marshal (version 3 on) flags objects referenced more than once: a string constant's
+    flag changed with who else held it, and a later process (or object) missed the trace."""
+    from jitad.reads import reads
+    namespace = {"np": np}
+    exec("def loss(x):\n    return len('a constant only the code holds') * np.sum(x * x)\n",
+         namespace)
+    loss = namespace["loss"]
+    before = reads(loss, ("key",)).digest
+    held = [c for c in loss.__code__.co_consts if isinstance(c, str)]   # one more reference
+    assert before is not None and held
+    assert reads(loss, ("key",)).digest == before
