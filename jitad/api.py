@@ -469,7 +469,8 @@ class JitGrad:
                 digest += consts_digest(traced.consts)
         variant = Variant(traced, wrt=tuple(runtime_index[i % len(args)] for i in self._wrt),
                           digest=digest, reads=read.with_arrays(
-                              {id(value) for value in traced.consts}), unsaved=unsaved)
+                              {id(value) for value in traced.consts} - traced.read),
+                          unsaved=unsaved)
         variant.trace_s = timer.seconds                 # for its records (stats)
         if entry.add(variant, values) and entry.exact_shapes and \
                 len(entry.variants) == SHAPES_WARNING:

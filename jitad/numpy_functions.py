@@ -25,6 +25,7 @@ import types
 
 import numpy as np
 
+from . import watch
 from .errors import ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
@@ -927,7 +928,7 @@ def _array_function(original):
             if out is obj and original is np.array and kwargs.get("copy", True) is not False:
                 return Tracer(obj.node, obj.value)       # np.array copies (np.asarray does not)
             return out
-        return original(obj, *args, **kwargs)
+        return watch.call(original, (obj, *args), kwargs)    # (a watched array: a read or view)
     array.__name__ = original.__name__
     array.__wrapped__ = original
     return array

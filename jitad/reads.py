@@ -16,8 +16,8 @@ attributes, methods and properties of the objects it reads, gives:
 Dicts are walked under the keys the code names (its string constants). In-place mutation of
 lists, and of dict items under keys the code computes, is not seen. Arrays used with traced
 values are passed to compiled code at each call, so their current contents are used; the
-contents of the others (frozen into the trace, as by `np.sum(G) * x`) and every array's
-shape are checked at each call (`Reads.with_arrays`).
+contents of the others (frozen into the trace, as by `np.sum(G) * x`, and of those `watch`
+saw read both ways) and every array's shape are checked at each call (`Reads.with_arrays`).
 """
 from __future__ import annotations
 
@@ -74,10 +74,11 @@ class Reads:
 
     def with_arrays(self, passed) -> Reads:
         """These reads with a snapshot of each array they hold: its shape, and its contents
-        unless its id is in `passed` (the trace's hidden inputs: the compiled code reads
-        those arrays' current contents itself). A trace freezes what it computes from an
-        array without traced values (`np.sum(G) * x`, `G[1] * x`, a loop over `G`): an
-        in-place change to such an array, or any array's reshaping in place, retraces."""
+        unless its id is in `passed` (hidden inputs of the trace that it read no values of
+        otherwise, see `watch`: the compiled code reads their current contents itself). A
+        trace freezes what it computes from an array without traced values (`np.sum(G) * x`,
+        `G[1] * x`, a loop over `G`): an in-place change to such an array, or any array's
+        reshaping in place, retraces."""
         arrays = tuple((i, v.shape, None if id(v) in passed else v.tobytes())
                        for i, (_, _, v) in enumerate(self.bindings) if type(v) is np.ndarray)
         return Reads(self.bindings, self.digest, arrays)

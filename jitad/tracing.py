@@ -29,6 +29,7 @@ from .errors import NonScalarOutputError, ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
 from .reads import underlying_function, user_code
+from .watch import Type, Watch, Watched, plain
 from .wengert import Builder, Literal, Var, WengertList
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -110,6 +111,7 @@ class Trace:
     reads_sizes: bool = False
     consts: list = field(default_factory=list)
     aux: object = None          # has_aux: the aux structure, AuxSlot(k) for output 1 + k
+    read: frozenset = frozenset()   # ids of arrays it read values of besides passing them
 
 
 class _TraceState:
@@ -121,6 +123,7 @@ class _TraceState:
         self.const_ids: dict = {}
         self.internal_consts: dict = {}   # value -> array: see numpy_functions._internal
         self.scalars: dict = {}       # (prim, operands, params) -> (Var, value): see `_bind`
+        self.read: set = set()        # ids of arrays it and traces nested in it read values of
 
 
 _STATE = threading.local()
@@ -320,6 +323,7 @@ _FLOAT_OPERATIONS = {REGISTRY["add"]: float.__add__, REGISTRY["sub"]: float.__su
 
 def _constant_operand(state, value):
     """A Python scalar becomes a Literal; an array becomes a hidden constant input."""
+    value = plain(value)
     if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
         literal = value.item() if isinstance(value, np.generic) else value
         if type(literal) is int and not -2 ** 63 <= literal < 2 ** 63:
@@ -1434,7 +1438,8 @@ class _Interceptor:
         self.translated: dict = {}      # id(original) -> (original, translation)
         self.originals: dict = {}       # id(translation) -> original
         self.namespaces: dict = {}      # id(real globals) -> _Globals
-        self.builtins = dict(vars(builtins), __import__=self._import)
+        self.builtins = dict(vars(builtins), __import__=self._import, type=Type)
+        self.watch = Watch(Tracer)      # the arrays cloned code reads
 
     def _user(self, filename: str, module_name) -> bool:
         return user_code(filename, module_name, self.package)
@@ -1442,6 +1447,8 @@ class _Interceptor:
     def translate(self, value):
         """What cloned code sees in place of `value`."""
         kind = type(value)
+        if kind is np.ndarray:
+            return self.watch.wrap(value)
         if kind is not types.ModuleType:
             replaced = numpy_functions.replacement(value)
             if replaced is not None:        # np.array, scipy.special.logsumexp...
@@ -1478,6 +1485,8 @@ class _Interceptor:
 
     def original(self, value):
         """The inverse of `translate` (for values cloned code writes into user modules)."""
+        if isinstance(value, Watched):
+            return plain(value)
         return self.originals.get(id(value)) or _UNTRACED.get(id(value), value)
 
     def _translate(self, value):
@@ -1556,7 +1565,8 @@ class _Interceptor:
 def _intercepted(value) -> bool:
     """Whether a closure cell's value may translate (the translation decides the rest)."""
     return value is math or type(value) in (types.FunctionType, types.ModuleType,
-                                            functools.partial, types.MethodType) or (
+                                            functools.partial, types.MethodType,
+                                            np.ndarray) or (
         type(value) is types.BuiltinFunctionType and value.__self__ is math)
 
 
@@ -1626,6 +1636,9 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) ->
         finally:
             _STATE.current = previous
             interceptor.write_back()
+            state.read |= interceptor.watch.read
+            if previous is not None:    # (a nested trace: its reads are the outer one's too)
+                previous.read |= state.read
         code = underlying_function(fun).__code__
         loc = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
         aux, aux_outputs = None, []
@@ -1643,7 +1656,7 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) ->
                               inputs + [v for v, _ in state.consts],
                               state.builder.entries, outputs + aux_outputs, loc=loc)
         return Trace(wengert, state.guards, state.reads_sizes, [c for _, c in state.consts],
-                     aux)
+                     aux, frozenset(state.read))
 
 
 # ---------------------------------------------------------------- more NumPy (numpy_functions.py)

@@ -301,6 +301,96 @@ def test_an_array_whose_values_the_trace_froze_retraces_when_changed_in_place(
     assert_close(f.value(X), fun(X), 1e-12, 0)
 
 
+WATCHED = np.array([1.0, 2.0, 3.0])
+# Reads of WATCHED's values without traced values, by a function that also passes WATCHED
+# to the compiled code (np.sum(WATCHED * x)): each is frozen into the trace.
+FROZEN_READS = {
+    "np.sum": lambda: np.sum(WATCHED),
+    "method": lambda: WATCHED.max(),
+    "element": lambda: WATCHED[1],
+    "float": lambda: float(WATCHED[2]),
+    "iteration": lambda: sum(v * v for v in WATCHED),
+    "sum of a view": lambda: np.sum(WATCHED[1:]),
+    "matmul of views": lambda: WATCHED.T @ WATCHED[::-1],
+    "tolist": lambda: WATCHED.tolist()[0],
+    "np.linalg.norm": lambda: np.linalg.norm(WATCHED),
+    "copy": lambda: np.sum(WATCHED.copy() ** 2),
+    "comparison": lambda: float(np.count_nonzero(WATCHED > 1.5)),
+    "np.array": lambda: np.sum(np.array(WATCHED)),
+    "np.asarray": lambda: np.asarray(WATCHED)[0],
+}
+
+
+def passed_and_read(read):
+    return lambda x: np.sum(WATCHED * x) + read() * x[0]
+
+
+@pytest.mark.parametrize("name", sorted(FROZEN_READS))
+def test_an_array_passed_and_also_read_without_traced_values_retraces_when_changed(
+        monkeypatch, name):
+    monkeypatch.setattr(sys.modules[__name__], "WATCHED", np.array([1.0, 2.0, 3.0]))
+    read = FROZEN_READS[name]
+    f = jitad.jit_grad(passed_and_read(read))
+    for change in ("first", "in place"):
+        if change == "in place":
+            WATCHED[:] = [4.0, -1.0, 0.5]      # (every read above changes)
+        for _ in range(2):                  # the second call runs the generated entry
+            assert_close(f(X), WATCHED + np.array([read(), 0.0, 0.0]), 1e-12, 0, change)
+    assert f.trace_count == 2
+
+
+def test_arrays_only_passed_to_the_compiled_code_do_not_retrace_when_changed():
+    """Used only with traced values (also through a closure and a default), an array's
+    current contents are read by the compiled code: changing it needs no new trace."""
+    closed = np.array([1.0, 1.0, 2.0])
+
+    def helper(x, d=np.array([0.5, 0.0, 1.0])):
+        return np.sum(d * x)
+    f = jitad.jit_grad(lambda x: np.sum(WATCHED * x ** 2) + np.dot(closed, x) + helper(x))
+    d = helper.__defaults__[0]
+    for change in ("first", "in place"):
+        if change == "in place":
+            WATCHED[0], closed[1], d[2] = 3.0, -2.0, 4.0
+        for _ in range(2):
+            assert_close(f(X), 2.0 * WATCHED * X + closed + d, 1e-12, 0, change)
+    WATCHED[0] = 1.0
+    assert f.trace_count == 1
+
+
+def normalized_square(y):
+    return np.sum(WATCHED * y * y) / np.sum(WATCHED)
+
+
+def test_an_array_a_nested_derivative_reads_both_ways_retraces_when_changed(monkeypatch):
+    """The inner derivative is traced inside the outer trace: what it read counts there."""
+    monkeypatch.setattr(sys.modules[__name__], "WATCHED", np.array([1.0, 2.0, 3.0]))
+    inner = jitad.grad(normalized_square)
+    f = jitad.jit_grad(lambda x: inner(x) @ x)
+    for change in ("first", "in place"):
+        if change == "in place":
+            WATCHED[:] = [2.0, 2.0, 5.0]        # the same sum would hide a stale np.sum
+        for _ in range(2):
+            assert_close(f(X), 4.0 * WATCHED * X / np.sum(WATCHED), 1e-12, 0, change)
+
+
+def as_vector(a):
+    return a if type(a) is np.ndarray else np.array([a, a, a])
+
+
+def test_watched_arrays_behave_as_ndarrays_in_traced_code():
+    """Traced code sees WATCHED as a watched view: `type` still says np.ndarray, and a
+    Numba function or NumPy's own conversions take it as the array."""
+    numba = pytest.importorskip("numba")
+    total = numba.njit(lambda a: a.sum())
+
+    def f(x):
+        assert isinstance(int, type) and type("Made", (), {}).__name__ == "Made"
+        return np.sum(as_vector(WATCHED) * x) * total(WATCHED) + np.sum(np.asarray(WATCHED))
+    g = jitad.jit_grad(f)
+    for _ in range(2):
+        assert_close(g(X), WATCHED * np.sum(WATCHED), 1e-12, 0)
+
+
 def test_closure_and_attribute_arrays_the_trace_froze_retrace_when_changed():
     w = np.array([1.0, 2.0])
     f = jitad.jit_grad(lambda x: np.sum(w) * x ** 2)

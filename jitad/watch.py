@@ -1,0 +1,177 @@
+"""Arrays a trace reads through globals, closure cells, defaults and user modules, watched
+while it runs: which of them it read values of besides using them with traced values.
+
+Step: beside tracing. Traced code sees such an array as a `Watched` view of the same memory
+(`Watch.wrap`). Operations with traced values unwrap it (`plain`): the compiled code is
+passed the array and reads its current contents at each call. Any other read of its values
+(NumPy ufuncs and functions, element reads, iteration, conversions, ndarray methods, copies)
+records it in `Watch.read`: the trace froze what it computed from them, so each call
+compares the array's contents (`Reads.with_arrays`). Views of it stay watched. Reads that
+bypass Python (the buffer protocol, a compiled extension called with the array) are not
+seen.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Watch:
+    """The watched arrays of one trace; `read`: the ids of those whose values it read."""
+
+    def __init__(self, traced_type):
+        self.traced_type = traced_type      # the tracer class: values that are traced
+        self.read: set = set()
+        self.views: dict = {}               # id(array) -> its Watched view (one per array)
+
+    def wrap(self, array: np.ndarray) -> Watched:
+        view = self.views.get(id(array))
+        if view is None:
+            view = self.views[id(array)] = array.view(Watched)
+            view._jitad_source, view._jitad_plain = (self, array), array
+        return view
+
+
+class Watched(np.ndarray):
+    """A watched array as traced code sees it (`_jitad_source`: its Watch and the array)."""
+
+    def __array_finalize__(self, obj):      # views and copies NumPy makes of a watched array
+        source = getattr(obj, "_jitad_source", None)
+        if source is not None:
+            if np.may_share_memory(self, source[1]):
+                self._jitad_source = source
+            else:
+                source[0].read.add(id(source[1]))
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return call(getattr(ufunc, method), inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return call(func, args, kwargs)
+
+    def __getitem__(self, index):
+        if type(index) is int:          # (an element loop's reads: the short way)
+            result = plain(self)[index]
+            if type(result) is not np.ndarray:
+                _mark_read(self)
+                return result
+        return call(np.ndarray.__getitem__, (self, index), {})
+
+    def __setitem__(self, index, value):
+        plain(self)[_plain_all(index)] = _plain_all(value)
+
+    def __iter__(self):
+        _mark_read(self)
+        return iter(plain(self))
+
+    @property
+    def flat(self):
+        _mark_read(self)
+        return plain(self).flat
+
+
+class _TypeCheck(type):
+    def __instancecheck__(cls, value):
+        return isinstance(value, type)
+
+    def __subclasscheck__(cls, subclass):
+        return issubclass(subclass, type)
+
+
+class Type(type, metaclass=_TypeCheck):
+    """The builtin `type` as traced code sees it: a watched array's type is np.ndarray."""
+
+    def __new__(cls, *args, **kwargs):
+        if len(args) == 1 and not kwargs:
+            return type(plain(args[0]))
+        return type(*args, **kwargs)
+
+
+def plain(value):
+    """The array a watched one stands for: the array itself for the view traced code was
+    given, a plain view of its memory for views of that (any other value unchanged)."""
+    if not isinstance(value, Watched):
+        return value
+    found = value.__dict__.get("_jitad_plain")
+    if found is None:
+        found = value._jitad_plain = np.ndarray.view(value, np.ndarray)
+    return found
+
+
+def _plain_all(value):
+    kind = type(value)
+    if kind is Watched:
+        return plain(value)
+    if kind is tuple or kind is list:
+        return kind(_plain_all(v) for v in value)
+    if kind is dict:
+        return {k: _plain_all(v) for k, v in value.items()}
+    return value
+
+
+def _leaves(value, found: list) -> list:
+    """The values nested in tuples, lists and dicts (`found`, extended)."""
+    kind = type(value)
+    if kind is tuple or kind is list:
+        for v in value:
+            _leaves(v, found)
+    elif kind is dict:
+        for v in value.values():
+            _leaves(v, found)
+    else:
+        found.append(value)
+    return found
+
+
+def _mark_read(*views) -> None:
+    for view in views:
+        source = view.__dict__.get("_jitad_source")
+        if source is not None:
+            source[0].read.add(id(source[1]))
+
+
+def call(func, args, kwargs):
+    """`func(*args, **kwargs)` on the plain arrays of any watched ones. With traced values
+    among the arguments the tracer binds it; otherwise its result is a view of a watched
+    array (watched too), or the watched arrays' values were read."""
+    leaves = _leaves(kwargs, _leaves(args, [])) if kwargs else _leaves(args, [])
+    watched = [v for v in leaves if type(v) is Watched]
+    result = func(*_plain_all(args), **_plain_all(kwargs)) if kwargs else \
+        func(*_plain_all(args))
+    sources = [s for s in (w.__dict__.get("_jitad_source") for w in watched) if s is not None]
+    if not sources:
+        return result
+    traced_type = sources[0][0].traced_type
+    if any(isinstance(v, traced_type) for v in leaves):
+        return result
+    if type(result) is np.ndarray:
+        for source in sources:
+            if np.may_share_memory(result, source[1]):
+                view = result.view(Watched)
+                view._jitad_source, view._jitad_plain = source, result
+                return view
+    _mark_read(*watched)
+    return result
+
+
+def _reading(name):
+    method = getattr(np.ndarray, name)
+
+    def read(self, *args, **kwargs):
+        return call(method, (self, *args), kwargs)
+    read.__name__ = name
+    return read
+
+
+# Every other ndarray method: views stay watched, anything else reads the values.
+for _name in dir(np.ndarray):
+    if _name not in Watched.__dict__ and _name not in (
+            "view", "__array_finalize__", "__new__", "__init__", "__getattribute__",
+            "__setattr__", "__delattr__", "__class__", "__init_subclass__", "__subclasshook__",
+            "__sizeof__", "__len__", "__array_priority__", "__hash__", "__doc__", "__dir__",
+            "__array_wrap__", "__array_prepare__", "__class_getitem__", "__dlpack_device__") \
+            and callable(getattr(np.ndarray, _name)):
+        setattr(Watched, _name, _reading(_name))
+for _name in ("data", "ctypes", "base", "__array_interface__", "__array_struct__"):
+    setattr(Watched, _name, property(lambda self, _name=_name: (
+        _mark_read(self), getattr(plain(self), _name))[1]))
+del _name
