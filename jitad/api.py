@@ -454,7 +454,7 @@ class JitGrad:
             if traced is None:
                 with stats.stage("trace") as timer:
                     traced = trace(self.fun, args, [v is not None for v in runtime], names,
-                                   has_aux=self.has_aux)
+                                   has_aux=self.has_aux, held=read.held)
                 traced.reads_sizes = traced.reads_sizes or exact
                 self._check_output(traced)
                 if digest and not traced.consts:

@@ -66,11 +66,13 @@ class Reads:
     """The bindings a trace read (checked by identity at each call) and the store digest;
     after the trace (`with_arrays`), per binding holding an array: (its index in
     `bindings`, its shape, and its C-order bytes unless the compiled code is passed the
-    array at each call), checked at each call too."""
+    array at each call), checked at each call too. `held`: the (dict, key) bindings of
+    arrays held by objects' attributes and dicts, which tracing watches in place."""
 
     bindings: tuple
     digest: str | None
     arrays: tuple = ()
+    held: tuple = ()
 
     def with_arrays(self, passed) -> Reads:
         """These reads with a snapshot of each array they hold: its shape, and its contents
@@ -81,7 +83,7 @@ class Reads:
         reshaping in place, retraces."""
         arrays = tuple((i, v.shape, None if id(v) in passed else v.tobytes())
                        for i, (_, _, v) in enumerate(self.bindings) if type(v) is np.ndarray)
-        return Reads(self.bindings, self.digest, arrays)
+        return Reads(self.bindings, self.digest, arrays, self.held)
 
     def stale(self) -> list:
         """The names of bindings rebound, or of arrays changed in place, since they were read
@@ -168,6 +170,7 @@ class _Walker:
         self.bindings: list = []
         self.seen: dict = {}        # id -> the callable walked (kept alive: ids stay unique)
         self.named: dict = {}       # id(object) -> the attribute names walked on it
+        self.held: set = set()      # ids of the objects' and dicts' dicts bound (not modules')
 
     def text(self, text: str) -> None:
         self.hash.update(text.encode())
@@ -194,6 +197,7 @@ class _Walker:
             if depth < ATTRIBUTE_DEPTH:      # the items under keys the code names
                 for key in sorted(key for key in names if key in value):
                     self.bind(value, key, value[key])
+                    self.held.add(id(value))
                     self.value(value[key], names, depth + 1)
         elif isinstance(value, types.ModuleType):
             self.text(f"module:{value.__name__};")
@@ -271,6 +275,8 @@ class _Walker:
         for name in sorted(new):
             if attributes is not None and name in attributes:
                 self.bind(attributes, name, attributes[name])
+                if not isinstance(obj, types.ModuleType):
+                    self.held.add(id(attributes))
                 self.value(attributes[name], names, depth + 1)
                 continue
             owner = next((c for c in cls.__mro__ if name in vars(c)), None)
@@ -348,7 +354,9 @@ def reads(fun, key) -> Reads:
     except (ValueError, TypeError, AttributeError, RecursionError):
         walker.storable = False
     digest = walker.hash.hexdigest()[:32] if walker.storable else None
-    return Reads(tuple(walker.bindings), digest)
+    held = tuple((c, k) for c, k, v in walker.bindings
+                 if type(v) is np.ndarray and isinstance(c, dict) and id(c) in walker.held)
+    return Reads(tuple(walker.bindings), digest, held=held)
 
 
 def underlying_function(fun):

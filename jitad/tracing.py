@@ -1607,7 +1607,8 @@ def split_aux(result, fun_name: str):
 
 
 @collector.paused
-def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) -> Trace:
+def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False,
+          held: tuple = ()) -> Trace:
     """Trace `fun(*args)`.
 
     Args:
@@ -1615,6 +1616,8 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) ->
         args: argument values, positional.
         runtime: per argument, whether it is a runtime input (becomes a Wengert input).
         names: per argument, its name in the Wengert list.
+        held: (dict, key) pairs holding arrays the trace may read as attributes or dict
+            items (`Reads.held`): they hold watched views while it runs.
 
     Raises:
         TraceError, ShapeError, NonScalarOutputError (from the caller's output check).
@@ -1631,10 +1634,12 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False) ->
                 traced_args.append(value)
         previous, _STATE.current = getattr(_STATE, "current", None), state
         interceptor = _Interceptor(fun)
+        swapped = interceptor.watch.swap(held)
         try:
             result = interceptor.entry(fun)(*traced_args)
         finally:
             _STATE.current = previous
+            interceptor.watch.restore(swapped)
             interceptor.write_back()
             state.read |= interceptor.watch.read
             if previous is not None:    # (a nested trace: its reads are the outer one's too)

@@ -1,8 +1,10 @@
-"""Arrays a trace reads through globals, closure cells, defaults and user modules, watched
-while it runs: which of them it read values of besides using them with traced values.
+"""Arrays a trace reads through globals, closure cells, defaults, user modules, attributes
+and dicts, watched while it runs: which of them it read values of besides using them with
+traced values.
 
 Step: beside tracing. Traced code sees such an array as a `Watched` view of the same memory
-(`Watch.wrap`). Operations with traced values unwrap it (`plain`): the compiled code is
+(`Watch.wrap`; arrays held by objects' attributes and dicts hold one while the trace runs,
+`Watch.swap`). Operations with traced values unwrap it (`plain`): the compiled code is
 passed the array and reads its current contents at each call. Any other read of its values
 (NumPy ufuncs and functions, element reads, iteration, conversions, ndarray methods, copies)
 records it in `Watch.read`: the trace froze what it computed from them, so each call
@@ -29,6 +31,22 @@ class Watch:
             view = self.views[id(array)] = array.view(Watched)
             view._jitad_source, view._jitad_plain = (self, array), array
         return view
+
+    def swap(self, held) -> list:
+        """Put watched views into the dicts holding arrays (an object's attributes, a dict's
+        items) for the trace; `restore` puts the arrays back."""
+        swapped = []
+        for container, key in held:
+            array = container.get(key)
+            if type(array) is np.ndarray:
+                container[key] = self.wrap(array)
+                swapped.append((container, key, array))
+        return swapped
+
+    def restore(self, swapped) -> None:
+        for container, key, array in swapped:
+            if container.get(key) is self.views[id(array)]:   # (unless the trace rebound it)
+                container[key] = array
 
 
 class Watched(np.ndarray):

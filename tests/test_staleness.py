@@ -357,6 +357,48 @@ def test_arrays_only_passed_to_the_compiled_code_do_not_retrace_when_changed():
     assert f.trace_count == 1
 
 
+class Holder:
+    def __init__(self):
+        self.weights = np.array([1.0, 2.0, 3.0])
+        self.inner = types.SimpleNamespace(weights=np.array([1.0, 2.0, 3.0]))
+        self.table = {"weights": np.array([1.0, 2.0, 3.0])}
+
+    @jitad.jit_grad
+    def attribute(self, x):
+        return np.sum(self.weights * x) / np.sum(self.weights)
+
+    @jitad.jit_grad
+    def nested(self, x):
+        return np.sum(self.inner.weights * x) / np.sum(self.inner.weights)
+
+    @jitad.jit_grad
+    def item(self, x):
+        return np.sum(self.table["weights"] * x) / np.sum(self.table["weights"])
+
+    def broken(self, x):
+        return np.sum(self.weights * x) + "not a number"
+
+
+@pytest.mark.parametrize("name, held", [
+    ("attribute", lambda h: h.weights),
+    ("nested", lambda h: h.inner.weights),
+    ("item", lambda h: h.table["weights"]),
+])
+def test_an_attribute_or_item_array_read_both_ways_retraces_when_changed(name, held):
+    """Attributes and dict items hold watched views only while the trace runs."""
+    holder = Holder()
+    f = getattr(holder, name)
+    for change in ("first", "in place"):
+        if change == "in place":
+            held(holder)[:] = [2.0, 2.0, 5.0]
+        for _ in range(2):
+            assert_close(f(X), held(holder) / np.sum(held(holder)), 1e-12, 0, change)
+    assert type(held(holder)) is np.ndarray
+    with pytest.raises(TypeError):
+        jitad.jit_grad(holder.broken)(X)
+    assert type(holder.weights) is np.ndarray
+
+
 def normalized_square(y):
     return np.sum(WATCHED * y * y) / np.sum(WATCHED)
 
