@@ -9,7 +9,9 @@ keyed so, one shape) differ by guard outcomes; their number is bounded.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +20,10 @@ from .errors import ArgumentError
 
 MAX_SPECIALIZATIONS = 8     # guard outcomes traced per key (and shapes): then GuardLimitError
 SHAPES_WARNING = 8          # shapes traced per key (for lists keyed by shape): a RetraceWarning
-_STATIC_TYPES = (bool, int, str, type(None), np.bool_, np.integer)
+_STATIC_TYPES = (bool, int, str, type(None), np.bool_, np.integer,
+                 # functions, keyed by identity (an activation passed as `act=np.tanh`)
+                 types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                 functools.partial, np.ufunc, type(np.sum))
 
 
 def _is_static(value) -> bool:
@@ -87,7 +92,7 @@ def classify(value, name: str):
                             f"(np.asarray({name}, dtype=float)) or a tuple of static values")
     raise ArgumentError(f"argument '{name}' has unsupported type {type(value).__name__}: jitad "
                         "takes floats, float64/integer/bool ndarrays (runtime inputs) and "
-                        "int, bool, str, None or tuples of them (static, part of the cache key)")
+                        "int, bool, str, None, functions or tuples of them (static, part of the cache key)")
 
 
 def consts_digest(consts) -> str:

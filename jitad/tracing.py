@@ -1624,16 +1624,16 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False,
     """
     with _TRACE_LOCK:
         state = _TraceState([n for n, r in zip(names, runtime) if r])
+        interceptor = _Interceptor(fun)
         inputs, traced_args = [], []
         for value, is_runtime, name in zip(args, runtime, names):
             if is_runtime:
                 var = Var(name, _dtype_name(np.asarray(value).dtype), np.shape(value))
                 inputs.append(var)
                 traced_args.append(Tracer(var, value, f"the argument {name!r}"))
-            else:
-                traced_args.append(value)
+            else:                   # (a static function argument runs as the user's code)
+                traced_args.append(interceptor.translate(value))
         previous, _STATE.current = getattr(_STATE, "current", None), state
-        interceptor = _Interceptor(fun)
         swapped = interceptor.watch.swap(held)
         try:
             result = interceptor.entry(fun)(*traced_args)

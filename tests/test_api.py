@@ -1,10 +1,12 @@
 """The public API: argnums, value_and_grad with SciPy, value, caching and static arguments,
 inspecting the Wengert list and the generated source, Numba interop, pickling.
 """
+import functools
 import inspect
 import math
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import numba
@@ -241,6 +243,39 @@ def test_static_arguments_are_part_of_the_cache_key():
         assert f(*call) == pytest.approx(configured_grad(*call), rel=1e-12)
     assert f(-0.5, 2, "scale", 4, (2, 3)) == pytest.approx(configured_grad(-0.5, 2, "scale", 4, (2, 3)))
     assert f.trace_count == len(calls)
+
+
+STEEPNESS = 2.0
+
+
+def steep_softplus(v):
+    return math.log1p(math.exp(STEEPNESS * v))      # math.* and a global: traced as user code
+
+
+def activated(x, act=np.tanh):
+    return sum(act(x[i]) for i in range(x.shape[0]))
+
+
+def test_functions_are_static_arguments_keyed_by_identity(monkeypatch):
+    """An activation passed as an argument or default: NumPy ufuncs, the user's own Python
+    functions (traced like a helper they call, globals they read checked), partials."""
+    x = np.array([0.5, -1.0, 2.0])
+    f = jitad.jit_grad(activated)
+
+    def sigmoid(t):
+        return 1.0 / (1.0 + np.exp(-t))
+    gradients = [
+        ((), lambda: 1.0 - np.tanh(x) ** 2),
+        ((np.sin,), lambda: np.cos(x)),
+        ((steep_softplus,), lambda: STEEPNESS * sigmoid(STEEPNESS * x)),
+        ((functools.partial(math.pow, 3.0),), lambda: np.log(3.0) * 3.0 ** x),
+    ]
+    for _ in range(2):                       # full path, then the generated entries
+        for extra, gradient in gradients:
+            assert_close(f(x, *extra), gradient(), 1e-12, 0, repr(extra))
+    assert f.trace_count == 4
+    monkeypatch.setattr(sys.modules[__name__], "STEEPNESS", 5.0)
+    assert_close(f(x, steep_softplus), 5.0 * sigmoid(5.0 * x), 1e-12, 0, "STEEPNESS = 5")
 
 
 def test_bool_static_argument_selects_a_branch_without_a_guard():
