@@ -24,12 +24,14 @@ _STATIC_TYPES = (bool, int, str, type(None), np.bool_, np.integer,
                  # functions, keyed by identity (an activation passed as `act=np.tanh`)
                  types.FunctionType, types.BuiltinFunctionType, types.MethodType,
                  functools.partial, np.ufunc, type(np.sum))
+_JITAD_CALLABLES = ("jitad.api", "jitad.derivatives", "jitad.custom")   # jit_grad, grad...
 
 
 def _is_static(value) -> bool:
     if isinstance(value, tuple):
         return all(_is_static(v) for v in value)
-    return isinstance(value, _STATIC_TYPES)
+    return isinstance(value, _STATIC_TYPES) or \
+        callable(value) and type(value).__module__ in _JITAD_CALLABLES
 
 
 def static_key(value):

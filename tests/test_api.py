@@ -258,7 +258,8 @@ def activated(x, act=np.tanh):
 
 def test_functions_are_static_arguments_keyed_by_identity(monkeypatch):
     """An activation passed as an argument or default: NumPy ufuncs, the user's own Python
-    functions (traced like a helper they call, globals they read checked), partials."""
+    functions (traced like a helper they call, globals they read checked), partials, jitad's
+    derivative objects."""
     x = np.array([0.5, -1.0, 2.0])
     f = jitad.jit_grad(activated)
 
@@ -269,11 +270,12 @@ def test_functions_are_static_arguments_keyed_by_identity(monkeypatch):
         ((np.sin,), lambda: np.cos(x)),
         ((steep_softplus,), lambda: STEEPNESS * sigmoid(STEEPNESS * x)),
         ((functools.partial(math.pow, 3.0),), lambda: np.log(3.0) * 3.0 ** x),
+        ((jitad.grad(lambda t: t ** 3),), lambda: 6.0 * x),      # a derivative object
     ]
     for _ in range(2):                       # full path, then the generated entries
         for extra, gradient in gradients:
             assert_close(f(x, *extra), gradient(), 1e-12, 0, repr(extra))
-    assert f.trace_count == 4
+    assert f.trace_count == 5
     monkeypatch.setattr(sys.modules[__name__], "STEEPNESS", 5.0)
     assert_close(f(x, steep_softplus), 5.0 * sigmoid(5.0 * x), 1e-12, 0, "STEEPNESS = 5")
 
