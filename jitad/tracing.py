@@ -29,7 +29,7 @@ from .errors import NonScalarOutputError, ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
 from .reads import underlying_function, user_code
-from .watch import Type, Watch, Watched, plain
+from .watch import Type, Watch, Watched, plain, plain_all
 from .wengert import Builder, Literal, Var, WengertList
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -1440,6 +1440,7 @@ class _Interceptor:
         self.namespaces: dict = {}      # id(real globals) -> _Globals
         self.builtins = dict(vars(builtins), __import__=self._import, type=Type)
         self.watch = Watch(Tracer)      # the arrays cloned code reads
+        self.cells: list = []           # (fresh cell, the user's, its translated contents)
 
     def _user(self, filename: str, module_name) -> bool:
         return user_code(filename, module_name, self.package)
@@ -1530,6 +1531,7 @@ class _Interceptor:
         for new, old in zip(fresh, cells):
             if new is not old:
                 new.cell_contents = self.translate(old.cell_contents)
+                self.cells.append((new, old, new.cell_contents))
         if fun.__defaults__:
             clone.__defaults__ = tuple(self.translate(v) for v in fun.__defaults__)
         if fun.__kwdefaults__:
@@ -1555,11 +1557,16 @@ class _Interceptor:
         return self.translate(builtins.__import__(name, globals, locals, fromlist, level))
 
     def write_back(self):
-        """Copy the globals that traced code assigned into the real module globals."""
+        """Copy the globals and closure variables that traced code assigned into the user's
+        module globals and closure cells."""
         for namespace in self.namespaces.values():
             for name, value in dict.items(namespace):
                 if name != "__builtins__":
                     namespace.real[name] = self.original(value)
+        for fresh, cell, translated in self.cells:
+            value = _cell_value(fresh)
+            if value is not translated:             # (`nonlocal v; v = ...` in traced code)
+                cell.cell_contents = self.original(value)
 
 
 def _intercepted(value) -> bool:
@@ -1602,7 +1609,7 @@ def split_aux(result, fun_name: str):
         if isinstance(tree, Tracer):
             outputs.append(tree.node)
             return AuxSlot(len(outputs) - 1)
-        return tree
+        return plain_all(tree)      # (no watched arrays: their views live for the trace)
     return result[0], walk(result[1]), outputs
 
 

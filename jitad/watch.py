@@ -75,7 +75,7 @@ class Watched(np.ndarray):
         return call(np.ndarray.__getitem__, (self, index), {})
 
     def __setitem__(self, index, value):
-        plain(self)[_plain_all(index)] = _plain_all(value)
+        plain(self)[plain_all(index)] = plain_all(value)
 
     def __iter__(self):
         _mark_read(self)
@@ -115,14 +115,15 @@ def plain(value):
     return found
 
 
-def _plain_all(value):
+def plain_all(value):
+    """`value` with `plain` applied inside tuples, lists and dicts."""
     kind = type(value)
     if kind is Watched:
         return plain(value)
     if kind is tuple or kind is list:
-        return kind(_plain_all(v) for v in value)
+        return kind(plain_all(v) for v in value)
     if kind is dict:
-        return {k: _plain_all(v) for k, v in value.items()}
+        return {k: plain_all(v) for k, v in value.items()}
     return value
 
 
@@ -153,8 +154,8 @@ def call(func, args, kwargs):
     array (watched too), or the watched arrays' values were read."""
     leaves = _leaves(kwargs, _leaves(args, [])) if kwargs else _leaves(args, [])
     watched = [v for v in leaves if type(v) is Watched]
-    result = func(*_plain_all(args), **_plain_all(kwargs)) if kwargs else \
-        func(*_plain_all(args))
+    result = func(*plain_all(args), **plain_all(kwargs)) if kwargs else \
+        func(*plain_all(args))
     sources = [s for s in (w.__dict__.get("_jitad_source") for w in watched) if s is not None]
     if not sources:
         return result

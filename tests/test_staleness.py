@@ -4,6 +4,7 @@ that reads the outside world (files, the environment, clocks, random numbers).
 
 Every expectation is the hand-derived gradient for the current bindings.
 """
+import math
 import os
 import sys
 import time
@@ -431,6 +432,27 @@ def test_watched_arrays_behave_as_ndarrays_in_traced_code():
     g = jitad.jit_grad(f)
     for _ in range(2):
         assert_close(g(X), WATCHED * np.sum(WATCHED), 1e-12, 0)
+
+
+def test_arrays_returned_as_aux_are_plain_ndarrays():
+    f = jitad.jit_grad(lambda x: (np.sum(WATCHED * x), (WATCHED, WATCHED[1:])), has_aux=True)
+    for _ in range(2):
+        (_, (whole, part)), _ = f.value_and_grad(X)
+        assert type(whole) is np.ndarray and type(part) is np.ndarray
+        assert_close(part, WATCHED[1:], 0, 0)
+
+
+def test_closure_variables_assigned_while_tracing_reach_the_user_s_cells():
+    """Traced code runs on copies of the closure cells holding functions and arrays (so
+    that they are traced and watched): what it assigns is copied back, as for globals."""
+    scale, activation = np.array([2.0]), math.sin
+
+    def f(x):
+        nonlocal scale, activation
+        scale, activation = np.array([3.0]), math.cos
+        return scale[0] * activation(x)
+    assert jitad.jit_grad(f)(0.5) == pytest.approx(-3.0 * math.sin(0.5))
+    assert activation is math.cos and scale[0] == 3.0
 
 
 def test_closure_and_attribute_arrays_the_trace_froze_retrace_when_changed():
