@@ -4,6 +4,7 @@ that reads the outside world (files, the environment, clocks, random numbers).
 
 Every expectation is the hand-derived gradient for the current bindings.
 """
+import functools
 import os
 import sys
 import time
@@ -79,6 +80,29 @@ def test_a_rebound_helper_function_retraces(restore):
     assert_close(f(X), 2.0 * X, 1e-12, 0, "x * x")
     restore("square", lambda x: x * x * x)
     assert_close(f(X), 3.0 * X * X, 1e-12, 0, "x * x * x")
+
+
+def scaled_power(x, p):
+    return SCALE * np.sum(x ** p)
+
+
+cubed = functools.partial(scaled_power, p=3.0)
+
+
+def via_partial(x):
+    return cubed(x)
+
+
+def test_a_rebound_global_of_a_helper_behind_a_partial_retraces(restore):
+    # (a partial's __module__ is 'functools': it was taken as a trusted library's object)
+    f = jitad.jit_grad(via_partial)
+    for _ in range(2):
+        assert_close(f(X), 6.0 * X * X, 1e-12, 0, "SCALE = 2")
+    restore("SCALE", 5.0)
+    for _ in range(2):
+        assert_close(f(X), 15.0 * X * X, 1e-12, 0, "SCALE = 5")
+    restore("cubed", functools.partial(scaled_power, p=2.0))
+    assert_close(f(X), 10.0 * X, 1e-12, 0, "p = 2")
 
 
 def test_a_rebound_default_of_a_helper_retraces(monkeypatch):
