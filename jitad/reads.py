@@ -347,6 +347,7 @@ class _Walker:
                 self.text(f"global:{name}=")
                 self.value(value, names)
             elif hasattr(builtins, name):
+                self.bind(fun.__globals__, name, _MISSING)    # (a global defined later hides it)
                 self.text(f"builtin:{name};")
 
 

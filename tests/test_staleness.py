@@ -279,6 +279,17 @@ def test_dict_items_the_code_names_are_seen_when_changed_in_place():
     assert f.trace_count == 4
 
 
+def test_a_global_defined_later_that_hides_a_builtin_retraces():
+    namespace = {"np": np}
+    exec("def loss(x):\n    return np.sum(abs(x) * x)\n", namespace)
+    f = jitad.jit_grad(namespace["loss"])
+    for _ in range(2):
+        assert_close(f(X), 2.0 * np.abs(X), 1e-12, 0, "the builtin abs")
+    exec("def abs(x):\n    return x * x\n", namespace)      # a notebook cell defines abs
+    for _ in range(2):
+        assert_close(f(X), 3.0 * X * X, 1e-12, 0, "the global abs")
+
+
 def test_arrays_are_read_at_each_call(restore):
     f = jitad.jit_grad(shifted)
     assert_close(f(X), 2.0 * (X - OFFSET), 1e-12, 0, "first offset")
