@@ -237,7 +237,7 @@ class JitGrad:
         self.compile_count = 0
         self.stale_retraces = 0
         self._lock = threading.RLock()          # one trace and one compile per first call
-        self._bound: weakref.WeakKeyDictionary | None = None
+        self._bound: dict | None = None        # id(instance) -> (weakref, object)
 
     def __repr__(self) -> str:
         return f"<jitad.jit_grad of {self.__qualname__}, argnums={self.argnums!r}>"
@@ -248,17 +248,23 @@ class JitGrad:
 
     def __get__(self, instance, owner=None):
         """On a method: a jit_grad of the method bound to `instance` (one per instance, kept
-        as long as the instance lives); `argnums` counts the arguments after `self`."""
+        as long as the instance lives); `argnums` counts the arguments after `self`.
+        Instances are told apart by identity, never by `==`: two that compare equal may hold
+        different values."""
         if instance is None:
             return self
         if self._bound is None:
-            self._bound = weakref.WeakKeyDictionary()
+            self._bound = {}
+        kept = self._bound.get(id(instance))
+        if kept is not None and kept[0]() is instance:
+            return kept[1]
         try:
-            bound = self._bound.get(instance)
-        except TypeError:                       # unhashable or not weak-referenceable
+            ref = weakref.ref(instance, functools.partial(_forget_instance, self._bound,
+                                                          id(instance)))
+        except TypeError:                       # not weak-referenceable
             return self._bind(instance)
-        if bound is None:
-            bound = self._bound[instance] = self._bind(instance)
+        bound = self._bind(instance)
+        self._bound[id(instance)] = (ref, bound)
         return bound
 
     def _bind(self, instance):
@@ -950,6 +956,12 @@ def _fast_switching(on: bool) -> None:
     (before, lowered), _switching[:] = _switching, [None, None]
     if before is not None and sys.getswitchinterval() == lowered:
         sys.setswitchinterval(before)
+
+
+def _forget_instance(bound: dict, key: int, ref) -> None:
+    """(A weakref callback) drop the object of a method's instance that is gone."""
+    if bound.get(key, (None,))[0] is ref:
+        del bound[key]
 
 
 def _after_fork_in_child() -> None:

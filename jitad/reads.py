@@ -203,8 +203,10 @@ class _Walker:
             self.text(f"module:{value.__name__};")
             if not _trusted(value.__name__):
                 self.instance(value, names, depth)  # attributes of a user module it reads
-        elif type(value).__module__ == "jitad.api":
-            self.callable(value.fun)                 # a jit_grad object
+        elif type(value).__module__ == "jitad.api":    # a jit_grad or derivative object:
+            self.text(f"jitad:{type(value).__qualname__}:{value.argnums!r}:"   # what it
+                      f"{value.has_aux!r}:{getattr(value, '_mode', None)!r};")  # computes
+            self.callable(value.fun)
         elif type(value).__module__ == "jitad.custom":  # custom_vjp/custom_jvp, jitad.primitive
             self.storable = False                     # (traces reading them are not stored)
             attributes = getattr(value, "__dict__", {})
@@ -213,8 +215,9 @@ class _Walker:
                     self.bind(attributes, key, attributes[key])
                     if attributes[key] is not None:
                         self.value(attributes[key])
-        elif isinstance(value, (types.FunctionType, types.MethodType, functools.partial)) \
-                and not _trusted(getattr(value, "__module__", "")):
+        elif isinstance(value, functools.partial) or \
+                isinstance(value, (types.FunctionType, types.MethodType)) and \
+                not _trusted(getattr(value, "__module__", "")):   # (a partial's is functools)
             self.callable(value)
         elif callable(value) and hasattr(value, "__qualname__"):   # builtins, ufuncs, classes
             module = getattr(value, "__module__", None) or type(value).__module__
@@ -240,7 +243,10 @@ class _Walker:
             self.text("partial(")
             self.value(fun.args)
             self.value(tuple(sorted(fun.keywords.items())))
-            self.callable(fun.func)
+            if hasattr(fun.func, "__qualname__") or isinstance(fun.func, functools.partial):
+                self.value(fun.func)        # (not walked where trusted: np.sum's code)
+            else:
+                self.callable(fun.func)     # an object with __call__
             self.text(")")
         elif isinstance(fun, types.MethodType):
             self.text("method(")
@@ -341,6 +347,7 @@ class _Walker:
                 self.text(f"global:{name}=")
                 self.value(value, names)
             elif hasattr(builtins, name):
+                self.bind(fun.__globals__, name, _MISSING)    # (a global defined later hides it)
                 self.text(f"builtin:{name};")
 
 

@@ -280,6 +280,28 @@ def test_functions_are_static_arguments_keyed_by_identity(monkeypatch):
     assert_close(f(x, steep_softplus), 5.0 * sigmoid(5.0 * x), 1e-12, 0, "STEEPNESS = 5")
 
 
+def product_of(x, y):
+    return np.sum(x * x * y)
+
+
+def via_derivative(x, y, g):
+    return np.sum(g(x, y) * x)
+
+
+def test_derivative_objects_passed_as_static_arguments_differ_by_their_options():
+    # (the store digest walked only such an object's function: grad(.., argnums=1) was served
+    # the trace of grad(.., argnums=0), stored by the first call)
+    x, y = np.array([0.5, -1.0, 2.0]), np.array([1.5, 2.0, -0.5])
+    f = jitad.jit_grad(via_derivative)
+    for _ in range(2):
+        d_dx = jitad.grad(product_of, argnums=0)        # 2 x y: sum(2 x^2 y), gradient 4 x y
+        assert f.value(x, y, d_dx) == pytest.approx(np.sum(2.0 * x * x * y), rel=1e-12)
+        assert_close(f(x, y, d_dx), 4.0 * x * y, 1e-12, 0, "argnums=0")
+        d_dy = jitad.grad(product_of, argnums=1)        # x^2: sum(x^3), gradient 3 x^2
+        assert f.value(x, y, d_dy) == pytest.approx(np.sum(x ** 3), rel=1e-12)
+        assert_close(f(x, y, d_dy), 3.0 * x * x, 1e-12, 0, "argnums=1")
+
+
 def test_bool_static_argument_selects_a_branch_without_a_guard():
     def f(x, squared):
         return x * x if squared else 3.0 * x

@@ -53,6 +53,34 @@ def test_a_method_differentiates_the_first_argument_after_self():
     assert Quadratic.loss.__class__.__name__ == "JitGrad"
 
 
+class Named(Quadratic):
+    """Instances equal (and hashed) by name, whatever their scale."""
+
+    def __init__(self, name, scale):
+        super().__init__(scale)
+        self.name = name
+
+    def __eq__(self, other):
+        return isinstance(other, Named) and self.name == other.name
+
+    def __hash__(self):
+        return hash(self.name)
+
+
+@pytest.mark.parametrize("make", [jitad.jit_grad, jitad.grad, jitad.hessian])
+def test_instances_that_compare_equal_get_methods_of_their_own(make):
+    class Model(Named):
+        @make
+        def penalty(self, w):
+            return self.scale * np.sum(w ** 3)
+    first, second = Model("dense", 1.0), Model("dense", 3.0)
+    assert first == second
+    for model in (first, second, first):
+        want = np.diag(6.0 * X) if make is jitad.hessian else 3.0 * X * X
+        assert_close(model.penalty(X), model.scale * want, 1e-12, 0, f"scale {model.scale}")
+    assert first.penalty is first.penalty and first.penalty is not second.penalty
+
+
 def test_partial_with_bound_keyword_and_positional_arguments():
     data = np.arange(6.0).reshape(2, 3)
     f = jitad.jit_grad(functools.partial(weighted, lam=2.0))

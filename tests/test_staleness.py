@@ -4,6 +4,7 @@ that reads the outside world (files, the environment, clocks, random numbers).
 
 Every expectation is the hand-derived gradient for the current bindings.
 """
+import functools
 import math
 import os
 import sys
@@ -80,6 +81,29 @@ def test_a_rebound_helper_function_retraces(restore):
     assert_close(f(X), 2.0 * X, 1e-12, 0, "x * x")
     restore("square", lambda x: x * x * x)
     assert_close(f(X), 3.0 * X * X, 1e-12, 0, "x * x * x")
+
+
+def scaled_power(x, p):
+    return SCALE * np.sum(x ** p)
+
+
+cubed = functools.partial(scaled_power, p=3.0)
+
+
+def via_partial(x):
+    return cubed(x)
+
+
+def test_a_rebound_global_of_a_helper_behind_a_partial_retraces(restore):
+    # (a partial's __module__ is 'functools': it was taken as a trusted library's object)
+    f = jitad.jit_grad(via_partial)
+    for _ in range(2):
+        assert_close(f(X), 6.0 * X * X, 1e-12, 0, "SCALE = 2")
+    restore("SCALE", 5.0)
+    for _ in range(2):
+        assert_close(f(X), 15.0 * X * X, 1e-12, 0, "SCALE = 5")
+    restore("cubed", functools.partial(scaled_power, p=2.0))
+    assert_close(f(X), 10.0 * X, 1e-12, 0, "p = 2")
 
 
 def test_a_rebound_default_of_a_helper_retraces(monkeypatch):
@@ -254,6 +278,17 @@ def test_dict_items_the_code_names_are_seen_when_changed_in_place():
     finally:
         TABLE.update(scale=2.0, offsets={"b": np.array([1.0, 2.0, 3.0]), "c": np.ones(2)})
     assert f.trace_count == 4
+
+
+def test_a_global_defined_later_that_hides_a_builtin_retraces():
+    namespace = {"np": np}
+    exec("def loss(x):\n    return np.sum(abs(x) * x)\n", namespace)
+    f = jitad.jit_grad(namespace["loss"])
+    for _ in range(2):
+        assert_close(f(X), 2.0 * np.abs(X), 1e-12, 0, "the builtin abs")
+    exec("def abs(x):\n    return x * x\n", namespace)      # a notebook cell defines abs
+    for _ in range(2):
+        assert_close(f(X), 3.0 * X * X, 1e-12, 0, "the global abs")
 
 
 def test_arrays_are_read_at_each_call(restore):

@@ -92,6 +92,37 @@ def test_a_stored_trace_of_the_other_branch_is_retraced(capsys):
     assert grad == pytest.approx(4.0) and traces == 1
 
 
+DERIVATIVE_OBJECT = """
+import jitad, numpy as np
+
+def inner(x, y):
+    return np.sum(x * x * y)
+
+G = jitad.{factory}
+
+def outer(x, y):
+    return np.sum(G(x, y) * x)
+"""
+
+
+@pytest.mark.parametrize("factories", [("grad(inner, argnums=0)", "grad(inner, argnums=1)"),
+                                       ("jit_grad(inner, argnums=1)", "jit_grad(inner)")])
+def test_the_options_of_a_jitad_object_read_are_part_of_the_store_key(factories):
+    # Two versions of a module differ only in the argnums of a jitad object the traced
+    # function calls: the second must not be served the first one's stored trace.
+    Y = np.array([1.5, -0.5, 2.0])
+    for factory in factories:
+        namespace = {}
+        exec(compile(DERIVATIVE_OBJECT.format(factory=factory), "<string>", "exec"), namespace)
+        f = jitad.jit_grad(namespace["outer"])
+        if "argnums=1" in factory:          # G = d/dy = x^2: outer = sum(x^3), gradient 3 x^2
+            assert f.value(X, Y) == pytest.approx(np.sum(X ** 3), rel=1e-12), factory
+            assert_close(f(X, Y), 3.0 * X * X, 1e-12, 1e-14, factory)
+        else:                               # G = d/dx = 2 x y: outer = sum(2 x^2 y), 4 x y
+            assert f.value(X, Y) == pytest.approx(np.sum(2.0 * X * X * Y), rel=1e-12), factory
+            assert_close(f(X, Y), 4.0 * X * Y, 1e-12, 1e-14, factory)
+
+
 def test_a_corrupted_store_entry_is_ignored(capsys, jitad_cache_dir):
     def corrupted(x):
         print("tracing corrupted")
