@@ -54,8 +54,8 @@ class Watched(np.ndarray):
 
     def __array_finalize__(self, obj):      # views and copies NumPy makes of a watched array
         source = getattr(obj, "_jitad_source", None)
-        if source is not None:
-            if np.may_share_memory(self, source[1]):
+        if source is not None:      # (a plain view for the check: no dispatch, no caching)
+            if np.may_share_memory(np.ndarray.view(self, np.ndarray), source[1]):
                 self._jitad_source = source
             else:
                 source[0].read.add(id(source[1]))

@@ -469,6 +469,22 @@ def test_watched_arrays_behave_as_ndarrays_in_traced_code():
         assert_close(g(X), WATCHED * np.sum(WATCHED), 1e-12, 0)
 
 
+SQUARE = np.array([[1.0, 2.0, 0.5], [-1.0, 0.0, 3.0], [0.25, -2.0, 1.0]])
+
+
+@pytest.mark.parametrize("view", [
+    lambda a: a.T, lambda a: a.transpose(), lambda a: np.swapaxes(a, 0, 1),
+    lambda a: a[::-1].T[::-1], lambda a: a.reshape(9)[[0, 3, 6, 1, 4, 7, 2, 5, 8]].reshape(3, 3),
+], ids=["T", "transpose", "swapaxes", "reversed T", "gathered"])
+def test_views_numpy_makes_of_a_watched_array_are_those_views(view):
+    """A view made in C (`.T`) starts as a copy of its source's attributes: it must stand
+    for itself, not for the array it views (a square matrix hid a transposed one)."""
+    f = jitad.jit_grad(lambda x: np.sum(np.sin(view(SQUARE) @ x)))
+    matrix = view(SQUARE)
+    for _ in range(2):
+        assert_close(f(X), matrix.T @ np.cos(matrix @ X), 1e-12, 0)
+
+
 def test_arrays_returned_as_aux_are_plain_ndarrays():
     f = jitad.jit_grad(lambda x: (np.sum(WATCHED * x), (WATCHED, WATCHED[1:])), has_aux=True)
     for _ in range(2):
