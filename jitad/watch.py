@@ -88,6 +88,8 @@ class Watched(np.ndarray):
 
 
 class _TypeCheck(type):
+    """`isinstance(c, Type)` and `issubclass(m, Type)` answer as for the builtin `type`."""
+
     def __instancecheck__(cls, value):
         return isinstance(value, type)
 
