@@ -29,7 +29,7 @@ from .errors import NonScalarOutputError, ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
 from .reads import underlying_function, user_code
-from .watch import Type, Watch, Watched, plain, plain_all
+from .watch import Compiled, Type, Watch, Watched, plain, plain_all
 from .wengert import Builder, Literal, Var, WengertList
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -1450,6 +1450,11 @@ class _Interceptor:
         kind = type(value)
         if kind is np.ndarray:
             return self.watch.wrap(value)
+        if kind.__module__ == "numba.core.registry" and callable(value):   # @numba.njit
+            done = self.translated.get(id(value))
+            if done is None:
+                self._remember(value, Compiled(value))
+            return self.translated[id(value)][1]
         if kind is not types.ModuleType:
             replaced = numpy_functions.replacement(value)
             if replaced is not None:        # np.array, scipy.special.logsumexp...

@@ -9,7 +9,7 @@ passed the array and reads its current contents at each call. Any other read of 
 (NumPy ufuncs and functions, element reads, iteration, conversions, ndarray methods, copies)
 records it in `Watch.read`: the trace froze what it computed from them, so each call
 compares the array's contents (`Reads.with_arrays`). Views of it stay watched. Reads that
-bypass Python (the buffer protocol, a compiled extension called with the array) are not
+bypass Python (the buffer protocol, compiled extensions other than Numba functions) are not
 seen.
 """
 from __future__ import annotations
@@ -172,6 +172,20 @@ def call(func, args, kwargs):
                 return view
     _mark_read(*watched)
     return result
+
+
+class Compiled:
+    """A compiled function (a Numba dispatcher) as traced code sees it: the watched arrays
+    passed to it are read (its code reads memory, not Python objects)."""
+
+    def __init__(self, fun):
+        self._jitad_fun = fun
+
+    def __call__(self, *args, **kwargs):
+        return call(self._jitad_fun, args, kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._jitad_fun, name)
 
 
 def _reading(name):

@@ -12,6 +12,7 @@ import time
 import types
 import warnings
 
+import numba
 import numpy as np
 import pytest
 
@@ -338,6 +339,7 @@ def test_an_array_whose_values_the_trace_froze_retraces_when_changed_in_place(
 
 
 WATCHED = np.array([1.0, 2.0, 3.0])
+NUMBA_TOTAL = numba.njit(lambda a: a.sum())
 # Reads of WATCHED's values without traced values, by a function that also passes WATCHED
 # to the compiled code (np.sum(WATCHED * x)): each is frozen into the trace.
 FROZEN_READS = {
@@ -354,6 +356,7 @@ FROZEN_READS = {
     "comparison": lambda: float(np.count_nonzero(WATCHED > 1.5)),
     "np.array": lambda: np.sum(np.array(WATCHED)),
     "np.asarray": lambda: np.asarray(WATCHED)[0],
+    "a Numba function": lambda: NUMBA_TOTAL(WATCHED),
 }
 
 
