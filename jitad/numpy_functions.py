@@ -465,7 +465,8 @@ def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
     squares = deviation * deviation
     if ddof:
         count = int(np.prod([a.shape[k] for k in normalize_axes(axis, a.ndim)]))
-        return _sum(squares, axis=axis, keepdims=keepdims) / float(count - ddof)
+        # NumPy divides by max(n - ddof, 0): inf or NaN, never a negative count
+        return _sum(squares, axis=axis, keepdims=keepdims) / float(max(count - ddof, 0))
     return _mean(squares, axis=axis, keepdims=keepdims)
 
 
@@ -762,7 +763,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     if not isinstance(a, Tracer):
         raise TraceError(located("logsumexp of constants"))
     shift = bind(_p("max"), a, axis=axis, keepdims=True)
-    shift = bind(_p("stop_gradient"), shift)      # any shift gives the same value
+    # any finite shift gives the same value; a non-finite maximum (an inf entry, or all
+    # entries -inf) shifts by 0, as SciPy does, so the value is inf / -inf, not inf - inf
+    shift = bind(_p("select"), bind(_p("lt"), bind(_p("abs"), shift), math.inf), shift, 0.0)
+    shift = bind(_p("stop_gradient"), shift)
     terms = bind(_p("exp"), a - shift)
     if b is not None:
         terms = terms * b

@@ -2,6 +2,7 @@
 differences through the plain-Python path, shape groups, broadcasting, axis/keepdims
 variants; a few compiled bundles; wrong rules must fail; clear errors for the rest."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -356,6 +357,60 @@ def test_sort_ties_and_partition_kth_value():
     _, (g,) = python_value_and_grad(jitad.jit_grad(lambda x: np.partition(x, 1)[1]), (x,))
     assert_close(g, [0, 0, 0, 1.0], 0, 0)
 
+
+
+def test_var_and_std_with_ddof_at_least_the_count_divide_by_zero_as_numpy():
+    # NumPy divides by max(n - ddof, 0): inf or NaN, never by a negative count
+    cases = [(lambda x: np.var(x, ddof=3), np.array([1.0, 2.0])),
+             (lambda x: np.std(x, ddof=1), np.zeros(0)),
+             (lambda x: np.var(x, ddof=1), np.zeros(0)),
+             (lambda x: np.sum(np.var(x, axis=1, ddof=2)), np.array([[1.0], [2.0]]))]
+    for f, x in cases:         # (compiled: Python floats raise ZeroDivisionError)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = f(x)
+        value, g = jitad.jit_grad(f).value_and_grad(x)
+        assert_close(value, want, 0, 0)
+        assert g.shape == x.shape
+
+
+def test_logsumexp_of_infinite_entries_is_infinite_as_scipys():
+    # SciPy shifts by 0 where the maximum is not finite: inf - inf is not formed
+    for x in (np.array([1.0, np.inf]), np.array([-np.inf, -np.inf]), np.array([-np.inf, 0.5])):
+        value, _ = python_value_and_grad(jitad.jit_grad(lambda x: logsumexp(x)), (x,))
+        assert_close(value, logsumexp(x), 1e-15, 0)
+    X = np.array([[-np.inf, -np.inf], [0.0, 1.0]])
+    f = jitad.jit_grad(lambda X: np.sum(logsumexp(X, axis=1) * np.array([1.0, 2.0])))
+    assert_close(python_value_and_grad(f, (X,))[0], -np.inf, 0, 0)
+    _, (g,) = python_value_and_grad(f, (X[1:],))       # (one row: weighted 1 + 2)
+    assert_close(g, 3.0 * np.exp(X[1:] - logsumexp(X[1:])), 1e-15, 0)
+
+
+@pytest.mark.parametrize("fun, shape", [
+    (lambda x: np.sum(np.prod(x, axis=0) * np.arange(1.0, 4.0)), (0, 3)),
+    (lambda x: np.sum(np.prod(x, axis=1)), (2, 0, 3)),
+    (lambda x: np.sum(np.cumsum(x, axis=0)) + np.sum(x), (0, 3)),
+    (lambda x: np.sum(np.cumprod(x, axis=1)) + np.sum(x), (2, 0, 3)),
+    (lambda x: np.sum(np.sort(x)) + np.sum(x), (0,)),
+    (lambda x: np.sum(np.sort(x, axis=0)) + np.sum(x), (0, 3)),
+    (lambda x: np.sum(np.sort(x)) + np.sum(x), (3, 0)),
+])
+def test_scans_sorts_and_products_along_an_axis_of_length_zero(fun, shape):
+    x = np.zeros(shape)
+    value, (g,) = python_value_and_grad(jitad.jit_grad(fun), (x,))
+    assert_close(value, fun(x), 0, 0)
+    assert g.shape == shape
+
+
+def test_gamma_functions_at_their_poles_trace_as_compiled_code_computes():
+    # math.lgamma(0.0) raises in Python; SciPy and the compiled code give inf: so does the
+    # first call (its trace), and the gradient has its argument's shape
+    x = np.array([0.5, 0.0, 3.0])
+    for fn in (scipy.special.gammaln, scipy.special.gamma):
+        f = jitad.jit_grad(lambda x: np.sum(fn(x)), tiers=False)
+        value, g = f.value_and_grad(x)
+        assert value == np.inf and g.shape == (3,)
+        assert f.value_and_grad(x)[0] == np.inf
 
 def test_gather_based_functions_read_sizes():
     f = jitad.jit_grad(lambda x: np.sum(np.roll(x, 1) * x))

@@ -77,7 +77,9 @@ def _scan_source(helper):
             return f"{helper}(np.ascontiguousarray({x_text}).reshape((1, -1)))[0]"
         order = tuple(k for k in range(x.ndim) if k != axis) + (axis,)
         moved = f"np.ascontiguousarray({transpose_text(x_text, x.ndim, order)})"
-        rows = f"{helper}({moved}.reshape((-1, {x_text}.shape[{axis}])))"
+        # (the row count spelled out: -1 is ambiguous when the scanned axis has length 0)
+        count = " * ".join(f"{x_text}.shape[{k}]" for k in order[:-1])
+        rows = f"{helper}({moved}.reshape(({count}, {x_text}.shape[{axis}])))"
         back = tuple(int(k) for k in np.argsort(order))
         rows = f"{rows}.reshape({shape_text(x_text, [('dim', k) for k in order])})"
         return transpose_text(rows, x.ndim, back)
@@ -109,7 +111,10 @@ def _cumprod_jvp(b, out, operands, tangents, axis):
 
 def _sort_permutation_source(texts, operands, params):
     x = texts[0]
-    return f"sort_permutation(np.ascontiguousarray({x}).reshape((-1, {x}.shape[-1]))).reshape({x}.shape)"
+    # (the row count spelled out: -1 is ambiguous when the last axis has length 0)
+    count = " * ".join(f"{x}.shape[{k}]" for k in range(operands[0].ndim - 1)) or "1"
+    return (f"sort_permutation(np.ascontiguousarray({x}).reshape(({count}, {x}.shape[-1])))"
+            f".reshape({x}.shape)")
 
 
 # ---------------------------------------------------------------- stacked matrix products

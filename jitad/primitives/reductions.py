@@ -69,7 +69,8 @@ def rows_source(helper, numpy_name):
             return _kept(rows, x, axis) if keepdims else rows
         kept = tuple(i for i in range(x.ndim) if i not in axis)
         moved = f"np.ascontiguousarray({transpose_text(x_text, x.ndim, kept + axis)})"
-        rows = f"{helper}({moved}.reshape((-1, {count_text(x_text, axis)})))"
+        # (the row count spelled out: -1 is ambiguous when a reduced axis has length 0)
+        rows = f"{helper}({moved}.reshape(({count_text(x_text, kept)}, {count_text(x_text, axis)})))"
         return f"{rows}.reshape({kept_shape_text(x_text, x, axis, keepdims)})"
     return source
 
