@@ -747,11 +747,11 @@ def _cumulative(name):
 
 
 def _xlogy(x, y):
-    return bind(_p("select"), bind(_p("eq"), x, 0.0), 0.0, x * bind(_p("log"), y))
+    return bind(_p("xlogy"), x, y)
 
 
 def _xlog1py(x, y):
-    return bind(_p("select"), bind(_p("eq"), x, 0.0), 0.0, x * bind(_p("log1p"), y))
+    return bind(_p("xlog1py"), x, y)
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):

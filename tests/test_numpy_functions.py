@@ -13,8 +13,8 @@ import jitad
 from jitad.errors import TraceError
 from jitad.primitives import REGISTRY
 from jitad.testing import check_grads
-from conftest import (assert_close, check_grads_python, prim_names, python_value_and_grad,
-                      rng_for, sample)
+from conftest import (assert_close, check_grads_python, prim_names, python_jvp,
+                      python_value_and_grad, rng_for, sample)
 
 C23 = np.array([[0.3, -1.2, 0.7], [1.1, 0.4, -0.6]])
 
@@ -411,6 +411,24 @@ def test_gamma_functions_at_their_poles_trace_as_compiled_code_computes():
         value, g = f.value_and_grad(x)
         assert value == np.inf and g.shape == (3,)
         assert f.value_and_grad(x)[0] == np.inf
+
+
+def test_xlogy_derivative_in_x_at_zero_is_log_y():
+    # x * log(y) is linear in x: d/dx = log(y) also at x = 0 (JAX's rule; central
+    # differences agree); d/dy = x / y is 0 there (xlogy(0, y) = 0 for every y)
+    x, y = np.array([0.0, 0.5, 0.0]), np.array([2.0, 3.0, 0.5])
+    zero = jitad.jit_grad(lambda x, y: scipy.special.xlogy(x, y) * 1.0, argnums=1)
+    assert python_value_and_grad(zero, (0.0, 0.0)) == (0.0, (0.0,))   # (0 / 0 not formed)
+    for fn, log, shift in ((scipy.special.xlogy, np.log, 0.0),
+                           (scipy.special.xlog1py, np.log1p, 1.0)):
+        f = jitad.jit_grad(lambda x, y: np.sum(fn(x, y)), argnums=(0, 1))
+        value, (gx, gy) = python_value_and_grad(f, (x, y))
+        assert_close(value, np.sum(fn(x, y)), 1e-15, 0)
+        assert_close(gx, log(y), 1e-15, 0)
+        assert_close(gy, [0.0, 0.5 / (3.0 + shift), 0.0], 1e-15, 0)
+        _, forward = python_jvp(f, (x, y), (np.array([1.0, 0.0, 1.0]), np.zeros(3)))
+        assert_close(forward, log(2.0) + log(0.5), 1e-15, 0)
+        check_grads_python(lambda x, y: np.sum(fn(x, y) * y), (x, y), argnums=(0, 1), order=2)
 
 def test_gather_based_functions_read_sizes():
     f = jitad.jit_grad(lambda x: np.sum(np.roll(x, 1) * x))

@@ -54,7 +54,8 @@ UNARY.update({
     "gamma": scipy.special.gamma, "polygamma": scipy.special.digamma,
 })
 BINARY.update({"fmax": np.fmax, "fmin": np.fmin, "logaddexp2": np.logaddexp2,
-               "remainder": operator.mod, "fmod": np.fmod})
+               "remainder": operator.mod, "fmod": np.fmod, "xlogy": scipy.special.xlogy,
+               "xlog1py": scipy.special.xlog1py})
 NONDIFFERENTIABLE |= {"floor", "ceil", "trunc", "rint", "floor_divide", "sort_permutation",
                       "checked_axis_index",
                       "stop_gradient"}   # (central differences see through it: test_custom.py)

@@ -58,6 +58,27 @@ def _special_source(scalar):
     return source
 
 
+
+def _xlogy_source(log):
+    """`x * log(y)`, 0 where x == 0 (scipy.special.xlogy / xlog1py)."""
+    def source(texts, operands, params):
+        x, y = texts
+        if all(a.shape == () for a in operands):
+            return f"(0.0 if {x} == 0 else {x} * np.{log}({y}))"
+        return f"np.where({x} == 0, 0.0, {x} * np.{log}({y}))"
+    return source
+
+
+def _xlogy_chain(log, shift):
+    # d/dx = log(y) everywhere (x * log(y) is linear in x: JAX's rule); d/dy = x / y, which
+    # is 0 at x = 0 (the function is 0 for every y there), also at y = 0, where the
+    # denominator is taken as 1 (0 / 0 is not formed; d/dx of x / y stays 1 / y at x = 0).
+    def chain(b, g, out, x, y):
+        inner = y if shift is None else b.add(y, shift)
+        den = b.select(b.eq(x, 0.0), b.select(b.eq(inner, 0.0), 1.0, inner), inner)
+        return b.mul(g, b.bind(b.registry[log], y)), b.mul(b.div(g, den), x)
+    return chain
+
 def _rounding(name, traces):
     return Primitive(name, f"np.{name}({{0}})", elementwise_rule(floating=True),
                      nondifferentiable=True, traces=traces, domain=((-2.0, 2.0),))
@@ -185,6 +206,10 @@ def build():
                     domain=((-2.0, 2.0), (0.3, 0.7)), traces=(np.fmod, math.fmod)),
         elementwise("expit", "1.0 / (1.0 + np.exp(-{0}))",
                     chain1(lambda b, g, o, x: b.mul(g, b.mul(o, b.sub(1.0, o)))), 1),
+        elementwise("xlogy", _xlogy_source("log"), _xlogy_chain("log", None), 2,
+                    domain=((-2.0, 2.0), (0.3, 2.0))),
+        elementwise("xlog1py", _xlogy_source("log1p"), _xlogy_chain("log1p", 1.0), 2,
+                    domain=((-2.0, 2.0), (-0.5, 2.0))),
         elementwise("erf", _special_source("math.erf"),
                     chain1(lambda b, g, o, x: b.mul(g, b.mul(b.exp(b.neg(b.mul(x, x))),
                                                              TWO_OVER_SQRT_PI))), 1,
