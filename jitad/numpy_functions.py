@@ -971,7 +971,7 @@ SCIPY_PRIMITIVES = {"expit": ("expit", {}), "erf": ("erf", {}), "erfc": ("erfc",
                     "gammaln": ("lgamma", {}), "gamma": ("gamma", {}),
                     "digamma": ("polygamma", {"n": 0}), "psi": ("polygamma", {"n": 0})}
 SCIPY_COMPOSITIONS = {"xlogy": _xlogy, "xlog1py": _xlog1py,
-                      "logit": lambda x: bind(_p("log"), x / (1.0 - x))}
+                      "logit": lambda x: bind(_p("logit"), x)}
 SCIPY_FUNCTIONS = {"logsumexp": logsumexp, "softmax": softmax, "log_softmax": log_softmax}
 
 

@@ -430,6 +430,18 @@ def test_xlogy_derivative_in_x_at_zero_is_log_y():
         assert_close(forward, log(2.0) + log(0.5), 1e-15, 0)
         check_grads_python(lambda x, y: np.sum(fn(x, y) * y), (x, y), argnums=(0, 1), order=2)
 
+
+def test_logit_derivative_at_the_ends_of_its_domain_is_inf_in_both_modes():
+    # d/dx log(x / (1 - x)) = 1 / (x (1 - x)): inf at 0 and 1 (through the division, reverse
+    # mode gave NaN there and forward mode inf)
+    x = np.array([0.0, 0.25, 1.0])
+    f = jitad.jit_grad(lambda x: np.sum(scipy.special.logit(x)))
+    with np.errstate(all="ignore"):
+        _, (g,) = python_value_and_grad(f, (x,))
+        _, forward = python_jvp(f, (x[:2],), (np.array([1.0, 0.0]),))
+    assert_close(g, [np.inf, 1.0 / (0.25 * 0.75), np.inf], 1e-15, 0)
+    assert forward == np.inf
+
 def test_gather_based_functions_read_sizes():
     f = jitad.jit_grad(lambda x: np.sum(np.roll(x, 1) * x))
     f(np.arange(3.0))

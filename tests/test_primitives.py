@@ -52,6 +52,7 @@ UNARY.update({
     "arccosh": np.arccosh, "arctanh": np.arctanh, "sinc": np.sinc, "expit": scipy.special.expit,
     "erf": scipy.special.erf, "erfc": scipy.special.erfc, "lgamma": scipy.special.gammaln,
     "gamma": scipy.special.gamma, "polygamma": scipy.special.digamma,
+    "logit": scipy.special.logit,
 })
 BINARY.update({"fmax": np.fmax, "fmin": np.fmin, "logaddexp2": np.logaddexp2,
                "remainder": operator.mod, "fmod": np.fmod, "xlogy": scipy.special.xlogy,

@@ -206,6 +206,11 @@ def build():
                     domain=((-2.0, 2.0), (0.3, 0.7)), traces=(np.fmod, math.fmod)),
         elementwise("expit", "1.0 / (1.0 + np.exp(-{0}))",
                     chain1(lambda b, g, o, x: b.mul(g, b.mul(o, b.sub(1.0, o)))), 1),
+        # SciPy's logit(x) = log(x / (1 - x)); its derivative 1 / (x (1 - x)) as one rule
+        # (JAX's): through the division, reverse mode formed 0 * inf = NaN at x = 0 and 1
+        elementwise("logit", "np.log({0} / (1.0 - {0}))",
+                    chain1(lambda b, g, o, x: b.div(g, b.mul(x, b.sub(1.0, x)))), 1,
+                    domain=((0.1, 0.9),)),
         elementwise("xlogy", _xlogy_source("log"), _xlogy_chain("log", None), 2,
                     domain=((-2.0, 2.0), (0.3, 2.0))),
         elementwise("xlog1py", _xlogy_source("log1p"), _xlogy_chain("log1p", 1.0), 2,
