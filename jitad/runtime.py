@@ -334,8 +334,8 @@ def run_tape(code, slots, inputs, outputs):
                 slots[o] = slots[a] / slots[b]
             elif op == 4:
                 slots[o] = -slots[a]
-            elif op == 5:
-                slots[o] = slots[a] ** c
+            elif op == 5:       # (Numba's x ** c raises ZeroDivisionError at 0 for c < 0)
+                slots[o] = slots[a] ** c if c >= 0 else 1.0 / slots[a] ** -c
             elif op == 6:
                 slots[o] = slots[a] ** slots[b]
             elif op == 7:
