@@ -442,6 +442,20 @@ def test_logit_derivative_at_the_ends_of_its_domain_is_inf_in_both_modes():
     assert_close(g, [np.inf, 1.0 / (0.25 * 0.75), np.inf], 1e-15, 0)
     assert forward == np.inf
 
+
+def _powers_of_integer_exponents(x, k, n):
+    return np.sum(x ** k) + x[0] ** n + np.sum(x[1:] ** k[1:] * x[1])
+
+
+def test_integer_exponents_of_zero_give_inf_as_numpy():
+    # NumPy computes float ** int as float ** float: 0.0 ** -1 is inf (Numba's float ** int
+    # raised ZeroDivisionError from the compiled code); the gradient follows the formula
+    x, k, n = np.array([0.0, 2.0, 0.5]), _ints(-1, 2, -2), np.array(-1)
+    value, g = jitad.jit_grad(_powers_of_integer_exponents).value_and_grad(x, k, n)
+    assert value == np.inf
+    # by hand: d/dx1 = 2 x1 + 3 x1² + x2**-2 = 20; d/dx2 = -2 x2**-3 (1 + x1) = -48
+    assert_close(g, [-np.inf, 20.0, -48.0], 1e-15, 0)
+
 def test_gather_based_functions_read_sizes():
     f = jitad.jit_grad(lambda x: np.sum(np.roll(x, 1) * x))
     f(np.arange(3.0))
