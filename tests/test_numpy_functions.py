@@ -348,6 +348,10 @@ def test_polygamma_helper_matches_scipy():
         for n in (0, 1):
             assert polygamma(n, x) == pytest.approx(scipy.special.polygamma(n, x), rel=1e-10)
     assert np.isnan(polygamma(0, -2.0)) and np.isnan(polygamma(2, -0.5))
+    for n in range(4):                      # the pole at 0 (digamma: NaN before)
+        for x in (0.0, -0.0):
+            assert polygamma(n, x) == scipy.special.polygamma(n, x) == \
+                (scipy.special.digamma(x) if n == 0 else scipy.special.polygamma(n, x))
 
 
 def test_sort_ties_and_partition_kth_value():
