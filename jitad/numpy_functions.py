@@ -121,7 +121,18 @@ def _mover(function, **fixed):
     return adapter
 
 
+_PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")     # (element moves)
+
+
 def _pad(x, pad_width, mode="constant", constant_values=0, **kwargs):
+    # Modes that compute new values (mean, linear_ramp, odd reflections...) would be
+    # computed on the element positions: refused
+    if not isinstance(mode, str) or mode not in _PAD_MODES or \
+            kwargs.get("reflect_type", "even") != "even" or set(kwargs) - {"reflect_type"}:
+        extra = f" with {sorted(kwargs)}" if kwargs else ""
+        raise TraceError(located(f"np.pad(mode={mode!r}){extra} is not supported on traced "
+                                 f"values (modes that move elements are: "
+                                 f"{', '.join(_PAD_MODES)})"))
     if mode == "constant" and np.any(np.asarray(constant_values) != 0):
         padded = _moved(x, lambda p: np.pad(p, pad_width, mode="constant"))
         fill = np.pad(np.zeros(np.shape(x.value if isinstance(x, Tracer) else x)), pad_width,
@@ -142,7 +153,11 @@ def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
     return _sum(diagonal, axis=-1)
 
 
-def _take(a, indices, axis=None, mode=None):
+def _take(a, indices, axis=None, out=None, mode="raise"):
+    _refuse("take", out=out)
+    if mode != "raise" and isinstance(indices, Tracer):
+        raise TraceError(located(f"np.take(mode={mode!r}) with traced indices is not supported "
+                                 "(mode='raise' is)"))
     if isinstance(indices, Tracer):
         a = _tracer(a)
         if axis is None:
@@ -151,7 +166,7 @@ def _take(a, indices, axis=None, mode=None):
         out = bind(_p("gather"), moved, indices, **_named_axis(axis % a.ndim))
         return _moveaxis(out, tuple(range(indices.ndim)), tuple(range(axis, axis + indices.ndim))) \
             if axis % a.ndim else out
-    return _moved(a, lambda p: np.take(p, indices, axis=axis))
+    return _moved(a, lambda p: np.take(p, indices, axis=axis, mode=mode))
 
 
 def _named_axis(axis) -> dict:
@@ -459,7 +474,31 @@ def _splitter(exact=True, fixed_axis=None):
 
 # ---------------------------------------------------------------- arithmetic compositions
 
-def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+def _refuse(name, **given):
+    """A TraceError naming the arguments of np.<name> jitad does not compute (they would
+    be ignored: a silently different result)."""
+    named = sorted(k for k, v in given.items() if v is not None)
+    if named:
+        raise TraceError(located(f"np.{name}: unsupported arguments {named} on traced values"))
+
+
+def _float_dtype(dtype):
+    """None where `dtype` is None or float64 (what jitad computes in), else `dtype`."""
+    return None if dtype is None or np.dtype(dtype) == np.float64 else dtype
+
+
+def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None,
+         correction=None):
+    return _variance("var", a, axis, dtype, out, ddof, keepdims, where, mean, correction)
+
+
+def _variance(name, a, axis, dtype, out, ddof, keepdims, where, mean, correction):
+    _refuse(name, dtype=_float_dtype(dtype), out=out, where=None if where is True else where,
+            mean=mean)
+    if correction is not None:              # (NumPy 2's name for ddof)
+        if ddof:
+            raise TraceError(located(f"np.{name}: ddof and correction cannot both be given"))
+        ddof = correction
     a = _tracer(a)
     deviation = a - _mean(a, axis=axis, keepdims=True)
     squares = deviation * deviation
@@ -470,8 +509,10 @@ def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
     return _mean(squares, axis=axis, keepdims=keepdims)
 
 
-def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
-    return bind(_p("sqrt"), _var(a, axis=axis, ddof=ddof, keepdims=keepdims))
+def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None,
+         mean=None, correction=None):
+    return bind(_p("sqrt"), _variance("std", a, axis, dtype, out, ddof, keepdims, where, mean,
+                                      correction))
 
 
 def _cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
@@ -738,6 +779,7 @@ def _partition(a, kth, axis=-1, kind=None, order=None):
 
 def _cumulative(name):
     def adapter(a, axis=None, dtype=None, out=None):
+        _refuse(name, dtype=_float_dtype(dtype), out=out)
         a = _tracer(a)
         if axis is None:
             a, axis = (_reshape(a, (-1,)) if a.ndim != 1 else a), 0

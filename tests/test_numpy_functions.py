@@ -460,6 +460,17 @@ def test_integer_exponents_of_zero_give_inf_as_numpy():
     # by hand: d/dx1 = 2 x1 + 3 x1² + x2**-2 = 20; d/dx2 = -2 x2**-3 (1 + x1) = -48
     assert_close(g, [-np.inf, 20.0, -48.0], 1e-15, 0)
 
+
+def test_numpys_other_spellings_of_supported_arguments():
+    # np.var/np.std's correction= (NumPy 2's ddof) and np.take's mode= with constant indices
+    x = np.array([0.3, -1.2, 2.5, 0.7])
+    for f in (lambda x: np.var(x, correction=1), lambda x: np.std(x, correction=1.5),
+              lambda x: np.sum(np.take(x, [5, -7, 1], mode="clip") * np.array([1.0, 2.0, 3.0])),
+              lambda x: np.sum(np.take(x, [5, -7, 1], mode="wrap") * np.array([1.0, 2.0, 3.0]))):
+        value, _ = python_value_and_grad(jitad.jit_grad(f), (x,))
+        assert_close(value, f(x), 1e-15, 0)
+        check_grads_python(f, (x,))
+
 def test_gather_based_functions_read_sizes():
     f = jitad.jit_grad(lambda x: np.sum(np.roll(x, 1) * x))
     f(np.arange(3.0))
@@ -535,7 +546,17 @@ def test_a_wrong_polygamma_rule_fails_the_second_order_check(monkeypatch):
     (lambda x: np.einsum("...i,i", x, x), (np.array([1.0, 2.0]),), "without '...'"),
     (lambda x: scipy.special.logsumexp(x, return_sign=True)[0], (np.array([1.0]),), "return_sign"),
     (lambda x: np.array([x, x], dtype=int), (1.0,), "dtype int64"),
-], ids=["median", "einsum ellipsis", "logsumexp sign", "np.array int"])
+    # arguments jitad would otherwise ignore (a silently different result)
+    (lambda x: np.sum(np.pad(x, 2, mode="mean")), (np.array([1.0, 2.0]),), r"mode='mean'"),
+    (lambda x: np.sum(np.pad(x, 1, mode="linear_ramp")), (np.array([1.0, 2.0]),), "linear_ramp"),
+    (lambda x: np.sum(np.pad(x, 1, mode="reflect", reflect_type="odd")), (np.array([1.0, 2.0]),),
+     "reflect_type"),
+    (lambda x: np.var(x, where=x > 0), (np.array([1.0, -2.0, 3.0]),), r"np.var: .*'where'"),
+    (lambda x: np.std(x, mean=np.zeros(1)), (np.array([1.0, 2.0]),), r"np.std: .*'mean'"),
+    (lambda x: np.sum(np.cumsum(x, dtype=np.int64)), (np.array([0.5, 0.7]),), "'dtype'"),
+    (lambda x, i: np.sum(np.take(x, i, mode="clip")), (np.array([0.5, 0.7]), _ints(3)), "clip"),
+], ids=["median", "einsum ellipsis", "logsumexp sign", "np.array int", "pad mean",
+        "pad linear_ramp", "pad odd", "var where", "std mean", "cumsum dtype", "take clip"])
 def test_unsupported_calls_raise_naming_the_function_and_the_line(fun, args, match):
     with pytest.raises(TraceError, match=match) as info:
         jitad.jit_grad(fun)(*args)
