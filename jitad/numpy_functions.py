@@ -149,6 +149,7 @@ def _triangle(function):
 
 
 def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    _refuse("trace", dtype=_float_dtype(dtype), out=out)
     diagonal = _moved(a, lambda p: np.diagonal(p, offset, axis1, axis2))
     return _sum(diagonal, axis=-1)
 
@@ -730,6 +731,7 @@ def _gradient(f, *varargs, axis=None, edge_order=1):
 
 
 def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    _refuse("linspace", dtype=_float_dtype(dtype))
     steps = np.linspace(0.0, 1.0, num, endpoint=endpoint)
     shape = np.broadcast_shapes(np.shape(_value(start)), np.shape(_value(stop)))
     steps = steps.reshape((-1,) + (1,) * len(shape))
@@ -754,6 +756,7 @@ def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 
 def _round(a, decimals=0, out=None):
+    _refuse("round", out=out)
     if decimals == 0:
         return bind(_p("rint"), a)
     scale = 10.0 ** decimals

@@ -555,8 +555,10 @@ def test_a_wrong_polygamma_rule_fails_the_second_order_check(monkeypatch):
     (lambda x: np.std(x, mean=np.zeros(1)), (np.array([1.0, 2.0]),), r"np.std: .*'mean'"),
     (lambda x: np.sum(np.cumsum(x, dtype=np.int64)), (np.array([0.5, 0.7]),), "'dtype'"),
     (lambda x, i: np.sum(np.take(x, i, mode="clip")), (np.array([0.5, 0.7]), _ints(3)), "clip"),
+    (lambda x: np.sum(np.linspace(x[0], x[1], 5, dtype=int)), (np.array([0.3, 7.9]),), "dtype"),
 ], ids=["median", "einsum ellipsis", "logsumexp sign", "np.array int", "pad mean",
-        "pad linear_ramp", "pad odd", "var where", "std mean", "cumsum dtype", "take clip"])
+        "pad linear_ramp", "pad odd", "var where", "std mean", "cumsum dtype", "take clip",
+        "linspace dtype"])
 def test_unsupported_calls_raise_naming_the_function_and_the_line(fun, args, match):
     with pytest.raises(TraceError, match=match) as info:
         jitad.jit_grad(fun)(*args)
