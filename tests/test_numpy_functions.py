@@ -466,7 +466,8 @@ def test_numpys_other_spellings_of_supported_arguments():
     x = np.array([0.3, -1.2, 2.5, 0.7])
     for f in (lambda x: np.var(x, correction=1), lambda x: np.std(x, correction=1.5),
               lambda x: np.sum(np.take(x, [5, -7, 1], mode="clip") * np.array([1.0, 2.0, 3.0])),
-              lambda x: np.sum(np.take(x, [5, -7, 1], mode="wrap") * np.array([1.0, 2.0, 3.0]))):
+              lambda x: np.sum(np.take(x, [5, -7, 1], mode="wrap") * np.array([1.0, 2.0, 3.0])),
+              lambda x: np.sum(np.clip(x, min=-1.0, max=1.0) * x)):      # (NumPy 2.1's names)
         value, _ = python_value_and_grad(jitad.jit_grad(f), (x,))
         assert_close(value, f(x), 1e-15, 0)
         check_grads_python(f, (x,))
@@ -556,9 +557,10 @@ def test_a_wrong_polygamma_rule_fails_the_second_order_check(monkeypatch):
     (lambda x: np.sum(np.cumsum(x, dtype=np.int64)), (np.array([0.5, 0.7]),), "'dtype'"),
     (lambda x, i: np.sum(np.take(x, i, mode="clip")), (np.array([0.5, 0.7]), _ints(3)), "clip"),
     (lambda x: np.sum(np.linspace(x[0], x[1], 5, dtype=int)), (np.array([0.3, 7.9]),), "dtype"),
+    (lambda x: np.sum(np.clip(x, 0.0, 1.0, out=np.zeros(2))), (np.array([0.3, 7.9]),), "'out'"),
 ], ids=["median", "einsum ellipsis", "logsumexp sign", "np.array int", "pad mean",
         "pad linear_ramp", "pad odd", "var where", "std mean", "cumsum dtype", "take clip",
-        "linspace dtype"])
+        "linspace dtype", "clip out"])
 def test_unsupported_calls_raise_naming_the_function_and_the_line(fun, args, match):
     with pytest.raises(TraceError, match=match) as info:
         jitad.jit_grad(fun)(*args)
