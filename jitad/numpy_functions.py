@@ -807,6 +807,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     a = _tracer(a)
     if not isinstance(a, Tracer):
         raise TraceError(located("logsumexp of constants"))
+    if 0 in [a.shape[k] for k in normalize_axes(axis, a.ndim)]:   # empty sums: log 0 = -inf
+        terms = bind(_p("exp"), a) if b is None else bind(_p("exp"), a) * b
+        total = bind(_p("log"), _sum(terms, axis=axis, keepdims=True))
+        return total if keepdims else _squeeze_axes(total, axis, a.ndim)
     shift = bind(_p("max"), a, axis=axis, keepdims=True)
     # any finite shift gives the same value; a non-finite maximum (an inf entry, or all
     # entries -inf) shifts by 0, as SciPy does, so the value is inf / -inf, not inf - inf

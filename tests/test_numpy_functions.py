@@ -388,6 +388,10 @@ def test_logsumexp_of_infinite_entries_is_infinite_as_scipys():
     assert_close(python_value_and_grad(f, (X,))[0], -np.inf, 0, 0)
     _, (g,) = python_value_and_grad(f, (X[1:],))       # (one row: weighted 1 + 2)
     assert_close(g, 3.0 * np.exp(X[1:] - logsumexp(X[1:])), 1e-15, 0)
+    for x, axis in ((np.zeros(0), None), (np.zeros((0, 3)), 0), (np.zeros((2, 0)), 1)):
+        g = jitad.jit_grad(lambda x: np.sum(logsumexp(x, axis=axis)) + np.sum(x))
+        with np.errstate(divide="ignore"):
+            assert_close(python_value_and_grad(g, (x,))[0], np.sum(logsumexp(x, axis=axis)), 0, 0)
 
 
 @pytest.mark.parametrize("fun, shape", [
