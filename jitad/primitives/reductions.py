@@ -44,7 +44,9 @@ def sum_source(texts, operands, params, numpy_name="sum"):
     axis, keepdims = params["axis"], params["keepdims"]
     if len(axis) == x.ndim:
         total = f"np.{numpy_name}({x_text})"
-        return total if not keepdims else f"np.full({kept_shape_text(x_text, x, axis, True)}, {total})"
+        if not keepdims or x.ndim == 0:     # (a scalar is a float in generated code)
+            return total
+        return f"np.full({kept_shape_text(x_text, x, axis, True)}, {total})"
     text = f"np.sum({x_text}, axis={_axis_arg(axis)})"
     if numpy_name == "mean":
         text = f"({text} / ({count_text(x_text, axis)}))"
