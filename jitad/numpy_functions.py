@@ -122,7 +122,18 @@ def _mover(function, **fixed):
     return adapter
 
 
+_PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")     # (element moves)
+
+
 def _pad(x, pad_width, mode="constant", constant_values=0, **kwargs):
+    # Modes that compute new values (mean, linear_ramp, odd reflections...) would be
+    # computed on the element positions: refused
+    if not isinstance(mode, str) or mode not in _PAD_MODES or \
+            kwargs.get("reflect_type", "even") != "even" or set(kwargs) - {"reflect_type"}:
+        extra = f" with {sorted(kwargs)}" if kwargs else ""
+        raise TraceError(located(f"np.pad(mode={mode!r}){extra} is not supported on traced "
+                                 f"values (modes that move elements are: "
+                                 f"{', '.join(_PAD_MODES)})"))
     if mode == "constant" and np.any(np.asarray(constant_values) != 0):
         padded = _moved(x, lambda p: np.pad(p, pad_width, mode="constant"))
         fill = np.pad(np.zeros(np.shape(x.value if isinstance(x, Tracer) else x)), pad_width,
@@ -139,11 +150,16 @@ def _triangle(function):
 
 
 def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    _refuse("trace", dtype=_float_dtype(dtype), out=out)
     diagonal = _moved(a, lambda p: np.diagonal(p, offset, axis1, axis2))
     return _sum(diagonal, axis=-1)
 
 
-def _take(a, indices, axis=None, mode=None):
+def _take(a, indices, axis=None, out=None, mode="raise"):
+    _refuse("take", out=out)
+    if mode != "raise" and isinstance(indices, Tracer):
+        raise TraceError(located(f"np.take(mode={mode!r}) with traced indices is not supported "
+                                 "(mode='raise' is)"))
     if isinstance(indices, Tracer):
         a = _tracer(a)
         if axis is None:
@@ -152,7 +168,7 @@ def _take(a, indices, axis=None, mode=None):
         out = bind(_p("gather"), moved, indices, **_named_axis(axis % a.ndim))
         return _moveaxis(out, tuple(range(indices.ndim)), tuple(range(axis, axis + indices.ndim))) \
             if axis % a.ndim else out
-    return _moved(a, lambda p: np.take(p, indices, axis=axis))
+    return _moved(a, lambda p: np.take(p, indices, axis=axis, mode=mode))
 
 
 def _named_axis(axis) -> dict:
@@ -460,18 +476,45 @@ def _splitter(exact=True, fixed_axis=None):
 
 # ---------------------------------------------------------------- arithmetic compositions
 
-def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+def _refuse(name, **given):
+    """A TraceError naming the arguments of np.<name> jitad does not compute (they would
+    be ignored: a silently different result)."""
+    named = sorted(k for k, v in given.items() if v is not None)
+    if named:
+        raise TraceError(located(f"np.{name}: unsupported arguments {named} on traced values"))
+
+
+def _float_dtype(dtype):
+    """None where `dtype` is None or float64 (what jitad computes in), else `dtype`."""
+    return None if dtype is None or np.dtype(dtype) == np.float64 else dtype
+
+
+def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None,
+         correction=None):
+    return _variance("var", a, axis, dtype, out, ddof, keepdims, where, mean, correction)
+
+
+def _variance(name, a, axis, dtype, out, ddof, keepdims, where, mean, correction):
+    _refuse(name, dtype=_float_dtype(dtype), out=out, where=None if where is True else where,
+            mean=mean)
+    if correction is not None:              # (NumPy 2's name for ddof)
+        if ddof:
+            raise TraceError(located(f"np.{name}: ddof and correction cannot both be given"))
+        ddof = correction
     a = _tracer(a)
     deviation = a - _mean(a, axis=axis, keepdims=True)
     squares = deviation * deviation
     if ddof:
         count = int(np.prod([a.shape[k] for k in normalize_axes(axis, a.ndim)]))
-        return _sum(squares, axis=axis, keepdims=keepdims) / float(count - ddof)
+        # NumPy divides by max(n - ddof, 0): inf or NaN, never a negative count
+        return _sum(squares, axis=axis, keepdims=keepdims) / float(max(count - ddof, 0))
     return _mean(squares, axis=axis, keepdims=keepdims)
 
 
-def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
-    return bind(_p("sqrt"), _var(a, axis=axis, ddof=ddof, keepdims=keepdims))
+def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None,
+         mean=None, correction=None):
+    return bind(_p("sqrt"), _variance("std", a, axis, dtype, out, ddof, keepdims, where, mean,
+                                      correction))
 
 
 def _cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
@@ -689,6 +732,7 @@ def _gradient(f, *varargs, axis=None, edge_order=1):
 
 
 def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0):
+    _refuse("linspace", dtype=_float_dtype(dtype))
     steps = np.linspace(0.0, 1.0, num, endpoint=endpoint)
     shape = np.broadcast_shapes(np.shape(_value(start)), np.shape(_value(stop)))
     steps = steps.reshape((-1,) + (1,) * len(shape))
@@ -713,6 +757,7 @@ def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 
 def _round(a, decimals=0, out=None):
+    _refuse("round", out=out)
     if decimals == 0:
         return bind(_p("rint"), a)
     scale = 10.0 ** decimals
@@ -738,6 +783,7 @@ def _partition(a, kth, axis=-1, kind=None, order=None):
 
 def _cumulative(name):
     def adapter(a, axis=None, dtype=None, out=None):
+        _refuse(name, dtype=_float_dtype(dtype), out=out)
         a = _tracer(a)
         if axis is None:
             a, axis = (_reshape(a, (-1,)) if a.ndim != 1 else a), 0
@@ -747,11 +793,11 @@ def _cumulative(name):
 
 
 def _xlogy(x, y):
-    return bind(_p("select"), bind(_p("eq"), x, 0.0), 0.0, x * bind(_p("log"), y))
+    return bind(_p("xlogy"), x, y)
 
 
 def _xlog1py(x, y):
-    return bind(_p("select"), bind(_p("eq"), x, 0.0), 0.0, x * bind(_p("log1p"), y))
+    return bind(_p("xlog1py"), x, y)
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
@@ -762,8 +808,15 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     a = _tracer(a)
     if not isinstance(a, Tracer):
         raise TraceError(located("logsumexp of constants"))
+    if 0 in [a.shape[k] for k in normalize_axes(axis, a.ndim)]:   # empty sums: log 0 = -inf
+        terms = bind(_p("exp"), a) if b is None else bind(_p("exp"), a) * b
+        total = bind(_p("log"), _sum(terms, axis=axis, keepdims=True))
+        return total if keepdims else _squeeze_axes(total, axis, a.ndim)
     shift = bind(_p("max"), a, axis=axis, keepdims=True)
-    shift = bind(_p("stop_gradient"), shift)      # any shift gives the same value
+    # any finite shift gives the same value; a non-finite maximum (an inf entry, or all
+    # entries -inf) shifts by 0, as SciPy does, so the value is inf / -inf, not inf - inf
+    shift = bind(_p("select"), bind(_p("lt"), bind(_p("abs"), shift), math.inf), shift, 0.0)
+    shift = bind(_p("stop_gradient"), shift)
     terms = bind(_p("exp"), a - shift)
     if b is not None:
         terms = terms * b
@@ -968,7 +1021,7 @@ SCIPY_PRIMITIVES = {"expit": ("expit", {}), "erf": ("erf", {}), "erfc": ("erfc",
                     "gammaln": ("lgamma", {}), "gamma": ("gamma", {}),
                     "digamma": ("polygamma", {"n": 0}), "psi": ("polygamma", {"n": 0})}
 SCIPY_COMPOSITIONS = {"xlogy": _xlogy, "xlog1py": _xlog1py,
-                      "logit": lambda x: bind(_p("log"), x / (1.0 - x))}
+                      "logit": lambda x: bind(_p("logit"), x)}
 SCIPY_FUNCTIONS = {"logsumexp": logsumexp, "softmax": softmax, "log_softmax": log_softmax}
 
 

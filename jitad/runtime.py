@@ -334,8 +334,8 @@ def run_tape(code, slots, inputs, outputs):
                 slots[o] = slots[a] / slots[b]
             elif op == 4:
                 slots[o] = -slots[a]
-            elif op == 5:
-                slots[o] = slots[a] ** c
+            elif op == 5:       # (Numba's x ** c raises ZeroDivisionError at 0 for c < 0)
+                slots[o] = slots[a] ** c if c >= 0 else 1.0 / slots[a] ** -c
             elif op == 6:
                 slots[o] = slots[a] ** slots[b]
             elif op == 7:
@@ -489,9 +489,13 @@ def polygamma(n, x):
     """The n-th derivative of the digamma function at a float x (digamma for n = 0).
 
     x > 0: the recurrence psi_n(x) = psi_n(x + 1) - (-1)**n n! / x**(n+1) up to x >= 10,
-    then the asymptotic series; x <= 0: the reflection formula for n = 0 and 1 (NaN at the
-    poles and for n >= 2).
+    then the asymptotic series; x < 0: the reflection formula for n = 0 and 1 (NaN at the
+    negative integers and for n >= 2); at ±0 SciPy's ±inf.
     """
+    if x == 0.0:            # the pole at 0: ±inf as SciPy's (digamma: -inf at 0, inf at -0)
+        if n == 0:
+            return np.inf if np.signbit(x) else -np.inf
+        return np.inf if n % 2 == 1 else -np.inf
     reflect = x <= 0.0
     if reflect and (x == np.floor(x) or n > 1):
         return np.nan

@@ -39,6 +39,8 @@ NOTES = {
     "np.linalg.eigvalsh": "reads the lower triangle",
     "scipy.linalg.solve_triangular": "`lower`; trans=0, unit_diagonal=False",
     "scipy.special.logsumexp": "`axis`, `b`, `keepdims` (not `return_sign`)",
+    "scipy.special.xlogy": "d/dx = log(y), also at x = 0 (JAX's rule); d/dy = 0 at x = 0",
+    "scipy.special.xlog1py": "d/dx = log1p(y), also at x = 0 (JAX's rule); d/dy = 0 at x = 0",
 }
 
 

@@ -816,7 +816,12 @@ def _squeeze(x, axis=None):
     return bind(REGISTRY["reshape"], x, shape=tuple(d for i, d in enumerate(shape) if i not in axes))
 
 
-def _clip(x, a_min=None, a_max=None):
+def _clip(x, a_min=None, a_max=None, out=None, *, min=None, max=None, **kwargs):
+    unsupported = sorted(kwargs) + (["out"] if out is not None else [])
+    if unsupported:
+        raise TraceError(located(f"np.clip: unsupported arguments {unsupported} on traced values"))
+    a_min = min if a_min is None else a_min         # (NumPy 2.1's names)
+    a_max = max if a_max is None else a_max
     if a_min is not None:
         x = bind(REGISTRY["maximum"], x, a_min)
     if a_max is not None:

@@ -6,6 +6,7 @@ the compiled code unless the function reads sizes.
 """
 import numpy as np
 import pytest
+import scipy.special
 
 import jitad
 from conftest import assert_close, check_grads_python, numeric_grad, python_value_and_grad
@@ -472,3 +473,22 @@ def test_float32_input_is_rejected_with_a_clear_error():
         logreg(w.astype(np.float32), X, y, 0.1)
     with pytest.raises(jitad.ArgumentError, match="float64"):
         logreg(w, X.astype(np.float32), y, 0.1)
+
+
+def _scalar_reductions_selected(x):
+    kept = np.max(x, keepdims=True)                  # a reduction of a scalar: a scalar
+    return np.where(x > 0.5, kept, 0.0) + np.where(x > 0.5, np.sum(x * x, keepdims=True), x) \
+        + scipy.special.logsumexp(x)
+
+
+def test_reductions_and_reshapes_of_scalars_stay_scalars_in_the_compiled_code():
+    # np.full((), ...) made a 0-d array that a scalar select could not join with a float
+    # (a Numba typing error from the generated code)
+    f = jitad.jit_grad(_scalar_reductions_selected)
+    for x in (0.7, np.array(0.7), 0.2):
+        value, grad = f.value_and_grad(x)
+        assert_close(value, _scalar_reductions_selected(float(x)), 1e-15, 0)
+        h = 1e-6
+        want = (_scalar_reductions_selected(float(x) + h)
+                - _scalar_reductions_selected(float(x) - h)) / (2 * h)
+        assert_close(grad, want, 1e-7, 0)

@@ -320,6 +320,26 @@ def test_masked_zeros_follow_chains_and_leave_the_forward_values_alone():
     assert np.isnan(value)                          # NumPy's value: 0 * log(-2) = NaN
 
 
+
+def test_masked_zeros_survive_nested_selects_and_nan_to_num():
+    # v = 1/(x - 2) is inf at x = 2, where the outer select replaces it by a constant: the
+    # function is locally constant in that element, so its derivative is 0 (d/dx of 1/(x - 2)
+    # at x = 3 is -1). The inner select's cotangent is zeroed by the outer one as well.
+    x = np.array([2.0, 3.0])
+    nested = jitad.jit_grad(lambda x: np.sum(np.where(x == 2.0, 5.0, np.where(
+        x > 100.0, 0.0, 1.0 / (x - 2.0)))))
+    nan_to_num = jitad.jit_grad(lambda x: np.sum(np.nan_to_num(1.0 / (x - 2.0), posinf=5.0)))
+    for f in (nested, nan_to_num):
+        with np.errstate(all="ignore"):
+            value, (grad,) = python_value_and_grad(f, (x,))
+            _, forward = python_jvp(f, (x,), (np.array([1.0, 0.0]),))
+        assert value == 6.0
+        assert_close(grad, [0.0, -1.0], 0, 0)
+        assert forward == 0.0
+    with np.errstate(all="ignore"):
+        check_grads_python(lambda x: np.sum(np.nan_to_num(x / (x - x[0]), posinf=5.0)),
+                           (np.array([0.3, -1.2, 2.5, 0.7]),))
+
 # ---------------------------------------------------------------- has_aux
 
 @jitad.jit_grad(has_aux=True)

@@ -161,3 +161,23 @@ def test_shape_errors_name_the_operation():
     with pytest.raises(jitad.ShapeError, match="solve"):
         jitad.jit_grad(lambda a, b: np.sum(np.linalg.solve(a, b)), argnums=(0, 1)).wengert(
             A, np.ones(3))
+
+
+def _with_integer_matrices(w, K, k, S):
+    products = np.sum(K @ w) + np.dot(k, w) + np.sum(w @ K) + np.inner(k, k) * w[0] \
+        + np.sum(K @ K) * w[1]
+    factors = np.sum(np.linalg.solve(S, w)) + np.linalg.det(S) * w[0] \
+        + np.linalg.slogdet(S)[1] * w[1] + np.sum(np.linalg.inv(S) @ w) \
+        + np.sum(np.linalg.cholesky(S)) * w[2] + np.sum(np.linalg.eigvalsh(S) * w[:3]) \
+        + np.sum(scipy.linalg.solve_triangular(S, w, lower=True))
+    return products + factors
+
+
+def test_integer_array_arguments_of_products_and_factorizations_compute_as_floats():
+    # Integer arrays are runtime inputs (not differentiated): NumPy converts them to float64
+    # in np.dot and np.linalg; Numba's versions take float arrays only (a compile error)
+    K = np.array([[1, 2, 0], [3, 4, 1], [0, -1, 2]])
+    S = np.array([[4, 1, 0], [1, 3, 1], [0, 1, 5]])
+    from jitad.testing import check_grads
+    check_grads(_with_integer_matrices, (np.array([0.5, -1.0, 2.0]), K, np.array([1, -2, 3]), S),
+                context="integer matrices")

@@ -2,6 +2,7 @@
 differences through the plain-Python path, shape groups, broadcasting, axis/keepdims
 variants; a few compiled bundles; wrong rules must fail; clear errors for the rest."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,8 +13,8 @@ import jitad
 from jitad.errors import TraceError
 from jitad.primitives import REGISTRY
 from jitad.testing import check_grads
-from conftest import (assert_close, check_grads_python, prim_names, python_value_and_grad,
-                      rng_for, sample)
+from conftest import (assert_close, check_grads_python, prim_names, python_jvp,
+                      python_value_and_grad, rng_for, sample)
 
 C23 = np.array([[0.3, -1.2, 0.7], [1.1, 0.4, -0.6]])
 
@@ -347,6 +348,10 @@ def test_polygamma_helper_matches_scipy():
         for n in (0, 1):
             assert polygamma(n, x) == pytest.approx(scipy.special.polygamma(n, x), rel=1e-10)
     assert np.isnan(polygamma(0, -2.0)) and np.isnan(polygamma(2, -0.5))
+    for n in range(4):                      # the pole at 0 (digamma: NaN before)
+        for x in (0.0, -0.0):
+            assert polygamma(n, x) == scipy.special.polygamma(n, x) == \
+                (scipy.special.digamma(x) if n == 0 else scipy.special.polygamma(n, x))
 
 
 def test_sort_ties_and_partition_kth_value():
@@ -356,6 +361,120 @@ def test_sort_ties_and_partition_kth_value():
     _, (g,) = python_value_and_grad(jitad.jit_grad(lambda x: np.partition(x, 1)[1]), (x,))
     assert_close(g, [0, 0, 0, 1.0], 0, 0)
 
+
+
+def test_var_and_std_with_ddof_at_least_the_count_divide_by_zero_as_numpy():
+    # NumPy divides by max(n - ddof, 0): inf or NaN, never by a negative count
+    cases = [(lambda x: np.var(x, ddof=3), np.array([1.0, 2.0])),
+             (lambda x: np.std(x, ddof=1), np.zeros(0)),
+             (lambda x: np.var(x, ddof=1), np.zeros(0)),
+             (lambda x: np.sum(np.var(x, axis=1, ddof=2)), np.array([[1.0], [2.0]]))]
+    for f, x in cases:         # (compiled: Python floats raise ZeroDivisionError)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = f(x)
+        value, g = jitad.jit_grad(f).value_and_grad(x)
+        assert_close(value, want, 0, 0)
+        assert g.shape == x.shape
+
+
+def test_logsumexp_of_infinite_entries_is_infinite_as_scipys():
+    # SciPy shifts by 0 where the maximum is not finite: inf - inf is not formed
+    for x in (np.array([1.0, np.inf]), np.array([-np.inf, -np.inf]), np.array([-np.inf, 0.5])):
+        value, _ = python_value_and_grad(jitad.jit_grad(lambda x: logsumexp(x)), (x,))
+        assert_close(value, logsumexp(x), 1e-15, 0)
+    X = np.array([[-np.inf, -np.inf], [0.0, 1.0]])
+    f = jitad.jit_grad(lambda X: np.sum(logsumexp(X, axis=1) * np.array([1.0, 2.0])))
+    assert_close(python_value_and_grad(f, (X,))[0], -np.inf, 0, 0)
+    _, (g,) = python_value_and_grad(f, (X[1:],))       # (one row: weighted 1 + 2)
+    assert_close(g, 3.0 * np.exp(X[1:] - logsumexp(X[1:])), 1e-15, 0)
+    for x, axis in ((np.zeros(0), None), (np.zeros((0, 3)), 0), (np.zeros((2, 0)), 1)):
+        g = jitad.jit_grad(lambda x: np.sum(logsumexp(x, axis=axis)) + np.sum(x))
+        with np.errstate(divide="ignore"):
+            assert_close(python_value_and_grad(g, (x,))[0], np.sum(logsumexp(x, axis=axis)), 0, 0)
+
+
+@pytest.mark.parametrize("fun, shape", [
+    (lambda x: np.sum(np.prod(x, axis=0) * np.arange(1.0, 4.0)), (0, 3)),
+    (lambda x: np.sum(np.prod(x, axis=1)), (2, 0, 3)),
+    (lambda x: np.sum(np.cumsum(x, axis=0)) + np.sum(x), (0, 3)),
+    (lambda x: np.sum(np.cumprod(x, axis=1)) + np.sum(x), (2, 0, 3)),
+    (lambda x: np.sum(np.sort(x)) + np.sum(x), (0,)),
+    (lambda x: np.sum(np.sort(x, axis=0)) + np.sum(x), (0, 3)),
+    (lambda x: np.sum(np.sort(x)) + np.sum(x), (3, 0)),
+])
+def test_scans_sorts_and_products_along_an_axis_of_length_zero(fun, shape):
+    x = np.zeros(shape)
+    value, (g,) = python_value_and_grad(jitad.jit_grad(fun), (x,))
+    assert_close(value, fun(x), 0, 0)
+    assert g.shape == shape
+
+
+def test_gamma_functions_at_their_poles_trace_as_compiled_code_computes():
+    # math.lgamma(0.0) raises in Python; SciPy and the compiled code give inf: so does the
+    # first call (its trace), and the gradient has its argument's shape
+    x = np.array([0.5, 0.0, 3.0])
+    for fn in (scipy.special.gammaln, scipy.special.gamma):
+        f = jitad.jit_grad(lambda x: np.sum(fn(x)), tiers=False)
+        value, g = f.value_and_grad(x)
+        assert value == np.inf and g.shape == (3,)
+        assert f.value_and_grad(x)[0] == np.inf
+
+
+def test_xlogy_derivative_in_x_at_zero_is_log_y():
+    # x * log(y) is linear in x: d/dx = log(y) also at x = 0 (JAX's rule; central
+    # differences agree); d/dy = x / y is 0 there (xlogy(0, y) = 0 for every y)
+    x, y = np.array([0.0, 0.5, 0.0]), np.array([2.0, 3.0, 0.5])
+    zero = jitad.jit_grad(lambda x, y: scipy.special.xlogy(x, y) * 1.0, argnums=1)
+    assert python_value_and_grad(zero, (0.0, 0.0)) == (0.0, (0.0,))   # (0 / 0 not formed)
+    for fn, log, shift in ((scipy.special.xlogy, np.log, 0.0),
+                           (scipy.special.xlog1py, np.log1p, 1.0)):
+        f = jitad.jit_grad(lambda x, y: np.sum(fn(x, y)), argnums=(0, 1))
+        value, (gx, gy) = python_value_and_grad(f, (x, y))
+        assert_close(value, np.sum(fn(x, y)), 1e-15, 0)
+        assert_close(gx, log(y), 1e-15, 0)
+        assert_close(gy, [0.0, 0.5 / (3.0 + shift), 0.0], 1e-15, 0)
+        _, forward = python_jvp(f, (x, y), (np.array([1.0, 0.0, 1.0]), np.zeros(3)))
+        assert_close(forward, log(2.0) + log(0.5), 1e-15, 0)
+        check_grads_python(lambda x, y: np.sum(fn(x, y) * y), (x, y), argnums=(0, 1), order=2)
+
+
+def test_logit_derivative_at_the_ends_of_its_domain_is_inf_in_both_modes():
+    # d/dx log(x / (1 - x)) = 1 / (x (1 - x)): inf at 0 and 1 (through the division, reverse
+    # mode gave NaN there and forward mode inf)
+    x = np.array([0.0, 0.25, 1.0])
+    f = jitad.jit_grad(lambda x: np.sum(scipy.special.logit(x)))
+    with np.errstate(all="ignore"):
+        _, (g,) = python_value_and_grad(f, (x,))
+        _, forward = python_jvp(f, (x[:2],), (np.array([1.0, 0.0]),))
+    assert_close(g, [np.inf, 1.0 / (0.25 * 0.75), np.inf], 1e-15, 0)
+    assert forward == np.inf
+
+
+def _powers_of_integer_exponents(x, k, n):
+    return np.sum(x ** k) + x[0] ** n + np.sum(x[1:] ** k[1:] * x[1])
+
+
+def test_integer_exponents_of_zero_give_inf_as_numpy():
+    # NumPy computes float ** int as float ** float: 0.0 ** -1 is inf (Numba's float ** int
+    # raised ZeroDivisionError from the compiled code); the gradient follows the formula
+    x, k, n = np.array([0.0, 2.0, 0.5]), _ints(-1, 2, -2), np.array(-1)
+    value, g = jitad.jit_grad(_powers_of_integer_exponents).value_and_grad(x, k, n)
+    assert value == np.inf
+    # by hand: d/dx1 = 2 x1 + 3 x1² + x2**-2 = 20; d/dx2 = -2 x2**-3 (1 + x1) = -48
+    assert_close(g, [-np.inf, 20.0, -48.0], 1e-15, 0)
+
+
+def test_numpys_other_spellings_of_supported_arguments():
+    # np.var/np.std's correction= (NumPy 2's ddof) and np.take's mode= with constant indices
+    x = np.array([0.3, -1.2, 2.5, 0.7])
+    for f in (lambda x: np.var(x, correction=1), lambda x: np.std(x, correction=1.5),
+              lambda x: np.sum(np.take(x, [5, -7, 1], mode="clip") * np.array([1.0, 2.0, 3.0])),
+              lambda x: np.sum(np.take(x, [5, -7, 1], mode="wrap") * np.array([1.0, 2.0, 3.0])),
+              lambda x: np.sum(np.clip(x, min=-1.0, max=1.0) * x)):      # (NumPy 2.1's names)
+        value, _ = python_value_and_grad(jitad.jit_grad(f), (x,))
+        assert_close(value, f(x), 1e-15, 0)
+        check_grads_python(f, (x,))
 
 def test_gather_based_functions_read_sizes():
     f = jitad.jit_grad(lambda x: np.sum(np.roll(x, 1) * x))
@@ -432,7 +551,20 @@ def test_a_wrong_polygamma_rule_fails_the_second_order_check(monkeypatch):
     (lambda x: np.einsum("...i,i", x, x), (np.array([1.0, 2.0]),), "without '...'"),
     (lambda x: scipy.special.logsumexp(x, return_sign=True)[0], (np.array([1.0]),), "return_sign"),
     (lambda x: np.array([x, x], dtype=int), (1.0,), "dtype int64"),
-], ids=["median", "einsum ellipsis", "logsumexp sign", "np.array int"])
+    # arguments jitad would otherwise ignore (a silently different result)
+    (lambda x: np.sum(np.pad(x, 2, mode="mean")), (np.array([1.0, 2.0]),), r"mode='mean'"),
+    (lambda x: np.sum(np.pad(x, 1, mode="linear_ramp")), (np.array([1.0, 2.0]),), "linear_ramp"),
+    (lambda x: np.sum(np.pad(x, 1, mode="reflect", reflect_type="odd")), (np.array([1.0, 2.0]),),
+     "reflect_type"),
+    (lambda x: np.var(x, where=x > 0), (np.array([1.0, -2.0, 3.0]),), r"np.var: .*'where'"),
+    (lambda x: np.std(x, mean=np.zeros(1)), (np.array([1.0, 2.0]),), r"np.std: .*'mean'"),
+    (lambda x: np.sum(np.cumsum(x, dtype=np.int64)), (np.array([0.5, 0.7]),), "'dtype'"),
+    (lambda x, i: np.sum(np.take(x, i, mode="clip")), (np.array([0.5, 0.7]), _ints(3)), "clip"),
+    (lambda x: np.sum(np.linspace(x[0], x[1], 5, dtype=int)), (np.array([0.3, 7.9]),), "dtype"),
+    (lambda x: np.sum(np.clip(x, 0.0, 1.0, out=np.zeros(2))), (np.array([0.3, 7.9]),), "'out'"),
+], ids=["median", "einsum ellipsis", "logsumexp sign", "np.array int", "pad mean",
+        "pad linear_ramp", "pad odd", "var where", "std mean", "cumsum dtype", "take clip",
+        "linspace dtype", "clip out"])
 def test_unsupported_calls_raise_naming_the_function_and_the_line(fun, args, match):
     with pytest.raises(TraceError, match=match) as info:
         jitad.jit_grad(fun)(*args)

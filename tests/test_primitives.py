@@ -52,9 +52,11 @@ UNARY.update({
     "arccosh": np.arccosh, "arctanh": np.arctanh, "sinc": np.sinc, "expit": scipy.special.expit,
     "erf": scipy.special.erf, "erfc": scipy.special.erfc, "lgamma": scipy.special.gammaln,
     "gamma": scipy.special.gamma, "polygamma": scipy.special.digamma,
+    "logit": scipy.special.logit,
 })
 BINARY.update({"fmax": np.fmax, "fmin": np.fmin, "logaddexp2": np.logaddexp2,
-               "remainder": operator.mod, "fmod": np.fmod})
+               "remainder": operator.mod, "fmod": np.fmod, "xlogy": scipy.special.xlogy,
+               "xlog1py": scipy.special.xlog1py})
 NONDIFFERENTIABLE |= {"floor", "ceil", "trunc", "rint", "floor_divide", "sort_permutation",
                       "checked_axis_index",
                       "stop_gradient"}   # (central differences see through it: test_custom.py)

@@ -266,6 +266,31 @@ def test_tape_runs_2d_inputs_with_any_layout(x):
     assert isinstance(variant.kernels["value_and_grad"], TapeKernel)
 
 
+
+def _negative_powers(x):
+    total = 0.0
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            total = total + x[i, j] ** -1 + x[i, j] ** -2 + math.sin(x[i, j]) * x[i, j]
+    return total
+
+
+def test_the_tapes_give_negative_integer_powers_of_zero_as_inf(tiered, x):
+    # README: values are IEEE's (1 / x at 0 is inf); Numba's x ** -1 raises
+    # ZeroDivisionError at 0 whatever its error model. Both tapes, then the specialized code.
+    x = x.copy()
+    x[1, 2] = 0.0
+    for f in (jitad.jit_grad(_negative_powers, code_shape="tape"), jitad.jit_grad(_negative_powers)):
+        value, grad = f.value_and_grad(x)
+        tiered.set()
+        f.wait()
+        assert f.stats()[0]["tier_calls"] or f.stats()[0]["shape"] == "tape"
+        assert value == np.inf and grad[1, 2] == -np.inf     # (-1/x² - 2/x³ at +0)
+        assert np.array_equal(f.value_and_grad(x)[1], grad)
+        finite = x != 0
+        want = -1.0 / x ** 2 - 2.0 / x ** 3 + np.sin(x) + np.cos(x) * x
+        np.testing.assert_allclose(grad[finite], want[finite], rtol=1e-12)
+
 # ---------------------------------------------------------------- processes
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
+import types
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -38,8 +39,37 @@ def _quiet_errors() -> dict:
 
 
 _QUIET = _quiet_errors()
+
+
+def _lgamma(x):
+    """math.lgamma with C's (and compiled code's) results where Python's raises: inf at the
+    poles (0 and the negative integers) and on overflow."""
+    try:
+        return math.lgamma(x)
+    except (ValueError, OverflowError):
+        return math.inf
+
+
+def _gamma(x):
+    """math.gamma with C's (and compiled code's) results where Python's raises: ±inf at ±0,
+    NaN at the negative integers and -inf, inf on overflow."""
+    try:
+        return math.gamma(x)
+    except OverflowError:
+        return math.inf
+    except ValueError:
+        return math.copysign(math.inf, x) if x == 0 else math.nan
+
+
+# Traced values are computed with IEEE results, as the compiled code computes them (a
+# first call must not raise where later calls return inf): `math` with these two replaced.
+_IEEE_MATH = types.SimpleNamespace(**{n: getattr(math, n) for n in dir(math)
+                                      if not n.startswith("__")})
+_IEEE_MATH.lgamma, _IEEE_MATH.gamma = _lgamma, _gamma
+
 # Names the printed source may use; also the namespace in which traced values are computed.
-SOURCE_NAMESPACE = {"np": np, "math": math, **{n: getattr(runtime, n) for n in runtime.__all__}}
+SOURCE_NAMESPACE = {"np": np, "math": _IEEE_MATH,
+                    **{n: getattr(runtime, n) for n in runtime.__all__}}
 
 
 # True while source is printed for NumPy (the first-call tier runs it as plain Python, see

@@ -73,6 +73,15 @@ def _pow_chain(b, g, out, x, y):
     return b.mul(g, dx), b.mul(g, b.mul(log_x, out))
 
 
+def _pow_source(texts, operands, params):
+    # Integer operands as floats, as NumPy computes float ** int (Numba's float ** int raises
+    # ZeroDivisionError at 0 for a negative exponent, whatever its error model)
+    texts = [t if a.dtype == "float64" else
+             f"{t}.astype(np.float64)" if a.ndim else f"float({t})"
+             for t, a in zip(texts, operands)]
+    return f"{texts[0]} ** {texts[1]}"
+
+
 def _integer_pow_chain(b, g, out, x, n):
     if n == 1:
         return (g,)
@@ -134,7 +143,7 @@ def build():
         elementwise("neg", "-{0}", lambda b, g, o, x: (b.neg(g),), 1, floating=False,
                     linear=True, traces=(np.negative,),
                     ir="fneg double {0}"),
-        elementwise("pow", "{0} ** {1}", _pow_chain, 2, domain=((0.3, 2.0), (-2.0, 2.0)),
+        elementwise("pow", _pow_source, _pow_chain, 2, domain=((0.3, 2.0), (-2.0, 2.0)),
                     traces=(np.power, math.pow),
                     ir=_call("pow", 2)),
         elementwise("integer_pow", _integer_pow_source, _integer_pow_chain, 1, floating=False,

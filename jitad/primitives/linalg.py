@@ -232,6 +232,16 @@ def _linear_in_first(name):
     return jvp
 
 
+def _floating(template: str):
+    """`template` with integer and bool array operands converted to float64 first, as NumPy
+    converts them (Numba's np.dot and np.linalg take float arrays only)."""
+    def source(texts, operands, params):
+        texts = [f"{t}.astype(np.float64)" if getattr(a, "dtype", "float64") != "float64"
+                 and getattr(a, "ndim", 0) else t for t, a in zip(texts, operands)]
+        return template.format(*texts, **params)
+    return source
+
+
 # Matrices the registry-wide tests sample: shifted towards well-conditioned ones.
 _MATRIX = ((0.5, 1.5),)
 
@@ -239,28 +249,28 @@ _MATRIX = ((0.5, 1.5),)
 def build():
     """The linear-algebra records (called once by the registry)."""
     return [
-        Primitive("matmul", "np.dot({0}, {1})", _matmul_rule, _matmul_vjp, _bilinear_jvp("matmul"),
+        Primitive("matmul", _floating("np.dot({0}, {1})"), _matmul_rule, _matmul_vjp, _bilinear_jvp("matmul"),
                   traces=(np.matmul,), domain=((-2.0, 2.0), (-2.0, 2.0))),
         Primitive("outer", "np.outer({0}, {1})", _outer_rule, _outer_vjp, _bilinear_jvp("outer"),
                   domain=((-2.0, 2.0), (-2.0, 2.0))),
-        Primitive("solve", "np.linalg.solve({0}, {1})", _solve_rule, _solve_vjp, _solve_jvp,
+        Primitive("solve", _floating("np.linalg.solve({0}, {1})"), _solve_rule, _solve_vjp, _solve_jvp,
                   domain=_MATRIX + ((-2.0, 2.0),)),
-        Primitive("solve_triangular", "solve_triangular({0}, {1}, {lower})", _solve_rule,
+        Primitive("solve_triangular", _floating("solve_triangular({0}, {1}, {lower})"), _solve_rule,
                   _solve_triangular_vjp, _solve_triangular_jvp, domain=_MATRIX + ((-2.0, 2.0),),
                   test_params=({"lower": True}, {"lower": False})),
-        Primitive("inv", "np.linalg.inv({0})", _matrix_rule("inv"), _inv_vjp, _inv_jvp,
+        Primitive("inv", _floating("np.linalg.inv({0})"), _matrix_rule("inv"), _inv_vjp, _inv_jvp,
                   domain=_MATRIX),
-        Primitive("det", "np.linalg.det({0})", _scalar_rule("det"), _det_vjp, _det_jvp,
+        Primitive("det", _floating("np.linalg.det({0})"), _scalar_rule("det"), _det_vjp, _det_jvp,
                   domain=_MATRIX),
-        Primitive("logabsdet", "np.linalg.slogdet({0})[1]", _scalar_rule("slogdet"),
+        Primitive("logabsdet", _floating("np.linalg.slogdet({0})[1]"), _scalar_rule("slogdet"),
                   _logabsdet_vjp, _logabsdet_jvp, domain=_MATRIX),
-        Primitive("slogdet_sign", "np.linalg.slogdet({0})[0]", _scalar_rule("slogdet"),
+        Primitive("slogdet_sign", _floating("np.linalg.slogdet({0})[0]"), _scalar_rule("slogdet"),
                   nondifferentiable=True, domain=_MATRIX),
-        Primitive("cholesky", "np.linalg.cholesky({0})", _matrix_rule("cholesky"),
+        Primitive("cholesky", _floating("np.linalg.cholesky({0})"), _matrix_rule("cholesky"),
                   _cholesky_vjp, _cholesky_jvp, domain=_MATRIX),
-        Primitive("eigvalsh", "np.linalg.eigh({0})[0]", _vector_rule("eigh"), _eigvalsh_vjp,
+        Primitive("eigvalsh", _floating("np.linalg.eigh({0})[0]"), _vector_rule("eigh"), _eigvalsh_vjp,
                   _eigvalsh_jvp, domain=_MATRIX),
-        Primitive("eigh_vectors", "np.linalg.eigh({0})[1]", _matrix_rule("eigh"),
+        Primitive("eigh_vectors", _floating("np.linalg.eigh({0})[1]"), _matrix_rule("eigh"),
                   _eigh_vectors_vjp, _eigh_vectors_jvp, domain=_MATRIX),
         Primitive("tril", "np.tril({0}, {k})", _triangle_rule,
                   lambda b, g, out, x, k: (b.tril(g, k=k),), _linear_in_first("tril"),

@@ -58,6 +58,27 @@ def _special_source(scalar):
     return source
 
 
+
+def _xlogy_source(log):
+    """`x * log(y)`, 0 where x == 0 (scipy.special.xlogy / xlog1py)."""
+    def source(texts, operands, params):
+        x, y = texts
+        if all(a.shape == () for a in operands):
+            return f"(0.0 if {x} == 0 else {x} * np.{log}({y}))"
+        return f"np.where({x} == 0, 0.0, {x} * np.{log}({y}))"
+    return source
+
+
+def _xlogy_chain(log, shift):
+    # d/dx = log(y) everywhere (x * log(y) is linear in x: JAX's rule); d/dy = x / y, which
+    # is 0 at x = 0 (the function is 0 for every y there), also at y = 0, where the
+    # denominator is taken as 1 (0 / 0 is not formed; d/dx of x / y stays 1 / y at x = 0).
+    def chain(b, g, out, x, y):
+        inner = y if shift is None else b.add(y, shift)
+        den = b.select(b.eq(x, 0.0), b.select(b.eq(inner, 0.0), 1.0, inner), inner)
+        return b.mul(g, b.bind(b.registry[log], y)), b.mul(b.div(g, den), x)
+    return chain
+
 def _rounding(name, traces):
     return Primitive(name, f"np.{name}({{0}})", elementwise_rule(floating=True),
                      nondifferentiable=True, traces=traces, domain=((-2.0, 2.0),))
@@ -77,7 +98,9 @@ def _scan_source(helper):
             return f"{helper}(np.ascontiguousarray({x_text}).reshape((1, -1)))[0]"
         order = tuple(k for k in range(x.ndim) if k != axis) + (axis,)
         moved = f"np.ascontiguousarray({transpose_text(x_text, x.ndim, order)})"
-        rows = f"{helper}({moved}.reshape((-1, {x_text}.shape[{axis}])))"
+        # (the row count spelled out: -1 is ambiguous when the scanned axis has length 0)
+        count = " * ".join(f"{x_text}.shape[{k}]" for k in order[:-1])
+        rows = f"{helper}({moved}.reshape(({count}, {x_text}.shape[{axis}])))"
         back = tuple(int(k) for k in np.argsort(order))
         rows = f"{rows}.reshape({shape_text(x_text, [('dim', k) for k in order])})"
         return transpose_text(rows, x.ndim, back)
@@ -109,7 +132,10 @@ def _cumprod_jvp(b, out, operands, tangents, axis):
 
 def _sort_permutation_source(texts, operands, params):
     x = texts[0]
-    return f"sort_permutation(np.ascontiguousarray({x}).reshape((-1, {x}.shape[-1]))).reshape({x}.shape)"
+    # (the row count spelled out: -1 is ambiguous when the last axis has length 0)
+    count = " * ".join(f"{x}.shape[{k}]" for k in range(operands[0].ndim - 1)) or "1"
+    return (f"sort_permutation(np.ascontiguousarray({x}).reshape(({count}, {x}.shape[-1])))"
+            f".reshape({x}.shape)")
 
 
 # ---------------------------------------------------------------- stacked matrix products
@@ -180,6 +206,15 @@ def build():
                     domain=((-2.0, 2.0), (0.3, 0.7)), traces=(np.fmod, math.fmod)),
         elementwise("expit", "1.0 / (1.0 + np.exp(-{0}))",
                     chain1(lambda b, g, o, x: b.mul(g, b.mul(o, b.sub(1.0, o)))), 1),
+        # SciPy's logit(x) = log(x / (1 - x)); its derivative 1 / (x (1 - x)) as one rule
+        # (JAX's): through the division, reverse mode formed 0 * inf = NaN at x = 0 and 1
+        elementwise("logit", "np.log({0} / (1.0 - {0}))",
+                    chain1(lambda b, g, o, x: b.div(g, b.mul(x, b.sub(1.0, x)))), 1,
+                    domain=((0.1, 0.9),)),
+        elementwise("xlogy", _xlogy_source("log"), _xlogy_chain("log", None), 2,
+                    domain=((-2.0, 2.0), (0.3, 2.0))),
+        elementwise("xlog1py", _xlogy_source("log1p"), _xlogy_chain("log1p", 1.0), 2,
+                    domain=((-2.0, 2.0), (-0.5, 2.0))),
         elementwise("erf", _special_source("math.erf"),
                     chain1(lambda b, g, o, x: b.mul(g, b.mul(b.exp(b.neg(b.mul(x, x))),
                                                              TWO_OVER_SQRT_PI))), 1,

@@ -44,7 +44,9 @@ def sum_source(texts, operands, params, numpy_name="sum"):
     axis, keepdims = params["axis"], params["keepdims"]
     if len(axis) == x.ndim:
         total = f"np.{numpy_name}({x_text})"
-        return total if not keepdims else f"np.full({kept_shape_text(x_text, x, axis, True)}, {total})"
+        if not keepdims or x.ndim == 0:     # (a scalar is a float in generated code)
+            return total
+        return f"np.full({kept_shape_text(x_text, x, axis, True)}, {total})"
     text = f"np.sum({x_text}, axis={_axis_arg(axis)})"
     if numpy_name == "mean":
         text = f"({text} / ({count_text(x_text, axis)}))"
@@ -69,7 +71,8 @@ def rows_source(helper, numpy_name):
             return _kept(rows, x, axis) if keepdims else rows
         kept = tuple(i for i in range(x.ndim) if i not in axis)
         moved = f"np.ascontiguousarray({transpose_text(x_text, x.ndim, kept + axis)})"
-        rows = f"{helper}({moved}.reshape((-1, {count_text(x_text, axis)})))"
+        # (the row count spelled out: -1 is ambiguous when a reduced axis has length 0)
+        rows = f"{helper}({moved}.reshape(({count_text(x_text, kept)}, {count_text(x_text, axis)})))"
         return f"{rows}.reshape({kept_shape_text(x_text, x, axis, keepdims)})"
     return source
 

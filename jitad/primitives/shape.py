@@ -210,14 +210,14 @@ def _expand_dims_source(texts, operands, params):
             dims.append(("dim", k))
             k += 1
     if x.ndim == 0:             # a scalar is a float in generated code: it has no .reshape
-        return f"np.full({shape_text(texts[0], dims)}, {texts[0]})"
+        return f"np.full({shape_text(texts[0], dims)}, {texts[0]})" if dims else texts[0]
     return texts[0] + "[" + ", ".join("None" if d == 1 else ":" for d in dims) + "]"
 
 
 def _reshape_source(texts, operands, params):
     x, shape = operands[0], params["shape"]
-    if x.ndim == 0:
-        return f"np.full({tuple(1 for _ in shape)}, {texts[0]})"
+    if x.ndim == 0:             # (a scalar stays a float: not a 0-d array)
+        return f"np.full({tuple(1 for _ in shape)}, {texts[0]})" if shape else texts[0]
     if shape == ():             # the single element, as a float
         return _element(texts[0], x)
     if 0 not in x.shape:        # (not the placeholder shapes of tracing)

@@ -153,10 +153,15 @@ def keep_masked_zeros(b, entries) -> list:
     `mul(d, …)`, `div(…, d)` and `neg`), so that a cotangent a select zeroes stays 0 where
     the other factor is inf or NaN: the gradient of `np.where(x > 0, np.sqrt(x), 0.0)` at
     x < 0 is 0 (the function is locally constant there), not 0 * inf = NaN. A sum of such
-    cotangents stays 0 where every term is zeroed (nested selects). Forward-sweep entries
-    are left alone (their values are the user's)."""
+    cotangents stays 0 where every term is zeroed (several selects of one value), and a
+    select of a zeroed cotangent keeps both zeros (nested selects, `np.nan_to_num`).
+    Forward-sweep entries are left alone (their values are the user's).
+
+    A zeroed cotangent is recorded as (alternatives, cotangent): it is `cotangent` where
+    the conditions of one alternative all keep it (each alternative a tuple of
+    (condition, position of the zero) pairs), else 0."""
     select = REGISTRY["select"]
-    masked: dict = {}       # name -> (((condition, position of the zero), ...), cotangent)
+    masked: dict = {}       # name -> (alternatives, cotangent)
     out = []
     for e in entries:
         name = e.prim.name
@@ -166,14 +171,20 @@ def keep_masked_zeros(b, entries) -> list:
         if name == "select":
             for zero in (1, 2):
                 if isinstance(e.ins[zero], Literal) and e.ins[zero].value == 0:
-                    masked[e.out.name] = (((e.ins[0], zero),), e.ins[3 - zero])
+                    kept = e.ins[3 - zero]
+                    if type(kept) is Var and kept.name in masked and kept.shape == e.out.shape:
+                        inner_alternatives, cotangent = masked[kept.name]   # (nested)
+                        masked[e.out.name] = (tuple(((e.ins[0], zero),) + both
+                                                    for both in inner_alternatives), cotangent)
+                    else:
+                        masked[e.out.name] = ((((e.ins[0], zero),),), kept)
         if name == "add" and e.out.dtype == "float64" and all(
                 type(a) is Var and a.name in masked and a.shape == e.out.shape for a in e.ins):
             out.append(e)       # (a term that is zeroed is 0: the sum is the cotangent)
             alternatives = tuple(dict.fromkeys(masked[e.ins[0].name][0] +
                                                masked[e.ins[1].name][0]))
-            conditions = [repr(condition) for condition, _ in alternatives]
-            if len(set(conditions)) == len(conditions):   # (else c and not c: never zeroed)
+            single = [repr(both[0][0]) for both in alternatives if len(both) == 1]
+            if len(set(single)) == len(single):   # (else c and not c: never zeroed)
                 masked[e.out.name] = (alternatives, e.out)
             continue
         if not masked or name not in ("mul", "div", "neg"):
@@ -196,12 +207,16 @@ def keep_masked_zeros(b, entries) -> list:
         out.append(Entry(inner, e.prim, ins, e.params, e.loc, sweep=e.sweep))
         value = Literal(0.0)            # the innermost select's zero: no term kept
         for i in range(len(alternatives) - 1, -1, -1):
-            condition, zero = alternatives[i]
-            select_ins = (condition, inner, value) if zero == 2 else (condition, value, inner)
-            target = e.out if i == 0 else \
-                Var(b.fresh(f"{e.out.name}_kept"), *select.shape_rule(*select_ins))
-            out.append(Entry(target, select, select_ins, {}, e.loc,
-                             e.accumulate and i == 0, e.sweep))
-            value = target
+            kept = inner                # kept where every condition of alternative i keeps it
+            for j in range(len(alternatives[i]) - 1, -1, -1):
+                condition, zero = alternatives[i][j]
+                select_ins = (condition, kept, value) if zero == 2 else (condition, value, kept)
+                last = i == 0 and j == 0
+                target = e.out if last else \
+                    Var(b.fresh(f"{e.out.name}_kept"), *select.shape_rule(*select_ins))
+                out.append(Entry(target, select, select_ins, {}, e.loc,
+                                 e.accumulate and last, e.sweep))
+                kept = target
+            value = kept
         masked[e.out.name] = (alternatives, inner)
     return out
