@@ -58,7 +58,6 @@ def _special_source(scalar):
     return source
 
 
-
 def _xlogy_source(log):
     """`x * log(y)`, 0 where x == 0 (scipy.special.xlogy / xlog1py)."""
     def source(texts, operands, params):
@@ -78,6 +77,7 @@ def _xlogy_chain(log, shift):
         den = b.select(b.eq(x, 0.0), b.select(b.eq(inner, 0.0), 1.0, inner), inner)
         return b.mul(g, b.bind(b.registry[log], y)), b.mul(b.div(g, den), x)
     return chain
+
 
 def _rounding(name, traces):
     return Primitive(name, f"np.{name}({{0}})", elementwise_rule(floating=True),
