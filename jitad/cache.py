@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ArgumentError
-from .watch import plain
+from .watch import Watched, _mark_read, plain
 
 MAX_SPECIALIZATIONS = 8     # guard outcomes traced per key (and shapes): then GuardLimitError
 SHAPES_WARNING = 8          # shapes traced per key (for lists keyed by shape): a RetraceWarning
@@ -56,7 +56,9 @@ def classify(value, name: str):
     if isinstance(value, float):
         return "f", value
     if isinstance(value, np.ndarray):
-        value = plain(value)        # (an array a trace watches, passed to a nested one)
+        if isinstance(value, Watched):  # (an array a trace watches, passed to a nested one:
+            _mark_read(value)           # without traced values, the result is frozen)
+            value = plain(value)
         if value.__class__ is not np.ndarray:
             if not isinstance(value, _PLAIN_SUBCLASSES):
                 raise ArgumentError(

@@ -108,6 +108,8 @@ def _current(container, key):
             return _MISSING
     if isinstance(container, _MAPPINGS):
         return container.get(key, _MISSING)
+    if type(container) is tuple:    # a function's __defaults__ (for the arrays it holds)
+        return container[key]
     return getattr(container, key, _MISSING)
 
 
@@ -117,6 +119,8 @@ def held_source(container, key, value, name: str, value_name: str) -> str:
     check; `Reads.stale` checks the same)."""
     if key is None:
         return f"{name}.cell_contents is {value_name}"
+    if type(container) is tuple:
+        return f"{name}[{key!r}] is {value_name}"
     if not isinstance(container, _MAPPINGS):
         return f"{name}.{key} is {value_name}"
     if value is _MISSING:       # an attribute the class defines, not (yet) the instance
@@ -127,6 +131,8 @@ def held_source(container, key, value, name: str, value_name: str) -> str:
 def _binding_name(container, key) -> str:
     if key is None:
         return "a closure variable"
+    if type(container) is tuple:
+        return f"default value {key}"
     if isinstance(container, _MAPPINGS):
         return f"global or attribute '{key}'"
     return f"{getattr(container, '__qualname__', type(container).__name__)}.{key}"
@@ -328,6 +334,10 @@ class _Walker:
             current = getattr(fun, key)
             if current is not None:         # code that passes every argument needs no check
                 self.bind(fun, key, current)
+                for name, value in current.items() if isinstance(current, dict) else \
+                        enumerate(current):     # arrays: their contents are checked too
+                    if type(value) is np.ndarray:
+                        self.bind(current, name, value)
             self.text(f"{key}=")
             self.value(tuple(sorted(current.items())) if isinstance(current, dict) else current,
                        names)

@@ -77,6 +77,20 @@ class Watched(np.ndarray):
     def __setitem__(self, index, value):
         plain(self)[plain_all(index)] = plain_all(value)
 
+    def view(self, *args, **kwargs):
+        """`a.view(np.ndarray)` (asked for a plain view) stays watched; views as another
+        subclass read the values."""
+        result = np.ndarray.view(self, *args, **kwargs)
+        source = self.__dict__.get("_jitad_source")
+        if source is None or isinstance(result, Watched):
+            return result
+        if type(result) is np.ndarray:
+            view = np.ndarray.view(result, Watched)
+            view._jitad_source, view._jitad_plain = source, result
+            return view
+        _mark_read(self)
+        return result
+
     def __iter__(self):
         _mark_read(self)
         return iter(plain(self))

@@ -603,3 +603,57 @@ def test_keyword_only_defaults_of_helpers_are_part_of_the_store_key(capsys, monk
     monkeypatch.setattr(keyword_helper, "__kwdefaults__", {"p": 3})
     assert traces_of(via_keyword_default, capsys) == 1
     assert_close(jitad.jit_grad(via_keyword_default)(X), 3.0 * X * X, 1e-12, 0, "p = 3")
+
+
+def summed_default(x, d=np.array([1.0, 2.0, 3.0])):
+    return np.sum(d) * np.sum(x * x)            # np.sum(d): NumPy's, while tracing
+
+
+def summed_keyword_default(x, *, d=np.array([1.0, 2.0, 3.0])):
+    return np.sum(d) * np.sum(x * x)
+
+
+@pytest.mark.parametrize("helper, held", [
+    (summed_default, lambda: summed_default.__defaults__[0]),
+    (summed_keyword_default, lambda: summed_keyword_default.__kwdefaults__["d"]),
+], ids=["positional", "keyword-only"])
+def test_a_default_array_the_trace_froze_retraces_when_changed_in_place(helper, held):
+    """The defaults tuple (dict) is the same object after an in-place change of an array in
+    it: the array's contents are checked as a global array's are."""
+    f = jitad.jit_grad(lambda x: helper(x))
+    try:
+        for change in ("first", "in place"):
+            if change == "in place":
+                held()[:] = [5.0, 5.0, 5.0]
+            for _ in range(2):
+                assert_close(f(X), 2.0 * np.sum(held()) * X, 1e-12, 0, change)
+        assert f.trace_count == 2
+    finally:
+        held()[:] = [1.0, 2.0, 3.0]
+
+
+def test_a_plain_view_of_a_watched_array_stays_watched(monkeypatch):
+    """`WATCHED.view(np.ndarray)` asks for a plain view: its reads are WATCHED's reads."""
+    monkeypatch.setattr(sys.modules[__name__], "WATCHED", np.array([1.0, 2.0, 3.0]))
+    f = jitad.jit_grad(lambda x: np.sum(WATCHED * x) + np.sum(WATCHED.view(np.ndarray)) * x[0])
+    for change in ("first", "in place"):
+        if change == "in place":
+            WATCHED[:] = [4.0, -1.0, 0.5]
+        for _ in range(2):
+            assert_close(f(X), WATCHED + np.array([np.sum(WATCHED), 0.0, 0.0]), 1e-12, 0, change)
+    assert f.trace_count == 2
+
+
+def test_a_watched_array_passed_alone_to_a_nested_jitad_object_is_read(monkeypatch):
+    """`inner.value(WATCHED)` runs inner's compiled code while tracing: a number frozen into
+    the outer trace, computed from WATCHED's values."""
+    monkeypatch.setattr(sys.modules[__name__], "WATCHED", np.array([1.0, 2.0, 3.0]))
+    inner = jitad.jit_grad(lambda w: np.sum(w * w))
+    assert inner.value(np.ones(3)) == 3.0       # (compiled before: the outer trace calls it)
+    f = jitad.jit_grad(lambda x: np.sum(WATCHED * x) + inner.value(WATCHED) * x[0])
+    for change in ("first", "in place"):
+        if change == "in place":
+            WATCHED[:] = [4.0, -1.0, 0.5]
+        for _ in range(2):
+            expected = WATCHED + np.array([np.sum(WATCHED ** 2), 0.0, 0.0])
+            assert_close(f(X), expected, 1e-12, 0, change)
