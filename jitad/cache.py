@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ArgumentError
-from .watch import Watched, _mark_read, plain
+from .watch import Watched, mark_read, plain
 
 MAX_SPECIALIZATIONS = 8     # guard outcomes traced per key (and shapes): then GuardLimitError
 SHAPES_WARNING = 8          # shapes traced per key (for lists keyed by shape): a RetraceWarning
@@ -57,7 +57,7 @@ def classify(value, name: str):
         return "f", value
     if isinstance(value, np.ndarray):
         if isinstance(value, Watched):  # (an array a trace watches, passed to a nested one:
-            _mark_read(value)           # without traced values, the result is frozen)
+            mark_read(value)           # without traced values, the result is frozen)
             value = plain(value)
         if value.__class__ is not np.ndarray:
             if not isinstance(value, _PLAIN_SUBCLASSES):

@@ -70,7 +70,7 @@ class Watched(np.ndarray):
         if type(index) is int:          # (an element loop's reads: the short way)
             result = plain(self)[index]
             if type(result) is not np.ndarray:
-                _mark_read(self)
+                mark_read(self)
                 return result
         return call(np.ndarray.__getitem__, (self, index), {})
 
@@ -88,16 +88,16 @@ class Watched(np.ndarray):
             view = np.ndarray.view(result, Watched)
             view._jitad_source, view._jitad_plain = source, result
             return view
-        _mark_read(self)
+        mark_read(self)
         return result
 
     def __iter__(self):
-        _mark_read(self)
+        mark_read(self)
         return iter(plain(self))
 
     @property
     def flat(self):
-        _mark_read(self)
+        mark_read(self)
         return plain(self).flat
 
 
@@ -157,7 +157,8 @@ def _leaves(value, found: list) -> list:
     return found
 
 
-def _mark_read(*views) -> None:
+def mark_read(*views) -> None:
+    """Record that the trace read the values of the arrays these watched views stand for."""
     for view in views:
         source = view.__dict__.get("_jitad_source")
         if source is not None:
@@ -184,7 +185,7 @@ def call(func, args, kwargs):
                 view = result.view(Watched)
                 view._jitad_source, view._jitad_plain = source, result
                 return view
-    _mark_read(*watched)
+    mark_read(*watched)
     return result
 
 
@@ -222,5 +223,5 @@ for _name in dir(np.ndarray):
         setattr(Watched, _name, _reading(_name))
 for _name in ("data", "ctypes", "base", "__array_interface__", "__array_struct__"):
     setattr(Watched, _name, property(lambda self, _name=_name: (
-        _mark_read(self), getattr(plain(self), _name))[1]))
+        mark_read(self), getattr(plain(self), _name))[1]))
 del _name
