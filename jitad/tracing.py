@@ -1020,6 +1020,14 @@ def _check_writable(target, what):
         f"{what}) is not supported: update the array itself (r[1:][0] = v is r[1] = v)"))
 
 
+def _refuse_write(what: str):
+    raise TraceError(located(
+        f"writing into an array the function reads besides its arguments ({what}; a global, "
+        "closure variable, default, attribute or dict item) is not supported: the write "
+        "would happen once, while tracing, and never at compiled calls. Copy it first "
+        "(y = G.copy()) or pass it as an argument"))
+
+
 def _setitem(target, index, value):
     """`target[index] = value`, recorded as a functional update."""
     _check_writable(target, "x[...] = ...")
@@ -1444,7 +1452,7 @@ class _Interceptor:
         self.originals: dict = {}       # id(translation) -> original
         self.namespaces: dict = {}      # id(real globals) -> _Globals
         self.builtins = dict(vars(builtins), __import__=self._import, type=Type)
-        self.watch = Watch(Tracer)      # the arrays cloned code reads
+        self.watch = Watch(Tracer, _refuse_write)   # the arrays cloned code reads
         self.cells: list = []           # (fresh cell, the user's, its translated contents)
 
     def _user(self, filename: str, module_name) -> bool:

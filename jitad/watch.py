@@ -20,8 +20,9 @@ import numpy as np
 class Watch:
     """The watched arrays of one trace; `read`: the ids of those whose values it read."""
 
-    def __init__(self, traced_type):
+    def __init__(self, traced_type, refuse_write):
         self.traced_type = traced_type      # the tracer class: values that are traced
+        self.refuse_write = refuse_write    # raises the error for a write into a watched array
         self.read: set = set()
         self.views: dict = {}               # id(array) -> its Watched view (one per array)
 
@@ -75,7 +76,7 @@ class Watched(np.ndarray):
         return call(np.ndarray.__getitem__, (self, index), {})
 
     def __setitem__(self, index, value):
-        plain(self)[plain_all(index)] = plain_all(value)
+        _refuse_write(self, "an assignment to its elements")
 
     def view(self, *args, **kwargs):
         """`a.view(np.ndarray)` (asked for a plain view) stays watched; views as another
@@ -165,12 +166,28 @@ def mark_read(*views) -> None:
             source[0].read.add(id(source[1]))
 
 
+def _refuse_write(view, what: str):
+    """A write into a watched array (the traced function's side effect would run once, while
+    tracing, and never at compiled calls): the trace's error."""
+    source = view.__dict__.get("_jitad_source")
+    if source is not None:
+        source[0].refuse_write(what)
+    raise TypeError(f"{what}: a view of an array a trace watched cannot be written")
+
+
 def call(func, args, kwargs):
     """`func(*args, **kwargs)` on the plain arrays of any watched ones. With traced values
     among the arguments the tracer binds it; otherwise its result is a view of a watched
     array (watched too), or the watched arrays' values were read."""
     leaves = _leaves(kwargs, _leaves(args, [])) if kwargs else _leaves(args, [])
     watched = [v for v in leaves if type(v) is Watched]
+    written = [v for v in _leaves(kwargs.get("out"), []) if type(v) is Watched]
+    if args and type(args[0]) is Watched and func in _WRITERS:
+        written.append(args[0])
+    if written:
+        owner = getattr(func, "__self__", None)     # (a ufunc's method: its ufunc)
+        name = getattr(owner if isinstance(owner, np.ufunc) else func, "__name__", repr(func))
+        _refuse_write(written[0], f"{_OPERATORS.get(name, name)} into it")
     result = func(*plain_all(args), **plain_all(kwargs)) if kwargs else \
         func(*plain_all(args))
     sources = [s for s in (w.__dict__.get("_jitad_source") for w in watched) if s is not None]
@@ -201,6 +218,22 @@ class Compiled:
 
     def __getattr__(self, name):
         return getattr(self._jitad_fun, name)
+
+
+# Functions and methods that write into their first argument.
+_WRITERS = {np.copyto, np.put, np.place, np.putmask, np.fill_diagonal, *(
+    getattr(np.ndarray, name) for name in ("fill", "sort", "put", "partition", "resize",
+                                           "setfield", "itemset") if hasattr(np.ndarray, name)),
+    *(getattr(np.ndarray, name) for name in (
+        "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
+        "__ipow__", "__imatmul__", "__iand__", "__ior__", "__ixor__", "__ilshift__",
+        "__irshift__"))}
+
+
+_OPERATORS = {f"__i{op}__": f"{symbol}=" for op, symbol in (
+    ("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/"), ("floordiv", "//"), ("mod", "%"),
+    ("pow", "**"), ("matmul", "@"), ("and", "&"), ("or", "|"), ("xor", "^"), ("lshift", "<<"),
+    ("rshift", ">>"))}
 
 
 def _reading(name):

@@ -488,6 +488,23 @@ def test_views_numpy_makes_of_a_watched_array_are_those_views(view):
         assert_close(f(X), matrix.T @ np.cos(matrix @ X), 1e-12, 0)
 
 
+@pytest.mark.parametrize("write", [
+    lambda: WATCHED.__setitem__(1, 2.5), lambda: WATCHED.__iadd__(1.0),
+    lambda: np.multiply(WATCHED, 2.0, out=WATCHED), lambda: WATCHED[::-1].sort(),
+    lambda: np.copyto(WATCHED, 1.0), lambda: WATCHED.T.fill(0.0),
+], ids=["item", "+=", "out=", "sort of a view", "copyto", "fill"])
+def test_writing_into_a_watched_array_is_a_trace_error(write, monkeypatch):
+    """The write would run once, while tracing, and never at compiled calls."""
+    monkeypatch.setattr(sys.modules[__name__], "WATCHED", np.array([1.0, 2.0, 3.0]))
+
+    def f(x):
+        write()
+        return np.sum(WATCHED * x)
+    with pytest.raises(jitad.TraceError, match="writing into an array the function reads"):
+        jitad.jit_grad(f)(X)
+    assert_close(WATCHED, np.array([1.0, 2.0, 3.0]), 0, 0)
+
+
 def test_arrays_returned_as_aux_are_plain_ndarrays():
     f = jitad.jit_grad(lambda x: (np.sum(WATCHED * x), (WATCHED, WATCHED[1:])), has_aux=True)
     for _ in range(2):
