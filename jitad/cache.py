@@ -57,7 +57,7 @@ def classify(value, name: str):
         return "f", value
     if isinstance(value, np.ndarray):
         if isinstance(value, Watched):  # (an array a trace watches, passed to a nested one:
-            mark_read(value)           # without traced values, the result is frozen)
+            mark_read(value)            # without traced values, the result is frozen)
             value = plain(value)
         if value.__class__ is not np.ndarray:
             if not isinstance(value, _PLAIN_SUBCLASSES):
@@ -98,7 +98,8 @@ def classify(value, name: str):
                             f"(np.asarray({name}, dtype=float)) or a tuple of static values")
     raise ArgumentError(f"argument '{name}' has unsupported type {type(value).__name__}: jitad "
                         "takes floats, float64/integer/bool ndarrays (runtime inputs) and "
-                        "int, bool, str, None, functions or tuples of them (static, part of the cache key)")
+                        "int, bool, str, None, functions or tuples of them (static, part of the "
+                        "cache key)")
 
 
 def consts_digest(consts) -> str:
