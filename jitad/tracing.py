@@ -1313,12 +1313,22 @@ def _scipy_proxy(module):
     """scipy or scipy.linalg as traced code sees it: solve_triangular traces (and, in
     scipy, the special functions numpy_functions traces)."""
     proxy = types.ModuleType(module.__name__, module.__doc__)
-    proxy.__dict__.update(vars(numpy_functions.traced_module(module) or module))
+    proxy.__dict__.update({name: value if name.startswith("_") else _untraced(value)
+                           for name, value in
+                           vars(numpy_functions.traced_module(module) or module).items()})
     if module.__name__ == "scipy":
         proxy.linalg = _scipy_proxy(sys.modules.get("scipy.linalg") or module.linalg)
     else:
         proxy.solve_triangular = _traced_scipy_solve_triangular(module.solve_triangular)
     return proxy
+
+
+def _untraced(fun):
+    """A library function as traced code sees it: the watched arrays passed to it are read
+    (it may convert them to plain arrays first, unseen); jitad's own functions as they are."""
+    module = getattr(fun, "__module__", None) or ""
+    return fun if module.partition(".")[0] == "jitad" or type(fun) is not types.FunctionType \
+        else Compiled(fun)
 
 
 def _traced_scipy_solve_triangular(original):
@@ -1422,7 +1432,7 @@ _MISSING = object()
 
 
 class _ModuleProxy:
-    """A user module as cloned code sees it: attributes translated, assignments passed on."""
+    """A module as cloned code sees it: attributes translated, assignments passed on."""
 
     __slots__ = ("_jitad_module", "_jitad_interceptor")
 
@@ -1525,13 +1535,13 @@ class _Interceptor:
         if traced_module is not None:        # scipy.special: logsumexp, softmax...
             self._remember(value, traced_module)
             return traced_module
-        if type(value) is types.ModuleType:
-            user = self._user(getattr(value, "__file__", None) or "<frozen", value.__name__)
-            translation = _ModuleProxy(value, self) if user else value
+        if type(value) is types.ModuleType:     # (a library's: its functions untraced)
+            translation = value if value.__name__.partition(".")[0] == "jitad" else \
+                _ModuleProxy(value, self)
         elif self._user(value.__code__.co_filename, value.__module__):
             return self.clone(value)
         else:
-            translation = value
+            translation = _untraced(value)
         self._remember(value, translation)
         return translation
 

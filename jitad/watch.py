@@ -207,8 +207,9 @@ def call(func, args, kwargs):
 
 
 class Compiled:
-    """A compiled function (a Numba dispatcher) as traced code sees it: the watched arrays
-    passed to it are read (its code reads memory, not Python objects)."""
+    """A function jitad does not trace (a Numba dispatcher, a library function) as traced
+    code sees it: the watched arrays passed to it are read (its code reads their memory, or
+    converts them to plain arrays first)."""
 
     def __init__(self, fun):
         self._jitad_fun = fun

@@ -15,6 +15,9 @@ import warnings
 import numba
 import numpy as np
 import pytest
+import scipy.linalg
+import scipy.stats
+from numpy import asarray_chkfinite
 
 import jitad
 
@@ -357,6 +360,9 @@ FROZEN_READS = {
     "np.array": lambda: np.sum(np.array(WATCHED)),
     "np.asarray": lambda: np.asarray(WATCHED)[0],
     "a Numba function": lambda: NUMBA_TOTAL(WATCHED),
+    "scipy.linalg": lambda: scipy.linalg.norm(WATCHED),          # (np.asarray inside)
+    "scipy.stats": lambda: np.sum(scipy.stats.zscore(WATCHED) ** 3),
+    "a library function by name": lambda: float(np.sum(asarray_chkfinite(WATCHED) ** 2)),
 }
 
 
