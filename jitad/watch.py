@@ -6,11 +6,12 @@ Step: beside tracing. Traced code sees such an array as a `Watched` view of the 
 (`Watch.wrap`; arrays held by objects' attributes and dicts hold one while the trace runs,
 `Watch.swap`). Operations with traced values unwrap it (`plain`): the compiled code is
 passed the array and reads its current contents at each call. Any other read of its values
-(NumPy ufuncs and functions, element reads, iteration, conversions, ndarray methods, copies)
-records it in `Watch.read`: the trace froze what it computed from them, so each call
-compares the array's contents (`Reads.with_arrays`). Views of it stay watched. Reads that
-bypass Python (the buffer protocol, compiled extensions other than Numba functions) are not
-seen.
+(NumPy ufuncs and functions, element reads, iteration, conversions, ndarray methods, copies,
+a Numba or library function called with it: `Compiled`) records it in `Watch.read`: the
+trace froze what it computed from them, so each call compares the array's contents
+(`Reads.with_arrays`). Views of it stay watched. A write into it is refused (it would
+happen once, while tracing). Reads that bypass Python (the buffer protocol, other compiled
+extensions) are not seen.
 """
 from __future__ import annotations
 
