@@ -513,8 +513,11 @@ def _variance(name, a, axis, dtype, out, ddof, keepdims, where, mean, correction
 
 def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None,
          mean=None, correction=None):
-    return bind(_p("sqrt"), _variance("std", a, axis, dtype, out, ddof, keepdims, where, mean,
-                                      correction))
+    # sqrt of the variance, 0 where the variance is 0: the same values, and a gradient of 0
+    # there (over one element std is constant; at equal elements, a kink, like abs'(0) = 0)
+    # instead of sqrt'(0) * 0 = NaN
+    variance = _variance("std", a, axis, dtype, out, ddof, keepdims, where, mean, correction)
+    return bind(_p("select"), bind(_p("eq"), variance, 0.0), 0.0, bind(_p("sqrt"), variance))
 
 
 def _cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):

@@ -654,3 +654,17 @@ def test_layout_dependent_orders_are_a_located_trace_error():
     with pytest.raises(TraceError, match=r"order='K' depends on the memory layout.*\n.*"
                                          r"test_numpy_functions.py"):
         f(np.ones(6))
+
+
+@pytest.mark.parametrize("x, axis", [
+    (np.array([1.7]), None),                        # one element: std is constant
+    (np.array([[1.0], [2.0]]), 1),                  # one element per row
+    (np.array([2.0, 2.0, 2.0]), None),              # equal elements: a kink, as abs'(0) = 0
+])
+def test_std_where_it_is_zero_has_gradient_zero_not_nan(x, axis):
+    f = jitad.jit_grad(lambda x: np.sum(np.std(x, axis=axis)))
+    value, gradient = f.value_and_grad(x)
+    assert value == 0.0
+    assert_close(gradient, np.zeros_like(x), 0, 0)
+    _, tangent = jitad.jvp(lambda x: np.sum(np.std(x, axis=axis)))(x, np.ones_like(x))
+    assert tangent == 0.0
