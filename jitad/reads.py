@@ -156,16 +156,18 @@ def _trusted(module_name: str) -> bool:
     return (module_name or "").split(".")[0] in TRUSTED_MODULES
 
 
-def _names(code, keys: bool = True) -> set:
-    """Global and attribute names a code object (and the code nested in it) reads, and with
-    `keys` its string constants (the keys it may read from dicts, `CONFIG["scale"]`)."""
-    names = set(code.co_names)
+def _names(code) -> tuple:
+    """(global and attribute names a code object and the code nested in it reads, those and
+    its string constants: the keys it may read from dicts, `CONFIG["scale"]`)."""
+    names, keys = set(code.co_names), set()
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _names(const, keys)
-        elif keys and type(const) is str:
-            names.add(const)
-    return names
+            inner_names, inner_keys = _names(const)
+            names |= inner_names
+            keys |= inner_keys
+        elif type(const) is str:
+            keys.add(const)
+    return names, names | keys
 
 
 class _Walker:
@@ -175,7 +177,7 @@ class _Walker:
         self.storable = True
         self.bindings: list = []
         self.seen: dict = {}        # id -> the callable walked (kept alive: ids stay unique)
-        self.named: dict = {}       # id(object) -> the attribute names walked on it
+        self.named: dict = {}       # id(object) -> (it, the attribute names walked on it)
         self.held: set = set()      # ids of the objects' and dicts' dicts bound (not modules')
 
     def text(self, text: str) -> None:
@@ -256,7 +258,7 @@ class _Walker:
             self.text(")")
         elif isinstance(fun, types.MethodType):
             self.text("method(")
-            self.instance(fun.__self__, _names(fun.__func__.__code__)
+            self.instance(fun.__self__, _names(fun.__func__.__code__)[1]
                           if isinstance(fun.__func__, types.FunctionType) else set())
             self.callable(fun.__func__)
             self.text(")")
@@ -275,9 +277,7 @@ class _Walker:
         self.storable = False                    # such state is not stored across processes
         if depth >= ATTRIBUTE_DEPTH:
             return
-        done = self.named.setdefault(id(obj), set())
-        if not done:
-            self.seen[("object", id(obj))] = obj            # (kept alive: ids stay unique)
+        done = self.named.setdefault(id(obj), (obj, set()))[1]   # (kept: ids stay unique)
         new = set(names) - done
         done |= new
         attributes = getattr(obj, "__dict__", None)
@@ -329,7 +329,7 @@ class _Walker:
         self.text(f"function:{fun.__module__}.{fun.__qualname__};")
         # (version 2: no back-references, whose flags depend on reference counts)
         self.hash.update(marshal.dumps(fun.__code__, 2))
-        names = _names(fun.__code__)
+        code_names, names = _names(fun.__code__)
         for key in ("__defaults__", "__kwdefaults__"):
             current = getattr(fun, key)
             if current is not None:         # code that passes every argument needs no check
@@ -348,7 +348,7 @@ class _Walker:
                 self.text("empty cell;")
             else:
                 self.value(contents, names)
-        if _names(fun.__code__, keys=False) & IMPURE_NAMES:
+        if code_names & IMPURE_NAMES:
             self.storable = False
         for name in sorted(names):
             if name in fun.__globals__:

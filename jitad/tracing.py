@@ -1324,11 +1324,17 @@ def _scipy_proxy(module):
 
 
 def _untraced(fun):
-    """A library function as traced code sees it: the watched arrays passed to it are read
-    (it may convert them to plain arrays first, unseen); jitad's own functions as they are."""
+    """A library function or Numba dispatcher as traced code sees it: the watched arrays
+    passed to it are read (it may convert them to plain arrays first, or read their memory,
+    unseen); jitad's own functions and other values as they are."""
+    if type(fun).__module__ == _NUMBA_DISPATCHERS:
+        return Compiled(fun)
     module = getattr(fun, "__module__", None) or ""
     return fun if module.partition(".")[0] == "jitad" or type(fun) is not types.FunctionType \
         else Compiled(fun)
+
+
+_NUMBA_DISPATCHERS = "numba.core.registry"      # (the module of @numba.njit's dispatchers)
 
 
 def _traced_scipy_solve_triangular(original):
@@ -1473,11 +1479,6 @@ class _Interceptor:
         kind = type(value)
         if kind is np.ndarray:
             return self.watch.wrap(value)
-        if kind.__module__ == "numba.core.registry" and callable(value):   # @numba.njit
-            done = self.translated.get(id(value))
-            if done is None:
-                self._remember(value, Compiled(value))
-            return self.translated[id(value)][1]
         if kind is not types.ModuleType:
             replaced = numpy_functions.replacement(value)
             if replaced is not None:        # np.array, scipy.special.logsumexp...
@@ -1488,7 +1489,8 @@ class _Interceptor:
             return _NUMPY_CREATION.get(value, value)
         if kind is _DISPATCHER:                    # np.zeros_like-style NumPy functions
             return _NUMPY_CREATION.get(value, value)
-        if kind is types.FunctionType or kind is types.ModuleType:
+        if kind is types.FunctionType or kind is types.ModuleType or \
+                kind.__module__ == _NUMBA_DISPATCHERS:         # (@numba.njit: untraced)
             done = self.translated.get(id(value))
             return done[1] if done is not None else self._translate(value)
         if kind is functools.partial:
@@ -1538,7 +1540,8 @@ class _Interceptor:
         if type(value) is types.ModuleType:     # (a library's: its functions untraced)
             translation = value if value.__name__.partition(".")[0] == "jitad" else \
                 _ModuleProxy(value, self)
-        elif self._user(value.__code__.co_filename, value.__module__):
+        elif type(value) is types.FunctionType and \
+                self._user(value.__code__.co_filename, value.__module__):
             return self.clone(value)
         else:
             translation = _untraced(value)

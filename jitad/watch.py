@@ -30,8 +30,7 @@ class Watch:
     def wrap(self, array: np.ndarray) -> Watched:
         view = self.views.get(id(array))
         if view is None:
-            view = self.views[id(array)] = array.view(Watched)
-            view._jitad_source, view._jitad_plain = (self, array), array
+            view = self.views[id(array)] = _watched_view(array, (self, array))
         return view
 
     def swap(self, held) -> list:
@@ -87,9 +86,7 @@ class Watched(np.ndarray):
         if source is None or isinstance(result, Watched):
             return result
         if type(result) is np.ndarray:
-            view = np.ndarray.view(result, Watched)
-            view._jitad_source, view._jitad_plain = source, result
-            return view
+            return _watched_view(result, source)
         mark_read(self)
         return result
 
@@ -120,6 +117,14 @@ class Type(type, metaclass=_TypeCheck):
         if len(args) == 1 and not kwargs:
             return type(plain(args[0]))
         return type(*args, **kwargs)
+
+
+def _watched_view(array: np.ndarray, source) -> Watched:
+    """A watched view of the plain `array` (which `plain` gives back), standing for the
+    array `source` ((its Watch, the array)) watches."""
+    view = np.ndarray.view(array, Watched)
+    view._jitad_source, view._jitad_plain = source, array
+    return view
 
 
 def plain(value):
@@ -200,9 +205,7 @@ def call(func, args, kwargs):
     if type(result) is np.ndarray:
         for source in sources:
             if np.may_share_memory(result, source[1]):
-                view = result.view(Watched)
-                view._jitad_source, view._jitad_plain = source, result
-                return view
+                return _watched_view(result, source)
     mark_read(*watched)
     return result
 
@@ -222,20 +225,16 @@ class Compiled:
         return getattr(self._jitad_fun, name)
 
 
-# Functions and methods that write into their first argument.
-_WRITERS = {np.copyto, np.put, np.place, np.putmask, np.fill_diagonal, *(
-    getattr(np.ndarray, name) for name in ("fill", "sort", "put", "partition", "resize",
-                                           "setfield", "itemset") if hasattr(np.ndarray, name)),
-    *(getattr(np.ndarray, name) for name in (
-        "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
-        "__ipow__", "__imatmul__", "__iand__", "__ior__", "__ixor__", "__ilshift__",
-        "__irshift__"))}
-
-
+# The in-place operators (`G += 1`), by method name.
 _OPERATORS = {f"__i{op}__": f"{symbol}=" for op, symbol in (
     ("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/"), ("floordiv", "//"), ("mod", "%"),
     ("pow", "**"), ("matmul", "@"), ("and", "&"), ("or", "|"), ("xor", "^"), ("lshift", "<<"),
     ("rshift", ">>"))}
+# Functions and methods that write into their first argument.
+_WRITERS = {np.copyto, np.put, np.place, np.putmask, np.fill_diagonal,
+            *(getattr(np.ndarray, name) for name in (
+                "fill", "sort", "put", "partition", "resize", "setfield", "itemset", *_OPERATORS)
+              if hasattr(np.ndarray, name))}
 
 
 def _reading(name):
@@ -250,7 +249,7 @@ def _reading(name):
 # Every other ndarray method: views stay watched, anything else reads the values.
 for _name in dir(np.ndarray):
     if _name not in Watched.__dict__ and _name not in (
-            "view", "__array_finalize__", "__new__", "__init__", "__getattribute__",
+            "__array_finalize__", "__new__", "__init__", "__getattribute__",
             "__setattr__", "__delattr__", "__class__", "__init_subclass__", "__subclasshook__",
             "__sizeof__", "__len__", "__array_priority__", "__hash__", "__doc__", "__dir__",
             "__array_wrap__", "__array_prepare__", "__class_getitem__", "__dlpack_device__") \
