@@ -17,7 +17,6 @@ import threading
 import time
 import types
 import warnings
-import weakref
 
 import numpy as np
 
@@ -237,7 +236,8 @@ class JitGrad:
         self.compile_count = 0
         self.stale_retraces = 0
         self._lock = threading.RLock()          # one trace and one compile per first call
-        self._bound: dict | None = None        # id(instance) -> (weakref, object)
+        self._bound: dict | None = None        # id(instance) -> its object (no __dict__)
+        self._instance = None                   # on a method's object: its instance
 
     def __repr__(self) -> str:
         return f"<jitad.jit_grad of {self.__qualname__}, argnums={self.argnums!r}>"
@@ -246,31 +246,48 @@ class JitGrad:
         # Pickle by reference: workers import the decorated function from its module.
         return self.__qualname__
 
+    def __set_name__(self, owner, name) -> None:
+        self._attribute = name      # (a method's name in its class, for `__reduce_ex__`)
+
     def __get__(self, instance, owner=None):
-        """On a method: a jit_grad of the method bound to `instance` (one per instance, kept
-        as long as the instance lives); `argnums` counts the arguments after `self`.
-        Instances are told apart by identity, never by `==`: two that compare equal may hold
-        different values."""
+        """On a method: a jit_grad of the method bound to `instance`; `argnums` counts the
+        arguments after `self`. It is made once per instance and kept in the instance's
+        `__dict__` (as `functools.cached_property` keeps values), so it lives as long as
+        the instance; a kept object serves only the instance it was made for (a
+        `copy.copy` gets its own). Instances without a `__dict__` have theirs kept here, by
+        identity (never `==`: instances that compare equal may hold different values),
+        which keeps them alive."""
         if instance is None:
             return self
+        attributes = getattr(instance, "__dict__", None)
+        if type(attributes) is dict:
+            key = f"__jitad_{getattr(self, '_attribute', self.__name__)}"
+            kept = attributes.get(key)
+            if kept is None or kept._instance is not instance:
+                kept = attributes[key] = self._bind_to(instance)
+            return kept
         if self._bound is None:
             self._bound = {}
         kept = self._bound.get(id(instance))
-        if kept is not None and kept[0]() is instance:
-            return kept[1]
-        try:
-            ref = weakref.ref(instance, functools.partial(_forget_instance, self._bound,
-                                                          id(instance)))
-        except TypeError:                       # not weak-referenceable
-            return self._bind(instance)
+        if kept is None:        # (kept objects hold their instances: ids stay unique)
+            kept = self._bound[id(instance)] = self._bind_to(instance)
+        return kept
+
+    def _bind_to(self, instance):
         bound = self._bind(instance)
-        self._bound[id(instance)] = (ref, bound)
+        bound._instance = instance
+        bound._attribute = getattr(self, "_attribute", self.__name__)
         return bound
 
     def _bind(self, instance):
         """A new object like this one for the method bound to `instance`."""
         return JitGrad(types.MethodType(self.fun, instance), self.argnums, self.code_shape,
                        self.has_aux, self.tiers)
+
+    def __reduce_ex__(self, protocol):
+        if self._instance is not None:     # a method's object: the instance's attribute
+            return getattr, (self._instance, self._attribute)
+        return self.__reduce__()
 
     # ------------------------------------------------------------ public calls
 
@@ -956,12 +973,6 @@ def _fast_switching(on: bool) -> None:
     (before, lowered), _switching[:] = _switching, [None, None]
     if before is not None and sys.getswitchinterval() == lowered:
         sys.setswitchinterval(before)
-
-
-def _forget_instance(bound: dict, key: int, ref) -> None:
-    """(A weakref callback) drop the object of a method's instance that is gone."""
-    if bound.get(key, (None,))[0] is ref:
-        del bound[key]
 
 
 def _after_fork_in_child() -> None:

@@ -1,6 +1,7 @@
 """What jit_grad accepts and gives back as Python objects: methods, functools.partial,
 callable objects; pickling by reference (multiprocessing); several threads first-calling
 one object; errors that name the user's line; memory over many calls and objects."""
+import copy
 import functools
 import gc
 import math
@@ -8,6 +9,7 @@ import multiprocessing
 import pickle
 import threading
 import tracemalloc
+import weakref
 
 import numpy as np
 import pytest
@@ -79,6 +81,49 @@ def test_instances_that_compare_equal_get_methods_of_their_own(make):
         want = np.diag(6.0 * X) if make is jitad.hessian else 3.0 * X * X
         assert_close(model.penalty(X), model.scale * want, 1e-12, 0, f"scale {model.scale}")
     assert first.penalty is first.penalty and first.penalty is not second.penalty
+
+
+class Fitted:
+    """A model holding its data, as fitted models do."""
+
+    def __init__(self, scale):
+        self.scale = scale
+        self.data = np.full(3, scale)
+
+    @jitad.jit_grad
+    def loss(self, w):
+        return self.scale * np.sum(w * w) + np.sum(self.data * w)
+
+    @jitad.hessian
+    def curvature(self, w):
+        return self.scale * np.sum(w ** 3)
+
+
+def test_instances_are_freed_and_copies_and_pickles_get_their_own_methods():
+    def gradient(model):
+        return 2.0 * model.scale * X + model.data
+    models = [Fitted(s) for s in (1.0, 2.0, 3.0)]
+    for model in models:
+        assert_close(model.loss(X), gradient(model), 1e-12, 0, f"scale {model.scale}")
+        assert_close(model.curvature(X), np.diag(6.0 * model.scale * X), 1e-12, 0, "hessian")
+        model.loss.wait()
+        model.curvature.wait()
+    twin = copy.copy(models[0])
+    twin.scale, twin.data = 5.0, np.zeros(3)        # (the copy's own attribute values)
+    assert_close(twin.loss(X), 10.0 * X, 1e-12, 0, "a shallow copy's method")
+    assert twin.loss is not models[0].loss
+    clone = pickle.loads(pickle.dumps(models[1]))
+    assert_close(clone.loss(X), gradient(models[1]), 1e-12, 0, "an unpickled instance")
+    deep = copy.deepcopy(models[2])
+    assert_close(deep.loss(X), gradient(models[2]), 1e-12, 0, "a deep copy")
+    method = pickle.loads(pickle.dumps(models[2].loss))
+    assert_close(method(X), gradient(models[2]), 1e-12, 0, "a pickled method")
+    for waiting in (twin.loss, clone.loss, deep.loss, method):   # (background compiles
+        waiting.wait()                                            # hold their objects)
+    alive = [weakref.ref(model) for model in models + [twin, clone, deep]]
+    del models, model, twin, clone, deep, method
+    gc.collect()
+    assert [ref() for ref in alive] == [None] * len(alive), "instances kept alive by jitad"
 
 
 def test_partial_with_bound_keyword_and_positional_arguments():
