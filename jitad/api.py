@@ -22,6 +22,7 @@ import numpy as np
 
 from . import codegen, collector, compile as compiler, disk, stats, store, tape
 from .numpy_tier import NumpyKernel
+from .primitives.linalg import RAISE_LINALG_ERRORS
 from .cache import (MAX_SPECIALIZATIONS, SHAPES_WARNING, KeyEntry, Variant, classify,
                     consts_digest, shapes_of, static_key)
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
@@ -834,6 +835,10 @@ class JitGrad:
         try:
             result = _shaped_result(compiler.call_compiling(kernel, values + variant.trace.consts),
                                     mode, self._single, variant.trace.aux)
+        except np.linalg.LinAlgError as error:      # (the trace ran the function's own: this
+            raise np.linalg.LinAlgError(            # is the derivative's linear algebra)
+                f"{error}\n  in the derivative code of {self.__name__}, from the linear "
+                f"algebra at {_linalg_lines(variant)}") from None
         finally:        # a background compile starts after the tape's first result
             _Background.start_new(self._jobs)
         if not kwargs and len(self._fast[mode]) < _FAST_PATH_ENTRIES and \
@@ -973,6 +978,13 @@ def _fast_switching(on: bool) -> None:
     (before, lowered), _switching[:] = _switching, [None, None]
     if before is not None and sys.getswitchinterval() == lowered:
         sys.setswitchinterval(before)
+
+
+def _linalg_lines(variant) -> str:
+    """Where the traced function calls the linear algebra whose code may raise LinAlgError."""
+    lines = dict.fromkeys(f"{e.prim.name} at {e.loc}" for e in variant.trace.wengert.entries
+                          if e.prim.name in RAISE_LINALG_ERRORS and e.loc)
+    return ", ".join(lines) or variant.trace.wengert.loc
 
 
 def _after_fork_in_child() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import GuardFailed
 
-__all__ = ["check_broadcast", "check_sizes", "check_slice", "checked_index",
+__all__ = ["check_broadcast", "check_sizes", "check_slice", "checked_index", "cofactor",
            "checked_indices", "max_rows", "min_rows", "prod_rows", "scatter_add",
            "scatter_set", "solve_triangular"]
 
@@ -253,6 +253,25 @@ def solve_triangular(a, b, lower):
                     s -= a[i, j] * x2[j, c]
             x2[i, c] = s / a[i, i]
     return x
+
+
+def cofactor(a):
+    """The cofactor matrix of a square `a`, adj(a).T, the derivative of det(a), also where
+    `a` is singular: det(a) inv(a).T where det(a) is not 0, else from the SVD
+    a = u diag(s) vt as det(u) det(vt) u diag(c) vt, c[i] the product of the other s."""
+    n = a.shape[0]
+    if not np.all(np.isfinite(a)):
+        return np.full((n, n), np.nan)
+    det = np.linalg.det(a)
+    if det != 0.0:
+        return det * np.linalg.inv(a).T
+    u, s, vt = np.linalg.svd(a)
+    others = np.ones(n)
+    for i in range(n):
+        for j in range(n):
+            if j != i:
+                others[i] *= s[j]
+    return (np.linalg.det(u) * np.linalg.det(vt)) * np.dot(u * others, vt)
 
 
 # Opcodes of the tape interpreter (see jitad/tape.py, which encodes lists into them).

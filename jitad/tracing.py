@@ -191,8 +191,7 @@ def _bind(prim, args, params, in_place):
         value = (prim.impl_in_place if in_place else prim.impl)(  # IEEE float64: log(-1) is
             *values, **entry.params)                                # NaN, as compiled
     except (IndexError, ValueError) as error:     # NumPy's, e.g. an index out of bounds
-        kind = IndexError if isinstance(error, IndexError) else ValueError
-        raise kind(located(f"{prim.name}: {error}", frame)) from None
+        raise _numpy_error_kind(error)(located(f"{prim.name}: {error}", frame)) from None
     out = Tracer(var, value)
     if key is not None and not var.shape and not isinstance(value, np.ndarray):
         state.scalars[key] = var, value       # (immutable: a NumPy or Python scalar)
@@ -233,6 +232,15 @@ def _params_key(params):
         hash(frozen)            # (TypeError: unhashable parameters, such as arrays)
         return repr(frozen)
     return frozen
+
+
+def _numpy_error_kind(error) -> type:
+    """The class NumPy's error is known by (`except np.linalg.LinAlgError` keeps working;
+    jitad's own check classes are plain ValueErrors and IndexErrors)."""
+    for kind in (np.linalg.LinAlgError, IndexError):
+        if isinstance(error, kind):
+            return kind
+    return ValueError
 
 
 def _bind_scalars(state, prim, args, params):
@@ -282,8 +290,7 @@ def _bind_scalars(state, prim, args, params):
         else:
             value = prim.evaluator(_SCALAR_RANKS[len(values)], params)(*values)
     except (IndexError, ValueError) as error:
-        kind = IndexError if isinstance(error, IndexError) else ValueError
-        raise kind(located(f"{prim.name}: {error}", frame)) from None
+        raise _numpy_error_kind(error)(located(f"{prim.name}: {error}", frame)) from None
     if not isinstance(value, np.ndarray):
         state.scalars[key] = var, value
     return Tracer(var, value)

@@ -56,6 +56,61 @@ def test_gradient_matches_central_differences(case, fun, args, argnums):
     check_grads_python(fun, args, argnums=argnums, order=2, rtol=1e-5, atol=1e-7, context=case)
 
 
+# Singular matrices and their adjugates' transposes, the cofactor matrices (by hand: each
+# entry is the signed determinant of the matrix without its row and column).
+SINGULAR = [
+    (np.array([[1.0, 2.0], [2.0, 4.0]]), np.array([[4.0, -2.0], [-2.0, 1.0]])),
+    (np.arange(1.0, 10.0).reshape(3, 3), np.array([[-3.0, 6.0, -3.0], [6.0, -12.0, 6.0],
+                                                  [-3.0, 6.0, -3.0]])),
+    (np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [0.0, 1.0, 1.0]]),     # a zero row
+     np.array([[-1.0, -1.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])),
+    (np.outer([1.0, 2.0, 3.0], [1.0, -1.0, 0.5]), np.zeros((3, 3))),    # rank 1: adj = 0
+    (np.zeros((2, 2)), np.zeros((2, 2))),
+]
+
+
+@pytest.mark.parametrize("tiers", [True, False])
+@pytest.mark.parametrize("a, cofactors", SINGULAR, ids=["2x2", "3x3 rank 2", "zero row",
+                                                       "rank 1", "zeros"])
+def test_det_at_a_singular_matrix_has_the_adjugate_as_its_derivative(a, cofactors, tiers):
+    f = jitad.jit_grad(lambda a: np.linalg.det(a), tiers=tiers)
+    for _ in range(2):                                      # (both tiers, where on)
+        value, grad = f.value_and_grad(a)
+        assert value == pytest.approx(0.0, abs=1e-12)
+        assert_close(grad, cofactors, 1e-12, 1e-12, "reverse mode")
+    v = np.cos(np.arange(a.size, dtype=float)).reshape(a.shape)
+    assert jitad.jvp(f, argnums=0)(a, v)[1] == pytest.approx(np.sum(cofactors * v), abs=1e-12)
+    h = 1e-6       # det is a polynomial: central differences hold at singular points too
+    numeric = np.array([(np.linalg.det(a + h * e) - np.linalg.det(a - h * e)) / (2 * h)
+                        for e in np.eye(a.size).reshape((a.size,) + a.shape)])
+    assert_close(grad.ravel(), numeric, 1e-6, 1e-8, "central differences")
+    g = jitad.jit_grad(lambda a: np.linalg.slogdet(a)[1], tiers=tiers)
+    value, grad = g.value_and_grad(a)
+    assert value == -np.inf
+    assert np.all(np.isinf(grad[cofactors != 0])), "log|det| has infinite slope where det is 0"
+    assert np.all(np.sign(grad[cofactors != 0]) == np.sign(cofactors[cofactors != 0]))
+
+
+@pytest.mark.parametrize("tiers", [True, False])
+def test_singular_matrices_raise_numpy_s_linalg_error_naming_the_line(tiers):
+    singular = SINGULAR[0][0]
+    f = jitad.jit_grad(lambda a: np.sum(np.linalg.inv(a)), tiers=tiers)
+    with pytest.raises(np.linalg.LinAlgError, match=r"(?s)inv: Singular matrix.*"
+                                                    r"at test_linalg\.py:\d+"):
+        f(singular)
+    h = jitad.hessian(lambda a: np.linalg.det(a), tiers=tiers)   # (its second derivative
+    with pytest.raises(np.linalg.LinAlgError, match=r"(?s)derivative code of <lambda>.*"  # needs
+                                                    r"det at test_linalg\.py:\d+"):      # inv)
+        h(singular)
+
+    def gradient(a):                                # by hand: det(a) inv(a).T
+        return np.linalg.det(a) * np.linalg.inv(a).T
+    step = 1e-6                                     # (and the next call is answered)
+    assert_close(h(A).reshape(16, 16) @ C.ravel(),
+                 ((gradient(A + step * C) - gradient(A - step * C)) / (2 * step)).ravel(),
+                 1e-6, 1e-8, "Hessian times C")
+
+
 def test_hand_formulas():
     ainv = np.linalg.inv(A)
     f = jitad.jit_grad(lambda a: np.linalg.det(a))

@@ -124,19 +124,34 @@ def _inv_jvp(b, out, operands, tangents):
 
 
 def _det_vjp(b, g, out, a):
-    return (b.mul(_T(b, b.inv(a)), b.mul(g, out)),)
+    return (b.mul(g, b.cofactor(a)),)
 
 
 def _det_jvp(b, out, operands, tangents):
-    return b.mul(out, b.sum(b.mul(_T(b, b.inv(operands[0])), tangents[0]), axis=None))
+    return b.sum(b.mul(b.cofactor(operands[0]), tangents[0]), axis=None)
 
 
-def _logabsdet_vjp(b, g, out, a):
-    return (b.mul(_T(b, b.inv(a)), g),)
+def _cofactor_vjp(b, g, out, a):
+    # out = det(a) inv(a).T: a_bar = <g, out> inv(a).T - inv(a).T g.T out.
+    inv_t = _T(b, b.inv(a))
+    return (b.sub(b.mul(b.sum(b.mul(g, out), axis=None), inv_t),
+                  b.matmul(b.matmul(inv_t, _T(b, g)), out)),)
+
+
+def _cofactor_jvp(b, out, operands, tangents):
+    # d out = tr(inv(a) da) out - out da.T inv(a).T.
+    inv_t, da = _T(b, b.inv(operands[0])), tangents[0]
+    return b.sub(b.mul(b.sum(b.mul(inv_t, da), axis=None), out),
+                 b.matmul(b.matmul(out, _T(b, da)), inv_t))
+
+
+def _logabsdet_vjp(b, g, out, a):     # (inv(a).T; at a singular a, infinite where it is)
+    return (b.mul(b.div(b.cofactor(a), b.det(a)), g),)
 
 
 def _logabsdet_jvp(b, out, operands, tangents):
-    return b.sum(b.mul(_T(b, b.inv(operands[0])), tangents[0]), axis=None)
+    return b.sum(b.mul(b.div(b.cofactor(operands[0]), b.det(operands[0])), tangents[0]),
+                 axis=None)
 
 
 def _triangle(b, x, lower, k=0):
@@ -242,6 +257,11 @@ def _floating(template: str):
     return source
 
 
+# Primitives whose NumPy and Numba code raise np.linalg.LinAlgError (a singular matrix, one
+# not positive definite; Numba's also for entries that are inf or NaN).
+RAISE_LINALG_ERRORS = frozenset({"solve", "inv", "det", "cofactor", "logabsdet",
+                                 "slogdet_sign", "cholesky", "eigvalsh", "eigh_vectors"})
+
 # Matrices the registry-wide tests sample: shifted towards well-conditioned ones.
 _MATRIX = ((0.5, 1.5),)
 
@@ -262,6 +282,8 @@ def build():
                   domain=_MATRIX),
         Primitive("det", _floating("np.linalg.det({0})"), _scalar_rule("det"), _det_vjp, _det_jvp,
                   domain=_MATRIX),
+        Primitive("cofactor", _floating("cofactor({0})"), _matrix_rule("det"), _cofactor_vjp,
+                  _cofactor_jvp, domain=_MATRIX),
         Primitive("logabsdet", _floating("np.linalg.slogdet({0})[1]"), _scalar_rule("slogdet"),
                   _logabsdet_vjp, _logabsdet_jvp, domain=_MATRIX),
         Primitive("slogdet_sign", _floating("np.linalg.slogdet({0})[0]"), _scalar_rule("slogdet"),
