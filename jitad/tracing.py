@@ -1278,11 +1278,17 @@ def _norm(x, ord=None, axis=None, keepdims=False):
                                  "(spectral and nuclear norms have no rule here; 'fro', 1, inf, "
                                  "-1 and -inf are)"))
     total = bind(REGISTRY["sum"], bind(REGISTRY["abs"], x), axis=sums[ord], keepdims=True)
-    pick = "max" if ord > 0 else "min"
     other = cols if sums[ord] == rows else rows
-    out = bind(REGISTRY[pick], total, axis=other, keepdims=True)
+    out = bind(REGISTRY[_largest_or_smallest(ord, x.node.shape[other])], total, axis=other,
+               keepdims=True)
     return out if keepdims else _reshape(out, tuple(d for i, d in enumerate(x.node.shape)
                                                     if i not in axes))
+
+
+def _largest_or_smallest(ord, size: int) -> str:
+    """The reduction picking a norm's entry along an axis of `size`: max of none is 0 in
+    NumPy's norms (min of none raises, as np.min does: the sum of none is 0)."""
+    return "min" if ord < 0 else "max" if size else "sum"
 
 
 def _root_sum_squares(x, axis, keepdims):
@@ -1299,7 +1305,8 @@ def _vector_norm(x, ord, axis, keepdims):
     if ord == 1:
         return bind(REGISTRY["sum"], magnitude, axis=axis, keepdims=keepdims)
     if ord in (np.inf, -np.inf):
-        return bind(REGISTRY["max" if ord > 0 else "min"], magnitude, axis=axis, keepdims=keepdims)
+        return bind(REGISTRY[_largest_or_smallest(ord, x.node.shape[axis])], magnitude,
+                    axis=axis, keepdims=keepdims)
     return _power(bind(REGISTRY["sum"], _power(magnitude, float(ord)), axis=axis,
                        keepdims=keepdims), 1.0 / float(ord))
 

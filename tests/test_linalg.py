@@ -111,6 +111,28 @@ def test_singular_matrices_raise_numpy_s_linalg_error_naming_the_line(tiers):
                  1e-6, 1e-8, "Hessian times C")
 
 
+@pytest.mark.parametrize("ord, shape, axis", [
+    (np.inf, (0,), None), (np.inf, (2, 0), 1), (np.inf, (0, 3), 0), (1, (0, 3), 0),
+    (np.inf, (0, 2), None), (np.inf, (0, 0), None), (1, (2, 0), None), (-np.inf, (2, 0), None),
+    (-np.inf, (0,), None), (-np.inf, (0, 2), None), (-1, (2, 0), None)])
+def test_norms_of_empty_arrays_are_numpy_s(ord, shape, axis):
+    """The largest of no entries is 0 in NumPy's norms; the smallest raises."""
+    x = np.zeros(shape)
+
+    def f(x):
+        return np.sum(np.linalg.norm(x, ord, axis=axis)) + np.sum(x)
+    g = jitad.jit_grad(f)
+    try:
+        want = f(x)
+    except ValueError:
+        with pytest.raises(ValueError, match="zero-size array"):
+            g(x)
+        return
+    value, grad = g.value_and_grad(x)
+    assert value == want == 0.0
+    assert grad.shape == shape
+
+
 def test_hand_formulas():
     ainv = np.linalg.inv(A)
     f = jitad.jit_grad(lambda a: np.linalg.det(a))
