@@ -24,6 +24,7 @@ from __future__ import annotations
 import builtins
 import functools
 import hashlib
+import itertools
 import marshal
 import os
 import site
@@ -46,6 +47,9 @@ IMPURE_NAMES = {"open", "input", "environ", "getenv", "random", "default_rng", "
                 "read", "readline", "readlines", "read_text", "read_bytes", "exec", "eval",
                 "globals", "locals", "vars", "id", "hash"}
 _PLAIN = (bool, int, float, complex, str, bytes, type(None), np.generic)
+# Types whose repr tells every value and the type apart (1, 1.0, True, '1').
+_EXACT_REPR = {bool, int, float, str, bytes, type(None)}
+_SEQUENCES = {tuple, list}
 # Code under these directories is library code (the standard library, installed packages,
 # jitad): tracing does not clone its functions and `reads` does not walk its classes. User
 # code is everything else, and the traced function's own package wherever it is installed.
@@ -170,6 +174,16 @@ def _names(code) -> tuple:
     return names, names | keys
 
 
+def _exact_repr(sequence) -> bool:
+    """Whether `sequence` (a list or tuple) holds only values of `_EXACT_REPR` types, or lists
+    and tuples of them: its repr then tells it apart exactly."""
+    kinds = set(map(type, sequence))
+    if not kinds <= _EXACT_REPR | _SEQUENCES:
+        return False
+    inner = itertools.chain.from_iterable(v for v in sequence if type(v) in _SEQUENCES)
+    return set(map(type, inner)) <= _EXACT_REPR
+
+
 class _Walker:
     def __init__(self, package: str):
         self.package = package      # the traced function's top-level package
@@ -194,7 +208,9 @@ class _Walker:
         the code that reads it, `depth` how many attributes deep it was reached."""
         if isinstance(value, _PLAIN):
             self.text(f"{type(value).__name__}:{value!r};")
-        elif isinstance(value, (tuple, frozenset)):
+        elif type(value) in _SEQUENCES and _exact_repr(value):
+            self.text(f"{value!r};")        # (one repr: long lists of numbers hash fast)
+        elif isinstance(value, (tuple, frozenset)) or type(value) is list:
             self.text(f"{type(value).__name__}{len(value)}(")
             items = sorted(value, key=repr) if isinstance(value, frozenset) else value
             for item in items:

@@ -18,6 +18,7 @@ from conftest import assert_close
 
 SCALE = 2.0
 LOOKUP = [1.0]
+ARRAYS = [np.ones(3)]
 
 
 def helper(x):
@@ -37,6 +38,11 @@ def scaled(x):
 def reads_a_list(x):
     print("tracing reads_a_list")
     return LOOKUP[0] * np.sum(x * x)
+
+
+def reads_an_array_in_a_list(x):
+    print("tracing reads_an_array_in_a_list")
+    return np.sum(ARRAYS[0] * x * x)
 
 
 def piecewise(x):
@@ -78,9 +84,20 @@ def test_changed_globals_and_helpers_trace_again(capsys, monkeypatch):
     assert_close(grad, 9.0 * X * X, 1e-12, 1e-14, "gradient after helper changed")
 
 
-def test_functions_reading_mutable_globals_are_not_stored(capsys):
+def test_a_list_s_contents_are_part_of_the_store_key(capsys):
+    try:
+        for value, expected_traces in ((1.0, 1), (1.0, 0), (3.0, 1), (1.0, 0), (3.0, 0)):
+            LOOKUP[0] = value                       # (in place: a new object reads it)
+            grad, traces = traces_of(capsys, jitad.jit_grad(reads_a_list), X)
+            assert traces == expected_traces, f"LOOKUP = {LOOKUP}"
+            assert_close(grad, 2.0 * value * X, 1e-12, 1e-14, f"LOOKUP = {LOOKUP}")
+    finally:
+        LOOKUP[0] = 1.0
+
+
+def test_functions_reading_mutable_objects_are_not_stored(capsys):
     for _ in range(2):
-        _, traces = traces_of(capsys, jitad.jit_grad(reads_a_list), X)
+        _, traces = traces_of(capsys, jitad.jit_grad(reads_an_array_in_a_list), X)
         assert traces == 1
 
 
