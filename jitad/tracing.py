@@ -1692,6 +1692,7 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False,
         finally:
             _STATE.current = previous
             interceptor.watch.restore(swapped)
+            interceptor.watch.close()
             interceptor.write_back()
             state.read |= interceptor.watch.read
             if previous is not None:    # (a nested trace: its reads are the outer one's too)

@@ -26,6 +26,11 @@ class Watch:
         self.refuse_write = refuse_write    # raises the error for a write into a watched array
         self.read: set = set()
         self.views: dict = {}               # id(array) -> its Watched view (one per array)
+        self.open = True                    # (views stored away by traced code outlive it)
+
+    def close(self) -> None:
+        """End the watch: views that outlive the trace act as plain arrays."""
+        self.open = False
 
     def wrap(self, array: np.ndarray) -> Watched:
         view = self.views.get(id(array))
@@ -54,7 +59,7 @@ class Watched(np.ndarray):
     """A watched array as traced code sees it (`_jitad_source`: its Watch and the array)."""
 
     def __array_finalize__(self, obj):      # views and copies NumPy makes of a watched array
-        source = getattr(obj, "_jitad_source", None)
+        source = _open(obj) if isinstance(obj, Watched) else None
         if source is not None:      # (a plain view for the check: no dispatch, no caching)
             if np.may_share_memory(np.ndarray.view(self, np.ndarray), source[1]):
                 self._jitad_source = source
@@ -76,13 +81,14 @@ class Watched(np.ndarray):
         return call(np.ndarray.__getitem__, (self, index), {})
 
     def __setitem__(self, index, value):
-        _refuse_write(self, "an assignment to its elements")
+        _check_write(self, "an assignment to its elements")
+        np.ndarray.__setitem__(plain(self), plain_all(index), plain_all(value))
 
     def view(self, *args, **kwargs):
         """`a.view(np.ndarray)` (asked for a plain view) stays watched; views as another
         subclass read the values."""
         result = np.ndarray.view(self, *args, **kwargs)
-        source = self.__dict__.get("_jitad_source")
+        source = _open(self)
         if source is None or isinstance(result, Watched):
             return result
         if type(result) is np.ndarray:
@@ -164,21 +170,26 @@ def _leaves(value, found: list) -> list:
     return found
 
 
+def _open(view):
+    """(The Watch, the array) a watched view stands for while its trace runs, else None."""
+    source = view.__dict__.get("_jitad_source")
+    return source if source is not None and source[0].open else None
+
+
 def mark_read(*views) -> None:
     """Record that the trace read the values of the arrays these watched views stand for."""
     for view in views:
-        source = view.__dict__.get("_jitad_source")
+        source = _open(view)
         if source is not None:
             source[0].read.add(id(source[1]))
 
 
-def _refuse_write(view, what: str):
-    """A write into a watched array (the traced function's side effect would run once, while
-    tracing, and never at compiled calls): the trace's error."""
-    source = view.__dict__.get("_jitad_source")
+def _check_write(view, what: str) -> None:
+    """Refuse a write into a watched array while its trace runs (the traced function's side
+    effect would run once, while tracing, and never at compiled calls): the trace's error."""
+    source = _open(view)
     if source is not None:
         source[0].refuse_write(what)
-    raise TypeError(f"{what}: a view of an array a trace watched cannot be written")
 
 
 def call(func, args, kwargs):
@@ -193,10 +204,11 @@ def call(func, args, kwargs):
     if written:
         owner = getattr(func, "__self__", None)     # (a ufunc's method: its ufunc)
         name = getattr(owner if isinstance(owner, np.ufunc) else func, "__name__", repr(func))
-        _refuse_write(written[0], f"{_OPERATORS.get(name, name)} into it")
+        for view in written:
+            _check_write(view, f"{_OPERATORS.get(name, name)} into it")
     result = func(*plain_all(args), **plain_all(kwargs)) if kwargs else \
         func(*plain_all(args))
-    sources = [s for s in (w.__dict__.get("_jitad_source") for w in watched) if s is not None]
+    sources = [s for s in map(_open, watched) if s is not None]
     if not sources:
         return result
     traced_type = sources[0][0].traced_type

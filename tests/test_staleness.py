@@ -511,6 +511,30 @@ def test_writing_into_a_watched_array_is_a_trace_error(write, monkeypatch):
     assert_close(WATCHED, np.array([1.0, 2.0, 3.0]), 0, 0)
 
 
+def test_watched_views_traced_code_stores_away_are_plain_arrays_after_the_trace():
+    """A view stored into user state while tracing outlives the trace: writing through it
+    later is the user's own write, not the traced function's."""
+    weights = np.array([1.0, 2.0, 3.0])
+
+    class Model:
+        def __init__(self):
+            self.weights, self.kept, self.log = weights, None, []
+
+        @jitad.jit_grad
+        def loss(self, x):
+            self.kept = self.weights            # (while tracing: a watched view)
+            self.log.append(self.weights[1:])
+            return np.sum(self.weights * x) * np.sum(self.weights)
+
+    model = Model()
+    assert_close(model.loss(X), 6.0 * weights, 0, 0, "first call")
+    model.kept[0] = 5.0                         # writes `weights`, as a plain view would
+    model.log[0] += 1.0
+    model.kept.fill(model.kept[0])
+    assert_close(weights, [5.0, 5.0, 5.0], 0, 0, "written through the stored views")
+    assert_close(model.loss(X), 15.0 * weights, 0, 0, "after the writes (retraced)")
+
+
 def test_arrays_returned_as_aux_are_plain_ndarrays():
     f = jitad.jit_grad(lambda x: (np.sum(WATCHED * x), (WATCHED, WATCHED[1:])), has_aux=True)
     for _ in range(2):
