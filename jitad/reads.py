@@ -13,8 +13,9 @@ attributes, methods and properties of the objects it reads, gives:
   trusted libraries) or the code may be impure (files, the environment, clocks, random
   numbers): such traces are never stored.
 
-Dicts are walked under the keys the code names (its string constants). In-place mutation of
-lists, and of dict items under keys the code computes, is not seen. Arrays used with traced
+Dicts are walked under the keys the code names (its string constants), lists of up to
+`LIST_ITEMS` items item by item (and their length), arrays in tuples too. In-place mutation
+of longer lists, and of dict items under keys the code computes, is not seen. Arrays used with traced
 values are passed to compiled code at each call, so their current contents are used; the
 contents of the others (frozen into the trace, as by `np.sum(G) * x`, and of those `watch`
 saw read both ways) and every array's shape are checked at each call (`Reads.with_arrays`).
@@ -57,6 +58,8 @@ LIBRARY_DIRS = tuple(sorted({
     os.path.join(path, "") for path in (
         *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
         site.getusersitepackages(), os.path.dirname(os.path.abspath(__file__)))} | {"<frozen "}))
+# Lists up to this long are checked item by item at each call (an item is about 40 ns).
+LIST_ITEMS = 16
 # How many objects deep attribute reads are followed (`self.layer.cell.W` is three):
 # deeper ones, like in-place changes to containers, are not seen.
 ATTRIBUTE_DEPTH = 4
@@ -70,8 +73,9 @@ class Reads:
     """The bindings a trace read (checked by identity at each call) and the store digest;
     after the trace (`with_arrays`), per binding holding an array: (its index in
     `bindings`, its shape, and its C-order bytes unless the compiled code is passed the
-    array at each call), checked at each call too. `held`: the (dict, key) bindings of
-    arrays held by objects' attributes and dicts, which tracing watches in place."""
+    array at each call), checked at each call too. `held`: the (dict or list, key) bindings
+    of arrays held by objects' attributes, dicts and lists, which tracing watches in
+    place."""
 
     bindings: tuple
     digest: str | None
@@ -112,8 +116,10 @@ def _current(container, key):
             return _MISSING
     if isinstance(container, _MAPPINGS):
         return container.get(key, _MISSING)
-    if type(container) is tuple:    # a function's __defaults__ (for the arrays it holds)
+    if type(container) is tuple:    # (for the arrays it holds: a function's __defaults__)
         return container[key]
+    if type(container) is list:
+        return container[key] if key < len(container) else _MISSING
     return getattr(container, key, _MISSING)
 
 
@@ -125,6 +131,9 @@ def held_source(container, key, value, name: str, value_name: str) -> str:
         return f"{name}.cell_contents is {value_name}"
     if type(container) is tuple:
         return f"{name}[{key!r}] is {value_name}"
+    if type(container) is list:     # (and an item past its end: the length holds)
+        return f"len({name}) <= {key}" if value is _MISSING else \
+            f"len({name}) > {key} and {name}[{key}] is {value_name}"
     if not isinstance(container, _MAPPINGS):
         return f"{name}.{key} is {value_name}"
     if value is _MISSING:       # an attribute the class defines, not (yet) the instance
@@ -136,7 +145,9 @@ def _binding_name(container, key) -> str:
     if key is None:
         return "a closure variable"
     if type(container) is tuple:
-        return f"default value {key}"
+        return f"item {key} of a tuple"
+    if type(container) is list:
+        return f"item {key} of a list"
     if isinstance(container, _MAPPINGS):
         return f"global or attribute '{key}'"
     return f"{getattr(container, '__qualname__', type(container).__name__)}.{key}"
@@ -192,7 +203,7 @@ class _Walker:
         self.bindings: list = []
         self.seen: dict = {}        # id -> the callable walked (kept alive: ids stay unique)
         self.named: dict = {}       # id(object) -> (it, the attribute names walked on it)
-        self.held: set = set()      # ids of the objects' and dicts' dicts bound (not modules')
+        self.held: set = set()      # ids of the dicts (not modules') and lists bound
 
     def text(self, text: str) -> None:
         self.hash.update(text.encode())
@@ -210,12 +221,18 @@ class _Walker:
             self.text(f"{type(value).__name__}:{value!r};")
         elif type(value) in _SEQUENCES and _exact_repr(value):
             self.text(f"{value!r};")        # (one repr: long lists of numbers hash fast)
+            self.items(value)
+            if len(value) <= LIST_ITEMS:
+                for item in value:
+                    if type(item) is list:
+                        self.items(item)
         elif isinstance(value, (tuple, frozenset)) or type(value) is list:
             self.text(f"{type(value).__name__}{len(value)}(")
             items = sorted(value, key=repr) if isinstance(value, frozenset) else value
             for item in items:
                 self.value(item, names, depth)
             self.text(")")
+            self.items(value)
         elif type(value) is dict:
             self.storable = False
             if depth < ATTRIBUTE_DEPTH:      # the items under keys the code names
@@ -254,6 +271,18 @@ class _Walker:
             self.storable = False               # an object whose state could change unseen
             if not _trusted(type(value).__module__):
                 self.instance(value, names, depth)
+
+    def items(self, sequence) -> None:
+        """Bind the items of a short list (and its length) and the arrays in a tuple."""
+        if type(sequence) is list and len(sequence) <= LIST_ITEMS:
+            for i, item in enumerate(sequence):
+                self.bind(sequence, i, item)
+            self.bind(sequence, len(sequence), _MISSING)
+            self.held.add(id(sequence))
+        elif type(sequence) is tuple:
+            for i, item in enumerate(sequence):
+                if type(item) is np.ndarray:
+                    self.bind(sequence, i, item)
 
     def callable(self, fun) -> None:
         """Walk a Python function, bound method, partial or callable object."""
@@ -388,7 +417,7 @@ def reads(fun, key) -> Reads:
         walker.storable = False
     digest = walker.hash.hexdigest()[:32] if walker.storable else None
     held = tuple((c, k) for c, k, v in walker.bindings
-                 if type(v) is np.ndarray and isinstance(c, dict) and id(c) in walker.held)
+                 if type(v) is np.ndarray and type(c) in (dict, list) and id(c) in walker.held)
     return Reads(tuple(walker.bindings), digest, held=held)
 
 

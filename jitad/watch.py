@@ -3,8 +3,8 @@ and dicts, watched while it runs: which of them it read values of besides using 
 traced values.
 
 Step: beside tracing. Traced code sees such an array as a `Watched` view of the same memory
-(`Watch.wrap`; arrays held by objects' attributes and dicts hold one while the trace runs,
-`Watch.swap`). Operations with traced values unwrap it (`plain`): the compiled code is
+(`Watch.wrap`; arrays held by objects' attributes, dicts and lists hold one while the
+trace runs, `Watch.swap`). Operations with traced values unwrap it (`plain`): the compiled code is
 passed the array and reads its current contents at each call. Any other read of its values
 (NumPy ufuncs and functions, element reads, iteration, conversions, ndarray methods, copies,
 a Numba or library function called with it: `Compiled`) records it in `Watch.read`: the
@@ -43,7 +43,7 @@ class Watch:
         items) for the trace; `restore` puts the arrays back."""
         swapped = []
         for container, key in held:
-            array = container.get(key)
+            array = _item(container, key)
             if type(array) is np.ndarray:
                 container[key] = self.wrap(array)
                 swapped.append((container, key, array))
@@ -51,8 +51,15 @@ class Watch:
 
     def restore(self, swapped) -> None:
         for container, key, array in swapped:
-            if container.get(key) is self.views[id(array)]:   # (unless the trace rebound it)
+            if _item(container, key) is self.views[id(array)]:  # (unless the trace rebound it)
                 container[key] = array
+
+
+def _item(container, key):
+    """A dict's item or a list's (None where there is none)."""
+    if type(container) is list:
+        return container[key] if key < len(container) else None
+    return container.get(key)
 
 
 class Watched(np.ndarray):

@@ -284,6 +284,54 @@ def test_dict_items_the_code_names_are_seen_when_changed_in_place():
     assert f.trace_count == 4
 
 
+LAYERS = [np.array([1.0, 2.0, 3.0]), np.array([0.5])]
+FACTORS = [1.0, 2.0]
+GRID = [[1.0, 2.0], [3.0]]
+PAIR = (np.array([2.0, 1.0, 1.0]), 3.0)
+
+
+def listed(x):
+    """Arrays and numbers read from lists and tuples: with traced values and without."""
+    total = np.sum(LAYERS[0] * x) / np.sum(LAYERS[0]) + LAYERS[1][0] * np.sum(x * x)
+    for factor in FACTORS:
+        total = total + factor * x[0]
+    return total + GRID[0][1] * x[1] + np.sum(PAIR[0]) * x[2]
+
+
+@pytest.mark.filterwarnings("ignore::jitad.RetraceWarning")      # (9 changes, 9 traces)
+def test_items_of_short_lists_and_arrays_in_tuples_are_seen_when_changed():
+    """Rebound, changed in place, appended to or shortened, they retrace (lists of up to
+    LIST_ITEMS items; the arrays in tuples for their contents)."""
+    def gradient(x):
+        w = LAYERS[0] / np.sum(LAYERS[0]) + 2.0 * LAYERS[1][0] * x
+        w[0] += sum(FACTORS)
+        w[1] += GRID[0][1]
+        w[2] += np.sum(PAIR[0])
+        return w
+    f = jitad.jit_grad(listed)
+    changes = {"first": lambda: None,
+               "array in place (both ways)": lambda: LAYERS[0].__setitem__(0, 4.0),
+               "array in place (frozen)": lambda: LAYERS[1].__setitem__(0, 2.0),
+               "item rebound": lambda: LAYERS.__setitem__(0, np.array([1.0, 1.0, 2.0])),
+               "number in place": lambda: FACTORS.__setitem__(0, 5.0),
+               "appended": lambda: FACTORS.append(3.0),
+               "shortened": lambda: FACTORS.pop(0),
+               "nested list": lambda: GRID[0].__setitem__(1, 7.0),
+               "array in a tuple": lambda: PAIR[0].__setitem__(1, 4.0)}
+    saved = [LAYERS[:], [a.copy() for a in LAYERS], FACTORS[:], GRID[0][:], PAIR[0].copy()]
+    try:
+        for change, make in changes.items():
+            make()
+            for _ in range(2):
+                assert_close(f(X), gradient(X), 1e-12, 0, change)
+    finally:
+        LAYERS[:] = saved[0]
+        for array, values in zip(LAYERS, saved[1]):
+            array[:] = values
+        FACTORS[:], GRID[0][:], PAIR[0][:] = saved[2], saved[3], saved[4]
+    assert f.trace_count == len(changes)
+
+
 def test_a_global_defined_later_that_hides_a_builtin_retraces():
     namespace = {"np": np}
     exec("def loss(x):\n    return np.sum(abs(x) * x)\n", namespace)
