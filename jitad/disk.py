@@ -316,6 +316,24 @@ def evict(path: Path, target: int) -> int:
     return total
 
 
+# The lock files open in this process. A forked child closes its copies: an `flock` lock
+# belongs to the open file, which a child's copy of the descriptor would keep locked after
+# the parent's thread closed its own (other processes, and the parent, would wait for the
+# child to end, up to LOCK_TIMEOUT). Closing a copy leaves the parent's lock as it is.
+_OPEN_LOCKS: set = set()
+
+
+def _after_fork_in_child() -> None:
+    for handle in list(_OPEN_LOCKS):
+        with contextlib.suppress(OSError):
+            handle.close()
+    _OPEN_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextlib.contextmanager
 def lock(name: str):
     """Hold the inter-process lock for `name` (a key) while the block runs: processes
@@ -328,6 +346,7 @@ def lock(name: str):
         try:
             (where.path / LOCKS).mkdir(mode=0o700, exist_ok=True)
             handle = open(where.path / LOCKS / f"{digest}.lock", "a+b")
+            _OPEN_LOCKS.add(handle)
             deadline = time.monotonic() + LOCK_TIMEOUT
             while True:
                 try:
@@ -335,18 +354,21 @@ def lock(name: str):
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
+                        _OPEN_LOCKS.discard(handle)
                         handle.close()
                         handle = None
                         break
                     time.sleep(0.02)
         except OSError:
             if handle is not None:
+                _OPEN_LOCKS.discard(handle)
                 handle.close()
             handle = None
     try:
         yield
     finally:
         if handle is not None:
+            _OPEN_LOCKS.discard(handle)
             handle.close()              # closing releases the lock
 
 

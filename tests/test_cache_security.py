@@ -385,3 +385,38 @@ def test_processes_first_calling_a_function_compile_it_once(tmp_path):
         compiles += int(misses)
         assert_close(ast.literal_eval(grad), np.sin(x) + x * np.cos(x), 1e-14, 1e-15, "gradient")
     assert compiles == 1, f"{compiles} processes compiled the same function"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_keep_a_lock_file_locked(own_cache):
+    """A child forked while a build's lock is held (by another thread, say) and living on
+    (a worker) does not keep it: once the parent lets go, other processes take it at once."""
+    import fcntl
+    import time
+
+    done_read, done_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    with disk.lock("build\nsome key"):
+        pid = os.fork()
+        if pid == 0:                        # a long-lived worker: until the parent says so
+            try:
+                os.close(done_write)
+                os.write(ready_write, b"r")
+                os.read(done_read, 1)
+            finally:
+                os._exit(0)
+    os.close(done_read)
+    try:
+        assert os.read(ready_read, 1) == b"r"         # (the child's fork handlers have run)
+        (path,) = (own_cache / disk.LOCKS).iterdir()
+        with open(path, "a+b") as other:    # another process's turn: free without waiting
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        start = time.monotonic()
+        with disk.lock("build\nsome key"):
+            pass
+        assert time.monotonic() - start < 1.0
+    finally:
+        os.close(done_write)
+        os.waitpid(pid, 0)
+        os.close(ready_read)
+        os.close(ready_write)
