@@ -51,12 +51,14 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def cache_dir() -> Path:
-    """`$JITAD_CACHE_DIR`, else `$XDG_CACHE_HOME/jitad`, else `~/.cache/jitad`."""
+    """`$JITAD_CACHE_DIR`, else `$XDG_CACHE_HOME/jitad`, else `~/.cache/jitad`; absolute (a
+    relative path names a directory of the current one: after a `chdir`, another one, which
+    is checked as the first was), with `~` expanded."""
     override = os.environ.get("JITAD_CACHE_DIR")
     if override:
-        return Path(override)
+        return Path(os.path.abspath(os.path.expanduser(override)))
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jitad"
+    return Path(os.path.abspath(os.path.expanduser(base))) / "jitad"
 
 
 @functools.cache

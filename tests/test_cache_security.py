@@ -243,6 +243,26 @@ def test_a_damaged_key_file_is_replaced(own_cache):
     assert len((own_cache / disk.SECRET).read_bytes()) == 32
 
 
+def test_a_relative_cache_path_is_checked_in_each_directory_it_names(capsys, tmp_path,
+                                                                     monkeypatch):
+    """JITAD_CACHE_DIR=cache names ./cache: after a chdir into a directory whose ./cache
+    others can write, that one is refused (not written into with the first one's key)."""
+    (tmp_path / "first").mkdir()
+    shared = tmp_path / "second" / "cache"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)
+    monkeypatch.setenv("JITAD_CACHE_DIR", "cache")
+    monkeypatch.chdir(tmp_path / "first")
+    grad, _ = gradient_and_traces(capsys, fresh("relative_first"))
+    assert_close(grad, 3.0 * X ** 2, 1e-14, 0.0, "gradient")
+    assert (tmp_path / "first" / "cache" / disk.SECRET).exists()
+    monkeypatch.chdir(tmp_path / "second")
+    with pytest.warns(CacheWarning, match="writable by others"):
+        grad, _ = gradient_and_traces(capsys, fresh("relative_second"))
+    assert_close(grad, 3.0 * X ** 2, 1e-14, 0.0, "gradient")
+    assert not any(shared.iterdir()), "nothing is written into a directory others can write"
+
+
 def test_a_cache_path_that_is_a_file_is_not_used(capsys, own_cache):
     own_cache.write_text("a file")
     with pytest.warns(CacheWarning, match="is not a directory"):
