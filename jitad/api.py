@@ -17,6 +17,7 @@ import threading
 import time
 import types
 import warnings
+import weakref
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from .cache import (MAX_SPECIALIZATIONS, SHAPES_WARNING, KeyEntry, Variant, clas
 from .errors import (ArgumentError, GuardFailed, GuardLimitError, JitadError,
                      NonScalarOutputError, RetraceWarning)
 from .reads import held_source, reads, underlying_function
-from .tracing import AuxSlot, Tracer, trace, user_frame
+from .tracing import _TRACE_LOCK, AuxSlot, Tracer, trace, user_frame
 from .transforms import simplify, value_and_grad
 from .wengert import Literal, Var
 
@@ -237,6 +238,7 @@ class JitGrad:
         self.compile_count = 0
         self.stale_retraces = 0
         self._lock = threading.RLock()          # one trace and one compile per first call
+        _OBJECTS.add(self)
         self._bound: dict | None = None        # id(instance) -> its object (no __dict__)
         self._instance = None                   # on a method's object: its instance
 
@@ -987,14 +989,40 @@ def _linalg_lines(variant) -> str:
     return ", ".join(lines) or variant.trace.wengert.loc
 
 
+# Every jitad object: a forked child gives each a new lock (`_after_fork_in_child`).
+_OBJECTS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    """A fork waits until no other thread traces or compiles: a child has only the forking
+    thread, and a lock another thread held (a trace's, Numba's compiler lock) would stay
+    held there for good, its state half-changed (a trace swaps watched views into the
+    user's attributes until it ends). In the order a thread takes them."""
+    _TRACE_LOCK.acquire()
+    compiler.BACKGROUND_COMPILE.acquire()
+    compiler.NUMBA_COMPILER_LOCK.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    compiler.NUMBA_COMPILER_LOCK.release()
+    compiler.BACKGROUND_COMPILE.release()
+    _TRACE_LOCK.release()
+
+
 def _after_fork_in_child() -> None:
-    """Restart the background compiles the parent was running (their threads are gone)."""
+    """Release what the fork held; give every object a new lock (a first call of another
+    thread, between its trace and its compile, held one: its thread is gone); restart the
+    background compiles the parent was running (their threads are gone too)."""
+    _after_fork_in_parent()
+    for obj in list(_OBJECTS):
+        obj._lock = threading.RLock()
     _Background.lock = threading.Lock()     # (a thread of the parent may have held it)
     for job in list(_Background.running):
         job.start()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 _FAST_PATH_ENTRIES = 64
 _SHARED_GLOBALS = 4096     # (about 10 an entry)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numba
 import numba.core.codegen
+import numba.core.compiler_lock
 from numba.core import caching
 
 from . import __version__, disk, memory, runtime, tape
@@ -364,12 +365,12 @@ def compile_source(source: str, fn_name: str, example_args: tuple, user_loc: str
 _COMPILED: dict = {}
 
 
-# Held by background compiles, and by a fork while it happens: a child never inherits
-# Numba's compiler (its locks, LLVM's state) or a file lock in the middle of a compile.
-# (A fork thus waits for the background compile of one function to finish.) At exit it
-# is taken for good: no background compile runs in LLVM while the process tears down.
+# Held by background compiles, and by a fork while it happens (api.py's fork handlers, with
+# Numba's own compiler lock, which every compile holds, foreground ones and Numba's lazy
+# ones included): a child never inherits Numba's compiler (its locks, LLVM's state) or a
+# file lock in the middle of a compile. (A fork thus waits for the compile of one function
+# to finish.) At exit it is taken for good: no background compile runs in LLVM while the
+# process tears down.
 BACKGROUND_COMPILE = threading.Lock()
-os.register_at_fork(before=BACKGROUND_COMPILE.acquire,
-                    after_in_parent=BACKGROUND_COMPILE.release,
-                    after_in_child=BACKGROUND_COMPILE.release)
+NUMBA_COMPILER_LOCK = numba.core.compiler_lock.global_compiler_lock
 atexit.register(BACKGROUND_COMPILE.acquire)      # (never released: the process ends)

@@ -51,12 +51,14 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def cache_dir() -> Path:
-    """`$JITAD_CACHE_DIR`, else `$XDG_CACHE_HOME/jitad`, else `~/.cache/jitad`."""
+    """`$JITAD_CACHE_DIR`, else `$XDG_CACHE_HOME/jitad`, else `~/.cache/jitad`; absolute (a
+    relative path names a directory of the current one: after a `chdir`, another one, which
+    is checked as the first was), with `~` expanded."""
     override = os.environ.get("JITAD_CACHE_DIR")
     if override:
-        return Path(override)
+        return Path(os.path.abspath(os.path.expanduser(override)))
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jitad"
+    return Path(os.path.abspath(os.path.expanduser(base))) / "jitad"
 
 
 @functools.cache
@@ -316,6 +318,24 @@ def evict(path: Path, target: int) -> int:
     return total
 
 
+# The lock files open in this process. A forked child closes its copies: an `flock` lock
+# belongs to the open file, which a child's copy of the descriptor would keep locked after
+# the parent's thread closed its own (other processes, and the parent, would wait for the
+# child to end, up to LOCK_TIMEOUT). Closing a copy leaves the parent's lock as it is.
+_OPEN_LOCKS: set = set()
+
+
+def _after_fork_in_child() -> None:
+    for handle in list(_OPEN_LOCKS):
+        with contextlib.suppress(OSError):
+            handle.close()
+    _OPEN_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextlib.contextmanager
 def lock(name: str):
     """Hold the inter-process lock for `name` (a key) while the block runs: processes
@@ -328,6 +348,7 @@ def lock(name: str):
         try:
             (where.path / LOCKS).mkdir(mode=0o700, exist_ok=True)
             handle = open(where.path / LOCKS / f"{digest}.lock", "a+b")
+            _OPEN_LOCKS.add(handle)
             deadline = time.monotonic() + LOCK_TIMEOUT
             while True:
                 try:
@@ -335,18 +356,21 @@ def lock(name: str):
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
+                        _OPEN_LOCKS.discard(handle)
                         handle.close()
                         handle = None
                         break
                     time.sleep(0.02)
         except OSError:
             if handle is not None:
+                _OPEN_LOCKS.discard(handle)
                 handle.close()
             handle = None
     try:
         yield
     finally:
         if handle is not None:
+            _OPEN_LOCKS.discard(handle)
             handle.close()              # closing releases the lock
 
 

@@ -15,10 +15,11 @@ attributes, methods and properties of the objects it reads, gives:
 
 Dicts are walked under the keys the code names (its string constants), lists of up to
 `LIST_ITEMS` items item by item (and their length), arrays in tuples too. In-place mutation
-of longer lists, and of dict items under keys the code computes, is not seen. Arrays used with traced
-values are passed to compiled code at each call, so their current contents are used; the
-contents of the others (frozen into the trace, as by `np.sum(G) * x`, and of those `watch`
-saw read both ways) and every array's shape are checked at each call (`Reads.with_arrays`).
+of longer lists, and of dict items under keys the code computes, is not seen. Arrays used
+with traced values are passed to compiled code at each call, so their current contents are
+used; the contents of the others (frozen into the trace, as by `np.sum(G) * x`, and of
+those `watch` saw read both ways) and every array's shape are checked at each call
+(`Reads.with_arrays`).
 """
 from __future__ import annotations
 

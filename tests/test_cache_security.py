@@ -243,6 +243,26 @@ def test_a_damaged_key_file_is_replaced(own_cache):
     assert len((own_cache / disk.SECRET).read_bytes()) == 32
 
 
+def test_a_relative_cache_path_is_checked_in_each_directory_it_names(capsys, tmp_path,
+                                                                     monkeypatch):
+    """JITAD_CACHE_DIR=cache names ./cache: after a chdir into a directory whose ./cache
+    others can write, that one is refused (not written into with the first one's key)."""
+    (tmp_path / "first").mkdir()
+    shared = tmp_path / "second" / "cache"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)
+    monkeypatch.setenv("JITAD_CACHE_DIR", "cache")
+    monkeypatch.chdir(tmp_path / "first")
+    grad, _ = gradient_and_traces(capsys, fresh("relative_first"))
+    assert_close(grad, 3.0 * X ** 2, 1e-14, 0.0, "gradient")
+    assert (tmp_path / "first" / "cache" / disk.SECRET).exists()
+    monkeypatch.chdir(tmp_path / "second")
+    with pytest.warns(CacheWarning, match="writable by others"):
+        grad, _ = gradient_and_traces(capsys, fresh("relative_second"))
+    assert_close(grad, 3.0 * X ** 2, 1e-14, 0.0, "gradient")
+    assert not any(shared.iterdir()), "nothing is written into a directory others can write"
+
+
 def test_a_cache_path_that_is_a_file_is_not_used(capsys, own_cache):
     own_cache.write_text("a file")
     with pytest.warns(CacheWarning, match="is not a directory"):
@@ -385,3 +405,38 @@ def test_processes_first_calling_a_function_compile_it_once(tmp_path):
         compiles += int(misses)
         assert_close(ast.literal_eval(grad), np.sin(x) + x * np.cos(x), 1e-14, 1e-15, "gradient")
     assert compiles == 1, f"{compiles} processes compiled the same function"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_keep_a_lock_file_locked(own_cache):
+    """A child forked while a build's lock is held (by another thread, say) and living on
+    (a worker) does not keep it: once the parent lets go, other processes take it at once."""
+    import fcntl
+    import time
+
+    done_read, done_write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    with disk.lock("build\nsome key"):
+        pid = os.fork()
+        if pid == 0:                        # a long-lived worker: until the parent says so
+            try:
+                os.close(done_write)
+                os.write(ready_write, b"r")
+                os.read(done_read, 1)
+            finally:
+                os._exit(0)
+    os.close(done_read)
+    try:
+        assert os.read(ready_read, 1) == b"r"         # (the child's fork handlers have run)
+        (path,) = (own_cache / disk.LOCKS).iterdir()
+        with open(path, "a+b") as other:    # another process's turn: free without waiting
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        start = time.monotonic()
+        with disk.lock("build\nsome key"):
+            pass
+        assert time.monotonic() - start < 1.0
+    finally:
+        os.close(done_write)
+        os.waitpid(pid, 0)
+        os.close(ready_read)
+        os.close(ready_write)

@@ -1,16 +1,23 @@
 """Tracing changes no process-wide state: other threads keep the real `math` module (and
 Numba, compiling there, resolves `math.sin` as usual), while `math` functions are traced in
-the user's function and in the Python helpers it calls, at any depth."""
+the user's function and in the Python helpers it calls, at any depth. A fork while another
+thread traces or compiles gives a child that can trace and compile (nothing it inherits
+stays locked)."""
 import math
+import os
 import sys
 import threading
+import time
 from math import cos, sin
 from math import exp as _exp
 
 import numba
+import numba.core.compiler_lock
+import numpy as np
 import pytest
 
 import jitad
+from jitad import compile as compiler
 
 REAL_SIN, REAL_COS, REAL_EXP = math.sin, math.cos, math.exp
 
@@ -168,3 +175,95 @@ def test_other_threads_keep_real_math_while_tracing():
     assert "trace_error" not in outcome, outcome.get("trace_error")
     assert len(outcome["traces"]) == 9
     assert math.sin is REAL_SIN
+
+
+# ---------------------------------------------------------------- forks while other threads work
+
+def _child_exit_code(pid, seconds=120):
+    """The forked child's exit code; a child still running after `seconds` deadlocked."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child deadlocked")
+        time.sleep(0.05)
+
+
+def _fork_checking(check):
+    """Fork; the child exits 0 if `check()` is true (it must not hang), else 1."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if check() else 1
+        finally:
+            os._exit(code)
+    return _child_exit_code(pid)
+
+
+def _cubes(x):
+    return np.sum(x ** 3) + np.sum(np.sin(x))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_while_another_thread_first_calls_an_object_gives_a_working_child():
+    """The other thread holds the object's lock (and the trace's) when the fork comes: the
+    child calls the same object, and traces a new function, without waiting for it."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(x):
+        entered.set()
+        release.wait(timeout=120)           # (a trace that takes a while)
+        return np.sum(np.sin(x) * x)
+
+    f = jitad.jit_grad(slow)
+    x = np.array([0.3, -1.2, 2.0])
+    want = np.cos(x) * x + np.sin(x)
+    thread = threading.Thread(target=f, args=(x,))
+    thread.start()
+    assert entered.wait(timeout=120)
+    opener = threading.Timer(0.3, release.set)      # (the fork may wait for the trace)
+    opener.start()
+    try:
+        code = _fork_checking(lambda: np.allclose(f(x), want, rtol=1e-14) and np.allclose(
+            jitad.jit_grad(_cubes)(x), 3 * x ** 2 + np.cos(x), rtol=1e-14))
+    finally:
+        release.set()
+        thread.join(timeout=120)
+    assert code == 0
+    assert np.allclose(f(x), want, rtol=1e-14)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_while_another_thread_compiles_gives_a_child_that_compiles(monkeypatch):
+    """A foreground compile (tiers=False) holds Numba's compiler lock when the fork comes:
+    the child compiles code of its own."""
+    inside = threading.Event()
+    real = compiler._compiled
+
+    def slow_compile(function, signature):
+        with numba.core.compiler_lock.global_compiler_lock:     # (as Numba's compile does)
+            inside.set()
+            time.sleep(0.3)
+            return real(function, signature)
+
+    monkeypatch.setattr(compiler, "_compiled", slow_compile)
+
+    def first(x):
+        return np.sum(np.exp(x) * x)
+
+    x = np.array([0.5, -1.0, 2.0])
+    thread = threading.Thread(target=jitad.jit_grad(first, tiers=False), args=(x,))
+    thread.start()
+    assert inside.wait(timeout=120)
+    monkeypatch.setattr(compiler, "_compiled", real)
+    try:
+        code = _fork_checking(lambda: np.allclose(jitad.jit_grad(_cubes, tiers=False)(x),
+                                                  3 * x ** 2 + np.cos(x), rtol=1e-14))
+    finally:
+        thread.join(timeout=120)
+    assert code == 0
