@@ -651,6 +651,8 @@ class _Sparse:
         wengert = variant.trace.wengert
         digest = hashlib.sha256()
         for a in runtime_args:      # gathers' patterns depend on the index arrays' values
+            if isinstance(a, (np.integer, np.bool_)):      # a 0-d index array's value
+                a = np.asarray(a)
             if isinstance(a, np.ndarray) and a.dtype.kind in "iub":
                 digest.update(f"{a.dtype.str}{a.shape}".encode())
                 digest.update(np.ascontiguousarray(a))      # (a buffer: not copied)
