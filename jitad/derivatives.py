@@ -586,6 +586,8 @@ class Transformed(JitGrad):
 
     def _classify(self, args):
         keys, runtime, names = super()._classify(args)
+        if self._mode.endswith("_blocks"):
+            repeated(self._wrt, len(args), f"jitad.{self._factory}")
         for i in (self._wrt if self._tangents else ()):
             t = i % len(args) + 1
             batch = self._mode == "jvp" and len(self._wrt) == 1 and \
@@ -616,11 +618,21 @@ class Transformed(JitGrad):
         exact = exact or split_mode(self._mode)[0] in _DENSE
         variant = super()._trace(args, key, runtime, names, exact, load)
         if self._tangents:          # traced through `_with_tangents`: name the user's function
-            code = underlying_function(_user_function(self._origin)).__code__
-            variant.trace.wengert.name = code.co_name
-            variant.trace.wengert.loc = f"{os.path.basename(code.co_filename)}:" \
-                                        f"{code.co_firstlineno}"
+            variant.trace.wengert.name, variant.trace.wengert.loc = \
+                tracing.function_location(_user_function(self._origin))
         return variant
+
+
+def repeated(wrt, count: int, what: str) -> None:
+    """An ArgumentError where two of `wrt` name one of `count` arguments (`(0, -2)` of two):
+    the blocks of a Jacobian or Hessian are one per differentiated argument."""
+    seen = {}
+    for i in wrt:
+        if i % count in seen:
+            raise ArgumentError(f"{what}: argnums has a repeated index: {tuple(wrt)!r} "
+                                f"({seen[i % count]} and {i} are both argument {i % count} of "
+                                f"{count})")
+        seen[i % count] = i
 
 
 def _user_function(fun):
@@ -661,29 +673,33 @@ def _with_tangents(fun, argnums, factory):
     `hessp(x, p, *args)` order), and the new positions of the differentiated arguments."""
     wrt = (argnums,) if isinstance(argnums, int) else argnums
     params = list(inspect.signature(fun).parameters.values())
+    params = [p for p in params if p.kind != p.KEYWORD_ONLY]
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params) or \
-            not all(isinstance(i, int) and 0 <= i < len(params) for i in wrt):
+            not all(isinstance(i, int) and -len(params) <= i < len(params) for i in wrt):
         raise ArgumentError(f"jitad.{factory}: needs a function with named positional "
                             f"parameters and argnums among them, got argnums={argnums!r}")
-    params = [p for p in params if p.kind != p.KEYWORD_ONLY]
-    new, positions = [], []
+    repeated(wrt, len(params), f"jitad.{factory}")
+    wrt = [i % len(params) for i in wrt]        # negative ones count from the end
+    new, positions = [], {}
     last = max(wrt)
     for i, p in enumerate(params):
         if i <= last:
             p = p.replace(default=p.empty, kind=p.POSITIONAL_OR_KEYWORD)
         if i in wrt:
-            positions.append(len(new))
+            positions[i] = len(new)
         new.append(p)
         if i in wrt:
             new.append(inspect.Parameter(f"{p.name}_dot", p.POSITIONAL_OR_KEYWORD))
-    drop = frozenset(k + 1 for k in positions)
+    drop = frozenset(k + 1 for k in positions.values())
 
     def with_tangents(*args):
         return fun(*[a for k, a in enumerate(args) if k not in drop])
     functools.update_wrapper(with_tangents, fun)
     del with_tangents.__wrapped__
     with_tangents.__signature__ = inspect.Signature(new)
-    return with_tangents, positions[0] if isinstance(argnums, int) else tuple(positions)
+    # (in argnums' order: an hvp's tuple follows it, as a gradient's does)
+    return with_tangents, positions[wrt[0]] if isinstance(argnums, int) else \
+        tuple(positions[i] for i in wrt)
 
 
 # ---------------------------------------------------------------- nesting

@@ -1624,6 +1624,17 @@ class AuxSlot:
     index: int
 
 
+def function_location(fun) -> tuple:
+    """(name, "file:line") of the Python function `fun` runs; for a function without Python
+    code (a NumPy ufunc such as `np.sin`, `math.sin`: traced by calling it on tracers), its
+    name and "<built-in>"."""
+    underlying = underlying_function(fun)
+    code = getattr(underlying, "__code__", None)
+    if code is None:
+        return getattr(underlying, "__name__", type(underlying).__name__), "<built-in>"
+    return code.co_name, f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+
+
 def split_aux(result, fun_name: str):
     """`(loss, aux)` -> (loss, aux structure with AuxSlots, aux output operands). Traced
     leaves of aux (in nested tuples/lists) become outputs; other leaves stay as they are."""
@@ -1682,11 +1693,10 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False,
             state.read |= interceptor.watch.read
             if previous is not None:    # (a nested trace: its reads are the outer one's too)
                 previous.read |= state.read
-        code = underlying_function(fun).__code__
-        loc = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+        name, loc = function_location(fun)
         aux, aux_outputs = None, []
         if has_aux:
-            result, aux, aux_outputs = split_aux(result, code.co_name)
+            result, aux, aux_outputs = split_aux(result, name)
         if isinstance(result, Tracer):
             outputs = [result.node]
         elif isinstance(result, (int, float, np.integer, np.floating)) and \
@@ -1695,7 +1705,7 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False,
             outputs = [Literal(float(result))]    # a constant: its gradient is zero
         else:
             outputs = [result]
-        wengert = WengertList(getattr(fun, "__name__", code.co_name),
+        wengert = WengertList(getattr(fun, "__name__", name),
                               inputs + [v for v, _ in state.consts],
                               state.builder.entries, outputs + aux_outputs, loc=loc)
         return Trace(wengert, state.guards, state.reads_sizes, [c for _, c in state.consts],
