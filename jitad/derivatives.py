@@ -21,7 +21,7 @@ import numpy as np
 from . import codegen, collector, compile as compiler, stats, tape, tracing
 from .api import (JitGrad, _as_method, _entry, _fast_key, jit_grad, numpy_tier_applies,
                   reverse_tape_applies, tape_only, tape_tier_applies)
-from .errors import ArgumentError
+from .errors import ArgumentError, NonScalarOutputError
 from .reads import underlying_function
 from .tracing import Tracer, trace
 from .transforms import simplify, value_and_grad
@@ -607,20 +607,34 @@ class Transformed(JitGrad):
         return _rebuild(self._factory, _method(self._origin, instance), self._options)
 
     def _check_output(self, traced) -> None:
+        if self._tangents:      # (errors name the user's function, not `_with_tangents`)
+            self._name_user_function(traced.wengert)
         (out,) = traced.wengert.outputs
-        if split_mode(self._mode)[0] in _ARRAY_OUTPUTS and \
-                isinstance(out, (Var, Literal)) and out.dtype == "float64":
+        if split_mode(self._mode)[0] not in _ARRAY_OUTPUTS:
+            return super()._check_output(traced)
+        if isinstance(out, (Var, Literal)) and out.dtype == "float64":
             return
-        super()._check_output(traced)
+        what = f"{out.dtype} values" if isinstance(out, (Var, Literal)) else \
+            f"a {type(out).__name__} of {len(out)} values" if isinstance(out, (tuple, list)) \
+            else "None (is a return statement missing?)" if out is None \
+            else f"a {type(out).__name__}"
+        where = next((e.loc for e in reversed(traced.wengert.entries) if e.out is out), None)
+        raise NonScalarOutputError(
+            f"{self.__name__} must return one float array or float for jitad.{self._factory}, "
+            f"but it returned {what} (no derivative flows through comparisons or integers; "
+            f"return a tuple's parts from separate functions)"
+            f"\n  at {where or f'{traced.wengert.loc} (the function {self.__name__})'}")
 
     def _trace(self, args, key, runtime, names, exact=False, load=True):
         # Dense Jacobians and Hessians loop over sizes known when they are built.
         exact = exact or split_mode(self._mode)[0] in _DENSE
         variant = super()._trace(args, key, runtime, names, exact, load)
         if self._tangents:          # traced through `_with_tangents`: name the user's function
-            variant.trace.wengert.name, variant.trace.wengert.loc = \
-                tracing.function_location(_user_function(self._origin))
+            self._name_user_function(variant.trace.wengert)
         return variant
+
+    def _name_user_function(self, wengert) -> None:
+        wengert.name, wengert.loc = tracing.function_location(_user_function(self._origin))
 
 
 def repeated(wrt, count: int, what: str) -> None:
@@ -711,7 +725,8 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
     args = obj._arguments(args, kwargs)
     concrete = [a.value if isinstance(a, Tracer) else a for a in args]
     _, runtime, names = obj._classify(concrete)
-    traced = trace(obj.fun, concrete, [r is not None for r in runtime], names)
+    traced = trace(obj.fun, concrete, [r is not None for r in runtime], names,
+                   has_aux=getattr(obj, "has_aux", False))
     obj._check_output(traced)
     if traced.reads_sizes:
         tracing._read_sizes()
@@ -731,11 +746,14 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
         env = {v.name: value for v, value in zip(kernel.inputs, values + list(extra))}
         return _replay(kernel, env, traced.guards)
     single = obj._single
-    if mode == "value":
-        return run()[0]
-    if mode == "value_and_grad":
+    if mode == "value":         # (with has_aux: the aux outputs after the value)
         out = run()
-        return out[0], (out[1] if single else tuple(out[1:]))
+        return out[0] if traced.aux is None else (out[0], _aux_filled(traced.aux, out[1:]))
+    if mode == "value_and_grad":
+        out, k = run(), len(wrt)
+        value = out[0] if traced.aux is None else \
+            (out[0], _aux_filled(traced.aux, out[1 + k:]))
+        return value, (out[1] if single else tuple(out[1:1 + k]))
     if mode == "jvp_batch":
         rows = values[wrt[0] + 1]
         outs = [run(rows[j]) for j in range(np.shape(_value(rows))[0])]
@@ -749,6 +767,13 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
     if blocks:
         return result
     return result[0][0] if mode == "hessian" else result[0]
+
+
+def _aux_filled(aux, values):
+    """The aux structure (has_aux) with each AuxSlot replaced by its (traced) output."""
+    if isinstance(aux, (tuple, list)):
+        return type(aux)(_aux_filled(a, values) for a in aux)
+    return values[aux.index] if isinstance(aux, tracing.AuxSlot) else aux
 
 
 def _dense_blocks(mode, wengert, wrt, run):

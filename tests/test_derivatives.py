@@ -517,3 +517,42 @@ def test_numpy_functions_themselves_are_differentiated():
     assert jitad.jvp(np.exp)(1.0, 2.0) == pytest.approx((math.e, 2 * math.e), rel=1e-14)
     with pytest.raises(NonScalarOutputError, match="sin"):
         jitad.hessian(np.sin)(x)
+
+
+def cube_with_aux(x):
+    return np.sum(x ** 3), (2.0 * x, "tag", np.sum(x))
+
+
+cube_aux = jitad.jit_grad(cube_with_aux, has_aux=True)
+
+
+def test_a_has_aux_object_called_in_traced_code_returns_its_aux_too():
+    """Inlined, it returned only its first output (a NonScalarOutputError about a tuple)."""
+    x = np.array([0.3, -0.7, 1.1])
+    # grad = 3x², aux[0] = 2x: d/dx sum(6 x³) = 18 x²
+    g = jitad.jit_grad(lambda x: np.sum(cube_aux(x)[0] * cube_aux(x)[1][0]))
+    np.testing.assert_allclose(g(x), 18 * x ** 2, rtol=1e-14)
+    h = jitad.hessian(lambda x: np.sum(cube_aux(x)[0] * cube_aux(x)[1][0]))
+    np.testing.assert_allclose(h(x), np.diag(36 * x), rtol=1e-14, atol=1e-14)
+
+    def uses_all(x):
+        (v, (a, tag, s)), g = cube_aux.value_and_grad(x)
+        assert tag == "tag"                                 # static parts stay as they were
+        return v * s + np.sum(g * a) + cube_aux.value(x)[1][2]
+    # d/dx [sum(x³) sum(x) + sum(6 x³) + sum(x)] = 3x² sum(x) + sum(x³) + 18 x² + 1
+    np.testing.assert_allclose(jitad.jit_grad(uses_all)(x),
+                               3 * x ** 2 * np.sum(x) + np.sum(x ** 3) + 18 * x ** 2 + 1,
+                               rtol=1e-13)
+
+
+def test_a_jacobian_of_a_non_float_output_says_what_it_got_and_where():
+    x = np.array([0.3, -0.7, 1.1])
+    with pytest.raises(NonScalarOutputError, match=r"float array.*jitad.jacobian.*bool"):
+        jitad.jacobian(lambda x: x > 0)(x)
+    with pytest.raises(NonScalarOutputError, match=r"jitad.jvp.*tuple of 2"):
+        jitad.jvp(lambda x: (x, x))(x, x)
+    with pytest.raises(NonScalarOutputError, match=r"return statement missing"):
+        jitad.jacobian(lambda x: None)(x)
+    # hvp's tangent wrapper is not what the error names: the user's function and line are
+    with pytest.raises(NonScalarOutputError, match=r"test_derivatives.py:\d+"):
+        jitad.jit_grad(cube_with_aux, has_aux=True).hessp(x, x)
