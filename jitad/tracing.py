@@ -892,10 +892,22 @@ def _getitem(x, index):
 
 _UFUNCS = {f: prim for prim in REGISTRY.values() for f in prim.traces if isinstance(f, np.ufunc)}
 
+
+def _ndim(x) -> int:
+    return x.node.ndim if isinstance(x, Tracer) else np.ndim(x)
+
+
+def _flat(x):
+    """`x` raveled unless it is 1-D (np.outer ravels its operands)."""
+    if _ndim(x) == 1:
+        return x
+    return _reshape(x, (-1,)) if isinstance(x, Tracer) else np.ravel(x)
+
+
 _FUNCTIONS = {
     **{getattr(np, name): getattr(Tracer, name) for name in _REDUCTIONS},
     np.dot: lambda a, b: bind(REGISTRY["matmul"], a, b),
-    np.outer: lambda a, b: bind(REGISTRY["outer"], a, b),
+    np.outer: lambda a, b: bind(REGISTRY["outer"], _flat(a), _flat(b)),
     np.transpose: lambda x, axes=None: _transpose(x, axes),
     np.reshape: _reshape,
     np.ravel: lambda x, order="C": _reshape(x, (-1,), order),
