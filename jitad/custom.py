@@ -380,7 +380,19 @@ class UserKernel:
     def __call__(self, *args):
         if not _traced(args):
             return self.dispatcher(*args)
+        kinds = tuple(_spec(a)[:2] if _is_value(a) else ("static", type(a), a) for a in args)
+        building = self.__dict__.setdefault("_building", {})
+        rule = building.get(kinds)
+        if rule is not None:        # called in its own rule (`sigmoid'` = sigmoid (1 - sigmoid)):
+            return bind(REGISTRY["kernel_call"], *args, rule=rule)  # the rule being traced
         rule = CustomRule(self.printed, len(args), kernel=self)
+        building[kinds] = rule
+        try:
+            return self._traced_call(args, rule)
+        finally:
+            del building[kinds]
+
+    def _traced_call(self, args, rule):
         try:
             out = bind(REGISTRY["kernel_call"], *args, rule=rule)
         except Exception as error:

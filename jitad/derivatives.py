@@ -21,7 +21,7 @@ import numpy as np
 from . import codegen, collector, compile as compiler, stats, tape, tracing
 from .api import (JitGrad, _as_method, _entry, _fast_key, jit_grad, numpy_tier_applies,
                   reverse_tape_applies, tape_only, tape_tier_applies)
-from .errors import ArgumentError
+from .errors import ArgumentError, NonScalarOutputError
 from .reads import underlying_function
 from .tracing import Tracer, trace
 from .transforms import simplify, value_and_grad
@@ -586,6 +586,8 @@ class Transformed(JitGrad):
 
     def _classify(self, args):
         keys, runtime, names = super()._classify(args)
+        if self._mode.endswith("_blocks"):
+            repeated(self._wrt, len(args), f"jitad.{self._factory}")
         for i in (self._wrt if self._tangents else ()):
             t = i % len(args) + 1
             batch = self._mode == "jvp" and len(self._wrt) == 1 and \
@@ -605,22 +607,46 @@ class Transformed(JitGrad):
         return _rebuild(self._factory, _method(self._origin, instance), self._options)
 
     def _check_output(self, traced) -> None:
+        if self._tangents:      # (errors name the user's function, not `_with_tangents`)
+            self._name_user_function(traced.wengert)
         (out,) = traced.wengert.outputs
-        if split_mode(self._mode)[0] in _ARRAY_OUTPUTS and \
-                isinstance(out, (Var, Literal)) and out.dtype == "float64":
+        if split_mode(self._mode)[0] not in _ARRAY_OUTPUTS:
+            return super()._check_output(traced)
+        if isinstance(out, (Var, Literal)) and out.dtype == "float64":
             return
-        super()._check_output(traced)
+        what = f"{out.dtype} values" if isinstance(out, (Var, Literal)) else \
+            f"a {type(out).__name__} of {len(out)} values" if isinstance(out, (tuple, list)) \
+            else "None (is a return statement missing?)" if out is None \
+            else f"a {type(out).__name__}"
+        where = next((e.loc for e in reversed(traced.wengert.entries) if e.out is out), None)
+        raise NonScalarOutputError(
+            f"{self.__name__} must return one float array or float for jitad.{self._factory}, "
+            f"but it returned {what} (no derivative flows through comparisons or integers; "
+            f"return a tuple's parts from separate functions)"
+            f"\n  at {where or f'{traced.wengert.loc} (the function {self.__name__})'}")
 
     def _trace(self, args, key, runtime, names, exact=False, load=True):
         # Dense Jacobians and Hessians loop over sizes known when they are built.
         exact = exact or split_mode(self._mode)[0] in _DENSE
         variant = super()._trace(args, key, runtime, names, exact, load)
         if self._tangents:          # traced through `_with_tangents`: name the user's function
-            code = underlying_function(_user_function(self._origin)).__code__
-            variant.trace.wengert.name = code.co_name
-            variant.trace.wengert.loc = f"{os.path.basename(code.co_filename)}:" \
-                                        f"{code.co_firstlineno}"
+            self._name_user_function(variant.trace.wengert)
         return variant
+
+    def _name_user_function(self, wengert) -> None:
+        wengert.name, wengert.loc = tracing.function_location(_user_function(self._origin))
+
+
+def repeated(wrt, count: int, what: str) -> None:
+    """An ArgumentError where two of `wrt` name one of `count` arguments (`(0, -2)` of two):
+    the blocks of a Jacobian or Hessian are one per differentiated argument."""
+    seen = {}
+    for i in wrt:
+        if i % count in seen:
+            raise ArgumentError(f"{what}: argnums has a repeated index: {tuple(wrt)!r} "
+                                f"({seen[i % count]} and {i} are both argument {i % count} of "
+                                f"{count})")
+        seen[i % count] = i
 
 
 def _user_function(fun):
@@ -661,29 +687,33 @@ def _with_tangents(fun, argnums, factory):
     `hessp(x, p, *args)` order), and the new positions of the differentiated arguments."""
     wrt = (argnums,) if isinstance(argnums, int) else argnums
     params = list(inspect.signature(fun).parameters.values())
+    params = [p for p in params if p.kind != p.KEYWORD_ONLY]
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params) or \
-            not all(isinstance(i, int) and 0 <= i < len(params) for i in wrt):
+            not all(isinstance(i, int) and -len(params) <= i < len(params) for i in wrt):
         raise ArgumentError(f"jitad.{factory}: needs a function with named positional "
                             f"parameters and argnums among them, got argnums={argnums!r}")
-    params = [p for p in params if p.kind != p.KEYWORD_ONLY]
-    new, positions = [], []
+    repeated(wrt, len(params), f"jitad.{factory}")
+    wrt = [i % len(params) for i in wrt]        # negative ones count from the end
+    new, positions = [], {}
     last = max(wrt)
     for i, p in enumerate(params):
         if i <= last:
             p = p.replace(default=p.empty, kind=p.POSITIONAL_OR_KEYWORD)
         if i in wrt:
-            positions.append(len(new))
+            positions[i] = len(new)
         new.append(p)
         if i in wrt:
             new.append(inspect.Parameter(f"{p.name}_dot", p.POSITIONAL_OR_KEYWORD))
-    drop = frozenset(k + 1 for k in positions)
+    drop = frozenset(k + 1 for k in positions.values())
 
     def with_tangents(*args):
         return fun(*[a for k, a in enumerate(args) if k not in drop])
     functools.update_wrapper(with_tangents, fun)
     del with_tangents.__wrapped__
     with_tangents.__signature__ = inspect.Signature(new)
-    return with_tangents, positions[0] if isinstance(argnums, int) else tuple(positions)
+    # (in argnums' order: an hvp's tuple follows it, as a gradient's does)
+    return with_tangents, positions[wrt[0]] if isinstance(argnums, int) else \
+        tuple(positions[i] for i in wrt)
 
 
 # ---------------------------------------------------------------- nesting
@@ -695,7 +725,8 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
     args = obj._arguments(args, kwargs)
     concrete = [a.value if isinstance(a, Tracer) else a for a in args]
     _, runtime, names = obj._classify(concrete)
-    traced = trace(obj.fun, concrete, [r is not None for r in runtime], names)
+    traced = trace(obj.fun, concrete, [r is not None for r in runtime], names,
+                   has_aux=getattr(obj, "has_aux", False))
     obj._check_output(traced)
     if traced.reads_sizes:
         tracing._read_sizes()
@@ -715,11 +746,14 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
         env = {v.name: value for v, value in zip(kernel.inputs, values + list(extra))}
         return _replay(kernel, env, traced.guards)
     single = obj._single
-    if mode == "value":
-        return run()[0]
-    if mode == "value_and_grad":
+    if mode == "value":         # (with has_aux: the aux outputs after the value)
         out = run()
-        return out[0], (out[1] if single else tuple(out[1:]))
+        return out[0] if traced.aux is None else (out[0], _aux_filled(traced.aux, out[1:]))
+    if mode == "value_and_grad":
+        out, k = run(), len(wrt)
+        value = out[0] if traced.aux is None else \
+            (out[0], _aux_filled(traced.aux, out[1 + k:]))
+        return value, (out[1] if single else tuple(out[1:1 + k]))
     if mode == "jvp_batch":
         rows = values[wrt[0] + 1]
         outs = [run(rows[j]) for j in range(np.shape(_value(rows))[0])]
@@ -733,6 +767,13 @@ def inline(obj: JitGrad, mode: str, args, kwargs):
     if blocks:
         return result
     return result[0][0] if mode == "hessian" else result[0]
+
+
+def _aux_filled(aux, values):
+    """The aux structure (has_aux) with each AuxSlot replaced by its (traced) output."""
+    if isinstance(aux, (tuple, list)):
+        return type(aux)(_aux_filled(a, values) for a in aux)
+    return values[aux.index] if isinstance(aux, tracing.AuxSlot) else aux
 
 
 def _dense_blocks(mode, wengert, wrt, run):

@@ -905,7 +905,8 @@ FUNCTIONS = {
     np.around: _round,
     np.nan_to_num: _nan_to_num,
     np.sinc: lambda x: bind(_p("sinc"), x),
-    np.dot: lambda a, b: matmul(a, b) if _ndim(a) <= 2 and _ndim(b) <= 2 else _tensordot(
+    np.dot: lambda a, b: a * b if _ndim(a) == 0 or _ndim(b) == 0 else      # (a scalar)
+    matmul(a, b) if _ndim(a) <= 2 and _ndim(b) <= 2 else _tensordot(
         a, b, axes=([-1], [max(_ndim(b) - 2, 0)])),
 }
 if hasattr(np, "row_stack"):

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from . import codegen, collector, compile as compiler, stats, store
 from .api import JitGrad, _Background, numpy_tier_applies
+from .derivatives import repeated
 from .errors import ArgumentError, GuardFailed, NonScalarOutputError
 from .primitives.shape import as_python_index
 from .transforms import jvp, simplify, value_and_grad
@@ -612,6 +613,7 @@ class _Sparse:
     def _resolve(self, args, kwargs):
         inner = self._inner
         args, key, runtime, names, values, candidates = inner._lookup(args, kwargs)
+        repeated(inner._wrt, len(args), f"sparse {self.kind} of {self.__name__}")
         xs = [args[i] for i in inner._wrt]
         for x in xs:
             if not isinstance(x, np.ndarray):
@@ -651,6 +653,8 @@ class _Sparse:
         wengert = variant.trace.wengert
         digest = hashlib.sha256()
         for a in runtime_args:      # gathers' patterns depend on the index arrays' values
+            if isinstance(a, (np.integer, np.bool_)):      # a 0-d index array's value
+                a = np.asarray(a)
             if isinstance(a, np.ndarray) and a.dtype.kind in "iub":
                 digest.update(f"{a.dtype.str}{a.shape}".encode())
                 digest.update(np.ascontiguousarray(a))      # (a buffer: not copied)

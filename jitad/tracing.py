@@ -899,10 +899,22 @@ def _getitem(x, index):
 
 _UFUNCS = {f: prim for prim in REGISTRY.values() for f in prim.traces if isinstance(f, np.ufunc)}
 
+
+def _ndim(x) -> int:
+    return x.node.ndim if isinstance(x, Tracer) else np.ndim(x)
+
+
+def _flat(x):
+    """`x` raveled unless it is 1-D (np.outer ravels its operands)."""
+    if _ndim(x) == 1:
+        return x
+    return _reshape(x, (-1,)) if isinstance(x, Tracer) else np.ravel(x)
+
+
 _FUNCTIONS = {
     **{getattr(np, name): getattr(Tracer, name) for name in _REDUCTIONS},
     np.dot: lambda a, b: bind(REGISTRY["matmul"], a, b),
-    np.outer: lambda a, b: bind(REGISTRY["outer"], a, b),
+    np.outer: lambda a, b: bind(REGISTRY["outer"], _flat(a), _flat(b)),
     np.transpose: lambda x, axes=None: _transpose(x, axes),
     np.reshape: _reshape,
     np.ravel: lambda x, order="C": _reshape(x, (-1,), order),
@@ -1638,6 +1650,17 @@ class AuxSlot:
     index: int
 
 
+def function_location(fun) -> tuple:
+    """(name, "file:line") of the Python function `fun` runs; for a function without Python
+    code (a NumPy ufunc such as `np.sin`, `math.sin`: traced by calling it on tracers), its
+    name and "<built-in>"."""
+    underlying = underlying_function(fun)
+    code = getattr(underlying, "__code__", None)
+    if code is None:
+        return getattr(underlying, "__name__", type(underlying).__name__), "<built-in>"
+    return code.co_name, f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+
+
 def split_aux(result, fun_name: str):
     """`(loss, aux)` -> (loss, aux structure with AuxSlots, aux output operands). Traced
     leaves of aux (in nested tuples/lists) become outputs; other leaves stay as they are."""
@@ -1697,11 +1720,10 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False,
             state.read |= interceptor.watch.read
             if previous is not None:    # (a nested trace: its reads are the outer one's too)
                 previous.read |= state.read
-        code = underlying_function(fun).__code__
-        loc = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+        name, loc = function_location(fun)
         aux, aux_outputs = None, []
         if has_aux:
-            result, aux, aux_outputs = split_aux(result, code.co_name)
+            result, aux, aux_outputs = split_aux(result, name)
         if isinstance(result, Tracer):
             outputs = [result.node]
         elif isinstance(result, (int, float, np.integer, np.floating)) and \
@@ -1710,7 +1732,7 @@ def trace(fun, args: list, runtime: list, names: list, has_aux: bool = False,
             outputs = [Literal(float(result))]    # a constant: its gradient is zero
         else:
             outputs = [result]
-        wengert = WengertList(getattr(fun, "__name__", code.co_name),
+        wengert = WengertList(getattr(fun, "__name__", name),
                               inputs + [v for v, _ in state.consts],
                               state.builder.entries, outputs + aux_outputs, loc=loc)
         return Trace(wengert, state.guards, state.reads_sizes, [c for _, c in state.consts],

@@ -238,6 +238,30 @@ def test_a_kernel_inside_a_users_njit_loop():
     assert_close(descend(0.7, 20), a, 1e-13, 0)
 
 
+
+@numba.njit
+def sigmoid_kernel(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+# Rules that call the kernel itself, as derivatives of sigmoid and exp are written: the call
+# inside the rule is the kernel's own call (tracing its rule there again recursed forever).
+sigmoid = jitad.primitive(sigmoid_kernel,
+                          jvp=lambda p, t: sigmoid(p[0]) * (1.0 - sigmoid(p[0])) * t[0])
+exp_by_vjp = jitad.primitive(numba.njit(lambda x: math.exp(x)), name="exp_by_vjp",
+                             vjp=lambda p, out, g: (g * exp_by_vjp(p[0]),))
+
+
+def test_a_kernel_whose_rule_calls_the_kernel_itself_differentiates_to_any_order():
+    a, s = 0.4, 1 / (1 + math.exp(-0.4))
+    assert_close(jitad.jvp(lambda t: sigmoid(t))(a, 2.0)[1], 2 * s * (1 - s), 1e-15, 0)
+    assert_close(jitad.grad(lambda t: sigmoid(t))(a), s * (1 - s), 1e-15, 0)
+    assert_close(jitad.hessian(lambda t: sigmoid(t) * t)(a),
+                 2 * s * (1 - s) + a * s * (1 - s) * (1 - 2 * s), 1e-14, 0)
+    assert_close(jitad.grad(jitad.grad(jitad.grad(lambda t: sigmoid(t))))(a),
+                 s * (1 - s) * (1 - 6 * s + 6 * s * s), 1e-13, 0)
+    assert_close(jitad.grad(jitad.grad(lambda t: exp_by_vjp(t)))(a), math.exp(a), 1e-15, 0)
+
 def test_a_kernel_without_rules_cannot_be_differentiated_but_can_stop_gradient():
     plain = jitad.primitive(cube_kernel, name="plain_cube")
     with pytest.raises(jitad.TraceError, match="no vjp= or jvp= rule"):

@@ -465,3 +465,94 @@ def test_dense_loops_copy_rows_element_by_element():
         loop = source.split("_out = np.empty(")[1]
         assert re.search(r"[BT]\w*_out\[(k_out|j_out)\] = ", loop) is None
         assert re.search(r"B\w*_out\[:, k_out\] = ", loop) is None
+
+
+def two_args(x, y):
+    return np.sum(np.sin(x)) * np.sum(y ** 2)
+
+
+def test_argnums_naming_one_argument_twice_is_an_argument_error():
+    """(0, -2) of two arguments is (0, 0): the blocks' loop filled H[1][0] and left H[0][0]
+    zero, and the sparse objects returned empty blocks."""
+    x, y = np.array([0.3, -0.7, 1.1]), np.array([0.5, 0.2])
+    calls = [lambda: jitad.hessian(two_args, argnums=(0, -2))(x, y),
+             lambda: jitad.jacobian(lambda a, b: a * b, argnums=(1, -1))(x, x),
+             lambda: jitad.hessian(two_args, argnums=(0, -2), sparse=True)(x, y),
+             lambda: jitad.jacobian(lambda a, b: a * b, argnums=(0, -2), sparse=True)(x, x),
+             lambda: jitad.hvp(two_args, argnums=(1, 1))(x, x, y, y),
+             lambda: jitad.jvp(two_args, argnums=(0, -2))(x, x, y)]
+    for call in calls:
+        with pytest.raises(ArgumentError, match=r"repeated index.*argument"):
+            call()
+
+
+def test_negative_argnums_in_forward_mode_and_hessian_vector_products():
+    x, y, v = np.array([0.3, -0.7, 1.1]), np.array([0.5, 0.2]), np.array([1.5, -2.0])
+    want = 2 * np.sum(np.sin(x)) * v                    # d²/dy² = 2 sum(sin x) I
+    np.testing.assert_allclose(jitad.hvp(two_args, argnums=-1)(x, y, v), want, rtol=1e-14)
+    np.testing.assert_allclose(jitad.jit_grad(two_args, argnums=-1).hessp(x, y, v), want,
+                               rtol=1e-14)
+    _, dot = jitad.jvp(two_args, argnums=(-1, 0))(x, x, y, v)
+    assert dot == pytest.approx(np.sum(np.cos(x) * x) * np.sum(y ** 2)
+                                + np.sum(np.sin(x)) * 2 * np.sum(y * v), rel=1e-14)
+
+
+def test_hvp_blocks_follow_the_order_of_argnums_as_gradients_do():
+    def g(a, b):
+        return a ** 2 * b ** 3
+    # at (2, 3): g_aa = 2 b³ = 54, g_ab = 6 a b² = 108; H (1, 0) in the order (b, a)
+    assert jitad.hvp(g, argnums=(1, 0))(2.0, 1.0, 3.0, 0.0) == (108.0, 54.0)
+    assert jitad.jit_grad(g, argnums=(1, 0)).hessp(2.0, 1.0, 3.0, 0.0) == (108.0, 54.0)
+    assert jitad.hvp(g, argnums=(0, 1))(2.0, 1.0, 3.0, 0.0) == (54.0, 108.0)
+
+
+def test_numpy_functions_themselves_are_differentiated():
+    """A ufunc has no Python code: the trace names it and `<built-in>` (it was an
+    AttributeError from `__code__`)."""
+    x = np.array([0.3, -0.7, 1.1])
+    assert jitad.jit_grad(np.tanh)(0.5) == pytest.approx(1 - math.tanh(0.5) ** 2, rel=1e-14)
+    np.testing.assert_allclose(jitad.jacobian(np.sin)(x), np.diag(np.cos(x)), rtol=1e-14)
+    assert jitad.hessian(np.sin)(0.7) == pytest.approx(-math.sin(0.7), rel=1e-14)
+    assert jitad.grad(jitad.grad(np.cos))(0.3) == pytest.approx(-math.cos(0.3), rel=1e-14)
+    assert jitad.jvp(np.exp)(1.0, 2.0) == pytest.approx((math.e, 2 * math.e), rel=1e-14)
+    with pytest.raises(NonScalarOutputError, match="sin"):
+        jitad.hessian(np.sin)(x)
+
+
+def cube_with_aux(x):
+    return np.sum(x ** 3), (2.0 * x, "tag", np.sum(x))
+
+
+cube_aux = jitad.jit_grad(cube_with_aux, has_aux=True)
+
+
+def test_a_has_aux_object_called_in_traced_code_returns_its_aux_too():
+    """Inlined, it returned only its first output (a NonScalarOutputError about a tuple)."""
+    x = np.array([0.3, -0.7, 1.1])
+    # grad = 3x², aux[0] = 2x: d/dx sum(6 x³) = 18 x²
+    g = jitad.jit_grad(lambda x: np.sum(cube_aux(x)[0] * cube_aux(x)[1][0]))
+    np.testing.assert_allclose(g(x), 18 * x ** 2, rtol=1e-14)
+    h = jitad.hessian(lambda x: np.sum(cube_aux(x)[0] * cube_aux(x)[1][0]))
+    np.testing.assert_allclose(h(x), np.diag(36 * x), rtol=1e-14, atol=1e-14)
+
+    def uses_all(x):
+        (v, (a, tag, s)), g = cube_aux.value_and_grad(x)
+        assert tag == "tag"                                 # static parts stay as they were
+        return v * s + np.sum(g * a) + cube_aux.value(x)[1][2]
+    # d/dx [sum(x³) sum(x) + sum(6 x³) + sum(x)] = 3x² sum(x) + sum(x³) + 18 x² + 1
+    np.testing.assert_allclose(jitad.jit_grad(uses_all)(x),
+                               3 * x ** 2 * np.sum(x) + np.sum(x ** 3) + 18 * x ** 2 + 1,
+                               rtol=1e-13)
+
+
+def test_a_jacobian_of_a_non_float_output_says_what_it_got_and_where():
+    x = np.array([0.3, -0.7, 1.1])
+    with pytest.raises(NonScalarOutputError, match=r"float array.*jitad.jacobian.*bool"):
+        jitad.jacobian(lambda x: x > 0)(x)
+    with pytest.raises(NonScalarOutputError, match=r"jitad.jvp.*tuple of 2"):
+        jitad.jvp(lambda x: (x, x))(x, x)
+    with pytest.raises(NonScalarOutputError, match=r"return statement missing"):
+        jitad.jacobian(lambda x: None)(x)
+    # hvp's tangent wrapper is not what the error names: the user's function and line are
+    with pytest.raises(NonScalarOutputError, match=r"test_derivatives.py:\d+"):
+        jitad.jit_grad(cube_with_aux, has_aux=True).hessp(x, x)

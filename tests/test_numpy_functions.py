@@ -83,6 +83,11 @@ CASES = [
      [(2, 1, 2, 3), (3, 3, 2)], (0, 1)),
     ("matmul 3-D @ 1-D", weighted(lambda a, b: a @ b, (2, 3)), [(2, 3, 4), (4,)], (0, 1)),
     ("np.dot 3-D", weighted(np.dot, (2, 3, 2)), [(2, 3), (3, 3, 2)], (0, 1)),
+    # (np.dot of a scalar multiplies, np.outer ravels: both were ShapeErrors)
+    ("np.dot scalar", weighted(np.dot, (3,)), [(), (3,)], (0, 1)),
+    ("np.dot 0-d scalars", lambda a, b: np.dot(a, b), [(), ()], (0, 1)),
+    ("outer 2-D operands", weighted(np.outer, (6, 2)), [(2, 3), (2, 1)], (0, 1)),
+    ("outer 0-d", weighted(np.outer, (1, 3)), [(), (3,)], (0, 1)),
     # differences
     ("diff", weighted(np.diff, (4,)), [(5,)], 0),
     ("diff n=2 axis=0", weighted(lambda x: np.diff(x, n=2, axis=0), (2, 3)), [(4, 3)], 0),

@@ -309,6 +309,31 @@ def test_new_index_values_give_a_new_pattern():
                                atol=1e-5)
 
 
+
+def element_cubed(x, k):       # x[k] with k a 0-d integer array: a gather at k's value
+    return np.sum(x ** 2) + x[k] ** 3 * x[(k + 1) % x.size]
+
+
+def element_scaled(x, k):
+    return x * x[k]
+
+
+def test_a_zero_dimensional_index_argument_gives_its_own_pattern():
+    """A 0-d integer array reaches the compiled code as an integer scalar: its value, like
+    an index array's, decides the pattern (the plan made at k = 3 missed H[10, 10])."""
+    x = np.random.default_rng(12).uniform(-1, 1, N)
+    h, jac = sparse_hessian(element_cubed), sparse_jacobian(element_scaled)
+    for k in (3, 6, 3):
+        want = 2 * np.eye(N)
+        j = (k + 1) % N
+        want[k, k] += 6 * x[k] * x[j]
+        want[k, j] += 3 * x[k] ** 2
+        want[j, k] += 3 * x[k] ** 2
+        np.testing.assert_allclose(h(x, np.array(k)).toarray(), want, rtol=1e-14)
+        want = np.diag(np.full(N, x[k]))
+        want[:, k] += x
+        np.testing.assert_allclose(jac(x, np.array(k)).toarray(), want, rtol=1e-14)
+
 def hvps(fun, args, colours):
     """Hessian-vector products with each colour's seed, from the generated source run as
     plain Python (the list the compiled sweep prints)."""
