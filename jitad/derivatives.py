@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import sys
 import textwrap
 import types
@@ -22,7 +21,6 @@ from . import codegen, collector, compile as compiler, stats, tape, tracing
 from .api import (JitGrad, _as_method, _entry, _fast_key, jit_grad, numpy_tier_applies,
                   reverse_tape_applies, tape_only, tape_tier_applies)
 from .errors import ArgumentError, NonScalarOutputError
-from .reads import underlying_function
 from .tracing import Tracer, trace
 from .transforms import simplify, value_and_grad
 from .transforms.derivatives import hvp as hvp_list, jvp_list, tangent_list, vjp
