@@ -1036,7 +1036,8 @@ def _setitem(target, index, value):
     items = index if isinstance(index, tuple) else (index,)
     advanced = type(index) is not int and numpy_functions.is_advanced(items)    # (r[i]: not)
     if advanced or (    # index arrays among others, masks, Ellipsis,
-            len(items) == 1 and isinstance(items[0], (np.ndarray, list))):  # constant indices
+            len(items) == 1 and isinstance(items[0], (np.ndarray, list))) or (  # constant indices
+            len(items) == 1 and isinstance(items[0], Tracer) and items[0].ndim == 0):  # r[k]
         numpy_functions.advanced_setitem(target, items, value)
         return
     if len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list)):

@@ -285,6 +285,32 @@ def test_a_constant_value_of_another_length_than_the_index_array_is_numpys_error
         f.value(X[:4], np.array([0, 1, 3]))
 
 
+def histogram(w, idx, k):
+    r = np.zeros(4)
+    for j in range(len(idx)):
+        r[idx[j]] += w[j] ** 2     # an element of an index array argument
+    r[k] *= w[0]                   # a 0-d integer argument
+    return np.sum(np.sin(r) * np.arange(1.0, 5.0))
+
+
+@pytest.mark.parametrize("tiers", [True, False])
+def test_an_update_at_a_traced_integer_scalar_matches_numpy_at_every_call(tiers):
+    f = jitad.jit_grad(histogram, tiers=tiers)
+    for idx, k in ((np.array([0, 1, 1, 3, 0, 2]), np.array(1)),
+                   (np.array([3, 3, 3, 3, 3, 3]), np.array(3)),
+                   (np.array([-1, 1, 2, 2, 0, -4]), np.array(-1))):
+        value, grad = f.value_and_grad(X[:6], idx, k)
+        assert_close(value, histogram(X[:6], idx, k), what=f"value at idx={idx}, k={k}")
+        assert_close(grad, numeric_grad(histogram, (X[:6], idx, k))[0], rtol=1e-5, atol=1e-7,
+                     what=f"gradient at idx={idx}, k={k}")
+    for idx, k in ((np.array([0, 1, 1, 4, 0, 2]), np.array(1)),
+                   (np.array([0, 1, 1, 3, 0, 2]), np.array(-5))):
+        with pytest.raises(IndexError):
+            histogram(X[:6], idx, k)
+        with pytest.raises(IndexError, match="out of bounds"):
+            f.value_and_grad(X[:6], idx, k)
+
+
 def test_a_scalar_accumulator_still_rebinds():
     def scalar(x):
         s = x[0]
