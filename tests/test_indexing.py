@@ -119,6 +119,24 @@ def test_out_of_bounds_index_arrays_raise_index_error_at_trace_and_call_time():
     assert run(*bad) == pytest.approx(np.sum(Q[:, ROWS, COLS - 5]))
 
 
+@pytest.mark.parametrize("spelling", ["A[r, c]", "A[r, c] = v"])
+def test_index_arrays_that_do_not_broadcast_together_are_numpys_index_error(spelling):
+    def read(a, r, c):
+        return np.sum(a[r, c])
+
+    def update(a, r, c):
+        b = a.copy()
+        b[r, c] = 1.0
+        return np.sum(b * b)
+    fun = read if spelling == "A[r, c]" else update
+    with pytest.raises(IndexError):
+        fun(A, ROWS[:3], COLS)
+    f = jitad.jit_grad(fun, tiers=False)
+    f(A, ROWS, COLS)                    # compiled for rows and columns of one length
+    with pytest.raises(IndexError, match=r"(?s)could not be broadcast together.*\(read|update\)"):
+        f(A, ROWS[:3], COLS)
+
+
 @pytest.mark.parametrize("kind", ["argument", "constant", "computed"])
 def test_masks_read_and_update(kind):
     mask = X > 0
