@@ -11,7 +11,7 @@ from .errors import GuardFailed
 
 __all__ = ["check_broadcast", "check_sizes", "check_slice", "checked_index",
            "checked_indices", "max_rows", "min_rows", "prod_rows", "scatter_add",
-           "scatter_set", "solve_triangular"]
+           "scatter_set", "solve_triangular", "adjugate"]
 
 
 def _shape_text(shape) -> str:
@@ -259,6 +259,27 @@ def solve_triangular(a, b, lower):
                     s -= a[i, j] * x2[j, c]
             x2[i, c] = s / a[i, i]
     return x
+
+
+def adjugate(a):
+    """The adjugate of a square matrix (`det(a) * inv(a)` where `a` is invertible), also where
+    `a` is singular: with `a = U S V^T`, `adj(a) = det(U) det(V) V adj(S) U^T`, where
+    `adj(S)` holds the products of all singular values but one (JAX's and PyTorch's
+    determinant gradients are the adjugate there too)."""
+    n = a.shape[0]
+    out = np.ones((n, n))
+    if n <= 1:
+        return out
+    u, s, vt = np.linalg.svd(a)
+    sign = np.linalg.det(u) * np.linalg.det(vt)
+    others = np.empty(n)
+    for i in range(n):
+        p = sign
+        for j in range(n):
+            if j != i:
+                p *= s[j]
+        others[i] = p
+    return np.dot(vt.T * others, u.T)
 
 
 # Opcodes of the tape interpreter (see jitad/tape.py, which encodes lists into them).

@@ -183,7 +183,7 @@ def _bind(prim, args, params, in_place):
     try:
         var = builder.bind(prim, *operands, **params)
     except ShapeError as error:
-        raise ShapeError(located(f"{prim.name}: {error}", frame)) from None
+        raise type(error)(located(f"{prim.name}: {error}", frame)) from None
     except IndexError as error:
         raise IndexError(located(f"{prim.name}: {error}", frame)) from None
     entry = builder.entries[-1]
@@ -191,8 +191,7 @@ def _bind(prim, args, params, in_place):
         value = (prim.impl_in_place if in_place else prim.impl)(  # IEEE float64: log(-1) is
             *values, **entry.params)                                # NaN, as compiled
     except (IndexError, ValueError) as error:     # NumPy's, e.g. an index out of bounds
-        kind = IndexError if isinstance(error, IndexError) else ValueError
-        raise kind(located(f"{prim.name}: {error}", frame)) from None
+        raise _error_kind(error)(located(f"{prim.name}: {error}", frame)) from None
     out = Tracer(var, value)
     if key is not None and not var.shape and not isinstance(value, np.ndarray):
         state.scalars[key] = var, value       # (immutable: a NumPy or Python scalar)
@@ -282,11 +281,19 @@ def _bind_scalars(state, prim, args, params):
         else:
             value = prim.evaluator(_SCALAR_RANKS[len(values)], params)(*values)
     except (IndexError, ValueError) as error:
-        kind = IndexError if isinstance(error, IndexError) else ValueError
-        raise kind(located(f"{prim.name}: {error}", frame)) from None
+        raise _error_kind(error)(located(f"{prim.name}: {error}", frame)) from None
     if not isinstance(value, np.ndarray):
         state.scalars[key] = var, value
     return Tracer(var, value)
+
+
+def _error_kind(error):
+    """The class of NumPy's error that a traced operation re-raises with the user's line:
+    IndexError, LinAlgError (a singular matrix) or ValueError."""
+    for kind in (IndexError, np.linalg.LinAlgError):
+        if isinstance(error, kind):
+            return kind
+    return ValueError
 
 
 def _scalar_operand(a):

@@ -146,6 +146,65 @@ def test_a_wrong_adjoint_rule_fails_the_check(monkeypatch):
         check_grads_python(lambda s, c: np.sum(np.linalg.cholesky(s) * c), (SPD, C), order=1)
 
 
+def cofactors(a):
+    """The cofactor matrix by its definition (signed minors): det's gradient."""
+    n = a.shape[0]
+    return np.array([[(-1) ** (i + j) * np.linalg.det(np.delete(np.delete(a, i, 0), j, 1))
+                      for j in range(n)] for i in range(n)]).reshape(n, n)
+
+
+SINGULAR = {
+    "rank 2 of 3": np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0]]),
+    "rank 1 of 3": np.outer([1.0, -2.0, 0.5], [3.0, 1.0, 2.0]),
+    "zero 2x2": np.zeros((2, 2)),
+    "zero 1x1": np.zeros((1, 1)),
+    "rank 3 of 4": np.vstack([A[:3], A[0] - 2.0 * A[2]]),
+}
+
+
+@pytest.mark.parametrize("tiers", [True, False])
+@pytest.mark.parametrize("name", list(SINGULAR))
+def test_det_of_a_singular_matrix_has_the_cofactors_as_its_gradient(name, tiers):
+    # det is a polynomial: differentiable everywhere, its gradient the cofactor matrix
+    # (det(a) inv(a)^T only where a is invertible; inv raised LinAlgError here).
+    a = SINGULAR[name]
+    f = jitad.jit_grad(lambda m: np.linalg.det(m) * 2.0, tiers=tiers)
+    for _ in range(2):
+        value, grad = f.value_and_grad(a)
+        assert_close(value, 2.0 * np.linalg.det(a), 1e-12, 1e-12)
+        assert_close(grad, 2.0 * cofactors(a), 1e-10, 1e-10, what=f"d det at {name}")
+        f.wait()
+    v = RNG.standard_normal(a.shape)
+    _, tangent = jitad.jvp(lambda m: np.linalg.det(m))(a, v)
+    assert_close(tangent, np.sum(cofactors(a) * v), 1e-10, 1e-10, what=f"J v at {name}")
+
+
+@pytest.mark.parametrize("fun, singular_raises", [
+    (lambda a: np.sum(np.linalg.solve(a, np.ones(a.shape[0]))), True),
+    (lambda a: np.sum(np.linalg.inv(a)), True),
+    (lambda a: np.linalg.det(a), False),
+    (lambda a: np.linalg.slogdet(a)[1], False),
+    (lambda a: np.sum(np.linalg.cholesky(a)), False),
+    (lambda a: np.sum(np.linalg.eigvalsh(a)), False),
+], ids=["solve", "inv", "det", "slogdet", "cholesky", "eigvalsh"])
+def test_linear_algebra_errors_are_numpys_linalg_errors(fun, singular_raises):
+    # NumPy raises LinAlgError for a matrix that is not square and (solve, inv) for a
+    # singular one; `except np.linalg.LinAlgError` must catch jitad's too.
+    f = jitad.jit_grad(fun, tiers=False)
+    with pytest.raises(np.linalg.LinAlgError):
+        fun(np.ones((2, 3)))
+    with pytest.raises(np.linalg.LinAlgError, match="square"):
+        f(np.ones((2, 3)))
+    if singular_raises:
+        f(np.eye(2) + 0.5)          # compiled; then a singular matrix at call time
+        with pytest.raises(np.linalg.LinAlgError):
+            fun(np.ones((2, 2)))
+        with pytest.raises(np.linalg.LinAlgError, match="(?i)singular"):
+            f(np.ones((2, 2)))
+        with pytest.raises(np.linalg.LinAlgError, match="(?i)singular"):
+            jitad.jit_grad(fun, tiers=False)(np.ones((2, 2)))     # at the first call
+
+
 @pytest.mark.parametrize("fun, pattern", [
     (lambda a: np.linalg.norm(a, 2), "spectral"),
     (lambda a: np.linalg.norm(a, 0, axis=0)[0], "ord=0"),

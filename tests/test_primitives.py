@@ -43,7 +43,7 @@ REDUCTIONS = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "pro
 INTERNAL = {"index_add", "scatter_add", "broadcast_like", "reshape_like", "full_like", "count",
             "guard"}
 NONDIFFERENTIABLE = {"sign", "lt", "gt", "le", "ge", "eq", "ne", "count", "guard"}
-INTERNAL |= {"tril", "triu"}                            # linear algebra adjoints
+INTERNAL |= {"tril", "triu", "adjugate"}                # linear algebra adjoints
 NONDIFFERENTIABLE |= {"slogdet_sign", "eye_like"}
 
 # jitad/primitives/numeric.py (more ufuncs, special functions, scans, sorting, batches)
@@ -485,6 +485,7 @@ INTERNAL_EMITTERS = [
     ("tril", lambda a: np.sum(np.sin(np.linalg.cholesky(a @ a.T + 3.0 * np.eye(3)))), ((3, 3),)),
     ("triu", lambda a, b: np.sum(np.sin(__import__("scipy.linalg").linalg.solve_triangular(
         a + 3.0 * np.eye(3), b))), ((3, 3), (3,))),
+    ("adjugate", lambda a: np.linalg.det(a + 3.0 * np.eye(3)) ** 2, ((3, 3),)),
 ]
 
 

@@ -1,7 +1,7 @@
 """Linear algebra: `matmul` (np.dot / @ for 1-D and 2-D operands, BLAS in Numba) and `outer`."""
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import LinAlgShapeError, ShapeError
 from .core import Primitive, result_dtype
 
 
@@ -57,8 +57,8 @@ def _outer_vjp(b, g, out, x, y):
 
 def _square(name):
     def check(a):
-        if a.ndim != 2 or a.shape[0] != a.shape[1]:
-            raise ShapeError(f"{name} takes a square 2-D matrix, got shape {a.shape}")
+        if a.ndim != 2 or a.shape[0] != a.shape[1]:       # (NumPy's LinAlgError)
+            raise LinAlgShapeError(f"{name} takes a square 2-D matrix, got shape {a.shape}")
     return check
 
 
@@ -124,11 +124,27 @@ def _inv_jvp(b, out, operands, tangents):
 
 
 def _det_vjp(b, g, out, a):
-    return (b.mul(_T(b, b.inv(a)), b.mul(g, out)),)
+    # adj(a)^T, which is det(a) inv(a)^T where a is invertible, and defined where it is not
+    # (det of a singular matrix is 0 and differentiable: its gradient is the adjugate's)
+    return (b.mul(_T(b, b.adjugate(a)), g),)
 
 
 def _det_jvp(b, out, operands, tangents):
-    return b.mul(out, b.sum(b.mul(_T(b, b.inv(operands[0])), tangents[0]), axis=None))
+    return b.sum(b.mul(_T(b, b.adjugate(operands[0])), tangents[0]), axis=None)
+
+
+def _adjugate_vjp(b, g, out, a):
+    # d adj = tr(inv da) adj - inv da adj (a invertible), so
+    # a_bar = <g, adj> inv^T - inv^T g adj^T
+    inv_t = _T(b, b.inv(a))
+    return (b.sub(b.mul(inv_t, b.sum(b.mul(g, out), axis=None)),
+                  b.matmul(b.matmul(inv_t, g), _T(b, out))),)
+
+
+def _adjugate_jvp(b, out, operands, tangents):
+    inv = b.inv(operands[0])
+    trace = b.sum(b.mul(_T(b, inv), tangents[0]), axis=None)
+    return b.sub(b.mul(out, trace), b.matmul(b.matmul(inv, tangents[0]), out))
 
 
 def _logabsdet_vjp(b, g, out, a):
@@ -262,6 +278,8 @@ def build():
                   domain=_MATRIX),
         Primitive("det", _floating("np.linalg.det({0})"), _scalar_rule("det"), _det_vjp, _det_jvp,
                   domain=_MATRIX),
+        Primitive("adjugate", "adjugate({0})", _matrix_rule("det"), _adjugate_vjp,
+                  _adjugate_jvp, domain=_MATRIX),
         Primitive("logabsdet", _floating("np.linalg.slogdet({0})[1]"), _scalar_rule("slogdet"),
                   _logabsdet_vjp, _logabsdet_jvp, domain=_MATRIX),
         Primitive("slogdet_sign", _floating("np.linalg.slogdet({0})[0]"), _scalar_rule("slogdet"),
