@@ -198,8 +198,11 @@ def advanced_getitem(x, index):
         moved = _moveaxis(x, axis, 0)
         out = bind(_p("gather"), moved, items[axis], **_named_axis(axis))
         depth = items[axis].ndim
-        return _moveaxis(out, tuple(range(depth)), tuple(range(axis, axis + depth))) \
-            if axis else out
+        if not axis:
+            return out
+        out = _moveaxis(out, tuple(range(depth)), tuple(range(axis, axis + depth)))
+        out.base = None         # a copy, as NumPy's (not a view of anything the code holds):
+        return out              # `A[:, idx] *= 2` updates it, then writes it back into A
     if len(items) <= x.ndim and all(isinstance(item, (Tracer, int, np.integer, list, np.ndarray))
                                     and not isinstance(item, bool) for item in items):
         shape = x.shape                                       # A[i, j], A[i, 0]: a flat index
