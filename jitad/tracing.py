@@ -1285,11 +1285,21 @@ def _norm(x, ord=None, axis=None, keepdims=False):
                                  "(spectral and nuclear norms have no rule here; 'fro', 1, inf, "
                                  "-1 and -inf are)"))
     total = bind(REGISTRY["sum"], bind(REGISTRY["abs"], x), axis=sums[ord], keepdims=True)
-    pick = "max" if ord > 0 else "min"
     other = cols if sums[ord] == rows else rows
-    out = bind(REGISTRY[pick], total, axis=other, keepdims=True)
+    out = _largest(total, other, True) if ord > 0 else \
+        bind(REGISTRY["min"], total, axis=other, keepdims=True)
     return out if keepdims else _reshape(out, tuple(d for i, d in enumerate(x.node.shape)
                                                     if i not in axes))
+
+
+def _largest(magnitude, axis, keepdims):
+    """The max of nonnegative values along `axis` from 0, as NumPy's norms take it
+    (`max(..., initial=0)`): 0 over an empty axis, where a max raises."""
+    if 0 in magnitude.node.shape:       # (an array of size class 0: its exact shape decides)
+        _read_sizes()
+        if magnitude.node.shape[axis] == 0:
+            return bind(REGISTRY["sum"], magnitude, axis=axis, keepdims=keepdims)     # zeros
+    return bind(REGISTRY["max"], magnitude, axis=axis, keepdims=keepdims)
 
 
 def _root_sum_squares(x, axis, keepdims):
@@ -1305,8 +1315,10 @@ def _vector_norm(x, ord, axis, keepdims):
     magnitude = bind(REGISTRY["abs"], x)
     if ord == 1:
         return bind(REGISTRY["sum"], magnitude, axis=axis, keepdims=keepdims)
-    if ord in (np.inf, -np.inf):
-        return bind(REGISTRY["max" if ord > 0 else "min"], magnitude, axis=axis, keepdims=keepdims)
+    if ord == np.inf:
+        return _largest(magnitude, axis, keepdims)
+    if ord == -np.inf:
+        return bind(REGISTRY["min"], magnitude, axis=axis, keepdims=keepdims)
     return _power(bind(REGISTRY["sum"], _power(magnitude, float(ord)), axis=axis,
                        keepdims=keepdims), 1.0 / float(ord))
 

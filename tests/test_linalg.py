@@ -205,6 +205,20 @@ def test_linear_algebra_errors_are_numpys_linalg_errors(fun, singular_raises):
             jitad.jit_grad(fun, tiers=False)(np.ones((2, 2)))     # at the first call
 
 
+@pytest.mark.parametrize("ord, axis", [(np.inf, None), (1, None), (np.inf, -1), (np.inf, 0)])
+def test_max_norms_of_empty_arrays_are_0_as_numpys(ord, axis):
+    # NumPy takes these norms' max from 0 (`initial=0`): 0 over an empty axis, not an error;
+    # one compiled object serves the nonempty and the empty shapes
+    def norm(a):
+        return np.sum(np.linalg.norm(a, ord, axis)) + np.sum(a)
+    f = jitad.jit_grad(norm)
+    for shape in [(3, 4), (3, 0), (0, 3), (0, 0), (2, 3)]:
+        a = RNG.standard_normal(shape)
+        value, grad = f.value_and_grad(a)
+        assert_close(value, norm(a), 1e-12, 1e-12, what=f"norm of shape {shape}")
+        assert grad.shape == shape
+
+
 @pytest.mark.parametrize("fun, pattern", [
     (lambda a: np.linalg.norm(a, 2), "spectral"),
     (lambda a: np.linalg.norm(a, 0, axis=0)[0], "ord=0"),
