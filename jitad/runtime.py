@@ -225,11 +225,13 @@ def scatter_set(acc, index, values):
     for d in range(1, acc.ndim):
         if values.shape[d] != acc.shape[d]:
             raise BroadcastError(acc.shape, values.shape)
-    seen = np.zeros(size, np.bool_)
-    for k in range(index.shape[0]):
+    for k in range(index.shape[0]):     # (every bound first: NumPy's IndexError wins)
         i = index[k]
         if i < -size or i >= size:
             raise IndexOutOfBounds(i, size)
+    seen = np.zeros(size, np.bool_)
+    for k in range(index.shape[0]):
+        i = index[k]
         if i < 0:
             i += size
         if seen[i]:

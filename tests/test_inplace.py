@@ -311,6 +311,22 @@ def test_an_update_at_a_traced_integer_scalar_matches_numpy_at_every_call(tiers)
             f.value_and_grad(X[:6], idx, k)
 
 
+@pytest.mark.parametrize("tiers", [True, False])
+def test_an_index_out_of_bounds_is_numpys_index_error_also_after_a_repeated_one(tiers):
+    def repeated(x, idx):
+        r = np.zeros(5)
+        r[idx] = x
+        return np.sum(r * r)
+    f = jitad.jit_grad(repeated, tiers=tiers)
+    f(X[:3], np.array([0, 2, 4]))
+    with pytest.raises(IndexError):
+        repeated(X[:3], np.array([1, 1, 7]))
+    with pytest.raises(IndexError, match="out of bounds"):   # (not the repeat's ValueError)
+        f(X[:3], np.array([1, 1, 7]))
+    with pytest.raises(IndexError, match="out of bounds"):
+        jitad.jit_grad(repeated, tiers=tiers)(X[:3], np.array([-1, 4, -6]))
+
+
 def test_a_scalar_accumulator_still_rebinds():
     def scalar(x):
         s = x[0]
