@@ -1,4 +1,5 @@
 """Error classes. Every message says what failed, what was observed, where, and how to fix it."""
+import numpy as np
 
 
 class JitadError(Exception):
@@ -11,6 +12,11 @@ class TraceError(JitadError, TypeError):
 
 class ShapeError(JitadError, ValueError):
     """Operand shapes or dtypes do not fit a primitive's rule (reported with the user's line)."""
+
+
+class LinAlgShapeError(ShapeError, np.linalg.LinAlgError):
+    """A linear-algebra function got an operand it does not take (not a square matrix): a
+    `np.linalg.LinAlgError`, as NumPy's."""
 
 
 class ArgumentError(JitadError, TypeError):

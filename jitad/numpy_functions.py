@@ -198,11 +198,15 @@ def advanced_getitem(x, index):
         moved = _moveaxis(x, axis, 0)
         out = bind(_p("gather"), moved, items[axis], **_named_axis(axis))
         depth = items[axis].ndim
-        return _moveaxis(out, tuple(range(depth)), tuple(range(axis, axis + depth))) \
-            if axis else out
+        if not axis:
+            return out
+        out = _moveaxis(out, tuple(range(depth)), tuple(range(axis, axis + depth)))
+        out.base = None         # a copy, as NumPy's (not a view of anything the code holds):
+        return out              # `A[:, idx] *= 2` updates it, then writes it back into A
     if len(items) <= x.ndim and all(isinstance(item, (Tracer, int, np.integer, list, np.ndarray))
                                     and not isinstance(item, bool) for item in items):
         shape = x.shape                                       # A[i, j], A[i, 0]: a flat index
+        _check_index_shapes(items)
         flat_index = None
         for k, item in enumerate(items):
             stride = int(np.prod(shape[k + 1:len(items)]))
@@ -215,6 +219,17 @@ def advanced_getitem(x, index):
         rows = _reshape(x, (-1,) + tuple(shape[len(items):]))
         return bind(_p("gather"), rows, flat_index)
     return _gather_at(x, items)
+
+
+def _check_index_shapes(items):
+    """NumPy's IndexError for index arrays whose shapes do not broadcast together."""
+    shapes = [_index_shape(item) for item in items if _is_array(item)]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise IndexError(located(
+            "shape mismatch: indexing arrays could not be broadcast together with shapes " +
+            " ".join(str(s).replace(" ", "") for s in shapes))) from None
 
 
 def is_advanced(items) -> bool:
@@ -282,6 +297,7 @@ def _positions(shape, items):
     placeholder = tuple(np.zeros(i.node.shape, np.int64) if isinstance(i, Tracer) else i
                         for i in items)
     numbers = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    _check_index_shapes(items)
     base = numbers[placeholder]                 # NumPy's IndexError for the constant parts
     advanced = [k for k, i in enumerate(items) if _is_array(i)]
     block = np.broadcast_shapes(*[_index_shape(items[k]) for k in advanced])

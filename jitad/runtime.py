@@ -217,13 +217,21 @@ class DuplicateIndex(ValueError):
 
 def scatter_set(acc, index, values):
     """`acc[index[k]] = values[k]` for every k (negative indices wrap); IndexError when one is
-    out of bounds, ValueError when one repeats. Returns `acc`."""
+    out of bounds, ValueError when one repeats or `values` has not one row shaped like
+    `acc`'s per index (Numba would read past its end). Returns `acc`."""
     size = acc.shape[0]
-    seen = np.zeros(size, np.bool_)
-    for k in range(index.shape[0]):
+    if values.shape[0] != index.shape[0]:
+        raise BroadcastError((index.shape[0],) + acc.shape[1:], values.shape)
+    for d in range(1, acc.ndim):
+        if values.shape[d] != acc.shape[d]:
+            raise BroadcastError(acc.shape, values.shape)
+    for k in range(index.shape[0]):     # (every bound first: NumPy's IndexError wins)
         i = index[k]
         if i < -size or i >= size:
             raise IndexOutOfBounds(i, size)
+    seen = np.zeros(size, np.bool_)
+    for k in range(index.shape[0]):
+        i = index[k]
         if i < 0:
             i += size
         if seen[i]:

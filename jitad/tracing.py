@@ -183,7 +183,7 @@ def _bind(prim, args, params, in_place):
     try:
         var = builder.bind(prim, *operands, **params)
     except ShapeError as error:
-        raise ShapeError(located(f"{prim.name}: {error}", frame)) from None
+        raise type(error)(located(f"{prim.name}: {error}", frame)) from None
     except IndexError as error:
         raise IndexError(located(f"{prim.name}: {error}", frame)) from None
     entry = builder.entries[-1]
@@ -1055,7 +1055,8 @@ def _setitem(target, index, value):
     items = index if isinstance(index, tuple) else (index,)
     advanced = type(index) is not int and numpy_functions.is_advanced(items)    # (r[i]: not)
     if advanced or (    # index arrays among others, masks, Ellipsis,
-            len(items) == 1 and isinstance(items[0], (np.ndarray, list))):  # constant indices
+            len(items) == 1 and isinstance(items[0], (np.ndarray, list))) or (  # constant indices
+            len(items) == 1 and isinstance(items[0], Tracer) and items[0].ndim == 0):  # r[k]
         numpy_functions.advanced_setitem(target, items, value)
         return
     if len(items) == 1 and isinstance(items[0], (Tracer, np.ndarray, list)):
@@ -1063,7 +1064,10 @@ def _setitem(target, index, value):
         if idx.node.dtype != "int64" or idx.ndim != 1:
             raise TraceError(located(f"in-place update with a {idx.node.dtype} index of shape "
                                      f"{idx.node.shape}: use a 1-D integer array (or ints/slices)"))
-        value = _broadcast_into(value, idx.node.shape + target.node.shape[1:], exact=True)
+        # (shaped at run time like the index array: a compiled call takes any length)
+        like = idx if target.ndim == 1 else bind(REGISTRY["gather"], target, idx)
+        value = _broadcast_into(value, idx.node.shape + target.node.shape[1:], exact=True,
+                                like=like)
         _write(target, "scatter", value, idx)
         return
     static = []
@@ -1086,8 +1090,9 @@ def _setitem(target, index, value):
     _write(target, "index_update", value, index=static)
 
 
-def _broadcast_into(value, region, exact):
-    """`value` broadcast to the updated region (a scalar stays one unless `exact`)."""
+def _broadcast_into(value, region, exact, like=None):
+    """`value` broadcast to the updated region (a scalar stays one unless `exact`); `like`, an
+    array shaped like the region at run time, gives the broadcast its shape there."""
     shape = value.node.shape if isinstance(value, Tracer) else np.shape(value)
     if shape == region or (shape == () and not exact):
         return value
@@ -1098,6 +1103,8 @@ def _broadcast_into(value, region, exact):
     if not fits:
         raise ShapeError(located(f"could not broadcast input array from shape {shape} into "
                                  f"shape {region}"))
+    if like is not None:
+        return bind(REGISTRY["full_like"], like, 0.0) + value
     return bind(REGISTRY["full"], 0.0, shape=region) + value
 
 

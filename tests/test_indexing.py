@@ -83,6 +83,23 @@ def test_augmented_update_with_repeated_constant_indices_does_not_accumulate():
     check_grads_python(f, (X, rng.normal(size=4)), argnums=(0, 1))
 
 
+def _columns_scaled(a, v, idx):
+    r = np.zeros(a.shape) + a
+    r[:, idx] *= v[0]               # reads a copy (NumPy's fancy indexing), scales it,
+    r[:, idx] += 1.0                # writes it back
+    r[..., idx[:1]] -= v[1]
+    return weighted(r)
+
+
+@pytest.mark.parametrize("array", ["A", "Q"])
+def test_augmented_updates_of_columns_picked_by_a_traced_index_array(array):
+    # `M[:, idx] *= v` with idx an argument was a TraceError ("through a view"): the read
+    # M[:, idx] is a copy in NumPy, updated and written back.
+    a = A if array == "A" else Q
+    check_grads_python(_columns_scaled, (a, rng.normal(size=2), np.array([3, 1])),
+                       argnums=(0, 1), context=array)
+
+
 def test_updates_with_traced_distinct_index_arrays():
     assign, a, v = UPDATES["Q[:, r, c] = v"]
     rows, cols = np.array([0, 2, 3, 1]), np.array([1, 4, 0, 1])
@@ -117,6 +134,24 @@ def test_out_of_bounds_index_arrays_raise_index_error_at_trace_and_call_time():
         run(*bad)
     bad[2] = COLS - 5                              # negative indices wrap, as NumPy's
     assert run(*bad) == pytest.approx(np.sum(Q[:, ROWS, COLS - 5]))
+
+
+@pytest.mark.parametrize("spelling", ["A[r, c]", "A[r, c] = v"])
+def test_index_arrays_that_do_not_broadcast_together_are_numpys_index_error(spelling):
+    def read(a, r, c):
+        return np.sum(a[r, c])
+
+    def update(a, r, c):
+        b = a.copy()
+        b[r, c] = 1.0
+        return np.sum(b * b)
+    fun = read if spelling == "A[r, c]" else update
+    with pytest.raises(IndexError):
+        fun(A, ROWS[:3], COLS)
+    f = jitad.jit_grad(fun, tiers=False)
+    f(A, ROWS, COLS)                    # compiled for rows and columns of one length
+    with pytest.raises(IndexError, match=r"(?s)could not be broadcast together.*\(read|update\)"):
+        f(A, ROWS[:3], COLS)
 
 
 @pytest.mark.parametrize("kind", ["argument", "constant", "computed"])

@@ -10,8 +10,8 @@ import pytest
 from numpy import zeros as imported_zeros
 
 import jitad
-from conftest import adjoint_list, assert_close, check_grads_python, prim_names, \
-    python_value_and_grad
+from conftest import adjoint_list, assert_close, check_grads_python, numeric_grad, \
+    prim_names, python_value_and_grad
 
 HERE = "test_inplace.py"
 RNG = np.random.default_rng(11)
@@ -233,6 +233,98 @@ def test_repeated_indices_in_an_update_are_an_error():
         return np.sum(r)
     with pytest.raises(ValueError, match="repeats index 1"):
         jitad.jit_grad(repeated).wengert(X[:2], np.array([1, 1]))
+
+
+def negated_at(x, idx):
+    r = x.copy()
+    r[idx] = -2.0 * r[idx]         # the adjoint zeroes r's cotangent at idx
+    return np.sum(np.tanh(r) * r)
+
+
+def filled_at(x, idx):
+    r = x.copy()
+    r[idx] = 0.5                   # a scalar broadcast to idx's length
+    return np.sum(np.tanh(r) * r)
+
+
+def rows_filled_at(x, idx):
+    M = np.outer(x, x[:3])
+    M[idx] = x[1:4]                # a row broadcast to (len(idx), 3)
+    return np.sum(np.tanh(M) * M)
+
+
+@pytest.mark.parametrize("tiers", [True, False])
+@pytest.mark.parametrize("fun", [negated_at, filled_at, rows_filled_at])
+def test_an_index_array_argument_of_another_length_reuses_the_code_correctly(fun, tiers):
+    # Nothing reads a size, so one specialization serves every length of idx: the broadcast
+    # value and the adjoint's zeros must take idx's length at run time, not the traced one.
+    f = jitad.jit_grad(fun, tiers=tiers)
+    v = RNG.normal(size=6)
+    for _ in range(2):
+        for idx in (np.array([0, 3]), np.array([5, 1, 2]), np.array([4]), np.array([1, 2, 3, 4])):
+            value, grad = f.value_and_grad(X[:6], idx)
+            assert_close(value, fun(X[:6], idx), what=f"value at idx={idx}")
+            assert_close(grad, numeric_grad(fun, (X[:6], idx))[0], rtol=1e-5, atol=1e-7,
+                         what=f"gradient at idx={idx}")
+            _, tangent = jitad.jvp(fun)(X[:6], v, idx)
+            want = (fun(X[:6] + 1e-6 * v, idx) - fun(X[:6] - 1e-6 * v, idx)) / 2e-6
+            assert_close(tangent, want, rtol=1e-5, atol=1e-7, what=f"J v at idx={idx}")
+        f.wait()
+
+
+def test_a_constant_value_of_another_length_than_the_index_array_is_numpys_error():
+    def constant(x, idx):
+        r = x.copy()
+        r[idx] = np.array([1.0, 2.0])
+        return np.sum(r * r)
+    f = jitad.jit_grad(constant, tiers=False)
+    assert_close(f.value(X[:4], np.array([0, 3])), constant(X[:4], np.array([0, 3])))
+    with pytest.raises(ValueError):
+        constant(X[:4], np.array([0, 1, 3]))
+    with pytest.raises(ValueError, match="could not broadcast"):
+        f.value(X[:4], np.array([0, 1, 3]))
+
+
+def histogram(w, idx, k):
+    r = np.zeros(4)
+    for j in range(len(idx)):
+        r[idx[j]] += w[j] ** 2     # an element of an index array argument
+    r[k] *= w[0]                   # a 0-d integer argument
+    return np.sum(np.sin(r) * np.arange(1.0, 5.0))
+
+
+@pytest.mark.parametrize("tiers", [True, False])
+def test_an_update_at_a_traced_integer_scalar_matches_numpy_at_every_call(tiers):
+    f = jitad.jit_grad(histogram, tiers=tiers)
+    for idx, k in ((np.array([0, 1, 1, 3, 0, 2]), np.array(1)),
+                   (np.array([3, 3, 3, 3, 3, 3]), np.array(3)),
+                   (np.array([-1, 1, 2, 2, 0, -4]), np.array(-1))):
+        value, grad = f.value_and_grad(X[:6], idx, k)
+        assert_close(value, histogram(X[:6], idx, k), what=f"value at idx={idx}, k={k}")
+        assert_close(grad, numeric_grad(histogram, (X[:6], idx, k))[0], rtol=1e-5, atol=1e-7,
+                     what=f"gradient at idx={idx}, k={k}")
+    for idx, k in ((np.array([0, 1, 1, 4, 0, 2]), np.array(1)),
+                   (np.array([0, 1, 1, 3, 0, 2]), np.array(-5))):
+        with pytest.raises(IndexError):
+            histogram(X[:6], idx, k)
+        with pytest.raises(IndexError, match="out of bounds"):
+            f.value_and_grad(X[:6], idx, k)
+
+
+@pytest.mark.parametrize("tiers", [True, False])
+def test_an_index_out_of_bounds_is_numpys_index_error_also_after_a_repeated_one(tiers):
+    def repeated(x, idx):
+        r = np.zeros(5)
+        r[idx] = x
+        return np.sum(r * r)
+    f = jitad.jit_grad(repeated, tiers=tiers)
+    f(X[:3], np.array([0, 2, 4]))
+    with pytest.raises(IndexError):
+        repeated(X[:3], np.array([1, 1, 7]))
+    with pytest.raises(IndexError, match="out of bounds"):   # (not the repeat's ValueError)
+        f(X[:3], np.array([1, 1, 7]))
+    with pytest.raises(IndexError, match="out of bounds"):
+        jitad.jit_grad(repeated, tiers=tiers)(X[:3], np.array([-1, 4, -6]))
 
 
 def test_a_scalar_accumulator_still_rebinds():

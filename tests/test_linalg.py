@@ -58,7 +58,7 @@ def test_gradient_matches_central_differences(case, fun, args, argnums):
 
 # Singular matrices and their adjugates' transposes, the cofactor matrices (by hand: each
 # entry is the signed determinant of the matrix without its row and column).
-SINGULAR = [
+SINGULAR_BY_HAND = [
     (np.array([[1.0, 2.0], [2.0, 4.0]]), np.array([[4.0, -2.0], [-2.0, 1.0]])),
     (np.arange(1.0, 10.0).reshape(3, 3), np.array([[-3.0, 6.0, -3.0], [6.0, -12.0, 6.0],
                                                   [-3.0, 6.0, -3.0]])),
@@ -70,7 +70,7 @@ SINGULAR = [
 
 
 @pytest.mark.parametrize("tiers", [True, False])
-@pytest.mark.parametrize("a, cofactors", SINGULAR, ids=["2x2", "3x3 rank 2", "zero row",
+@pytest.mark.parametrize("a, cofactors", SINGULAR_BY_HAND, ids=["2x2", "3x3 rank 2", "zero row",
                                                        "rank 1", "zeros"])
 def test_det_at_a_singular_matrix_has_the_adjugate_as_its_derivative(a, cofactors, tiers):
     f = jitad.jit_grad(lambda a: np.linalg.det(a), tiers=tiers)
@@ -93,7 +93,7 @@ def test_det_at_a_singular_matrix_has_the_adjugate_as_its_derivative(a, cofactor
 
 @pytest.mark.parametrize("tiers", [True, False])
 def test_singular_matrices_raise_numpy_s_linalg_error_naming_the_line(tiers):
-    singular = SINGULAR[0][0]
+    singular = SINGULAR_BY_HAND[0][0]
     f = jitad.jit_grad(lambda a: np.sum(np.linalg.inv(a)), tiers=tiers)
     with pytest.raises(np.linalg.LinAlgError, match=r"(?s)inv: Singular matrix.*"
                                                     r"at test_linalg\.py:\d+"):
@@ -221,6 +221,79 @@ def test_a_wrong_adjoint_rule_fails_the_check(monkeypatch):
     monkeypatch.setattr(prim, "vjp", lambda b, g, out, a: (b.mul(right(b, g, out, a)[0], 1.001),))
     with pytest.raises(AssertionError, match="central differences"):
         check_grads_python(lambda s, c: np.sum(np.linalg.cholesky(s) * c), (SPD, C), order=1)
+
+
+def cofactors(a):
+    """The cofactor matrix by its definition (signed minors): det's gradient."""
+    n = a.shape[0]
+    return np.array([[(-1) ** (i + j) * np.linalg.det(np.delete(np.delete(a, i, 0), j, 1))
+                      for j in range(n)] for i in range(n)]).reshape(n, n)
+
+
+SINGULAR = {
+    "rank 2 of 3": np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0]]),
+    "rank 1 of 3": np.outer([1.0, -2.0, 0.5], [3.0, 1.0, 2.0]),
+    "zero 2x2": np.zeros((2, 2)),
+    "zero 1x1": np.zeros((1, 1)),
+    "rank 3 of 4": np.vstack([A[:3], A[0] - 2.0 * A[2]]),
+}
+
+
+@pytest.mark.parametrize("tiers", [True, False])
+@pytest.mark.parametrize("name", list(SINGULAR))
+def test_det_of_a_singular_matrix_has_the_cofactors_as_its_gradient(name, tiers):
+    # det is a polynomial: differentiable everywhere, its gradient the cofactor matrix
+    # (det(a) inv(a)^T only where a is invertible; inv raised LinAlgError here).
+    a = SINGULAR[name]
+    f = jitad.jit_grad(lambda m: np.linalg.det(m) * 2.0, tiers=tiers)
+    for _ in range(2):
+        value, grad = f.value_and_grad(a)
+        assert_close(value, 2.0 * np.linalg.det(a), 1e-12, 1e-12)
+        assert_close(grad, 2.0 * cofactors(a), 1e-10, 1e-10, what=f"d det at {name}")
+        f.wait()
+    v = RNG.standard_normal(a.shape)
+    _, tangent = jitad.jvp(lambda m: np.linalg.det(m))(a, v)
+    assert_close(tangent, np.sum(cofactors(a) * v), 1e-10, 1e-10, what=f"J v at {name}")
+
+
+@pytest.mark.parametrize("fun, singular_raises", [
+    (lambda a: np.sum(np.linalg.solve(a, np.ones(a.shape[0]))), True),
+    (lambda a: np.sum(np.linalg.inv(a)), True),
+    (lambda a: np.linalg.det(a), False),
+    (lambda a: np.linalg.slogdet(a)[1], False),
+    (lambda a: np.sum(np.linalg.cholesky(a)), False),
+    (lambda a: np.sum(np.linalg.eigvalsh(a)), False),
+], ids=["solve", "inv", "det", "slogdet", "cholesky", "eigvalsh"])
+def test_linear_algebra_errors_are_numpys_linalg_errors(fun, singular_raises):
+    # NumPy raises LinAlgError for a matrix that is not square and (solve, inv) for a
+    # singular one; `except np.linalg.LinAlgError` must catch jitad's too.
+    f = jitad.jit_grad(fun, tiers=False)
+    with pytest.raises(np.linalg.LinAlgError):
+        fun(np.ones((2, 3)))
+    with pytest.raises(np.linalg.LinAlgError, match="square"):
+        f(np.ones((2, 3)))
+    if singular_raises:
+        f(np.eye(2) + 0.5)          # compiled; then a singular matrix at call time
+        with pytest.raises(np.linalg.LinAlgError):
+            fun(np.ones((2, 2)))
+        with pytest.raises(np.linalg.LinAlgError, match="(?i)singular"):
+            f(np.ones((2, 2)))
+        with pytest.raises(np.linalg.LinAlgError, match="(?i)singular"):
+            jitad.jit_grad(fun, tiers=False)(np.ones((2, 2)))     # at the first call
+
+
+@pytest.mark.parametrize("ord, axis", [(np.inf, None), (1, None), (np.inf, -1), (np.inf, 0)])
+def test_max_norms_of_empty_arrays_are_0_as_numpys(ord, axis):
+    # NumPy takes these norms' max from 0 (`initial=0`): 0 over an empty axis, not an error;
+    # one compiled object serves the nonempty and the empty shapes
+    def norm(a):
+        return np.sum(np.linalg.norm(a, ord, axis)) + np.sum(a)
+    f = jitad.jit_grad(norm)
+    for shape in [(3, 4), (3, 0), (0, 3), (0, 0), (2, 3)]:
+        a = RNG.standard_normal(shape)
+        value, grad = f.value_and_grad(a)
+        assert_close(value, norm(a), 1e-12, 1e-12, what=f"norm of shape {shape}")
+        assert grad.shape == shape
 
 
 @pytest.mark.parametrize("fun, pattern", [

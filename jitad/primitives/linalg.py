@@ -1,7 +1,7 @@
 """Linear algebra: `matmul` (np.dot / @ for 1-D and 2-D operands, BLAS in Numba) and `outer`."""
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import LinAlgShapeError, ShapeError
 from .core import Primitive, result_dtype
 
 
@@ -57,8 +57,8 @@ def _outer_vjp(b, g, out, x, y):
 
 def _square(name):
     def check(a):
-        if a.ndim != 2 or a.shape[0] != a.shape[1]:
-            raise ShapeError(f"{name} takes a square 2-D matrix, got shape {a.shape}")
+        if a.ndim != 2 or a.shape[0] != a.shape[1]:       # (NumPy's LinAlgError)
+            raise LinAlgShapeError(f"{name} takes a square 2-D matrix, got shape {a.shape}")
     return check
 
 

@@ -94,7 +94,7 @@ def _scatter_rule(acc, value, idx):
 
 def _scatter_vjp(b, g, out, acc, value, idx):
     value_bar = b.gather(g, idx) if _is_var(value) else None
-    return b.scatter(g, b.full(0.0, shape=value.shape), idx), value_bar, None
+    return b.scatter(g, _zeros_like(b, value), idx), value_bar, None
 
 
 def _scatter_jvp(b, out, operands, tangents):
@@ -103,12 +103,19 @@ def _scatter_jvp(b, out, operands, tangents):
     if d_acc is None and d_value is None:
         return None
     d_acc = d_acc if d_acc is not None else b.full_like(acc, 0.0)
-    d_value = d_value if d_value is not None else b.full(0.0, shape=value.shape)
+    d_value = d_value if d_value is not None else _zeros_like(b, value)
     return b.scatter(d_acc, d_value, idx)
 
 
 def _is_var(a) -> bool:
     return isinstance(a, Var)
+
+
+def _zeros_like(b, value):
+    """Zeros shaped like the scatter's `value` at run time: its length is the index array's,
+    which a compiled specialization does not fix (a traced-time shape would leave the
+    positions past it unzeroed)."""
+    return b.full_like(value, 0.0) if _is_var(value) else b.full(0.0, shape=value.shape)
 
 
 def build():
