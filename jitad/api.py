@@ -802,13 +802,22 @@ class JitGrad:
 
     def _run(self, mode: str, args, kwargs):
         """The full path: classify, find or trace a variant, run it, and remember a fast path.
-        Under the object's lock: threads first-calling together trace and compile once."""
+        Under the object's lock (`first_call_lock`): threads first-calling together trace
+        and compile once."""
         if any(isinstance(a, Tracer) for a in args) or \
                 any(isinstance(a, Tracer) for a in kwargs.values()):
             from .derivatives import inline     # called inside another trace: replay the list
             return inline(self, mode, args, kwargs)
-        with self._lock, stats.progress(self.__name__):
+        with self.first_call_lock(), stats.progress(self.__name__):
             return self._run_locked(mode, args, kwargs)
+
+    @contextlib.contextmanager
+    def first_call_lock(self):
+        """Hold tracing's lock, then this object's: in the order a trace takes them when the
+        traced code calls this object with plain values (the other order could deadlock
+        with such a trace)."""
+        with _TRACE_LOCK, self._lock:
+            yield
 
     def _run_locked(self, mode: str, args, kwargs):
         args, key, runtime, names, values, candidates = self._lookup(args, kwargs)

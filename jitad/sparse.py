@@ -624,7 +624,7 @@ class _Sparse:
     def __call__(self, *args, **kwargs):
         """The sparse derivative at these arguments: a scipy.sparse CSR matrix (for a tuple
         `argnums`, a tuple of blocks; for a Hessian, a tuple of rows of blocks)."""
-        with self._inner._lock:
+        with self._inner.first_call_lock():
             args, key, runtime, names, values, candidates, x = self._resolve(args, kwargs)
             for variant in candidates:
                 try:

@@ -267,3 +267,41 @@ def test_a_fork_while_another_thread_compiles_gives_a_child_that_compiles(monkey
     finally:
         thread.join(timeout=120)
     assert code == 0
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_trace_calling_an_object_another_thread_first_calls_does_not_deadlock(sparse):
+    """Thread A traces `outer`, which calls `inner` with plain values (a constant); thread B
+    first-calls `inner` meanwhile. Both take tracing's lock before the object's: in the
+    other order B would hold inner's lock waiting for tracing's, and A the reverse."""
+    cubes = jitad.hessian(lambda x: np.sum(x ** 3), sparse=True) if sparse else \
+        jitad.jit_grad(lambda x: np.sum(x ** 3))
+    lock = cubes._inner._lock if sparse else cubes._lock
+    c = np.array([1.0, 2.0])
+    want = np.diag(6.0 * c) if sparse else 3.0 * c ** 2
+    started, results = threading.Event(), {}
+
+    def inner(x):
+        return cubes(x).toarray() if sparse else cubes(x)
+
+    def outer(x):
+        started.set()
+        deadline = time.monotonic() + 1.0    # (until B holds inner's lock, if it can)
+        while time.monotonic() < deadline and lock.acquire(blocking=False):
+            lock.release()
+            time.sleep(0.001)
+        return np.sum(inner(c) * x)          # (a constant of the trace)
+
+    def first():
+        started.wait(timeout=60)
+        results["inner"] = inner(c)
+    a = threading.Thread(target=lambda: results.update(outer=jitad.jit_grad(outer)(c)),
+                         daemon=True)
+    b = threading.Thread(target=first, daemon=True)
+    a.start()
+    b.start()
+    a.join(timeout=30)
+    b.join(timeout=30)
+    assert not a.is_alive() and not b.is_alive(), "deadlocked"
+    assert np.allclose(results["outer"], want.sum(axis=-1) if sparse else want, rtol=1e-14)
+    assert np.allclose(results["inner"], want, rtol=1e-14)
