@@ -503,6 +503,12 @@ def _print_fused(group, entries, outputs, storage, printed, label, text, users) 
     return lines + after
 
 
+def _tape_dtype(var) -> str:
+    """The dtype argument of a tape's np.empty: none for float64 (the default), else the
+    value's own (an index array or an integer taped as floats could not index)."""
+    return "" if var.dtype == "float64" else f", dtype={_NUMPY_DTYPE[var.dtype]}"
+
+
 def _recomputed(run, j, first, stride, counter, entries, text) -> str:
     """Source text recomputing offset `j` of `run` at iteration `first + stride*counter`
     (see `reroll.recomputable`)."""
@@ -547,7 +553,8 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
         # (chains update their buffer in place; operands reading one carried value share it)
         if run.operands[j][p][1] not in run.chains and line not in head:
             head.append(line)
-    head += [f"{names[j]}_tape = np.empty({iterations})" for j in sorted(taped)
+    head += [f"{names[j]}_tape = np.empty({iterations}"
+             f"{_tape_dtype(entries[run.start + j].out)})" for j in sorted(taped)
              if entries[run.start + j].out.ndim == 0]
     loop = [f"for {counter} in range({iterations}):"]
 
@@ -586,7 +593,8 @@ def _print_loop(run, entries, storage, printed, label, text, counter, taped, run
         if j in taped and e.out.ndim:       # an (iterations, *shape) array, sized at run time,
             row = f"{names[j]}_tape_row"    # filled element by element (see core.add_into)
             loop += [f"    if {counter} == 0:",
-                     f"        {names[j]}_tape = np.empty(({iterations},) + {names[j]}.shape)",
+                     f"        {names[j]}_tape = np.empty(({iterations},) + {names[j]}.shape"
+                     f"{_tape_dtype(e.out)})",
                      f"    {row} = {names[j]}_tape[{counter}]"] + [
                 "    " + line for line in add_into(row, names[j], e.out, e.out.ndim,
                                                    "=").splitlines()]

@@ -1211,8 +1211,28 @@ def _like(original, fill):
     return traced
 
 
+def _traced_eye(N, M=None, k=0, dtype=float, order="C", **kwargs):
+    """np.eye while tracing: a traced float array (zeros plus the constant identity), so
+    `A = np.eye(n); A[0] = x` updates it (NumPy's else)."""
+    if not _tracing() or kwargs or order != "C" or not _floating(dtype) or \
+            any(isinstance(v, Tracer) for v in (N, M, k)):
+        return np.eye(N, M, k, dtype=dtype, order=order, **kwargs)
+    ones = np.eye(N, M, k)
+    return _made(ones.shape, ones)
+
+
+def _traced_identity(n, dtype=None, **kwargs):
+    if not _tracing() or kwargs or (dtype is not None and not _floating(dtype)) or \
+            isinstance(n, Tracer):
+        return np.identity(n, dtype=dtype, **kwargs)
+    return _traced_eye(n)
+
+
+_traced_eye.__name__, _traced_eye.__wrapped__ = "eye", np.eye
+_traced_identity.__name__, _traced_identity.__wrapped__ = "identity", np.identity
 _DISPATCHER = type(np.zeros_like)
 _NUMPY_CREATION = {
+    np.eye: _traced_eye, np.identity: _traced_identity,
     np.zeros: _creation(np.zeros, 0.0), np.ones: _creation(np.ones, 1.0),
     np.empty: _creation(np.empty, 0.0), np.full: _traced_full,
     np.zeros_like: _like(np.zeros_like, 0.0), np.ones_like: _like(np.ones_like, 1.0),

@@ -327,6 +327,25 @@ def test_an_index_out_of_bounds_is_numpys_index_error_also_after_a_repeated_one(
         jitad.jit_grad(repeated, tiers=tiers)(X[:3], np.array([-1, 4, -6]))
 
 
+def from_identities(x):
+    A = np.eye(3)
+    A[0] = x[:3]
+    A[:, 2] += x[3:6]
+    B = np.identity(2)
+    B[1, 0] = x[0] * x[1]
+    C = np.eye(2, 3, k=1)                   # rectangular, off the diagonal
+    C[1] *= x[2]
+    k = np.eye(3, dtype=int)                # integers stay NumPy's
+    return np.linalg.det(A) + np.sum(B @ C) + np.sum(np.sin(A) * k)
+
+
+def test_np_eye_and_identity_make_arrays_that_update_in_place():
+    check_grads_python(from_identities, (X[:6],), order=2)
+    f = jitad.jit_grad(from_identities, tiers=False)
+    assert_close(f.value_and_grad(X[:6])[1], numeric_grad(from_identities, (X[:6],))[0],
+                 rtol=1e-5, atol=1e-7)
+
+
 def test_a_scalar_accumulator_still_rebinds():
     def scalar(x):
         s = x[0]

@@ -252,3 +252,36 @@ def test_a_wrong_tape_descriptor_fails(monkeypatch):
     f = jitad.jit_grad(recurrent, argnums=(0, 1, 2), code_shape="loops")
     with pytest.raises(AssertionError):
         check_grads_python(f, args, argnums=(0, 1, 2))
+
+
+def computed_positions(x, idx):
+    s = 0.0
+    for j in range(60):
+        k = (idx[j] * 3) % 10              # an integer the adjoint reads back from a tape
+        s = s + x[k] ** 2 * x[j % 10]
+    return s
+
+
+def histogram(w, idx):
+    r = np.zeros(10)
+    for j in range(60):
+        r[idx[j]] += w[j] ** 2             # a taped (1,) index array per iteration
+    return np.sum(np.sin(r) * np.arange(1.0, 11.0))
+
+
+@pytest.mark.parametrize("fun", [computed_positions, histogram])
+def test_integer_values_taped_by_a_loop_keep_their_dtype(fun):
+    # The tapes were float arrays, so a taped index could not index again (NumPy's
+    # IndexError in the plain source, a Numba compile error in the compiled one).
+    rng = np.random.default_rng(3)
+    args = (rng.normal(size=60), rng.integers(-10, 10, 60))
+    if fun is computed_positions:
+        args = (args[0][:10], args[1])
+    f = jitad.jit_grad(fun, code_shape="loops")
+    source = source_of(f, *args)
+    assert "for k in range(" in source and "_tape = np.empty(" in source
+    assert "dtype=np.int64)" in source      # the taped integers
+    check_grads_python(f, args)
+    value, grad = jitad.jit_grad(fun, code_shape="loops", tiers=False).value_and_grad(*args)
+    assert_close(value, fun(*args))
+    assert_close(grad, python_value_and_grad(f, args)[1][0], 1e-10, 1e-12)
