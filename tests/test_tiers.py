@@ -117,6 +117,28 @@ def test_tiers_false_and_jitad_tiers_0_compile_before_returning(tiered, x, monke
     assert g.stats()[0]["tier"] == "specialized"
 
 
+def test_a_long_stored_build_loads_in_the_background_while_a_first_tier_answers(tiered, x,
+                                                                                monkeypatch):
+    """A new object finds the first one's build in the disk store: it loads it at once
+    (Numba's cache skips the compile), unless its source is longer than LOADED_AT_ONCE
+    characters: Numba takes about as long to load such a kernel as the tape to start."""
+    tiered.set()
+    chain_57 = make_chain(0.57)
+    first = jitad.jit_grad(chain_57)
+    want = first.value_and_grad(x)
+    assert first.wait(timeout=120) and first.stats()[0]["tier"] == "specialized"
+    at_once = jitad.jit_grad(chain_57)
+    assert np.array_equal(at_once.value_and_grad(x)[1], want[1])
+    assert at_once.stats()[0]["tier"] == "specialized" and not at_once._jobs
+    monkeypatch.setattr(api, "LOADED_AT_ONCE", 100)
+    later = jitad.jit_grad(chain_57)
+    assert np.array_equal(later.value_and_grad(x)[1], want[1])      # (the same operations)
+    assert later.stats()[0]["tier"] == "tape" and later.stats()[0]["trace_s"] == 0.0
+    assert later.wait(timeout=120) and later.stats()[0]["tier"] == "specialized"
+    assert later.compile_count == 1 and later.trace_count == 1      # (the stored trace)
+    np.testing.assert_allclose(want[1], numeric_grad(chain_57, [x])[0], rtol=1e-6, atol=1e-8)
+
+
 def test_short_lists_compile_synchronously(x):
     f = jitad.jit_grad(lambda x: np.sin(x[0, 0]) * x[1, 1])
     f(x)
