@@ -55,6 +55,13 @@ def load(kind: str, key: str):
         return None
 
 
+def stored_bytes(kind: str, key: str) -> int | None:
+    """The size (compressed) of what is stored under `key` in `kind`, or None when there is
+    nothing verified there: a size known without decoding the entry."""
+    payload = disk.read(_path(kind, key), _full_key(kind, key))
+    return None if payload is None else len(payload)
+
+
 @collector.paused
 def save(kind: str, key: str, value) -> None:
     """Store `value` (a Trace for "traces", (source, function name, code shape) for "builds");

@@ -120,8 +120,8 @@ def test_tiers_false_and_jitad_tiers_0_compile_before_returning(tiered, x, monke
 def test_a_long_stored_build_loads_in_the_background_while_a_first_tier_answers(tiered, x,
                                                                                 monkeypatch):
     """A new object finds the first one's build in the disk store: it loads it at once
-    (Numba's cache skips the compile), unless its source is longer than LOADED_AT_ONCE
-    characters: Numba takes about as long to load such a kernel as the tape to start."""
+    (Numba's cache skips the compile), unless it is larger than LOADED_AT_ONCE bytes:
+    Numba takes about as long to load such a kernel as the tape takes to start."""
     tiered.set()
     chain_57 = make_chain(0.57)
     first = jitad.jit_grad(chain_57)
