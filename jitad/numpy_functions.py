@@ -20,6 +20,7 @@ specialization is keyed on exact shapes).
 from __future__ import annotations
 
 import math
+import operator
 import sys
 import types
 
@@ -29,7 +30,7 @@ from . import watch
 from .errors import ShapeError, TraceError
 from .primitives import REGISTRY
 from .primitives.core import normalize_axes
-from .tracing import (Tracer, _as_tracer, _broadcast_into, _check_writable, _concatenate,
+from .tracing import (Tracer, _as_tracer, _axis_index, _broadcast_into, _check_writable, _concatenate,
                       _expand_dims, _full_like, _note_view, _rebind, _reshape, _stack,
                       _state, _transpose, bind, located)
 
@@ -458,12 +459,17 @@ def _append(arr, values, axis=None):
 
 def _swapaxes(a, axis1, axis2):
     order = list(range(a.ndim))
+    axis1, axis2 = _axis_index(axis1, a.ndim), _axis_index(axis2, a.ndim)
     order[axis1], order[axis2] = order[axis2], order[axis1]
     return _transpose(a, tuple(order))
 
 
 def _rollaxis(a, axis, start=0):
-    axis, start = axis % a.ndim, start if start >= 0 else start + a.ndim
+    axis = _axis_index(axis, a.ndim)
+    if not -a.ndim <= start <= a.ndim:      # (NumPy's check: start may be ndim)
+        raise np.exceptions.AxisError(located(
+            f"rollaxis: start {start} is out of bounds for array of dimension {a.ndim}"))
+    start = start if start >= 0 else start + a.ndim
     if axis < start:
         start -= 1
     return _moveaxis(a, axis, start) if axis != start else a
@@ -472,6 +478,8 @@ def _rollaxis(a, axis, start=0):
 def _split_points(length, indices_or_sections, exact):
     if isinstance(indices_or_sections, (int, np.integer)):
         sections = int(indices_or_sections)
+        if sections <= 0:
+            raise ValueError(located("number sections must be larger than 0."))
         if exact and length % sections:
             raise ValueError(located("array split does not result in an equal division"))
         sizes = [length // sections + (1 if k < length % sections else 0) for k in range(sections)]
@@ -484,7 +492,7 @@ def _splitter(exact=True, fixed_axis=None):
         ary = _tracer(ary)
         if fixed_axis is not None:
             axis = fixed_axis if not (fixed_axis == 1 and ary.ndim == 1) else 0
-        axis %= ary.ndim
+        axis = _axis_index(axis, ary.ndim)
         points = _split_points(ary.shape[axis], indices_or_sections, exact)
         return [_slice(ary, axis, start, stop) for start, stop in zip(points[:-1], points[1:])]
     return adapter
@@ -571,8 +579,10 @@ def _contract(a, b, axes_a, axes_b):
     size = int(np.prod([a.shape[k] for k in axes_a]))
     if [a.shape[k] for k in axes_a] != [b.shape[k] for k in axes_b]:
         raise ShapeError(located("shape-mismatch for sum"))
-    left = _reshape(_transpose(a, tuple(free_a + list(axes_a))), (-1, size))
-    right = _reshape(_transpose(b, tuple(list(axes_b) + free_b)), (size, -1))
+    rows = int(np.prod([a.shape[k] for k in free_a]))   # (not -1: the sizes may be 0)
+    cols = int(np.prod([b.shape[k] for k in free_b]))
+    left = _reshape(_transpose(a, tuple(free_a + list(axes_a))), (rows, size))
+    right = _reshape(_transpose(b, tuple(list(axes_b) + free_b)), (size, cols))
     product = bind(_p("matmul"), left, right)
     return _reshape(product, tuple(a.shape[k] for k in free_a) + tuple(b.shape[k] for k in free_b))
 
@@ -584,7 +594,8 @@ def _tensordot(a, b, axes=2):
     else:
         axes_a, axes_b = ([axes[0]] if isinstance(axes[0], int) else list(axes[0]),
                           [axes[1]] if isinstance(axes[1], int) else list(axes[1]))
-    return _contract(a, b, [k % a.ndim for k in axes_a], [k % b.ndim for k in axes_b])
+    return _contract(a, b, [_axis_index(k, a.ndim) for k in axes_a],
+                     [_axis_index(k, b.ndim) for k in axes_b])
 
 
 def _inner(a, b):
@@ -708,8 +719,15 @@ def _broadcast_batch(x, batch):
 
 
 def _diff(a, n=1, axis=-1, prepend=None, append=None):
+    n = operator.index(n)
+    if n == 0:              # NumPy returns `a` itself: prepend and append are not added
+        return a
+    if n < 0:
+        raise ValueError(located(f"np.diff: order must be non-negative but got {n}"))
     a = _tracer(a)
-    axis %= a.ndim
+    if _ndim(a) == 0:
+        raise ValueError(located("np.diff requires input that is at least one dimensional"))
+    axis = _axis_index(axis, a.ndim)
     parts = [a]
     for extra, at in ((prepend, 0), (append, 1)):
         if extra is not None:
@@ -806,7 +824,7 @@ def _cumulative(name):
         a = _tracer(a)
         if axis is None:
             a, axis = (_reshape(a, (-1,)) if a.ndim != 1 else a), 0
-        return bind(_p(name), a, axis=axis)
+        return bind(_p(name), a, axis=_axis_index(axis, a.ndim))
     adapter.__name__ = name
     return adapter
 

@@ -786,8 +786,28 @@ def _as_tracer(value):
 _CONSTANT = "a constant array (captured from outside the function)"
 
 
+def _axis_index(axis, ndim: int) -> int:
+    """NumPy's normalize_axis_index: `axis` in [-ndim, ndim) as a non-negative int, else a
+    located AxisError (a ValueError and an IndexError, as NumPy raises), never a wrap."""
+    axis = operator.index(axis)
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(located(
+            f"axis {axis} is out of bounds for array of dimension {ndim}"))
+    return axis % ndim
+
+
+def _axis_tuple(axis, ndim: int) -> tuple:
+    """NumPy's normalize_axis_tuple: each axis checked, repeats a ValueError."""
+    axes = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
+    out = tuple(_axis_index(a, ndim) for a in axes)
+    if len(set(out)) != len(out):
+        raise ValueError(located(f"repeated axis in {axis!r}"))
+    return out
+
+
 def _transpose(x, axes=None):
-    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % x.ndim for a in axes)
+    axes = tuple(reversed(range(x.ndim))) if axes is None \
+        else tuple(_axis_index(a, x.ndim) for a in axes)
     if axes == tuple(range(x.ndim)):
         return x
     return bind(REGISTRY["transpose"], x, axes=axes)
@@ -810,6 +830,7 @@ def _reshape(x, shape, order="C"):
 
 
 def _expand_dims(x, axis):
+    _axis_tuple(axis, x.ndim + (len(axis) if isinstance(axis, (tuple, list)) else 1))
     return bind(REGISTRY["expand_dims"], x, axis=axis)
 
 
@@ -844,17 +865,20 @@ def _where(cond, x=None, y=None):
 
 def _concatenate(arrays, axis=0):
     arrays = [a if isinstance(a, Tracer) else _as_tracer(np.asarray(a)) for a in arrays]
+    if axis is None:        # NumPy flattens each array first
+        arrays, axis = [_reshape(a, (-1,)) for a in arrays], 0
     ndim = arrays[0].ndim
     if ndim == 0:
         raise ShapeError(located("np.concatenate: zero-dimensional arrays cannot be "
                                  "concatenated (np.stack makes an array of scalars)"))
-    return bind(REGISTRY["concatenate"], *arrays, axis=axis % ndim)
+    return bind(REGISTRY["concatenate"], *arrays, axis=_axis_index(axis, ndim))
 
 
 def _stack(arrays, axis=0):
     arrays = [a if isinstance(a, Tracer) else _as_tracer(np.asarray(a)) for a in arrays]
     ndim = np.ndim(arrays[0].value) + 1
-    return _concatenate([_expand_dims(a, axis % ndim) for a in arrays], axis=axis % ndim)
+    axis = _axis_index(axis, ndim)
+    return _concatenate([_expand_dims(a, axis) for a in arrays], axis=axis)
 
 
 def _full_like(x, fill_value, dtype=None):

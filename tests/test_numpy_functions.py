@@ -673,3 +673,77 @@ def test_std_where_it_is_zero_has_gradient_zero_not_nan(x, axis):
     assert_close(gradient, np.zeros_like(x), 0, 0)
     _, tangent = jitad.jvp(lambda x: np.sum(np.std(x, axis=axis)))(x, np.ones_like(x))
     assert tangent == 0.0
+
+
+# ---------------------------------------------------------------- shapes (found by helper shapes)
+
+@pytest.mark.parametrize("fun, shapes", [
+    (lambda a, b: np.sum(np.tensordot(a, b, axes=([0, 1], [0, 2])) * W((2, 3))),
+     [(1, 0, 2), (1, 3, 0)]),                                    # summed axes of size 0
+    (lambda a, b: np.sum(np.tensordot(a, b, axes=1) + 1.0), [(2, 0), (0, 3)]),
+    (lambda a, b: np.sum(np.inner(a, b)) + 1.0, [(0,), (0,)]),
+    (lambda a, b: np.sum(np.tensordot(a, b, axes=([0], [1])) * W((3, 0))), [(2, 3), (0, 2)]),
+], ids=["pair axes", "int axes", "inner", "free axis of size 0"])
+def test_contractions_over_size_0_axes(fun, shapes):
+    """tensordot/inner reshaped with -1 beside a 0, which NumPy cannot resolve."""
+    rng = rng_for("size 0")
+    check_grads_python(fun, [rng.uniform(-1, 1, s) for s in shapes], argnums=(0, 1))
+
+
+@pytest.mark.parametrize("kw", [{"prepend": 2.0}, {"append": np.array([1.0, 3.0])},
+                                {"prepend": 1.0, "append": 4.0}])
+def test_diff_of_order_0_is_the_array_without_prepend_or_append(kw):
+    """NumPy's np.diff(x, n=0) returns x as it is (prepend and append are not added)."""
+    fun = lambda x: np.sum(np.diff(x, n=0, **kw) * np.array([1.0, 2.0]))
+    x = np.array([0.3, -0.7])
+    assert jitad.jit_grad(fun).value(x) == pytest.approx(fun(x))
+    check_grads_python(fun, (x,))
+
+
+def test_concatenate_with_axis_none_flattens_each_array():
+    fun = lambda a, b: np.sum(np.concatenate([a, b, np.ones(2)], axis=None) * W(11))
+    check_grads_python(fun, (C23, np.linspace(-1, 1, 3)), argnums=(0, 1))
+
+
+def test_splits_at_numpy_and_python_integer_positions_in_one_process():
+    """np.array_split(x, 8) slices at NumPy integers (constants of the trace-time evaluator
+    of x[0:1]), np.split(x, [2, 3]) at Python ints (slots k0, k1 of x[k0:k1], equal to
+    np.int64(0), np.int64(1)): the first's evaluator was found for the second and called
+    with its slots (TypeError: impl() takes 1 positional argument but 3 were given)."""
+    x = np.linspace(0.5, 1.5, 8).reshape(1, 1, 1, 8)      # (a rank no other test slices)
+    first = lambda x: np.sum(np.array_split(x, 8, axis=3)[0] ** 2)
+    second = lambda x: np.sum(np.split(x, [2, 3], axis=3)[2] ** 3)
+    check_grads_python(first, (x,))
+    check_grads_python(second, (x,))
+
+
+@pytest.mark.parametrize("fun", [
+    lambda x: np.concatenate([x, x], axis=2), lambda x: np.concatenate([x, x], axis=-3),
+    lambda x: np.stack([x, x], axis=3), lambda x: np.split(x, 1, axis=2)[0],
+    lambda x: np.array_split(x, 2, axis=-3)[0], lambda x: np.tensordot(x, x, ([2], [0])),
+    lambda x: np.diff(x, axis=2), lambda x: np.cumsum(x, axis=2), lambda x: x.cumprod(-3),
+    lambda x: np.expand_dims(x, 3), lambda x: np.rollaxis(x, 2),
+    lambda x: np.rollaxis(x, 0, 4), lambda x: np.transpose(x, (-3, 0)),
+    lambda x: np.swapaxes(x, 0, 2), lambda x: x.swapaxes(-3, 1),
+], ids=["concatenate", "concatenate -3", "stack", "split", "array_split", "tensordot", "diff",
+        "cumsum", "x.cumprod", "expand_dims", "rollaxis", "rollaxis start", "transpose",
+        "swapaxes", "x.swapaxes"])
+def test_axes_out_of_range_raise_as_numpy_instead_of_wrapping(fun):
+    x = np.ones((2, 3))
+    with pytest.raises(Exception) as numpy_error:
+        fun(x)
+    with pytest.raises(type(numpy_error.value), match=r"out of bounds[^\n]*\n.*"
+                                                      r"test_numpy_functions.py"):
+        jitad.jit_grad(lambda x: np.sum(fun(x)))(x)
+
+
+@pytest.mark.parametrize("fun", [
+    lambda x: np.diff(x, n=-1), lambda x: np.diff(x[0, 0]),
+    lambda x: np.array_split(x, 0, axis=1)[0], lambda x: np.expand_dims(x, (0, 0)),
+], ids=["diff n<0", "diff 0-d", "array_split 0", "expand_dims repeated"])
+def test_invalid_shape_arguments_raise_numpys_value_error(fun):
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError):
+        fun(x)
+    with pytest.raises(ValueError, match="test_numpy_functions.py"):
+        jitad.jit_grad(lambda x: np.sum(fun(x)))(x)

@@ -210,8 +210,10 @@ class Primitive:
         integers of an `index`): the printed source lines, compiled once per ranks and
         parameters."""
         try:
-            key = (ndims, in_place, tuple(sorted(params.items()))) if params or in_place \
-                else ndims
+            # (n_leaves: an index's NumPy integers stay constants, and np.int64(1) equals
+            # the slot k1, so `x[np.int64(0):np.int64(1)]` and `x[0:1]` differ only there)
+            key = (ndims, in_place, n_leaves, tuple(sorted(params.items()))) \
+                if params or in_place else ndims
             fn = self._impl_cache.get(key)
         except TypeError:           # unhashable parameters: no caching
             key, fn = None, None
