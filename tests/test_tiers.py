@@ -131,9 +131,12 @@ def test_a_long_stored_build_loads_in_the_background_while_a_first_tier_answers(
     assert np.array_equal(at_once.value_and_grad(x)[1], want[1])
     assert at_once.stats()[0]["tier"] == "specialized" and not at_once._jobs
     monkeypatch.setattr(api, "LOADED_AT_ONCE", 100)
+    tiered.clear()              # (the background load waits at the gate: no race to switch)
     later = jitad.jit_grad(chain_57)
     assert np.array_equal(later.value_and_grad(x)[1], want[1])      # (the same operations)
     assert later.stats()[0]["tier"] == "tape" and later.stats()[0]["trace_s"] == 0.0
+    assert tape_of(later).calls == 1
+    tiered.set()
     assert later.wait(timeout=120) and later.stats()[0]["tier"] == "specialized"
     assert later.compile_count == 1 and later.trace_count == 1      # (the stored trace)
     np.testing.assert_allclose(want[1], numeric_grad(chain_57, [x])[0], rtol=1e-6, atol=1e-8)
