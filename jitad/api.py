@@ -241,6 +241,7 @@ class JitGrad:
         _OBJECTS.add(self)
         self._bound: dict | None = None        # id(instance) -> its object (no __dict__)
         self._instance = None                   # on a method's object: its instance
+        self._attribute = self.__name__         # its name in the class (`__set_name__`)
 
     def __repr__(self) -> str:
         return f"<jitad.jit_grad of {self.__qualname__}, argnums={self.argnums!r}>"
@@ -250,7 +251,7 @@ class JitGrad:
         return self.__qualname__
 
     def __set_name__(self, owner, name) -> None:
-        self._attribute = name      # (a method's name in its class, for `__reduce_ex__`)
+        self._attribute = name
 
     def __get__(self, instance, owner=None):
         """On a method: a jit_grad of the method bound to `instance`; `argnums` counts the
@@ -264,7 +265,7 @@ class JitGrad:
             return self
         attributes = getattr(instance, "__dict__", None)
         if type(attributes) is dict:
-            key = f"__jitad_{getattr(self, '_attribute', self.__name__)}"
+            key = f"__jitad_{self._attribute}"
             kept = attributes.get(key)
             if kept is None or kept._instance is not instance:
                 kept = attributes[key] = self._bind_to(instance)
@@ -279,7 +280,7 @@ class JitGrad:
     def _bind_to(self, instance):
         bound = self._bind(instance)
         bound._instance = instance
-        bound._attribute = getattr(self, "_attribute", self.__name__)
+        bound._attribute = self._attribute
         return bound
 
     def _bind(self, instance):
@@ -511,20 +512,18 @@ class JitGrad:
         out = traced.wengert.outputs[0]     # (then the aux outputs, with has_aux)
         if isinstance(out, (Var, Literal)) and out.shape == () and out.dtype != "bool":
             return
-        if isinstance(out, (Var, Literal)):
-            what = f"an array of shape {out.shape}" if out.shape else "a bool (a comparison)"
-        elif isinstance(out, (tuple, list)):
-            what = f"a {type(out).__name__} of {len(out)} values"
-        elif out is None:
-            what = "None (is a return statement missing?)"
-        else:
-            what = f"a {type(out).__name__}"
-        where = next((e.loc for e in reversed(traced.wengert.entries) if e.out is out), None)
+        what = (f"an array of shape {out.shape}" if out.shape else "a bool (a comparison)") \
+            if isinstance(out, (Var, Literal)) else returned(out)
         raise NonScalarOutputError(
             f"{self.__name__} must return a scalar (a float or 0-d array) to be differentiated "
             f"by jit_grad, but it returned {what}.\n  Reduce it (e.g. np.sum(...)) or "
             "use jitad.jacobian(...) for the Jacobian of a vector-valued function."
-            f"\n  at {where or f'{traced.wengert.loc} (the function {self.__name__})'}")
+            f"\n  at {self._output_line(traced, out)}")
+
+    def _output_line(self, traced, out) -> str:
+        """Where the traced function computed its output `out` (else its own line)."""
+        where = next((e.loc for e in reversed(traced.wengert.entries) if e.out is out), None)
+        return where or f"{traced.wengert.loc} (the function {self.__name__})"
 
     def _guard_limit_message(self, variants) -> str:
         lines = {g for v in variants for g in v.trace.guards}
@@ -992,6 +991,14 @@ def _fast_switching(on: bool) -> None:
     (before, lowered), _switching[:] = _switching, [None, None]
     if before is not None and sys.getswitchinterval() == lowered:
         sys.setswitchinterval(before)
+
+
+def returned(out) -> str:
+    """What a function returned that is not a traced value, for an error message."""
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of {len(out)} values"
+    return "None (is a return statement missing?)" if out is None else \
+        f"a {type(out).__name__}"
 
 
 def _linalg_lines(variant) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import codegen, collector, compile as compiler, stats, tape, tracing
 from .api import (JitGrad, _as_method, _entry, _fast_key, jit_grad, numpy_tier_applies,
-                  reverse_tape_applies, tape_only, tape_tier_applies)
+                  returned, reverse_tape_applies, tape_only, tape_tier_applies)
 from .errors import ArgumentError, NonScalarOutputError
 from .tracing import Tracer, trace
 from .transforms import simplify, value_and_grad
@@ -612,16 +612,12 @@ class Transformed(JitGrad):
             return super()._check_output(traced)
         if isinstance(out, (Var, Literal)) and out.dtype == "float64":
             return
-        what = f"{out.dtype} values" if isinstance(out, (Var, Literal)) else \
-            f"a {type(out).__name__} of {len(out)} values" if isinstance(out, (tuple, list)) \
-            else "None (is a return statement missing?)" if out is None \
-            else f"a {type(out).__name__}"
-        where = next((e.loc for e in reversed(traced.wengert.entries) if e.out is out), None)
+        what = f"{out.dtype} values" if isinstance(out, (Var, Literal)) else returned(out)
         raise NonScalarOutputError(
             f"{self.__name__} must return one float array or float for jitad.{self._factory}, "
             f"but it returned {what} (no derivative flows through comparisons or integers; "
             f"return a tuple's parts from separate functions)"
-            f"\n  at {where or f'{traced.wengert.loc} (the function {self.__name__})'}")
+            f"\n  at {self._output_line(traced, out)}")
 
     def _trace(self, args, key, runtime, names, exact=False, load=True):
         # Dense Jacobians and Hessians loop over sizes known when they are built.

@@ -97,7 +97,7 @@ class Reads:
     def stale(self) -> list:
         """The names of bindings rebound, or of arrays changed in place, since they were read
         (empty when all hold)."""
-        names = [_binding_name(c, k) for c, k, v in self.bindings if _current(c, k) is not v]
+        names = [_binding_name(c, k) for c, k, v in self.bindings if bound_value(c, k) is not v]
         for i, shape, contents in self.arrays:
             container, key, array = self.bindings[i]
             if array.shape != shape or contents is not None and array.tobytes() != contents:
@@ -109,7 +109,9 @@ _MISSING = object()
 _MAPPINGS = (dict, types.MappingProxyType)      # globals, an object's or a class's __dict__
 
 
-def _current(container, key):
+def bound_value(container, key):
+    """What binding (container, key) holds now: a closure cell's contents (key None), a
+    mapping's, tuple's or list's item, an attribute; _MISSING where there is none."""
     if key is None:
         try:
             return container.cell_contents
@@ -117,7 +119,7 @@ def _current(container, key):
             return _MISSING
     if isinstance(container, _MAPPINGS):
         return container.get(key, _MISSING)
-    if type(container) is tuple:    # (for the arrays it holds: a function's __defaults__)
+    if type(container) is tuple:    # (for the arrays it holds)
         return container[key]
     if type(container) is list:
         return container[key] if key < len(container) else _MISSING
@@ -380,15 +382,15 @@ class _Walker:
             current = getattr(fun, key)
             if current is not None:         # code that passes every argument needs no check
                 self.bind(fun, key, current)
-                for name, value in current.items() if isinstance(current, dict) else \
-                        enumerate(current):     # arrays: their contents are checked too
-                    if type(value) is np.ndarray:
-                        self.bind(current, name, value)
+                if isinstance(current, dict):   # arrays: their contents are checked too
+                    for name, value in current.items():     # (a tuple's: `items`)
+                        if type(value) is np.ndarray:
+                            self.bind(current, name, value)
             self.text(f"{key}=")
             self.value(tuple(sorted(current.items())) if isinstance(current, dict) else current,
                        names)
         for cell in fun.__closure__ or ():
-            contents = _current(cell, None)
+            contents = bound_value(cell, None)
             self.bind(cell, None, contents)
             if contents is _MISSING:
                 self.text("empty cell;")

@@ -4,18 +4,21 @@ traced values.
 
 Step: beside tracing. Traced code sees such an array as a `Watched` view of the same memory
 (`Watch.wrap`; arrays held by objects' attributes, dicts and lists hold one while the
-trace runs, `Watch.swap`). Operations with traced values unwrap it (`plain`): the compiled code is
-passed the array and reads its current contents at each call. Any other read of its values
-(NumPy ufuncs and functions, element reads, iteration, conversions, ndarray methods, copies,
-a Numba or library function called with it: `Compiled`) records it in `Watch.read`: the
-trace froze what it computed from them, so each call compares the array's contents
+trace runs, `Watch.swap`). Operations with traced values unwrap it (`plain`): the compiled
+code is passed the array and reads its current contents at each call. Any other read of its
+values (NumPy ufuncs and functions, element reads, iteration, conversions, ndarray methods,
+copies, a Numba or library function called with it: `Compiled`) records it in `Watch.read`:
+the trace froze what it computed from them, so each call compares the array's contents
 (`Reads.with_arrays`). Views of it stay watched. A write into it is refused (it would
-happen once, while tracing). Reads that bypass Python (the buffer protocol, other compiled
+happen once, while tracing); views that outlive the trace act as plain arrays
+(`Watch.close`). Reads that bypass Python (the buffer protocol, other compiled
 extensions) are not seen.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from .reads import bound_value
 
 
 class Watch:
@@ -43,7 +46,7 @@ class Watch:
         items) for the trace; `restore` puts the arrays back."""
         swapped = []
         for container, key in held:
-            array = _item(container, key)
+            array = bound_value(container, key)
             if type(array) is np.ndarray:
                 container[key] = self.wrap(array)
                 swapped.append((container, key, array))
@@ -51,15 +54,8 @@ class Watch:
 
     def restore(self, swapped) -> None:
         for container, key, array in swapped:
-            if _item(container, key) is self.views[id(array)]:  # (unless the trace rebound it)
+            if bound_value(container, key) is self.views[id(array)]:    # (unless rebound)
                 container[key] = array
-
-
-def _item(container, key):
-    """A dict's item or a list's (None where there is none)."""
-    if type(container) is list:
-        return container[key] if key < len(container) else None
-    return container.get(key)
 
 
 class Watched(np.ndarray):
